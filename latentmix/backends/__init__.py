@@ -1,0 +1,16 @@
+"""Generative backends behind one encode/decode contract, and ``load_backend``."""
+
+from latentmix.backends.base import LatentBackend, register_backend, registered_backends
+from latentmix.backends.loading import embedded_models, load_backend
+from latentmix.backends.vae import AutoencoderKLBackend, ConvVAE, VAEBackend
+
+__all__ = [
+    "AutoencoderKLBackend",
+    "ConvVAE",
+    "LatentBackend",
+    "VAEBackend",
+    "embedded_models",
+    "load_backend",
+    "register_backend",
+    "registered_backends",
+]

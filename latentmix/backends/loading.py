@@ -1,0 +1,90 @@
+"""``load_backend``: resolve an embedded model, a local directory or a hub id to a backend."""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+from pathlib import Path
+
+from latentmix.backends.base import BACKEND_CONFIG, LatentBackend, read_json, registered_backends
+from latentmix.backends.vae import AutoencoderKLBackend
+
+
+def embedded_models_dir() -> Path:
+    """Directory of the embedded checkpoints (``models/`` in the source tree)."""
+    return Path(str(importlib.resources.files("latentmix.embedded")))
+
+
+def embedded_models() -> list[str]:
+    """Names of the embedded backends, e.g. ``["digits-vae"]``."""
+    root = embedded_models_dir()
+    return sorted(p.name for p in root.iterdir() if (p / BACKEND_CONFIG).is_file())
+
+
+def _from_directory(path: Path, **kwargs) -> LatentBackend:
+    if (path / "model_index.json").is_file() and not (path / BACKEND_CONFIG).is_file():
+        raise ValueError(
+            f"{path} is a diffusers pipeline directory; latent-diffusion backends are not available yet — "
+            f"to use its autoencoder, load {path / 'vae'}"
+        )
+    config = read_json(path / BACKEND_CONFIG, "backend config")
+    if "latentmix_backend" in config:
+        return LatentBackend.from_pretrained(path, **kwargs)
+    if config.get("_class_name") == "AutoencoderKL":
+        return AutoencoderKLBackend.from_diffusers(str(path), **kwargs)
+    raise ValueError(
+        f"{path / BACKEND_CONFIG} is neither a latentmix backend (no 'latentmix_backend') nor a diffusers "
+        f"AutoencoderKL (_class_name={config.get('_class_name')!r})"
+    )
+
+
+def _from_hub(repo_id: str, **kwargs) -> LatentBackend:
+    from huggingface_hub import hf_hub_download
+
+    subfolder = kwargs.pop("subfolder", None)
+    try:
+        config_path = hf_hub_download(repo_id, BACKEND_CONFIG, subfolder=subfolder)
+    except Exception as exc:  # network, missing repo, gated model: all end the same way for the user
+        raise ValueError(f"backend {repo_id!r}: not an embedded model or local directory, and fetching it from the hub failed ({type(exc).__name__})") from None
+    config = read_json(Path(config_path), "backend config")
+    if config.get("_class_name") == "AutoencoderKL":
+        return AutoencoderKLBackend.from_diffusers(repo_id, subfolder=subfolder, **kwargs)
+    if "latentmix_backend" in config:
+        return LatentBackend.from_pretrained(Path(config_path).parent, **kwargs)
+    raise ValueError(f"hub repository {repo_id!r} holds neither a latentmix backend nor an AutoencoderKL")
+
+
+def load_backend(name_or_path: str | os.PathLike, *, device=None, **kwargs) -> LatentBackend:
+    """Load a backend by embedded name, local directory, or hub id, in that order.
+
+    Args:
+        name_or_path: an embedded model (``"digits-vae"``, see :func:`embedded_models`), a directory
+            saved by ``save_pretrained`` or holding a diffusers ``AutoencoderKL``, or a hub id such
+            as ``"stabilityai/sd-vae-ft-mse"`` (needs network access).
+        device: where to place the backend (default: CPU).
+        **kwargs: passed to the backend's loader (e.g. ``subfolder="vae"`` for a pipeline repo).
+
+    Returns:
+        A :class:`~latentmix.backends.base.LatentBackend` in eval mode.
+    """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"backend must be a name or a path, got {type(name_or_path).__name__}")
+    text = os.fspath(name_or_path)
+    embedded = embedded_models()
+    path = Path(text).expanduser()
+    if text in embedded:
+        backend = _from_directory(embedded_models_dir() / text, **kwargs)
+    elif path.is_dir():
+        backend = _from_directory(path, **kwargs)
+    elif path.exists():
+        raise ValueError(f"backend {text!r} is a file; expected a directory with config.json and safetensors")
+    elif text.count("/") == 1 and not text.startswith((".", "/", "~")) and os.environ.get("HF_HUB_OFFLINE") != "1":
+        backend = _from_hub(text, **kwargs)
+    else:
+        raise ValueError(
+            f"unknown backend {text!r}: not an embedded model ({', '.join(embedded) or 'none'}), "
+            f"not an existing directory, not a hub id (registered backend classes: {', '.join(sorted(registered_backends()))})"
+        )
+    if device is not None:
+        backend.to(device)
+    return backend.eval()

@@ -1,0 +1,249 @@
+"""VAE backends: latentmix's own small convolutional VAE, and an adapter for diffusers' AutoencoderKL.
+
+``VAEBackend`` latents are posterior means multiplied by ``scaling_factor``, which ``fit vae``
+sets so that the encoded training set has unit variance per dimension (the same idea as the
+0.18215 of Stable Diffusion's VAE). In that space the prior is N(0, I) and slerp is the default
+interpolator.
+
+``AutoencoderKLBackend`` puts any diffusers ``AutoencoderKL`` (a Stable Diffusion VAE from a hub
+id or a local directory) behind the same contract: latents are ``(mean - shift_factor) *
+scaling_factor`` as in diffusers' pipelines. A bare autoencoder has no generative prior, so its
+``latent_prior`` is ``None`` and ``sample`` refuses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import Tensor, nn
+
+from latentmix.backends.base import LatentBackend, refuse_pickles, register_backend
+
+
+def _groups(channels: int) -> int:
+    for g in (8, 4, 2):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+def _conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(_groups(cout), cout), nn.SiLU())
+
+
+class ConvVAE(ModelMixin, ConfigMixin):
+    """A small convolutional VAE with a flat Gaussian latent.
+
+    Args:
+        in_channels: 1 (grayscale) or 3 (RGB).
+        image_size: square input size; must be divisible by ``2 ** (len(block_channels) - 1)``.
+        latent_dim: size of the flat latent vector.
+        block_channels: channels per resolution; each block after the first halves the size.
+        layers_per_block: 3x3 conv layers per resolution.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 1,
+        image_size: int = 8,
+        latent_dim: int = 16,
+        block_channels: tuple[int, ...] = (32, 64),
+        layers_per_block: int = 1,
+    ):
+        super().__init__()
+        factor = 2 ** (len(block_channels) - 1)
+        if image_size % factor:
+            raise ValueError(f"image_size {image_size} must be divisible by {factor} for {len(block_channels)} blocks")
+        self.bottom = image_size // factor
+        enc: list[nn.Module] = [_conv_block(in_channels, block_channels[0])]
+        for i, ch in enumerate(block_channels):
+            if i > 0:
+                enc.append(nn.Conv2d(block_channels[i - 1], ch, 3, stride=2, padding=1))
+            enc.extend(_conv_block(ch, ch) for _ in range(layers_per_block))
+        self.encoder = nn.Sequential(*enc)
+        flat = block_channels[-1] * self.bottom**2
+        self.to_moments = nn.Linear(flat, 2 * latent_dim)
+        self.from_latent = nn.Linear(latent_dim, flat)
+        dec: list[nn.Module] = []
+        rev = list(reversed(block_channels))
+        for i, ch in enumerate(rev):
+            dec.extend(_conv_block(ch, ch) for _ in range(layers_per_block))
+            if i + 1 < len(rev):
+                dec.extend([nn.Upsample(scale_factor=2, mode="nearest"), _conv_block(ch, rev[i + 1])])
+        dec.append(nn.Conv2d(rev[-1], in_channels, 3, padding=1))
+        self.decoder = nn.Sequential(*dec)
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Return the posterior mean and log-variance, each (N, latent_dim)."""
+        h = self.encoder(x).flatten(1)
+        mean, logvar = self.to_moments(h).chunk(2, dim=1)
+        return mean, logvar.clamp(-30.0, 20.0)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Images in [-1, 1] from raw (unscaled) latents."""
+        ch = self.config.block_channels[-1]
+        h = self.from_latent(z).view(z.shape[0], ch, self.bottom, self.bottom)
+        return torch.tanh(self.decoder(h))
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        mean, logvar = self.encode(x)
+        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        z = mean + torch.exp(0.5 * logvar) * eps
+        return self.decode(z), mean, logvar
+
+
+def _load_weights(model_cls, directory: Path, **kwargs):
+    refuse_pickles(directory)
+    try:
+        return model_cls.from_pretrained(str(directory), use_safetensors=True, **kwargs)
+    except (OSError, EnvironmentError, ValueError, RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"could not load {model_cls.__name__} weights from {directory}: {first}") from None
+
+
+@register_backend("vae")
+class VAEBackend(LatentBackend):
+    """latentmix's :class:`ConvVAE` behind the backend contract.
+
+    Args:
+        model: a :class:`ConvVAE`.
+        scaling_factor: latents are ``posterior_mean * scaling_factor``.
+    """
+
+    latent_prior = "gaussian"
+    default_method = "slerp"
+
+    def __init__(self, model: ConvVAE, scaling_factor: float = 1.0):
+        if not isinstance(model, ConvVAE):
+            raise TypeError(f"model must be a ConvVAE, got {type(model).__name__}")
+        if not scaling_factor > 0:
+            raise ValueError(f"scaling_factor must be > 0, got {scaling_factor}")
+        self.model = model.eval()
+        self.scaling_factor = float(scaling_factor)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.model.config.image_size)
+
+    @property
+    def image_channels(self) -> int:
+        return int(self.model.config.in_channels)
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return (int(self.model.config.latent_dim),)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"vae": self.model}
+
+    def _encode(self, images: Tensor, *, sample_posterior: bool = False, generator: torch.Generator | None = None) -> Tensor:
+        mean, logvar = self.model.encode(images)
+        if sample_posterior:
+            gen_device = generator.device if generator is not None else mean.device
+            eps = torch.randn(mean.shape, generator=generator, device=gen_device).to(mean)
+            mean = mean + torch.exp(0.5 * logvar) * eps
+        return mean * self.scaling_factor
+
+    def _decode(self, latents: Tensor) -> Tensor:
+        return self.model.decode(latents / self.scaling_factor)
+
+    def _config(self) -> dict[str, Any]:
+        return {"scaling_factor": self.scaling_factor}
+
+    def _save_weights(self, directory: Path) -> None:
+        self.model.save_pretrained(directory / "vae", safe_serialization=True)
+
+    @classmethod
+    def _load(cls, directory: Path, config: dict[str, Any], **kwargs) -> "VAEBackend":
+        model = _load_weights(ConvVAE, directory / "vae")
+        return cls(model, scaling_factor=float(config.get("scaling_factor", 1.0)))
+
+
+@register_backend("autoencoder-kl")
+class AutoencoderKLBackend(LatentBackend):
+    """Any diffusers ``AutoencoderKL`` behind the backend contract.
+
+    Args:
+        vae: a loaded ``diffusers.AutoencoderKL``.
+        image_size: size images are resized to; defaults to ``vae.config.sample_size``.
+    """
+
+    latent_prior = None
+    default_method = "slerp"
+
+    def __init__(self, vae: AutoencoderKL, image_size: int | None = None):
+        if not isinstance(vae, AutoencoderKL):
+            raise TypeError(f"vae must be a diffusers AutoencoderKL, got {type(vae).__name__}")
+        self.vae = vae.eval()
+        size = int(image_size if image_size is not None else vae.config.sample_size)
+        if size % self.downsample_factor:
+            raise ValueError(f"image_size {size} must be divisible by the VAE's downsampling factor {self.downsample_factor}")
+        self._image_size = size
+
+    @classmethod
+    def from_diffusers(
+        cls, name_or_path: str, *, subfolder: str | None = None, image_size: int | None = None, **kwargs
+    ) -> "AutoencoderKLBackend":
+        """Load an AutoencoderKL from a hub id or a local directory (safetensors only)."""
+        path = Path(name_or_path)
+        if path.is_dir():
+            refuse_pickles(path / subfolder if subfolder else path)
+        try:
+            vae = AutoencoderKL.from_pretrained(name_or_path, subfolder=subfolder, use_safetensors=True, **kwargs)
+        except (OSError, EnvironmentError, ValueError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"could not load an AutoencoderKL from {name_or_path!r}: {first}") from None
+        return cls(vae, image_size=image_size)
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def shift_factor(self) -> float:
+        return float(self.vae.config.shift_factor or 0.0)
+
+    @property
+    def image_size(self) -> int:
+        return self._image_size
+
+    @property
+    def image_channels(self) -> int:
+        return int(self.vae.config.in_channels)
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        side = self._image_size // self.downsample_factor
+        return (int(self.vae.config.latent_channels), side, side)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"vae": self.vae}
+
+    def _encode(self, images: Tensor, *, sample_posterior: bool = False, generator: torch.Generator | None = None) -> Tensor:
+        dist = self.vae.encode(images).latent_dist
+        z = dist.sample(generator=generator) if sample_posterior else dist.mean
+        return (z - self.shift_factor) * self.scaling_factor
+
+    def _decode(self, latents: Tensor) -> Tensor:
+        return self.vae.decode(latents / self.scaling_factor + self.shift_factor).sample.clamp(-1.0, 1.0)
+
+    def _config(self) -> dict[str, Any]:
+        return {"image_size": self._image_size}
+
+    def _save_weights(self, directory: Path) -> None:
+        self.vae.save_pretrained(directory / "vae", safe_serialization=True)
+
+    @classmethod
+    def _load(cls, directory: Path, config: dict[str, Any], **kwargs) -> "AutoencoderKLBackend":
+        vae = _load_weights(AutoencoderKL, directory / "vae")
+        return cls(vae, image_size=config.get("image_size"))

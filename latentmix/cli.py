@@ -1,0 +1,141 @@
+"""The ``latentmix`` command: parse arguments, call one library function, print where things are.
+
+Errors from bad input print one line (``latentmix: error: ...``) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from dataclasses import fields
+
+from latentmix.version import __version__
+
+
+def _pair(text: str) -> tuple[str, str]:
+    parts = text.split(":")
+    if len(parts) != 2 or not all(parts):
+        raise argparse.ArgumentTypeError(f"expected A:B, got {text!r}")
+    return parts[0], parts[1]
+
+
+def _index_pair(text: str) -> tuple[int, int]:
+    a, b = _pair(text)
+    try:
+        return int(a), int(b)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two integer indices I:J, got {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="latentmix", description="Generative latent interpolation.")
+    parser.add_argument("--version", action="version", version=f"latentmix {__version__}")
+    parser.add_argument("--quiet", action="store_true", help="hide progress bars")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the main job on the embedded default model")
+    demo.add_argument("--out", default="latentmix-demo", help="output directory (default: latentmix-demo)")
+    demo.add_argument("--seed", type=int, default=0)
+
+    grid = sub.add_parser("grid", help="interpolation grid (PNG, optional GIF) between real or prior endpoints")
+    grid.add_argument("--backend", default="digits-vae", help="embedded name, directory or hub id (default: digits-vae)")
+    grid.add_argument("--method", choices=["slerp", "lerp"], help="default: the backend's own")
+    grid.add_argument("--steps", type=int, default=8, help="points per walk, endpoints included (default: 8)")
+    ends = grid.add_mutually_exclusive_group()
+    ends.add_argument("--pairs", nargs="+", type=_index_pair, metavar="I:J", help="endpoints by dataset index")
+    ends.add_argument("--classes", nargs="+", type=_pair, metavar="A:B", help="one random image of each class")
+    ends.add_argument("--prior", type=_positive_int, metavar="N", help="N pairs drawn from the prior")
+    grid.add_argument("--data", default="digits", help="'digits' or an image folder (default: digits)")
+    grid.add_argument("--split", default="test", choices=["train", "test", "all"], help="default: test")
+    grid.add_argument("--seed", type=int, default=0)
+    grid.add_argument("--out", required=True, help="PNG path")
+    grid.add_argument("--gif", help="also write an animated GIF here")
+
+    fit = sub.add_parser("fit", help="train a backend")
+    fit_sub = fit.add_subparsers(dest="model", required=True)
+    vae = fit_sub.add_parser("vae", help="fit latentmix's convolutional VAE")
+    from latentmix.train.fit_vae import VAEFitConfig
+
+    for f in fields(VAEFitConfig):
+        if f.name == "extra":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            vae.add_argument(flag, action="store_true")
+        elif f.name == "block_channels":
+            vae.add_argument(flag, type=_positive_int, nargs="+", default=list(f.default))
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], str)
+            if f.name in ("image_size", "channels"):
+                kind = _positive_int
+            vae.add_argument(flag, type=kind, default=f.default, help=f"default: {f.default}")
+    vae.add_argument("--out", required=True, help="directory to save the backend to")
+    return parser
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.command == "demo":
+        from latentmix.demo import run_demo
+
+        written = run_demo(args.out, seed=args.seed)
+        print("latentmix demo: wrote")
+        for name, path in written.items():
+            print(f"  {name:<11} {path}")
+        return 0
+    if args.command == "grid":
+        from latentmix.grid import interpolation_grid
+
+        result = interpolation_grid(
+            args.backend, method=args.method, steps=args.steps, pairs=args.pairs, classes=args.classes,
+            prior=args.prior, data=args.data, split=args.split, seed=args.seed, out=args.out, gif=args.gif,
+        )
+        print(f"wrote {result.png} ({len(result.row_labels)} pairs x {args.steps} steps, {result.method})")
+        if result.gif:
+            print(f"wrote {result.gif}")
+        return 0
+    if args.command == "fit" and args.model == "vae":
+        from latentmix.train.fit_vae import VAEFitConfig, fit_vae
+
+        values = {f.name: getattr(args, f.name) for f in fields(VAEFitConfig) if f.name != "extra"}
+        values["block_channels"] = tuple(values["block_channels"])
+        command = "latentmix " + " ".join(shlex.quote(a) for a in argv)
+        _, metrics = fit_vae(VAEFitConfig(**values), args.out, quiet=args.quiet, command=command)
+        print(f"saved {args.out}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+        return 0
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.quiet:
+        import os
+
+        os.environ["TQDM_DISABLE"] = "1"
+    try:
+        return _run(args, argv)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"latentmix: error: {message}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # full disk, permissions: nothing half-written is left (writes are atomic)
+        print(f"latentmix: error: {exc.strerror or exc} ({exc.filename or 'output'})", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("latentmix: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
