@@ -111,7 +111,10 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         values["block_channels"] = tuple(values["block_channels"])
         command = "latentmix " + " ".join(shlex.quote(a) for a in argv)
         _, metrics = fit_vae(VAEFitConfig(**values), args.out, quiet=args.quiet, command=command)
-        print(f"saved {args.out}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+        from accelerate import PartialState
+
+        if PartialState().is_main_process:
+            print(f"saved {args.out}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
         return 0
     raise AssertionError(f"unhandled command {args.command}")
 

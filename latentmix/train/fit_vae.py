@@ -41,6 +41,7 @@ class VAEFitConfig:
     kl_weight: float = 0.5  # beta on the KL term (summed over latent dims, per image)
     kl_warmup_epochs: int = 20  # beta ramps up linearly over these epochs
     pixel_sigma: float = 0.25  # Gaussian decoder std in the [-1, 1] scale: recon = SSE / (2 sigma^2)
+    augment_shift: int = 0  # random translations of up to this many pixels (edge pixels replicated)
     seed: int = 0
     mixed_precision: str = "no"  # "no", "fp16" or "bf16" (accelerate)
     cpu: bool = False  # force CPU even where a GPU is present
@@ -57,10 +58,32 @@ class VAEFitConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.lr <= 0 or self.pixel_sigma <= 0:
             raise ValueError("lr and pixel_sigma must be > 0")
+        if isinstance(self.augment_shift, bool) or not isinstance(self.augment_shift, int) or self.augment_shift < 0:
+            raise ValueError(f"augment_shift must be an int >= 0, got {self.augment_shift!r}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
         if not self.block_channels or any(c < 1 for c in self.block_channels):
             raise ValueError(f"block_channels must be positive ints, got {self.block_channels!r}")
+
+
+def has_accelerator() -> bool:
+    """Whether torch sees a GPU-like device; without one, accelerate needs ``cpu=True`` to run
+    several CPU processes (torchrun) over gloo."""
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
+
+
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by its own random offset in [-max_shift, max_shift], replicating edges."""
+    if max_shift == 0:
+        return x
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (max_shift,) * 4, mode="replicate")
+    off = torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator, device=generator.device).to(x.device)
+    rows = off[0][:, None] + torch.arange(h, device=x.device)  # (N, H)
+    cols = off[1][:, None] + torch.arange(w, device=x.device)  # (N, W)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
 @torch.inference_mode()
@@ -90,7 +113,7 @@ def fit_vae(config: VAEFitConfig, out: str | os.PathLike | None = None, *, quiet
         test = load_dataset("digits", split="test", image_size=train.image_size, channels=train.channels)
     images = train.images(range(len(train)))
 
-    accelerator = Accelerator(cpu=config.cpu, mixed_precision=config.mixed_precision)
+    accelerator = Accelerator(cpu=config.cpu or not has_accelerator(), mixed_precision=config.mixed_precision)
     set_seed(config.seed)
     torch.manual_seed(config.seed)
     model = ConvVAE(
@@ -103,7 +126,8 @@ def fit_vae(config: VAEFitConfig, out: str | os.PathLike | None = None, *, quiet
     loader_gen = torch.Generator().manual_seed(config.seed)
     loader = DataLoader(TensorDataset(images), batch_size=config.batch_size, shuffle=True, generator=loader_gen, drop_last=len(images) > config.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    total = config.epochs * math.ceil(len(loader) / max(1, accelerator.num_processes))
+    # accelerate steps a prepared scheduler once per process per call: count single-process steps
+    total = config.epochs * len(loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     noise_gen = torch.Generator(device=accelerator.device).manual_seed(config.seed * 1000 + accelerator.process_index)
@@ -115,6 +139,7 @@ def fit_vae(config: VAEFitConfig, out: str | os.PathLike | None = None, *, quiet
         model.train()
         beta = config.kl_weight * min(1.0, (epoch + 1) / max(1, config.kl_warmup_epochs))
         for (x,) in loader:
+            x = random_shift(x, config.augment_shift, noise_gen)
             with accelerator.autocast():
                 loss, stats = _vae_loss(model, x, beta, config.pixel_sigma, noise_gen)
             optimizer.zero_grad(set_to_none=True)
@@ -122,7 +147,7 @@ def fit_vae(config: VAEFitConfig, out: str | os.PathLike | None = None, *, quiet
             accelerator.clip_grad_norm_(model.parameters(), 5.0)
             optimizer.step()
             scheduler.step()
-        bar.set_postfix(loss=f"{float(loss):.2f}", mse=f"{stats['mse']:.4f}", kl=f"{stats['kl']:.1f}")
+        bar.set_postfix(loss=f"{float(loss.detach()):.2f}", mse=f"{stats['mse']:.4f}", kl=f"{stats['kl']:.1f}")
     train_seconds = time.perf_counter() - start
 
     accelerator.wait_for_everyone()
@@ -133,6 +158,7 @@ def fit_vae(config: VAEFitConfig, out: str | os.PathLike | None = None, *, quiet
     metrics = {
         "train_seconds": round(train_seconds, 1),
         "train_images": len(train),
+        "processes": accelerator.num_processes,
         "train_recon_mse": float(backend.reconstruction_error(images).mean()),
         "scaling_factor": scaling_factor,
         "final_kl": stats.get("kl"),
