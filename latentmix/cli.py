@@ -68,8 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
     from latentmix.train.fit_vae import VAEFitConfig
 
     for f in fields(VAEFitConfig):
-        if f.name == "extra":
-            continue
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("bool", bool):
             vae.add_argument(flag, action="store_true")
@@ -107,7 +105,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.command == "fit" and args.model == "vae":
         from latentmix.train.fit_vae import VAEFitConfig, fit_vae
 
-        values = {f.name: getattr(args, f.name) for f in fields(VAEFitConfig) if f.name != "extra"}
+        values = {f.name: getattr(args, f.name) for f in fields(VAEFitConfig)}
         values["block_channels"] = tuple(values["block_channels"])
         command = "latentmix " + " ".join(shlex.quote(a) for a in argv)
         _, metrics = fit_vae(VAEFitConfig(**values), args.out, quiet=args.quiet, command=command)

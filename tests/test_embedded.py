@@ -1,0 +1,60 @@
+"""The embedded digits VAE: small, safetensors only, fitted on the train split, card numbers are real."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+
+from latentmix import embedded_models, interpolation_path, load_backend
+from latentmix.backends.loading import embedded_models_dir
+from latentmix.cli import main
+from latentmix.data import DigitsDataset
+
+
+def card_metric(card: str, name: str) -> float:
+    match = re.search(rf"\| {name} \| ([0-9.e+-]+) \|", card)
+    assert match, f"MODEL_CARD.md has no {name}"
+    return float(match.group(1))
+
+
+def test_digits_vae_is_embedded_small_and_safetensors_only():
+    assert "digits-vae" in embedded_models()
+    root = embedded_models_dir() / "digits-vae"
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 5 * 2**20
+    assert {p.suffix for p in files} <= {".json", ".safetensors", ".md"}
+
+
+def test_model_card_records_the_command_and_its_test_error_is_reproduced():
+    root = embedded_models_dir() / "digits-vae"
+    card = (root / "MODEL_CARD.md").read_text()
+    assert re.search(r"latentmix .*fit vae", card) and "train split" in card and "test split was not used" in card
+    backend = load_backend("digits-vae")
+    test = DigitsDataset("test")
+    measured = float(backend.reconstruction_error(test.images(range(len(test)))).mean())
+    assert measured == pytest.approx(card_metric(card, "test_recon_mse"), rel=1e-3)
+    assert measured < 0.05  # on [-1, 1] pixels: a faithful reconstruction of unseen digits
+
+
+def test_encoded_test_digits_live_where_the_prior_puts_mass():
+    backend = load_backend("digits-vae")
+    with torch.inference_mode():
+        z = backend.encode(DigitsDataset("test").images(range(360)))
+    assert abs(float(z.std()) - 1.0) < 0.15  # scaling_factor normalises the latent space
+    mid = interpolation_path(z[:180], z[180:], 3, "slerp")[:, 1]
+    assert abs(float(mid.norm(dim=1).mean() / z.norm(dim=1).mean()) - 1) < 0.05
+
+
+@pytest.mark.slow
+def test_refitting_with_the_card_command_reproduces_the_card(tmp_path):
+    card = (embedded_models_dir() / "digits-vae" / "MODEL_CARD.md").read_text()
+    command = re.search(r"```\n(latentmix [^\n]*fit vae[^\n]*)\n```", card).group(1)
+    argv = shlex.split(command)[1:]
+    argv[argv.index("--out") + 1] = str(tmp_path / "refit")
+    assert main(argv) == 0
+    refit = (Path(tmp_path / "refit") / "MODEL_CARD.md").read_text()
+    assert card_metric(refit, "test_recon_mse") == pytest.approx(card_metric(card, "test_recon_mse"), rel=0.1)
