@@ -62,6 +62,24 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--out", required=True, help="PNG path")
     grid.add_argument("--gif", help="also write an animated GIF here")
 
+    syn = sub.add_parser("synthesize", help="write a paired augmentation set: blended images, captions, soft labels")
+    syn.add_argument("--backend", default="digits-vae", help="embedded name, directory or hub id (default: digits-vae)")
+    syn.add_argument("--data", default="digits", help="'digits' or an image folder (default: digits)")
+    syn.add_argument("--split", default="train", choices=["train", "test", "all"], help="source split (default: train)")
+    syn.add_argument("--n", type=_positive_int, default=1000, help="number of synthetic samples (default: 1000)")
+    syn.add_argument("--strategy", default="intra-class", choices=["random", "intra-class", "inter-class", "knn"])
+    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--alpha", type=float, default=1.0, help="λ ~ Beta(alpha, alpha) (default: 1, uniform)")
+    syn.add_argument("--lam", type=float, help="a fixed λ (weight of the first source) instead of drawing it")
+    syn.add_argument("--allow-extrapolation", action="store_true", help="accept --lam outside [0, 1]")
+    syn.add_argument("--gamma", type=float, default=1.0, help="label sharpening exponent (Diff-Mix; default: 1)")
+    syn.add_argument("--class-pairs", nargs="+", type=_index_pair, metavar="A:B", help="inter-class: allowed class pairs")
+    syn.add_argument("--k", type=_positive_int, default=5, help="knn: neighbours to choose from (default: 5)")
+    syn.add_argument("--method", choices=["slerp", "lerp"], help="image-latent interpolator (default: the backend's)")
+    syn.add_argument("--text-encoder", default="all-MiniLM-L6-v2", help="hub id or directory (default: all-MiniLM-L6-v2, offline)")
+    syn.add_argument("--shard-size", type=_positive_int, default=256, help="samples per shard and batch (default: 256)")
+    syn.add_argument("--out", required=True, help="output directory (an existing run with the same settings resumes)")
+
     fit = sub.add_parser("fit", help="train a backend")
     fit_sub = fit.add_subparsers(dest="model", required=True)
     vae = fit_sub.add_parser("vae", help="fit latentmix's convolutional VAE")
@@ -102,6 +120,22 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         if result.gif:
             print(f"wrote {result.gif}")
         return 0
+    if args.command == "synthesize":
+        from accelerate import PartialState
+
+        from latentmix.synthesize import SynthesisConfig, synthesize
+
+        config = SynthesisConfig(
+            backend=args.backend, data=args.data, split=args.split, n=args.n, strategy=args.strategy, seed=args.seed,
+            alpha=args.alpha, lam=args.lam, gamma=args.gamma, k=args.k, method=args.method,
+            class_pairs=tuple(args.class_pairs) if args.class_pairs else None, text_encoder=args.text_encoder,
+            shard_size=args.shard_size, allow_extrapolation=args.allow_extrapolation,
+        )
+        result = synthesize(config, args.out, quiet=args.quiet)
+        if PartialState().is_main_process:
+            print(f"wrote {result.num_samples} samples to {result.out} ({result.written} new this run): "
+                  "images/, metadata.jsonl, embeddings.safetensors, manifest.json")
+        return 0
     if args.command == "fit" and args.model == "vae":
         from latentmix.train.fit_vae import VAEFitConfig, fit_vae
 
@@ -124,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         import os
 
         os.environ["TQDM_DISABLE"] = "1"
+        from huggingface_hub.utils import disable_progress_bars
+        from transformers.utils import logging as transformers_logging
+
+        disable_progress_bars()
+        transformers_logging.disable_progress_bar()
     try:
         return _run(args, argv)
     except (ValueError, TypeError, FileNotFoundError) as exc:

@@ -296,3 +296,53 @@ def load_dataset(
     if image_size is None:
         raise ValueError(f"image_size is required to load the image folder {data}")
     return ImageFolderDataset(data, image_size, channels or 3, split)
+
+
+class SyntheticDataset(ImageTextDataset):
+    """A paired set written by ``latentmix synthesize``, for training.
+
+    Each item is an :class:`Item` (image in [-1, 1], dominant label, caption, id); the soft labels,
+    λ, source ids and (lazily) the embeddings are available per index. A set whose manifest is
+    missing or does not count every row is refused: it is not complete.
+
+    Args:
+        root: the output directory of ``synthesize``.
+        image_size, channels: convert images to this shape (default: as written).
+    """
+
+    def __init__(self, root: str | os.PathLike, image_size: int | None = None, channels: int | None = None):
+        root = Path(root)
+        manifest_path = root / "manifest.json"
+        if not manifest_path.is_file():
+            raise ValueError(f"{root} is not a complete synthetic set (no manifest.json); finish or resume its synthesize run")
+        self.manifest = json.loads(manifest_path.read_text())
+        rows = [json.loads(line) for line in (root / "metadata.jsonl").read_text().splitlines() if line.strip()]
+        if len(rows) != self.manifest.get("num_samples"):
+            raise ValueError(f"{root}: metadata.jsonl has {len(rows)} rows but the manifest counts {self.manifest.get('num_samples')}")
+        self.root = root
+        self.class_names = list(self.manifest["class_names"])
+        self.image_size = image_size or int(self.manifest["image_size"])
+        self.channels = channels or int(self.manifest["channels"])
+        _check_shape(self.image_size, self.channels)
+        self.files = [root / r["file_name"] for r in rows]
+        self.ids = [r["id"] for r in rows]
+        self.texts = [r["text"] for r in rows]
+        self.composed_texts = [r["composed_text"] for r in rows]
+        self.labels = torch.tensor([r["label"] for r in rows], dtype=torch.long)
+        self.soft_labels = torch.tensor([r["soft_label"] for r in rows], dtype=torch.float32)
+        self.lam = torch.tensor([r["lambda"] for r in rows], dtype=torch.float32)
+        self.source_a = [r["source_a"] for r in rows]
+        self.source_b = [r["source_b"] for r in rows]
+        self._embeddings = None
+
+    def load_image(self, index: int) -> Tensor:
+        return pil_to_tensor(_open_image(self.files[index]), self.image_size, self.channels)
+
+    def embeddings(self, index: int) -> dict[str, Tensor]:
+        """``{"latent": ..., "text_embedding": ...}`` of one sample, read lazily from embeddings.safetensors."""
+        from safetensors import safe_open
+
+        if self._embeddings is None:
+            self._embeddings = safe_open(str(self.root / "embeddings.safetensors"), framework="pt")
+        sid = self.ids[index]
+        return {k: self._embeddings.get_tensor(f"{k}/{sid}") for k in ("latent", "text_embedding")}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -12,6 +14,8 @@ from latentmix.cli import main
 
 
 def run_cli(*args, cwd=None):
+    """Run the installed command in a scratch directory (not the source tree)."""
+    cwd = cwd or Path(tempfile.mkdtemp())
     return subprocess.run([sys.executable, "-m", "latentmix", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 

@@ -168,8 +168,9 @@ class LatentBackend(abc.ABC):
         return next(iter(self.modules().values())).dtype
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "LatentBackend":
+        kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
         for module in self.modules().values():
-            module.to(device=device, dtype=dtype)
+            module.to(**kwargs)
         return self
 
     def eval(self) -> "LatentBackend":

@@ -11,8 +11,12 @@ from latentmix.backends.vae import AutoencoderKLBackend
 
 
 def embedded_models_dir() -> Path:
-    """Directory of the embedded checkpoints (``models/`` in the source tree)."""
-    return Path(str(importlib.resources.files("latentmix.embedded")))
+    """Directory of the embedded checkpoints: the installed ``latentmix.embedded`` package, or
+    ``models/`` beside the package when running from a source checkout."""
+    try:
+        return Path(str(importlib.resources.files("latentmix.embedded")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[2] / "models"
 
 
 def embedded_models() -> list[str]:

