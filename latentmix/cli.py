@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--backend", default="digits-vae", help="embedded name, directory or hub id (default: digits-vae)")
     syn.add_argument("--data", default="digits", help="'digits' or an image folder (default: digits)")
     syn.add_argument("--split", default="train", choices=["train", "test", "all"], help="source split (default: train)")
-    syn.add_argument("--n", type=_positive_int, default=1000, help="number of synthetic samples (default: 1000)")
+    syn.add_argument("--num-samples", "-n", dest="n", type=_positive_int, default=1000, help="number of synthetic samples (default: 1000)")
     syn.add_argument("--strategy", default="intra-class", choices=["random", "intra-class", "inter-class", "knn"])
     syn.add_argument("--seed", type=int, default=0)
     syn.add_argument("--alpha", type=float, default=1.0, help="λ ~ Beta(alpha, alpha) (default: 1, uniform)")
@@ -104,10 +104,10 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.command == "demo":
         from latentmix.demo import run_demo
 
-        written = run_demo(args.out, seed=args.seed)
+        written = run_demo(args.out, seed=args.seed, quiet=args.quiet)
         print("latentmix demo: wrote")
         for name, path in written.items():
-            print(f"  {name:<11} {path}")
+            print(f"  {name:<15} {path}")
         return 0
     if args.command == "grid":
         from latentmix.grid import interpolation_grid

@@ -20,5 +20,6 @@ def test_notebook_runs_and_is_stripped(path, tmp_path):
     assert not errors
 
 
-def test_there_is_a_notebook_for_interpolation_grids():
-    assert any(p.name.startswith("01_") for p in NOTEBOOKS)
+def test_there_is_a_notebook_for_each_job_so_far():
+    names = {p.name for p in NOTEBOOKS}
+    assert {"01_interpolation_grids.ipynb", "02_paired_synthesis.ipynb"} <= names
