@@ -38,6 +38,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_config_flags(parser: argparse.ArgumentParser, config_class) -> None:
+    """One flag per field of a config dataclass (``--latent-dim`` for ``latent_dim``)."""
+    for f in fields(config_class):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action="store_true")
+        elif "tuple" in str(f.type):
+            parser.add_argument(flag, type=_positive_int, nargs="+", default=list(f.default))
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], str)
+            if f.name in ("image_size", "channels"):
+                kind = _positive_int
+            parser.add_argument(flag, type=kind, default=f.default, help=f"default: {f.default}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="latentmix", description="Generative latent interpolation.")
     parser.add_argument("--version", action="version", version=f"latentmix {__version__}")
@@ -80,23 +95,28 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--shard-size", type=_positive_int, default=256, help="samples per shard and batch (default: 256)")
     syn.add_argument("--out", required=True, help="output directory (an existing run with the same settings resumes)")
 
+    ev = sub.add_parser("evaluate", help="quality report of a backend on the digits test split")
+    ev.add_argument("--backend", default="digits-vae", help="embedded name, directory or hub id (default: digits-vae)")
+    ev.add_argument("--json", help="also write the full report here")
+    ev.add_argument("--refine-steps", type=int, default=200, help="refinement steps for inversion backends (default: 200)")
+    ev.add_argument("--seed", type=int, default=0)
+
     fit = sub.add_parser("fit", help="train a backend")
     fit_sub = fit.add_subparsers(dest="model", required=True)
     vae = fit_sub.add_parser("vae", help="fit latentmix's convolutional VAE")
     from latentmix.train.fit_vae import VAEFitConfig
 
-    for f in fields(VAEFitConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            vae.add_argument(flag, action="store_true")
-        elif f.name == "block_channels":
-            vae.add_argument(flag, type=_positive_int, nargs="+", default=list(f.default))
-        else:
-            kind = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], str)
-            if f.name in ("image_size", "channels"):
-                kind = _positive_int
-            vae.add_argument(flag, type=kind, default=f.default, help=f"default: {f.default}")
+    _add_config_flags(vae, VAEFitConfig)
     vae.add_argument("--out", required=True, help="directory to save the backend to")
+    gan = fit_sub.add_parser("gan", help="fit a GAN with its inversion encoder (resumes an interrupted run)")
+    from latentmix.train.fit_gan import GANFitConfig
+
+    _add_config_flags(gan, GANFitConfig)
+    gan.add_argument("--out", required=True, help="directory to save the backend to (training state: OUT.train/)")
+    ref = fit_sub.add_parser("reference-classifier", help="fit the digits classifier that judges `latentmix evaluate`")
+    ref.add_argument("--epochs", type=_positive_int, default=60)
+    ref.add_argument("--seed", type=int, default=0)
+    ref.add_argument("--out", required=True)
     return parser
 
 
@@ -136,6 +156,23 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             print(f"wrote {result.num_samples} samples to {result.out} ({result.written} new this run): "
                   "images/, metadata.jsonl, embeddings.safetensors, manifest.json")
         return 0
+    if args.command == "evaluate":
+        import json
+        from pathlib import Path
+
+        from latentmix.evaluate import EvalConfig, evaluate_backend, format_report
+        from latentmix.shards import atomic_write_text
+
+        if args.json and Path(args.json).suffix.lower() != ".json":
+            raise ValueError(f"--json must be a .json path, got {args.json}")
+        report = evaluate_backend(args.backend, EvalConfig(refine_steps=args.refine_steps, seed=args.seed), quiet=args.quiet)
+        report["backend_name"] = args.backend
+        print(format_report(report))
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(Path(args.json), json.dumps(report, indent=2) + "\n")
+            print(f"wrote {args.json}")
+        return 0
     if args.command == "fit" and args.model == "vae":
         from latentmix.train.fit_vae import VAEFitConfig, fit_vae
 
@@ -147,6 +184,20 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
 
         if PartialState().is_main_process:
             print(f"saved {args.out}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+        return 0
+    if args.command == "fit" and args.model == "gan":
+        from latentmix.train.fit_gan import GANFitConfig, fit_gan
+
+        command = "latentmix " + " ".join(shlex.quote(a) for a in argv)
+        _, metrics = fit_gan(GANFitConfig(**{f.name: getattr(args, f.name) for f in fields(GANFitConfig)}), args.out, quiet=args.quiet, command=command)
+        print(f"saved {args.out}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+        return 0
+    if args.command == "fit" and args.model == "reference-classifier":
+        from latentmix.reference import fit_reference_classifier
+
+        command = "latentmix " + " ".join(shlex.quote(a) for a in argv)
+        _, metrics = fit_reference_classifier(args.out, epochs=args.epochs, seed=args.seed, quiet=args.quiet, command=command)
+        print(f"saved {args.out}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
         return 0
     raise AssertionError(f"unhandled command {args.command}")
 

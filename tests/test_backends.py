@@ -122,7 +122,7 @@ def test_save_never_overwrites_unrelated_files(tiny_vae, tmp_path):
     target = tmp_path / "mine"
     target.mkdir()
     (target / "notes.txt").write_text("keep me")
-    with pytest.raises(ValueError, match="not empty and does not hold a latentmix backend"):
+    with pytest.raises(ValueError, match="not empty and does not hold a saved latentmix model"):
         tiny_vae.save_pretrained(target)
     assert (target / "notes.txt").read_text() == "keep me"
     tiny_vae.save_pretrained(tmp_path / "b")

@@ -93,21 +93,21 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def atomic_directory(target: Path, write) -> Path:
+def atomic_directory(target: Path, write, *, marker: str = "latentmix_backend") -> Path:
     """Call ``write(tmp_dir)`` and move the finished directory to ``target`` in one rename.
 
     An interrupted save leaves a hidden ``.tmp-*`` directory, never a half-written ``target``.
-    An existing ``target`` is replaced only if it is a saved backend (has a config.json with
-    ``latentmix_backend``) or empty; anything else is refused, so no user files are lost.
+    An existing ``target`` is replaced only if it is empty or a saved model (its config.json
+    names ``marker``); anything else is refused, so no user files are lost.
     """
     target = Path(target)
     if target.exists():
         if not target.is_dir():
             raise ValueError(f"save directory {target} exists and is not a directory")
         cfg = target / BACKEND_CONFIG
-        is_backend = cfg.is_file() and "latentmix_backend" in cfg.read_text()
-        if any(target.iterdir()) and not is_backend:
-            raise ValueError(f"save directory {target} is not empty and does not hold a latentmix backend; choose another")
+        is_saved = cfg.is_file() and marker in cfg.read_text()
+        if any(target.iterdir()) and not is_saved:
+            raise ValueError(f"save directory {target} is not empty and does not hold a saved latentmix model; choose another")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -168,9 +168,16 @@ class LatentBackend(abc.ABC):
         return next(iter(self.modules().values())).dtype
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "LatentBackend":
+        from diffusers.utils import logging as diffusers_logging
+
         kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
-        for module in self.modules().values():
-            module.to(**kwargs)
+        verbosity = diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity_error()  # its warning about dtype casts is not for our modules
+        try:
+            for module in self.modules().values():
+                module.to(**kwargs)
+        finally:
+            diffusers_logging.set_verbosity(verbosity)
         return self
 
     def eval(self) -> "LatentBackend":

@@ -22,7 +22,7 @@ def embedded_models_dir() -> Path:
 def embedded_models() -> list[str]:
     """Names of the embedded backends, e.g. ``["digits-vae"]``."""
     root = embedded_models_dir()
-    return sorted(p.name for p in root.iterdir() if (p / BACKEND_CONFIG).is_file())
+    return sorted(p.name for p in root.iterdir() if (p / BACKEND_CONFIG).is_file() and "latentmix_backend" in (p / BACKEND_CONFIG).read_text())
 
 
 def _from_directory(path: Path, **kwargs) -> LatentBackend:
