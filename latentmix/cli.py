@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--seed", type=int, default=0)
     grid.add_argument("--out", required=True, help="PNG path")
     grid.add_argument("--gif", help="also write an animated GIF here")
+    grid.add_argument("--refine-steps", type=int, help="GAN backends: inversion refinement steps (default: 100)")
 
     syn = sub.add_parser("synthesize", help="write a paired augmentation set: blended images, captions, soft labels")
     syn.add_argument("--backend", default="digits-vae", help="embedded name, directory or hub id (default: digits-vae)")
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--method", choices=["slerp", "lerp"], help="image-latent interpolator (default: the backend's)")
     syn.add_argument("--text-encoder", default="all-MiniLM-L6-v2", help="hub id or directory (default: all-MiniLM-L6-v2, offline)")
     syn.add_argument("--shard-size", type=_positive_int, default=256, help="samples per shard and batch (default: 256)")
+    syn.add_argument("--refine-steps", type=int, help="GAN backends: inversion refinement steps (default: 100)")
     syn.add_argument("--out", required=True, help="output directory (an existing run with the same settings resumes)")
 
     ev = sub.add_parser("evaluate", help="quality report of a backend on the digits test split")
@@ -135,6 +137,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         result = interpolation_grid(
             args.backend, method=args.method, steps=args.steps, pairs=args.pairs, classes=args.classes,
             prior=args.prior, data=args.data, split=args.split, seed=args.seed, out=args.out, gif=args.gif,
+            refine_steps=args.refine_steps,
         )
         print(f"wrote {result.png} ({len(result.row_labels)} pairs x {args.steps} steps, {result.method})")
         if result.gif:
@@ -149,7 +152,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             backend=args.backend, data=args.data, split=args.split, n=args.n, strategy=args.strategy, seed=args.seed,
             alpha=args.alpha, lam=args.lam, gamma=args.gamma, k=args.k, method=args.method,
             class_pairs=tuple(args.class_pairs) if args.class_pairs else None, text_encoder=args.text_encoder,
-            shard_size=args.shard_size, allow_extrapolation=args.allow_extrapolation,
+            shard_size=args.shard_size, allow_extrapolation=args.allow_extrapolation, refine_steps=args.refine_steps,
         )
         result = synthesize(config, args.out, quiet=args.quiet)
         if PartialState().is_main_process:

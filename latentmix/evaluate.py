@@ -57,10 +57,8 @@ class EvalConfig:
 
 
 def _encode(backend: LatentBackend, images: torch.Tensor, refine_steps: int) -> torch.Tensor:
-    if backend.encoder_kind == "inversion":
-        return backend.encode(images, refine_steps=refine_steps)
     with torch.inference_mode():
-        return backend.encode(images)
+        return backend.encode(images, **backend.encode_kwargs(refine_steps if backend.encoder_kind == "inversion" else None))
 
 
 def evaluate_backend(backend: str | LatentBackend, config: EvalConfig | None = None, *, classifier=None, quiet: bool = False) -> dict:

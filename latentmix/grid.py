@@ -91,6 +91,7 @@ def interpolation_grid(
     seed: int = 0,
     out: str | os.PathLike | None = None,
     gif: str | os.PathLike | None = None,
+    refine_steps: int | None = None,
 ) -> GridResult:
     """Walk between pairs of endpoints in latent space and decode every step.
 
@@ -109,6 +110,8 @@ def interpolation_grid(
             embedded models).
         seed: seeds the choice of images and the prior draws.
         out: PNG path to write (optional); gif: animated GIF path (optional).
+        refine_steps: for inversion backends (GANs), optimisation steps after the encoder's guess
+            (default: ``backend.DEFAULT_REFINE_STEPS``).
 
     Returns:
         A :class:`GridResult`.
@@ -126,6 +129,7 @@ def interpolation_grid(
     elif not isinstance(backend, LatentBackend):
         raise TypeError(f"backend must be a LatentBackend or a name/path, got {type(backend).__name__}")
     method = check_method(method or backend.default_method)
+    encode_kwargs = backend.encode_kwargs(refine_steps)
     rng = np.random.default_rng(seed)
 
     real_a = real_b = None
@@ -157,7 +161,7 @@ def interpolation_grid(
                     labels = [f"#{a} -> #{b}" for a, b in zip(ia, ib)]
             real = dataset.images(ia + ib)
             real_a, real_b = real[: len(ia)], real[len(ia) :]
-            z = backend.encode(real)
+            z = backend.encode(real, **encode_kwargs)
             za, zb = z[: len(ia)], z[len(ia) :]
         path = interpolation_path(za, zb, steps, method)  # (P, T, *latent)
         decoded = backend.decode(path.flatten(0, 1)).float().cpu()

@@ -64,7 +64,7 @@ def load_reference_classifier(path: str | os.PathLike | None = None) -> DigitsCl
 
 def fit_reference_classifier(out: str | os.PathLike | None = None, *, epochs: int = 60, seed: int = 0, quiet: bool = False, command: str | None = None) -> tuple[DigitsClassifier, dict]:
     """Fit the reference classifier on the digits train split; report test accuracy; save to ``out``."""
-    from latentmix.train.fit_vae import random_shift
+    from latentmix.train.common import random_shift
 
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")

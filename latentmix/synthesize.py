@@ -15,6 +15,8 @@ latents, text embeddings and labels with that one λ, decode, and write. The out
 Sample ``i`` depends only on (seed, i): launched with N processes (``torchrun`` or
 ``accelerate launch``), the processes split the shards and the result is byte-identical to a
 one-process run. A killed run resumes without gaps or duplicates; a larger ``n`` extends a set.
+The shard size is part of a run's identity: with another shard size every sample keeps its pair
+and λ, but a decoded pixel may differ by one gray level (batched convolutions round differently).
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ from latentmix.shards import (
     merge_embeddings,
     merge_metadata,
     remove_temporaries,
-    shard_paths,
     shard_rows,
     write_shard,
 )
@@ -73,6 +74,7 @@ class SynthesisConfig:
     method: str | None = None  # image-latent interpolator; default: the backend's
     text_encoder: str = DEFAULT_TEXT_ENCODER  # hub id or directory of a transformers encoder
     shard_size: int = 256  # samples per shard (and per batch)
+    refine_steps: int | None = None  # inversion backends (GANs): refinement steps; default: the backend's
     allow_extrapolation: bool = False  # accept a fixed lam outside [0, 1]
 
     def validate(self) -> None:
@@ -93,6 +95,8 @@ class SynthesisConfig:
                 raise ValueError(f"lam must be in [0, 1], got {self.lam:g} (pass allow_extrapolation to extrapolate on purpose)")
         if self.method is not None:
             check_method(self.method)
+        if self.refine_steps is not None and (isinstance(self.refine_steps, bool) or not isinstance(self.refine_steps, int) or self.refine_steps < 0):
+            raise ValueError(f"refine_steps must be an int >= 0, got {self.refine_steps!r}")
         if self.class_pairs is not None and self.strategy != "inter-class":
             raise ValueError("class_pairs only applies to strategy inter-class")
 
@@ -172,9 +176,10 @@ class _Source:
         if not ds.class_names or bool((ds.labels < 0).any()):
             raise ValueError(f"data {config.data!r} has unlabelled examples; paired synthesis needs a label for every image")
         chunks = range(0, len(ds), 256)
+        kwargs = backend.encode_kwargs(config.refine_steps)
         with torch.inference_mode():
             self.latents = torch.cat(
-                [backend.encode(ds.images(range(i, min(i + 256, len(ds))))).float().cpu() for i in tqdm(chunks, desc="encode sources", disable=quiet)]
+                [backend.encode(ds.images(range(i, min(i + 256, len(ds)))), **kwargs).float().cpu() for i in tqdm(chunks, desc="encode sources", disable=quiet)]
             )
         self.text_embeddings = text_encoder.encode(ds.texts)
         self.onehot = torch.nn.functional.one_hot(ds.labels, len(ds.class_names)).float()
@@ -227,7 +232,7 @@ def synthesize(config: SynthesisConfig, out: str | os.PathLike | None = None, *,
     """
     from accelerate import PartialState
 
-    from latentmix.train.fit_vae import has_accelerator
+    from latentmix.train.common import has_accelerator
 
     config.validate()
     keep = (out is None) if keep_in_memory is None else keep_in_memory

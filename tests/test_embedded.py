@@ -21,12 +21,29 @@ def card_metric(card: str, name: str) -> float:
     return float(match.group(1))
 
 
-def test_digits_vae_is_embedded_small_and_safetensors_only():
-    assert "digits-vae" in embedded_models()
-    root = embedded_models_dir() / "digits-vae"
+@pytest.mark.parametrize("name", ["digits-vae", "digits-gan", "digits-classifier"])
+def test_embedded_models_are_small_safetensors_with_a_card(name):
+    root = embedded_models_dir() / name
     files = [p for p in root.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) < 5 * 2**20
     assert {p.suffix for p in files} <= {".json", ".safetensors", ".md"}
+    card = (root / "MODEL_CARD.md").read_text()
+    assert re.search(r"latentmix .*fit ", card) and "train split" in card
+    if name != "digits-classifier":
+        assert name in embedded_models()
+
+
+def test_gan_card_numbers_are_reproduced_and_refinement_halves_the_error():
+    card = (embedded_models_dir() / "digits-gan" / "MODEL_CARD.md").read_text()
+    backend = load_backend("digits-gan")
+    test = DigitsDataset("test")
+    x = test.images(range(len(test)))
+    with torch.inference_mode():
+        encoder_only = float((backend.decode(backend.encode(x)) - x).pow(2).mean())
+        refined = float((backend.decode(backend.encode(x, refine_steps=200)) - x).pow(2).mean())
+    assert encoder_only == pytest.approx(card_metric(card, "test_recon_mse_encoder"), rel=1e-3)
+    assert refined == pytest.approx(card_metric(card, "test_recon_mse_refined_200"), rel=0.02)
+    assert refined * 2 <= encoder_only
 
 
 def test_model_card_records_the_command_and_its_test_error_is_reproduced():

@@ -11,7 +11,7 @@ from PIL import Image
 from latentmix import load_backend
 from latentmix.cli import main
 from latentmix.train import VAEFitConfig, fit_vae
-from latentmix.train.fit_vae import random_shift
+from latentmix.train.common import random_shift
 
 TINY = dict(epochs=2, batch_size=256, latent_dim=4, block_channels=(8, 16), kl_warmup_epochs=1)
 

@@ -139,3 +139,23 @@ def test_evaluate_cli_writes_json_and_refuses_other_image_sizes(tmp_path, tiny_a
     assert main(["--quiet", "evaluate", "--backend", str(tmp_path / "akl")]) == 2
     assert "8x8 grayscale digits" in capsys.readouterr().err
     assert main(["--quiet", "evaluate", "--json", str(tmp_path / "r.txt")]) == 2
+
+
+def test_grids_and_synthesis_take_gan_backends_unchanged(tiny_gan, tiny_vae, tmp_path):
+    from latentmix import interpolation_grid
+    from latentmix.data import SyntheticDataset
+    from latentmix.synthesize import SynthesisConfig, synthesize
+
+    calls = []
+    refine = tiny_gan.refine
+    tiny_gan.refine = lambda x, z, steps: calls.append(steps) or refine(x, z, steps)
+    result = interpolation_grid(tiny_gan, classes=[(3, 8)], steps=4)
+    assert result.images.shape == (1, 4, 1, 8, 8) and calls == [tiny_gan.DEFAULT_REFINE_STEPS]
+    interpolation_grid(tiny_gan, classes=[(3, 8)], steps=4, refine_steps=0)
+    assert calls == [tiny_gan.DEFAULT_REFINE_STEPS]  # 0 steps: encoder only
+    tiny_gan.refine = refine
+    tiny_gan.save_pretrained(tmp_path / "gan")
+    synthesize(SynthesisConfig(backend=str(tmp_path / "gan"), n=8, refine_steps=2), tmp_path / "set", quiet=True)
+    assert len(SyntheticDataset(tmp_path / "set")) == 8
+    with pytest.raises(ValueError, match="refine_steps applies to inversion backends"):
+        interpolation_grid(tiny_vae, refine_steps=3)

@@ -138,6 +138,20 @@ class LatentBackend(abc.ABC):
 
     #: Largest number of images or latents sent through a network at once.
     batch_size: int = 256
+    #: Refinement steps that grids and synthesis use for inversion backends by default.
+    DEFAULT_REFINE_STEPS: ClassVar[int] = 100
+
+    def encode_kwargs(self, refine_steps: int | None = None) -> dict:
+        """Keyword arguments for :meth:`encode` in high-level jobs (grids, synthesis, evaluation).
+
+        Inversion backends refine their encoder's guess (``DEFAULT_REFINE_STEPS`` unless given);
+        asking other backends to refine is an error.
+        """
+        if self.encoder_kind != "inversion":
+            if refine_steps:
+                raise ValueError(f"refine_steps applies to inversion backends (GANs); {self.backend_name!r} encodes with {self.encoder_kind} encoding")
+            return {}
+        return {"refine_steps": self.DEFAULT_REFINE_STEPS if refine_steps is None else refine_steps}
 
     # -- shape and placement -------------------------------------------------------------
     @property

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -28,7 +27,7 @@ from tqdm.auto import tqdm
 from latentmix.backends.gan import Discriminator, GANBackend, Generator, InversionEncoder
 from latentmix.data import load_dataset
 from latentmix.shards import atomic_write_text, tmp_name
-from latentmix.train.fit_vae import has_accelerator, random_shift
+from latentmix.train.common import has_accelerator, random_shift
 from latentmix.version import __version__
 from latentmix.viz import grid_image, save_png
 

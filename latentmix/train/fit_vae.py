@@ -13,7 +13,6 @@ import os
 import platform
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -21,6 +20,7 @@ from tqdm.auto import tqdm
 
 from latentmix.backends.vae import ConvVAE, VAEBackend
 from latentmix.data import load_dataset
+from latentmix.train.common import has_accelerator, random_shift
 from latentmix.version import __version__
 
 
@@ -63,26 +63,6 @@ class VAEFitConfig:
             raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
         if not self.block_channels or any(c < 1 for c in self.block_channels):
             raise ValueError(f"block_channels must be positive ints, got {self.block_channels!r}")
-
-
-def has_accelerator() -> bool:
-    """Whether torch sees a GPU-like device; without one, accelerate needs ``cpu=True`` to run
-    several CPU processes (torchrun) over gloo."""
-    xpu = getattr(torch, "xpu", None)
-    return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
-
-
-def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each image by its own random offset in [-max_shift, max_shift], replicating edges."""
-    if max_shift == 0:
-        return x
-    n, _, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (max_shift,) * 4, mode="replicate")
-    off = torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator, device=generator.device).to(x.device)
-    rows = off[0][:, None] + torch.arange(h, device=x.device)  # (N, H)
-    cols = off[1][:, None] + torch.arange(w, device=x.device)  # (N, W)
-    batch = torch.arange(n, device=x.device)[:, None, None]
-    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
 @torch.inference_mode()

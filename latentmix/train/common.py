@@ -1,0 +1,25 @@
+"""Helpers shared by the training loops: device detection and shift augmentation."""
+
+from __future__ import annotations
+
+import torch
+
+
+def has_accelerator() -> bool:
+    """Whether torch sees a GPU-like device; without one, accelerate needs ``cpu=True`` to run
+    several CPU processes (torchrun) over gloo."""
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
+
+
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by its own random offset in [-max_shift, max_shift], replicating edges."""
+    if max_shift == 0:
+        return x
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (max_shift,) * 4, mode="replicate")
+    off = torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator, device=generator.device).to(x.device)
+    rows = off[0][:, None] + torch.arange(h, device=x.device)  # (N, H)
+    cols = off[1][:, None] + torch.arange(w, device=x.device)  # (N, W)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
