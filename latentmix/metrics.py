@@ -1,8 +1,10 @@
-"""Metrics: backend quality (Fréchet distance, perceptual path length, class consistency)."""
+"""Metrics: backend quality (Fréchet distance, path length, class consistency) and classifier
+quality (accuracy, NLL, Brier, ECE, confidence gap, temperature scaling)."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy import linalg
 from torch import Tensor
 
@@ -38,3 +40,83 @@ def monotone_fraction(probs: Tensor, tolerance: float = 0.01) -> float:
     """Fraction of rows of (P, T) that never rise by more than ``tolerance`` from one step to the next."""
     rises = probs[:, 1:] - probs[:, :-1]
     return float((rises <= tolerance).all(dim=1).float().mean())
+
+
+# --- classification and calibration ------------------------------------------------------------
+
+
+def _check_probs(probs: Tensor, labels: Tensor) -> None:
+    if probs.dim() != 2 or labels.dim() != 1 or probs.shape[0] != labels.shape[0] or probs.shape[0] == 0:
+        raise ValueError(f"need probs (N, K) and labels (N,) with N >= 1, got {tuple(probs.shape)} and {tuple(labels.shape)}")
+
+
+def accuracy(probs: Tensor, labels: Tensor) -> float:
+    _check_probs(probs, labels)
+    return float((probs.argmax(1) == labels).float().mean())
+
+
+def nll(logits: Tensor, labels: Tensor) -> float:
+    """Mean negative log-likelihood of the true class (from logits)."""
+    _check_probs(logits, labels)
+    return float(torch.nn.functional.cross_entropy(logits.double(), labels))
+
+
+def brier(probs: Tensor, labels: Tensor) -> float:
+    """Mean over samples of the squared error summed over classes (0 is perfect, 2 the worst)."""
+    _check_probs(probs, labels)
+    onehot = torch.nn.functional.one_hot(labels, probs.shape[1]).double()
+    return float((probs.double() - onehot).pow(2).sum(1).mean())
+
+
+def calibration_bins(probs: Tensor, labels: Tensor, n_bins: int = 15) -> tuple[Tensor, Tensor, Tensor]:
+    """Top-label reliability bins: (accuracy, mean confidence, share of samples) per bin.
+
+    Equal-width bins over [0, 1], binned as torchmetrics' ``CalibrationError`` does
+    (``bucketize(right=True) - 1``; a confidence of exactly 1.0 falls in an extra last bin).
+    """
+    _check_probs(probs, labels)
+    conf, pred = probs.double().max(1)
+    correct = (pred == labels).double()
+    edges = torch.linspace(0, 1, n_bins + 1, dtype=torch.float64)
+    idx = torch.bucketize(conf, edges, right=True) - 1
+    count = torch.zeros(n_bins + 1, dtype=torch.float64).scatter_add_(0, idx, torch.ones_like(conf))
+    acc = torch.nan_to_num(torch.zeros_like(count).scatter_add_(0, idx, correct) / count)
+    mean_conf = torch.nan_to_num(torch.zeros_like(count).scatter_add_(0, idx, conf) / count)
+    return acc, mean_conf, count / count.sum()
+
+
+def expected_calibration_error(probs: Tensor, labels: Tensor, n_bins: int = 15) -> float:
+    """Top-label ECE with ``n_bins`` equal-width bins (torchmetrics' definition, norm l1)."""
+    acc, conf, share = calibration_bins(probs, labels, n_bins)
+    return float(((acc - conf).abs() * share).sum())
+
+
+def confidence_gap(probs: Tensor, labels: Tensor) -> float:
+    """Mean confidence minus accuracy: > 0 over-confident, < 0 under-confident (mixup's usual side)."""
+    _check_probs(probs, labels)
+    return float(probs.double().max(1).values.mean()) - accuracy(probs, labels)
+
+
+def fit_temperature(logits: Tensor, labels: Tensor, max_iter: int = 100) -> float:
+    """Post-hoc temperature scaling (Guo et al., 2017): the T > 0 minimising the NLL of ``logits / T``."""
+    _check_probs(logits, labels)
+    logits = logits.detach().double()
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(logits / log_t.clamp(-3.0, 5.0).exp(), labels)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_t.detach().clamp(-3.0, 5.0).exp())  # T in [0.05, 148]: uninformative logits do not run off
+
+
+def classification_report(logits: Tensor, labels: Tensor, temperature: float = 1.0, n_bins: int = 15) -> dict:
+    """Accuracy, NLL, Brier, ECE and the confidence gap of ``logits / temperature``."""
+    scaled = logits.double() / temperature
+    probs = scaled.softmax(1)
+    return {"accuracy": accuracy(probs, labels), "nll": nll(scaled, labels), "brier": brier(probs, labels),
+            "ece": expected_calibration_error(probs, labels, n_bins), "confidence_gap": confidence_gap(probs, labels)}

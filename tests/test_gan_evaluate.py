@@ -58,7 +58,7 @@ def test_gan_save_load_and_missing_parts(tiny_gan, tmp_path):
     with torch.inference_mode():
         assert torch.equal(loaded.encode(x), tiny_gan.encode(x))
     no_encoder = GANBackend(tiny_gan.generator, tiny_gan.discriminator)
-    with pytest.raises(ValueError, match="no inversion encoder; fit one with"):
+    with pytest.raises(ValueError, match="no inversion encoder: `latentmix fit gan --out DIR` fits one"):
         no_encoder.encode(x)
     with pytest.raises(ValueError, match="refine_steps must be an int >= 0"):
         tiny_gan.encode(x, refine_steps=-1)

@@ -142,8 +142,8 @@ class GANBackend(LatentBackend):
         if isinstance(refine_steps, bool) or not isinstance(refine_steps, int) or refine_steps < 0:
             raise ValueError(f"refine_steps must be an int >= 0, got {refine_steps!r}")
         if self.encoder is None:
-            raise ValueError("this GAN checkpoint has no inversion encoder; fit one with "
-                             "`latentmix fit gan --resume --out DIR` (the encoder phase follows the GAN phase)")
+            raise ValueError("this GAN checkpoint has no inversion encoder: `latentmix fit gan --out DIR` fits one after the GAN "
+                             "(re-running the same command on an interrupted run resumes into that phase)")
         if refine_steps and self.discriminator is None and self.feature_weight > 0:
             raise ValueError("refinement with a feature loss needs the discriminator, which this checkpoint lacks")
         return super().encode(images, texts=texts, refine_steps=refine_steps, **kwargs)
