@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--text-encoder", default="all-MiniLM-L6-v2", help="hub id or directory (default: all-MiniLM-L6-v2, offline)")
     syn.add_argument("--shard-size", type=_positive_int, default=256, help="samples per shard and batch (default: 256)")
     syn.add_argument("--refine-steps", type=int, help="GAN backends: inversion refinement steps (default: 100)")
+    syn.add_argument("--labels-per-class", type=_positive_int, help="blend only K labelled examples per class (low-data runs)")
+    syn.add_argument("--subset-seed", type=int, default=0, help="which K per class (same draw as `latentmix train`)")
     syn.add_argument("--out", required=True, help="output directory (an existing run with the same settings resumes)")
 
     ev = sub.add_parser("evaluate", help="quality report of a backend on the digits test split")
@@ -102,6 +104,33 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", help="also write the full report here")
     ev.add_argument("--refine-steps", type=int, default=200, help="refinement steps for inversion backends (default: 200)")
     ev.add_argument("--seed", type=int, default=0)
+
+    tr = sub.add_parser("train", help="train a classifier (real data, optional synthetic set, mixup); report accuracy and calibration")
+    tr.add_argument("--data", default="digits", help="'digits', an image folder with train/ and test/, or a .npz feature file")
+    tr.add_argument("--labels-per-class", type=_positive_int, help="K labelled examples per class (low-data run)")
+    tr.add_argument("--synthetic", help="a set written by `latentmix synthesize`")
+    tr.add_argument("--synthetic-ratio", type=float, default=0.5, help="probability a batch row is synthetic (default: 0.5)")
+    tr.add_argument("--gamma", type=float, help="re-sharpen synthetic labels (Diff-Mix)")
+    tr.add_argument("--mixup", default="none", choices=["none", "input", "cutmix", "manifold"])
+    tr.add_argument("--alpha", type=float, help="Beta(alpha, alpha) for mixup (default: 0.4 input, 1.0 cutmix, 2.0 manifold)")
+    tr.add_argument("--label-smoothing", type=float, default=0.0)
+    tr.add_argument("--steps", type=_positive_int, default=1500)
+    tr.add_argument("--batch-size", type=_positive_int, default=64)
+    tr.add_argument("--lr", type=float, default=2e-3)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--checkpoint-dir", help="save checkpoints here; a restarted run resumes from them")
+    tr.add_argument("--json", help="write all metrics (before and after temperature scaling) here")
+    tr.add_argument("--reliability", help="write a reliability diagram PNG here")
+
+    cmp = sub.add_parser("compare", help="recipes x seeds: mean ± std of accuracy, NLL, ECE before/after temperature scaling")
+    cmp.add_argument("--data", default="digits")
+    cmp.add_argument("--labels-per-class", type=_positive_int, default=5)
+    cmp.add_argument("--recipes", nargs="+", default=None, help="default: erm input-mixup manifold-mixup blends-intra blends-inter blends-intra+manifold")
+    cmp.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    cmp.add_argument("--steps", type=_positive_int, default=1500)
+    cmp.add_argument("--backend", default="digits-vae", help="backend for the synthetic recipes")
+    cmp.add_argument("--synthetic-n", type=_positive_int, default=2000, help="synthetic samples per seed (default: 2000)")
+    cmp.add_argument("--json", help="write all numbers here")
 
     fit = sub.add_parser("fit", help="train a backend")
     fit_sub = fit.add_subparsers(dest="model", required=True)
@@ -153,11 +182,54 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             alpha=args.alpha, lam=args.lam, gamma=args.gamma, k=args.k, method=args.method,
             class_pairs=tuple(args.class_pairs) if args.class_pairs else None, text_encoder=args.text_encoder,
             shard_size=args.shard_size, allow_extrapolation=args.allow_extrapolation, refine_steps=args.refine_steps,
+            labels_per_class=args.labels_per_class, subset_seed=args.subset_seed,
         )
         result = synthesize(config, args.out, quiet=args.quiet)
         if PartialState().is_main_process:
             print(f"wrote {result.num_samples} samples to {result.out} ({result.written} new this run): "
                   "images/, metadata.jsonl, embeddings.safetensors, manifest.json")
+        return 0
+    if args.command == "train":
+        import json
+        from pathlib import Path
+
+        from latentmix.metrics import calibration_bins
+        from latentmix.shards import atomic_write_text
+        from latentmix.train.classifier import TrainConfig, train_classifier
+
+        for flag, value, suffix in (("--json", args.json, ".json"), ("--reliability", args.reliability, ".png")):
+            if value and Path(value).suffix.lower() != suffix:
+                raise ValueError(f"{flag} must be a {suffix} path, got {value}")
+        config = TrainConfig(data=args.data, labels_per_class=args.labels_per_class, synthetic=args.synthetic,
+                             synthetic_ratio=args.synthetic_ratio, gamma=args.gamma, mixup=args.mixup, alpha=args.alpha,
+                             label_smoothing=args.label_smoothing, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                             seed=args.seed, checkpoint_dir=args.checkpoint_dir)
+        report = train_classifier(config, quiet=args.quiet)
+        for name in ("test", "test_temperature_scaled"):
+            print(f"{name:<24} " + "  ".join(f"{k}={v:.4f}" for k, v in report[name].items()))
+        print(f"temperature {report['temperature']:.3f} (fitted on {report['val_examples']} validation examples)")
+        if args.reliability:
+            from latentmix.viz import reliability_diagram
+
+            logits, labels = report["_test_logits"].double(), report["_test_labels"]
+            reliability_diagram(calibration_bins(logits.softmax(1), labels), calibration_bins((logits / report["temperature"]).softmax(1), labels),
+                                args.reliability, title=args.mixup)
+            print(f"wrote {args.reliability}")
+        if args.json:
+            atomic_write_text(Path(args.json), json.dumps({k: v for k, v in report.items() if not k.startswith("_")}, indent=2) + "\n")
+            print(f"wrote {args.json}")
+        return 0
+    if args.command == "compare":
+        from latentmix.compare import DEFAULT_RECIPES, format_table, run_compare, save_results
+        from latentmix.train.classifier import TrainConfig
+
+        base = TrainConfig(data=args.data, labels_per_class=args.labels_per_class, steps=args.steps)
+        results = run_compare(base, list(args.recipes or DEFAULT_RECIPES), args.seeds, backend=args.backend,
+                              synthetic_n=args.synthetic_n, quiet=args.quiet)
+        print(format_table(results))
+        if args.json:
+            save_results(results, args.json)
+            print(f"wrote {args.json}")
         return 0
     if args.command == "evaluate":
         import json

@@ -60,6 +60,27 @@ def digits_split_indices() -> tuple[np.ndarray, np.ndarray]:
     return np.sort(train), np.sort(test)
 
 
+def labelled_subset(labels: Tensor, per_class: int, seed: int, *, exclude: np.ndarray | None = None) -> np.ndarray:
+    """Sorted indices of ``per_class`` examples of every class, drawn with ``seed`` (low-data runs).
+
+    The same (labels, per_class, seed) always gives the same subset, so a classifier and a
+    synthetic set built for it use exactly the same labelled examples. ``exclude`` removes indices
+    from the pool first (e.g. to draw a disjoint validation set).
+    """
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
+        raise ValueError(f"labels_per_class must be a positive int, got {per_class!r}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    banned = set() if exclude is None else {int(i) for i in exclude}
+    chosen = []
+    for c in np.unique(labels[labels >= 0]):
+        pool = np.array([i for i in np.flatnonzero(labels == c) if int(i) not in banned])
+        if len(pool) < per_class:
+            raise ValueError(f"class {int(c)} has {len(pool)} examples available, fewer than labels_per_class={per_class}")
+        chosen.extend(rng.choice(pool, size=per_class, replace=False).tolist())
+    return np.sort(np.array(chosen, dtype=np.int64))
+
+
 @dataclass
 class Item:
     image: Tensor
@@ -247,6 +268,23 @@ class ImageFolderDataset(ImageTextDataset):
         return pil_to_tensor(_open_image(self.files[index]), self.image_size, self.channels)
 
 
+class Subset(ImageTextDataset):
+    """A view of some items of another dataset (same classes, shapes and ids)."""
+
+    def __init__(self, base: ImageTextDataset, indices):
+        self.base, self.indices = base, np.asarray(indices, dtype=np.int64)
+        self.labels = base.labels[torch.from_numpy(self.indices)]
+        self.texts = [base.texts[i] for i in self.indices]
+        self.ids = [base.ids[i] for i in self.indices]
+        self.class_names, self.image_size, self.channels = base.class_names, base.image_size, base.channels
+
+    def load_image(self, index: int) -> Tensor:
+        return self.base.load_image(int(self.indices[index]))
+
+    def images(self, indices) -> Tensor:
+        return self.base.images([int(self.indices[int(i)]) for i in indices])
+
+
 def _open_image(path: Path) -> Image.Image:
     try:
         image = Image.open(path)
@@ -333,6 +371,8 @@ class SyntheticDataset(ImageTextDataset):
         self.lam = torch.tensor([r["lambda"] for r in rows], dtype=torch.float32)
         self.source_a = [r["source_a"] for r in rows]
         self.source_b = [r["source_b"] for r in rows]
+        self.label_a = torch.tensor([r.get("label_a", -1) for r in rows], dtype=torch.long)
+        self.label_b = torch.tensor([r.get("label_b", -1) for r in rows], dtype=torch.long)
         self._embeddings = None
 
     def load_image(self, index: int) -> Tensor:

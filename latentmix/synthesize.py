@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from latentmix.backends import LatentBackend, load_backend
 from latentmix.blend import CaptionBank, Pairs, blend
-from latentmix.data import load_dataset
+from latentmix.data import Subset, labelled_subset, load_dataset
 from latentmix.interpolate import check_method
 from latentmix.pairing import STRATEGIES, Pairing, sample_lambdas
 from latentmix.shards import (
@@ -73,6 +73,8 @@ class SynthesisConfig:
     k: int = 5  # knn: neighbours to pick from
     method: str | None = None  # image-latent interpolator; default: the backend's
     text_encoder: str = DEFAULT_TEXT_ENCODER  # hub id or directory of a transformers encoder
+    labels_per_class: int | None = None  # blend only this many labelled examples per class (low-data runs)
+    subset_seed: int = 0  # which examples: latentmix.data.labelled_subset(labels, labels_per_class, subset_seed)
     shard_size: int = 256  # samples per shard (and per batch)
     refine_steps: int | None = None  # inversion backends (GANs): refinement steps; default: the backend's
     allow_extrapolation: bool = False  # accept a fixed lam outside [0, 1]
@@ -170,6 +172,8 @@ class _Source:
 
     def __init__(self, config: SynthesisConfig, backend: LatentBackend, text_encoder: TextEncoder, quiet: bool):
         self.dataset = load_dataset(config.data, split=config.split, image_size=backend.image_size, channels=backend.image_channels)
+        if config.labels_per_class is not None:
+            self.dataset = Subset(self.dataset, labelled_subset(self.dataset.labels.numpy(), config.labels_per_class, config.subset_seed))
         ds = self.dataset
         if len(ds) < 2:
             raise ValueError(f"data {config.data!r} ({config.split}) holds {len(ds)} example(s); need at least 2 to blend")
@@ -214,6 +218,8 @@ def _make_shard(shard: int, config: SynthesisConfig, src: _Source, pairing: Pair
             "lambda": round(float(lam[j]), 6),
             "source_a": ds.ids[ia[j]],
             "source_b": ds.ids[ib[j]],
+            "label_a": int(ds.labels[ia[j]]),
+            "label_b": int(ds.labels[ib[j]]),
             "id": sid,
         })
     tensors = {"latent": mix.latents.float().cpu(), "text_embedding": mix.text_embeddings.float().cpu()}

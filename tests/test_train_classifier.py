@@ -1,0 +1,154 @@
+"""The classifier trainer, compare, the scikit-learn-style estimator and their CLI."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from latentmix.cli import main
+from latentmix.compare import format_table, run_compare
+from latentmix.data import DigitsDataset, labelled_subset
+from latentmix.estimator import MixupClassifier
+from latentmix.synthesize import SynthesisConfig, synthesize
+from latentmix.train.classifier import TrainConfig, train_classifier
+
+FAST = TrainConfig(labels_per_class=5, steps=60, eval_every=20, batch_size=32)
+
+
+def test_labelled_subset_is_per_class_reproducible_and_disjoint_from_validation():
+    labels = DigitsDataset("train").labels.numpy()
+    a = labelled_subset(labels, 5, 3)
+    assert len(a) == 50 and np.array_equal(np.bincount(labels[a]), np.full(10, 5))
+    assert np.array_equal(a, labelled_subset(labels, 5, 3)) and not np.array_equal(a, labelled_subset(labels, 5, 4))
+    val = labelled_subset(labels, 5, 10_003, exclude=a)
+    assert not set(a) & set(val)
+    with pytest.raises(ValueError, match="fewer than labels_per_class"):
+        labelled_subset(labels, 1000, 0)
+
+
+@pytest.mark.parametrize("mixup", ["none", "input", "cutmix", "manifold"])
+def test_every_mixup_mode_trains_and_reports_calibration(mixup):
+    report = train_classifier(replace(FAST, mixup=mixup), quiet=True)
+    for key in ("test", "test_temperature_scaled"):
+        assert set(report[key]) == {"accuracy", "nll", "brier", "ece", "confidence_gap"}
+        assert 0.2 < report[key]["accuracy"] <= 1  # well above chance (0.1) after 60 steps on 50 images
+    assert report["test"]["accuracy"] == report["test_temperature_scaled"]["accuracy"]
+    assert report["train_examples"] == 50 and report["val_examples"] == 50 and report["temperature"] > 0
+
+
+def test_training_is_seeded():
+    a = train_classifier(FAST, quiet=True)
+    b = train_classifier(FAST, quiet=True)
+    assert a["test"] == b["test"]
+    assert train_classifier(replace(FAST, seed=1), quiet=True)["test"] != a["test"]
+
+
+def test_synthetic_set_with_soft_labels_and_gamma(tmp_path):
+    synthesize(SynthesisConfig(n=64, strategy="inter-class", labels_per_class=5, subset_seed=0, shard_size=32), tmp_path / "syn", quiet=True)
+    report = train_classifier(replace(FAST, synthetic=str(tmp_path / "syn"), gamma=2.0), quiet=True)
+    assert report["synthetic_examples"] == 64 and report["test"]["accuracy"] > 0.2
+    from latentmix.train.classifier import _load_synthetic
+
+    syn = _load_synthetic(replace(FAST, synthetic=str(tmp_path / "syn"), gamma=2.0), 10, (1, 8, 8))
+    row = json.loads((tmp_path / "syn" / "metadata.jsonl").read_text().splitlines()[0])
+    weight_b = (1 - row["lambda"]) ** 2
+    assert float(syn.y[0, row["label_b"]]) == pytest.approx(weight_b, abs=1e-5)
+
+
+def test_checkpoint_resume_gives_the_same_model(tmp_path, monkeypatch):
+    import latentmix.train.classifier as tc
+
+    full = train_classifier(replace(FAST, checkpoint_dir=str(tmp_path / "a")), quiet=True)
+    real = tc.soft_cross_entropy
+    calls = []
+
+    def interrupt(*args):
+        calls.append(1)
+        if len(calls) == 30:  # after the first checkpoint (step 20)
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(tc, "soft_cross_entropy", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(replace(FAST, checkpoint_dir=str(tmp_path / "b")), quiet=True)
+    monkeypatch.setattr(tc, "soft_cross_entropy", real)
+    resumed = train_classifier(replace(FAST, checkpoint_dir=str(tmp_path / "b")), quiet=True)
+    assert resumed["test"] == pytest.approx(full["test"], rel=1e-5)
+    with pytest.raises(ValueError, match="other settings"):
+        train_classifier(replace(FAST, checkpoint_dir=str(tmp_path / "b"), lr=1e-3), quiet=True)
+
+
+def test_feature_files_train_an_mlp_and_the_estimator_fits_tabular_data(tmp_path):
+    from sklearn.datasets import load_wine
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_wine(return_X_y=True)
+    X = StandardScaler().fit_transform(X).astype(np.float32)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(y))
+    tr, te = order[:130], order[130:]
+    np.savez(tmp_path / "wine.npz", X_train=X[tr], y_train=y[tr], X_test=X[te], y_test=y[te])
+    report = train_classifier(TrainConfig(data=str(tmp_path / "wine.npz"), mixup="manifold", steps=200, eval_every=50), quiet=True)
+    assert report["test"]["accuracy"] > 0.8
+    with pytest.raises(ValueError, match="cutmix needs images"):
+        train_classifier(TrainConfig(data=str(tmp_path / "wine.npz"), mixup="cutmix", steps=10), quiet=True)
+    clf = MixupClassifier(steps=200).fit(X[tr], np.array(["a", "b", "c"])[y[tr]])
+    proba = clf.predict_proba(X[te])
+    assert proba.shape == (len(te), 3) and np.allclose(proba.sum(1), 1)
+    assert (clf.predict(X[te]) == np.array(["a", "b", "c"])[y[te]]).mean() > 0.8
+    with pytest.raises(ValueError):
+        clf.predict_proba(X[te][:, :5])
+
+
+def test_compare_reports_mean_std_and_per_seed_numbers(tmp_path):
+    results = run_compare(replace(FAST, steps=40), ["erm", "blends-intra"], [0, 1], synthetic_n=32, workdir=str(tmp_path))
+    erm = results["recipes"]["erm"]
+    assert [p["seed"] for p in erm["per_seed"]] == [0, 1]
+    accs = [p["before"]["accuracy"] for p in erm["per_seed"]]
+    assert erm["summary"]["accuracy_before"]["mean"] == pytest.approx(np.mean(accs))
+    assert erm["summary"]["accuracy_before"]["std"] == pytest.approx(np.std(accs, ddof=1))
+    table = format_table(results)
+    assert "| erm |" in table and "| blends-intra |" in table and "per seed" in table
+    with pytest.raises(ValueError, match="unknown recipe"):
+        run_compare(FAST, ["magic"], [0])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--labels-per-class", "500"], "fewer than labels_per_class"),
+        (["--alpha", "0"], "alpha must be > 0"),
+        (["--synthetic", "/nonexistent"], "not a complete synthetic set"),
+        (["--json", "out.txt"], "--json must be a .json path"),
+    ],
+)
+def test_train_cli_errors_before_training(args, message, capsys):
+    assert main(["--quiet", "train", "--steps", "5", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_train_cli_writes_json_and_reliability_diagram(tmp_path, capsys):
+    code = main(["--quiet", "train", "--labels-per-class", "5", "--steps", "40", "--mixup", "input",
+                 "--json", str(tmp_path / "r.json"), "--reliability", str(tmp_path / "r.png")])
+    assert code == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert {"test", "test_temperature_scaled", "temperature"} <= set(report)
+    assert Image.open(tmp_path / "r.png").size[0] > 500
+    assert "temperature" in capsys.readouterr().out
+
+
+def test_synthetic_set_with_another_class_count_is_refused(tmp_path):
+    root = tmp_path / "folder"
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray((torch.rand(8, 8) * 255).byte().numpy()).save(root / split / c / f"{i}.png")
+    synthesize(SynthesisConfig(n=8, shard_size=8), tmp_path / "syn", quiet=True)
+    with pytest.raises(ValueError, match="synthetic set .* has 10 classes, the data has 2"):
+        train_classifier(TrainConfig(data=str(root), synthetic=str(tmp_path / "syn"), steps=5), quiet=True)
