@@ -158,7 +158,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         written = run_demo(args.out, seed=args.seed, quiet=args.quiet)
         print("latentmix demo: wrote")
         for name, path in written.items():
-            print(f"  {name:<15} {path}")
+            print(f"  {name:<22} {path}")
         return 0
     if args.command == "grid":
         from latentmix.grid import interpolation_grid
@@ -205,6 +205,10 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
                              label_smoothing=args.label_smoothing, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                              seed=args.seed, checkpoint_dir=args.checkpoint_dir)
         report = train_classifier(config, quiet=args.quiet)
+        from accelerate import PartialState
+
+        if not PartialState().is_main_process:
+            return 0
         for name in ("test", "test_temperature_scaled"):
             print(f"{name:<24} " + "  ".join(f"{k}={v:.4f}" for k, v in report[name].items()))
         print(f"temperature {report['temperature']:.3f} (fitted on {report['val_examples']} validation examples)")

@@ -22,4 +22,4 @@ def test_notebook_runs_and_is_stripped(path, tmp_path):
 
 def test_there_is_a_notebook_for_each_job_so_far():
     names = {p.name for p in NOTEBOOKS}
-    assert {"01_interpolation_grids.ipynb", "02_paired_synthesis.ipynb"} <= names
+    assert {"01_interpolation_grids.ipynb", "02_paired_synthesis.ipynb", "03_training_on_blends.ipynb"} <= names

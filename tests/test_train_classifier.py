@@ -152,3 +152,17 @@ def test_synthetic_set_with_another_class_count_is_refused(tmp_path):
     synthesize(SynthesisConfig(n=8, shard_size=8), tmp_path / "syn", quiet=True)
     with pytest.raises(ValueError, match="synthetic set .* has 10 classes, the data has 2"):
         train_classifier(TrainConfig(data=str(root), synthetic=str(tmp_path / "syn"), steps=5), quiet=True)
+
+
+def test_training_in_two_processes_gathers_every_test_prediction(tmp_path):
+    import subprocess
+    import sys
+    import tempfile
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "latentmix", "--quiet", "train",
+           "--labels-per-class", "5", "--steps", "30", "--json", str(tmp_path / "r.json")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tempfile.mkdtemp())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    correct = report["test"]["accuracy"] * 360  # all 360 test digits, each counted once
+    assert abs(correct - round(correct)) < 1e-3 and report["val_examples"] == 50

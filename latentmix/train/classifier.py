@@ -149,19 +149,29 @@ def _load_synthetic(config: TrainConfig, num_classes: int, sample_shape: tuple) 
     return Split(x, y)
 
 
-def _evaluate(accelerator, model, data: Split, batch_size: int = 512) -> Tensor:
-    """Logits for all rows, computed across processes and gathered in order."""
+def _evaluate(accelerator, model, data: Split, num_classes: int, batch_size: int = 512) -> Tensor:
+    """Logits for all rows, computed across processes and gathered in the original order.
+
+    Each process takes a contiguous block (sizes differ by at most one); blocks are padded to the
+    same length for the collective gather and the padding is dropped again.
+    """
     model.eval()
-    indices = list(range(len(data.x)))
+    n, procs = len(data.x), accelerator.num_processes
+    base, extra = divmod(n, procs)
+    counts = [base + (1 if p < extra else 0) for p in range(procs)]
+    start = sum(counts[: accelerator.process_index])
+    mine = torch.arange(start, start + counts[accelerator.process_index])
+    width = max(counts)
     outs = []
-    with accelerator.split_between_processes(indices) as mine, torch.inference_mode():
+    with torch.inference_mode():
         for i in range(0, len(mine), batch_size):
-            idx = torch.tensor(mine[i : i + batch_size], dtype=torch.long)
-            outs.append(model(data.x[idx].to(accelerator.device)).float())
-        local = torch.cat(outs) if outs else torch.empty(0, device=accelerator.device)
-    gathered = accelerator.gather_for_metrics(local, use_gather_object=False)
+            outs.append(model(data.x[mine[i : i + batch_size]].to(accelerator.device)).float())
+    local = torch.cat(outs) if outs else torch.empty(0, num_classes, device=accelerator.device)
+    if len(local) < width:  # pad to the common length
+        local = torch.cat([local, local.new_zeros(width - len(local), local.shape[1])])
+    gathered = accelerator.gather(local).cpu().reshape(procs, width, -1)
     model.train()
-    return gathered.cpu()[: len(indices)]
+    return torch.cat([gathered[p, : counts[p]] for p in range(procs)])
 
 
 def _save_checkpoint(directory: Path, step: int, model, opt, best_state, best_nll: float, bad: int, gens: dict, config: TrainConfig) -> None:
@@ -261,7 +271,7 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
         opt.step()
         sched.step()
         if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
-            val_logits = _evaluate(accelerator, model, val)
+            val_logits = _evaluate(accelerator, model, val, num_classes)
             val_nll = float(nn.functional.cross_entropy(val_logits.double(), val.y))
             if val_nll < best_nll - 1e-4:
                 best_nll, bad, best_state = val_nll, 0, copy.deepcopy({k: v.detach().cpu() for k, v in raw.state_dict().items()})
@@ -273,9 +283,9 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
             if bad >= config.patience:
                 break
     raw.load_state_dict(best_state)
-    val_logits = _evaluate(accelerator, model, val)
+    val_logits = _evaluate(accelerator, model, val, num_classes)
     temperature = fit_temperature(val_logits, val.y)
-    test_logits = _evaluate(accelerator, model, test)
+    test_logits = _evaluate(accelerator, model, test, num_classes)
     return {
         "test": classification_report(test_logits, test.y),
         "test_temperature_scaled": classification_report(test_logits, test.y, temperature),
