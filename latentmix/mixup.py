@@ -58,8 +58,9 @@ def _lam(n: int, alpha: float, mode: str, generator, device) -> Tensor:
 def mix_tensors(x: Tensor, perm: Tensor, lam: Tensor) -> Tensor:
     """``λ·x + (1 − λ)·x[perm]`` with one λ per row (broadcast over the other dims); a new tensor."""
     shape = (-1,) + (1,) * (x.dim() - 1)
-    lam = lam.to(device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32).view(shape)
-    return x * lam + x[perm] * (1.0 - lam)
+    if not x.is_floating_point():
+        x = x.float()
+    return torch.lerp(x[perm], x, lam.to(device=x.device, dtype=x.dtype).view(shape))  # one fused pass
 
 
 def cutmix_boxes(height: int, width: int, lam: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:

@@ -14,6 +14,7 @@ import os
 import shutil
 import struct
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -28,17 +29,28 @@ def tmp_name(path: Path) -> Path:
     return path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+@contextmanager
+def atomic_file(path: Path, mode: str = "wb"):
+    """Open a hidden temporary beside ``path``; on success fsync it and rename it to ``path``.
+
+    If the block raises (or the process dies), ``path`` is untouched and the temporary is removed
+    (or left hidden for :func:`remove_temporaries`).
+    """
     tmp = tmp_name(path)
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
+        with open(tmp, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -105,21 +117,13 @@ def write_shard(root: Path, shard: int, rows: list[dict], tensors: dict[str, tor
 
 def merge_metadata(root: Path, shards: int, out: Path) -> int:
     """Concatenate the shards' jsonl into ``out`` (atomically); return the row count."""
-    tmp = tmp_name(out)
     count = 0
-    try:
-        with open(tmp, "w") as f:
-            for s in range(shards):
-                for line in shard_paths(root, s)[0].read_text().splitlines():
-                    if line.strip():
-                        f.write(line + "\n")
-                        count += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_file(out, "w") as f:
+        for s in range(shards):
+            for line in shard_paths(root, s)[0].read_text().splitlines():
+                if line.strip():
+                    f.write(line + "\n")
+                    count += 1
     return count
 
 
@@ -143,24 +147,15 @@ def merge_embeddings(root: Path, shards: int, fields: list[str], out: Path, meta
                 offset += size
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
-    tmp = tmp_name(out)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(blob)))
-            f.write(blob)
-            for s in range(shards):
-                tensors = load_file(str(shard_paths(root, s)[1]))
-                n = tensors[fields[0]].shape[0]
-                for i in range(n):
-                    for field in fields:
-                        row = tensors[field][i].contiguous()
-                        f.write((row.view(torch.int16) if row.dtype == torch.bfloat16 else row).numpy().tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_file(out) as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for s in range(shards):
+            tensors = load_file(str(shard_paths(root, s)[1]))
+            for i in range(tensors[fields[0]].shape[0]):
+                for field in fields:
+                    row = tensors[field][i].contiguous()
+                    f.write((row.view(torch.int16) if row.dtype == torch.bfloat16 else row).numpy().tobytes())
 
 
 def _nbytes(dtype: str, shape: list[int]) -> int:

@@ -24,7 +24,10 @@ def test_quickstart_installs_then_runs_the_demo(tmp_path):
     argv = shlex.split(run)[1:]
     proc = subprocess.run([sys.executable, "-m", "latentmix", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for line in proc.stdout.splitlines()[1:]:
+    lines = proc.stdout.splitlines()
+    written = lines[lines.index("latentmix demo: wrote") + 1 :]
+    assert len(written) >= 8
+    for line in written:
         assert (tmp_path / line.split()[-1]).exists(), line
 
 
