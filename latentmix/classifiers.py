@@ -63,8 +63,19 @@ class FusionClassifier(nn.Module):
     def fuse(self, image_features: Tensor, text_features: Tensor) -> Tensor:
         return self.head(torch.cat([image_features, text_features], dim=1))
 
-    def forward(self, image: Tensor, text: Tensor) -> Tensor:
-        return self.fuse(self.image.features(image), self.text(text))
+    def forward(self, image: Tensor, text: Tensor, keep_image: Tensor | None = None, keep_text: Tensor | None = None,
+                unimodal: bool = False):
+        """Fused logits; ``keep_*`` (B,) masks drop a modality per row (modality dropout); with
+        ``unimodal`` also the image-only and text-only logits, for the consistency loss."""
+        fi, ft = self.image.features(image), self.text(text)
+        if keep_image is not None:
+            fi = fi * keep_image[:, None]
+        if keep_text is not None:
+            ft = ft * keep_text[:, None]
+        fused = self.fuse(fi, ft)
+        if not unimodal:
+            return fused
+        return fused, self.fuse(fi, torch.zeros_like(ft)), self.fuse(torch.zeros_like(fi), ft)
 
     def image_only(self, image: Tensor) -> Tensor:
         f = self.image.features(image)

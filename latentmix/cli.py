@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--synthetic", help="a set written by `latentmix synthesize`")
     tr.add_argument("--synthetic-ratio", type=float, default=0.5, help="probability a batch row is synthetic (default: 0.5)")
     tr.add_argument("--gamma", type=float, help="re-sharpen synthetic labels (Diff-Mix)")
-    tr.add_argument("--mixup", default="none", choices=["none", "input", "cutmix", "manifold"])
+    tr.add_argument("--mixup", default="none", choices=["none", "input", "cutmix", "manifold", "cross-modal"],
+                    help="cross-modal: image + caption fusion classifier (on digits the captions name the label)")
     tr.add_argument("--alpha", type=float, help="Beta(alpha, alpha) for mixup (default: 0.4 input, 1.0 cutmix, 2.0 manifold)")
     tr.add_argument("--label-smoothing", type=float, default=0.0)
     tr.add_argument("--steps", type=_positive_int, default=1500)

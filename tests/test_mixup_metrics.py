@@ -160,3 +160,15 @@ def test_temperature_scaling_recovers_an_overconfident_model():
     assert before["confidence_gap"] > 0.05 and abs(after["confidence_gap"]) < 0.03
     assert before["accuracy"] == after["accuracy"]
     assert brier(torch.eye(3), torch.arange(3)) == 0.0 and confidence_gap(torch.eye(3), torch.arange(3)) == 0.0
+
+
+def test_fusion_classifier_modality_masks_and_unimodal_heads():
+    from latentmix.classifiers import FusionClassifier
+
+    torch.manual_seed(0)
+    model = FusionClassifier(1, 12, 5, width=8).eval()
+    image, text = torch.randn(3, 1, 8, 8), torch.randn(3, 12)
+    fused, image_only, text_only = model(image, text, unimodal=True)
+    assert fused.shape == image_only.shape == text_only.shape == (3, 5)
+    no_text = model(image, text, keep_text=torch.zeros(3))
+    torch.testing.assert_close(no_text, image_only)  # dropping the text = the image-only head

@@ -31,7 +31,7 @@ def test_labelled_subset_is_per_class_reproducible_and_disjoint_from_validation(
         labelled_subset(labels, 1000, 0)
 
 
-@pytest.mark.parametrize("mixup", ["none", "input", "cutmix", "manifold"])
+@pytest.mark.parametrize("mixup", ["none", "input", "cutmix", "manifold", "cross-modal"])
 def test_every_mixup_mode_trains_and_reports_calibration(mixup):
     report = train_classifier(replace(FAST, mixup=mixup), quiet=True)
     for key in ("test", "test_temperature_scaled"):
@@ -52,6 +52,8 @@ def test_synthetic_set_with_soft_labels_and_gamma(tmp_path):
     synthesize(SynthesisConfig(n=64, strategy="inter-class", labels_per_class=5, subset_seed=0, shard_size=32), tmp_path / "syn", quiet=True)
     report = train_classifier(replace(FAST, synthetic=str(tmp_path / "syn"), gamma=2.0), quiet=True)
     assert report["synthetic_examples"] == 64 and report["test"]["accuracy"] > 0.2
+    fused = train_classifier(replace(FAST, synthetic=str(tmp_path / "syn"), mixup="cross-modal"), quiet=True)
+    assert fused["synthetic_examples"] == 64 and fused["test"]["accuracy"] > 0.2
     from latentmix.train.classifier import _load_synthetic
 
     syn = _load_synthetic(replace(FAST, synthetic=str(tmp_path / "syn"), gamma=2.0), 10, (1, 8, 8))
@@ -97,6 +99,8 @@ def test_feature_files_train_an_mlp_and_the_estimator_fits_tabular_data(tmp_path
     assert report["test"]["accuracy"] > 0.8
     with pytest.raises(ValueError, match="cutmix needs images"):
         train_classifier(TrainConfig(data=str(tmp_path / "wine.npz"), mixup="cutmix", steps=10), quiet=True)
+    with pytest.raises(ValueError, match="cross-modal needs images with captions"):
+        train_classifier(TrainConfig(data=str(tmp_path / "wine.npz"), mixup="cross-modal", steps=10), quiet=True)
     clf = MixupClassifier(steps=200).fit(X[tr], np.array(["a", "b", "c"])[y[tr]])
     proba = clf.predict_proba(X[te])
     assert proba.shape == (len(te), 3) and np.allclose(proba.sum(1), 1)

@@ -11,7 +11,10 @@
 * a synthetic set (``latentmix synthesize`` output) is mixed into every batch: each row is replaced
   by a synthetic sample with probability ``synthetic_ratio`` (DA-Fusion's scheme), with its soft
   label, optionally re-sharpened Diff-Mix style with ``gamma``;
-* ``mixup``: ``none``, ``input``, ``cutmix``, ``manifold`` (hooks on the classifier's blocks);
+* ``mixup``: ``none``, ``input``, ``cutmix``, ``manifold`` (hooks on the classifier's blocks), or
+  ``cross-modal``: a :class:`~latentmix.classifiers.FusionClassifier` on image + caption embedding,
+  both modalities and the labels mixed with one λ, modality dropout, and a consistency loss between
+  the image-only and text-only predictions (on digits the captions name the label);
 * accelerate places the model and splits evaluation across processes (``gather_for_metrics``);
 * checkpoints (safetensors + JSON) at every evaluation when ``checkpoint_dir`` is set; a run
   restarted with the same settings resumes from the last one.
@@ -35,15 +38,16 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from latentmix.classifiers import MLP, SmallCNN
+from latentmix.classifiers import MLP, FusionClassifier, SmallCNN
 from latentmix.data import SyntheticDataset, labelled_subset, load_dataset
 from latentmix.metrics import classification_report, fit_temperature
-from latentmix.mixup import ManifoldMixup, Mixup, soft_cross_entropy, soft_targets
+from latentmix.mixup import ManifoldMixup, Mixup, consistency_loss, cross_modal_mixup, modality_dropout, soft_cross_entropy, soft_targets
 from latentmix.shards import atomic_write_text, tmp_name
+from latentmix.interpolate import sample_lambda
 from latentmix.train.common import has_accelerator
 
-MIXUP_MODES = ("none", "input", "cutmix", "manifold")
-DEFAULT_ALPHA = {"input": 0.4, "cutmix": 1.0, "manifold": 2.0}
+MIXUP_MODES = ("none", "input", "cutmix", "manifold", "cross-modal")
+DEFAULT_ALPHA = {"input": 0.4, "cutmix": 1.0, "manifold": 2.0, "cross-modal": 0.4}
 
 
 @dataclass
@@ -55,7 +59,7 @@ class TrainConfig:
     synthetic: str | None = None  # directory written by `latentmix synthesize`
     synthetic_ratio: float = 0.5  # probability that a batch row is a synthetic sample
     gamma: float | None = None  # re-sharpen synthetic labels: weight of b = (1 - λ)^gamma (None: as written)
-    mixup: str = "none"  # none | input | cutmix | manifold
+    mixup: str = "none"  # none | input | cutmix | manifold | cross-modal (image + caption, fusion classifier)
     alpha: float | None = None  # Beta(alpha, alpha); default 0.4 input, 1.0 cutmix, 2.0 manifold
     label_smoothing: float = 0.0
     steps: int = 1500
@@ -68,6 +72,9 @@ class TrainConfig:
     seed: int = 0
     mixed_precision: str = "no"
     checkpoint_dir: str | None = None
+    modality_dropout: float = 0.1  # cross-modal: drop the image or the text of a row with this probability each
+    consistency_weight: float = 0.5  # cross-modal: weight of the image-only vs text-only agreement loss
+    text_encoder: str = "all-MiniLM-L6-v2"  # cross-modal: embeds the real captions
 
     def validate(self) -> None:
         if self.mixup not in MIXUP_MODES:
@@ -82,6 +89,8 @@ class TrainConfig:
             raise ValueError(f"synthetic_ratio must be in [0, 1], got {self.synthetic_ratio}")
         if self.gamma is not None and not self.gamma > 0:
             raise ValueError(f"gamma must be > 0, got {self.gamma}")
+        if not 0 <= self.modality_dropout <= 0.5:
+            raise ValueError(f"modality_dropout must be in [0, 0.5], got {self.modality_dropout}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
 
@@ -90,6 +99,8 @@ class TrainConfig:
 class Split:
     x: Tensor
     y: Tensor
+    t: Tensor | None = None  # text embeddings (cross-modal training)
+    texts: list[str] | None = None
 
 
 def _load_data(config: TrainConfig, arrays: dict | None = None) -> tuple[Split, Split, Split, int, bool]:
@@ -104,6 +115,7 @@ def _load_data(config: TrainConfig, arrays: dict | None = None) -> tuple[Split, 
             raise ValueError(f"feature file {path} lacks {', '.join(missing)}")
         xtr, ytr = torch.as_tensor(arrays["X_train"], dtype=torch.float32), torch.as_tensor(arrays["y_train"], dtype=torch.long)
         test = Split(torch.as_tensor(arrays["X_test"], dtype=torch.float32), torch.as_tensor(arrays["y_test"], dtype=torch.long))
+        texts_tr = None
         is_image = False
     else:
         train_ds = load_dataset(config.data, split="train", image_size=8 if config.data == "digits" else 32)
@@ -111,7 +123,8 @@ def _load_data(config: TrainConfig, arrays: dict | None = None) -> tuple[Split, 
         if config.data != "digits" and getattr(test_ds, "root", None) == getattr(train_ds, "root", None):
             raise ValueError(f"data {config.data} needs train/ and test/ subfolders so the test split stays separate")
         xtr, ytr = train_ds.images(range(len(train_ds))), train_ds.labels
-        test = Split(test_ds.images(range(len(test_ds))), test_ds.labels)
+        test = Split(test_ds.images(range(len(test_ds))), test_ds.labels, texts=list(test_ds.texts))
+        texts_tr = list(train_ds.texts)
         is_image = True
     if len(xtr) == 0 or len(test.x) == 0:
         raise ValueError("the train and test data must not be empty")
@@ -127,7 +140,8 @@ def _load_data(config: TrainConfig, arrays: dict | None = None) -> tuple[Split, 
         n_val = max(num_classes, len(ytr) // 10)
         val, labelled = np.sort(order[:n_val]), np.sort(order[n_val:])
     lt, vt = torch.from_numpy(labelled), torch.from_numpy(val)
-    return Split(xtr[lt], ytr[lt]), Split(xtr[vt], ytr[vt]), test, num_classes, is_image
+    pick = (lambda idx: [texts_tr[i] for i in idx]) if texts_tr is not None else (lambda idx: None)  # noqa: E731
+    return Split(xtr[lt], ytr[lt], texts=pick(labelled)), Split(xtr[vt], ytr[vt], texts=pick(val)), test, num_classes, is_image
 
 
 def _load_synthetic(config: TrainConfig, num_classes: int, sample_shape: tuple) -> Split | None:
@@ -146,7 +160,8 @@ def _load_synthetic(config: TrainConfig, num_classes: int, sample_shape: tuple) 
         weight_b = (1.0 - syn.lam.double()).clamp_min(0) ** config.gamma
         onehot = lambda labels: nn.functional.one_hot(labels, num_classes).double()  # noqa: E731
         y = ((1 - weight_b)[:, None] * onehot(syn.label_a) + weight_b[:, None] * onehot(syn.label_b)).float()
-    return Split(x, y)
+    t = torch.stack([syn.embeddings(i)["text_embedding"] for i in range(len(syn))]) if config.mixup == "cross-modal" else None
+    return Split(x, y, t)
 
 
 def _evaluate(accelerator, model, data: Split, num_classes: int, batch_size: int = 512) -> Tensor:
@@ -165,7 +180,9 @@ def _evaluate(accelerator, model, data: Split, num_classes: int, batch_size: int
     outs = []
     with torch.inference_mode():
         for i in range(0, len(mine), batch_size):
-            outs.append(model(data.x[mine[i : i + batch_size]].to(accelerator.device)).float())
+            idx = mine[i : i + batch_size]
+            inputs = [data.x[idx].to(accelerator.device)] + ([data.t[idx].to(accelerator.device)] if data.t is not None else [])
+            outs.append(model(*inputs).float())
     local = torch.cat(outs) if outs else torch.empty(0, num_classes, device=accelerator.device)
     if len(local) < width:  # pad to the common length
         local = torch.cat([local, local.new_zeros(width - len(local), local.shape[1])])
@@ -226,7 +243,21 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
         raise ValueError("mixup cutmix needs images; use input or manifold mixup for feature vectors")
     accelerator = Accelerator(cpu=not has_accelerator(), mixed_precision=config.mixed_precision)
     torch.manual_seed(config.seed)
-    model = SmallCNN(train.x.shape[1], num_classes, config.width) if is_image else MLP(train.x[0].numel(), num_classes, config.width * 8)
+    if config.mixup == "cross-modal":
+        if not is_image or train.texts is None:
+            raise ValueError("mixup cross-modal needs images with captions (digits, an image folder or an imagefolder with texts)")
+        from latentmix.text import TextEncoder
+
+        encoder = TextEncoder.from_pretrained(config.text_encoder)
+        for split in (train, val, test):
+            split.t = encoder.encode(split.texts)
+        if syn is not None and syn.t.shape[1] != train.t.shape[1]:
+            raise ValueError(f"synthetic text embeddings have {syn.t.shape[1]} dims, the text encoder gives {train.t.shape[1]}")
+        model = FusionClassifier(train.x.shape[1], train.t.shape[1], num_classes, config.width)
+    elif is_image:
+        model = SmallCNN(train.x.shape[1], num_classes, config.width)
+    else:
+        model = MLP(train.x[0].numel(), num_classes, config.width * 8)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed * 7919 + accelerator.process_index)
     mix_gen = torch.Generator().manual_seed(config.seed * 31 + 1 + accelerator.process_index)
@@ -251,21 +282,33 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
     for step in bar:
         idx = torch.randint(len(train.x), (config.batch_size,), generator=gen)
         x, y = train.x[idx], soft_targets(train.y[idx], num_classes)
+        t = train.t[idx] if train.t is not None else None
         if syn is not None:
             use = torch.rand(config.batch_size, generator=gen) < config.synthetic_ratio
             sidx = torch.randint(len(syn.x), (int(use.sum()),), generator=gen)
             x, y = x.clone(), y.clone()
             x[use], y[use] = syn.x[sidx], syn.y[sidx]
+            if t is not None:
+                t = t.clone()
+                t[use] = syn.t[sidx]
         x, y = x.to(accelerator.device), y.to(accelerator.device)
         with accelerator.autocast():
-            if config.mixup == "manifold":
+            if config.mixup == "cross-modal":
+                perm = torch.randperm(len(x), generator=mix_gen)
+                lam = sample_lambda(1, alpha, generator=mix_gen).expand(len(x))
+                xi, xt, targets = cross_modal_mixup(x, t.to(x.device), y, lam.to(x.device), perm.to(x.device))
+                keep_i, keep_t = modality_dropout(torch.ones(len(x), 1), torch.ones(len(x), 1), config.modality_dropout, mix_gen)
+                logits, image_only, text_only = model(xi, xt, keep_i[:, 0].to(x.device), keep_t[:, 0].to(x.device), unimodal=True)
+                loss = soft_cross_entropy(logits, targets) + config.consistency_weight * consistency_loss(image_only, text_only)
+            elif config.mixup == "manifold":
                 logits, targets, _ = mixer(x, y)
             elif mixer is not None:
                 out = mixer(x, y)
                 logits, targets = model(out.x), out.y
             else:
                 logits, targets = model(x), soft_targets(y, num_classes, config.label_smoothing) if config.label_smoothing else y
-            loss = soft_cross_entropy(logits, targets)
+            if config.mixup != "cross-modal":
+                loss = soft_cross_entropy(logits, targets)
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         opt.step()
