@@ -138,9 +138,9 @@ def blend(
     if len(a.texts) != len(a) or len(b.texts) != len(b):
         raise ValueError("texts: every pair needs a text on both sides")
     lam = resolve_lambda(lam, len(a), alpha=alpha, generator=generator, allow_extrapolation=allow_extrapolation)
-    t = (1.0 - lam).to(device=a.latents.device)
-    latents = interpolate(a.latents, b.latents, t.to(a.latents.dtype if a.latents.dtype == torch.float64 else torch.float32), method)
-    text = interpolate(a.text_embeddings.float(), b.text_embeddings.float(), t.float().cpu().to(a.text_embeddings.device), text_method)
+    t = 1.0 - lam  # interpolate() converts t to each input's device and compute dtype
+    latents = interpolate(a.latents, b.latents, t, method)
+    text = interpolate(a.text_embeddings.float(), b.text_embeddings.float(), t, text_method)
     labels = soft_labels(a.labels, b.labels, lam.to(a.labels.device), gamma)
     bank = caption_bank or CaptionBank(a.texts + b.texts, torch.cat([a.text_embeddings, b.text_embeddings]))
     composed = [compose_caption(ta, tb, float(w)) for ta, tb, w in zip(a.texts, b.texts, lam.tolist())]

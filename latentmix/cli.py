@@ -38,6 +38,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _command(argv: list[str]) -> str:
+    """The command line as typed, for model cards."""
+    return "latentmix " + " ".join(shlex.quote(a) for a in argv)
+
+
+def _saved(out: str, metrics: dict) -> str:
+    return f"saved {out}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+
+
 def _add_config_flags(parser: argparse.ArgumentParser, config_class) -> None:
     """One flag per field of a config dataclass (``--latent-dim`` for ``latent_dim``)."""
     for f in fields(config_class):
@@ -195,7 +204,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         from pathlib import Path
 
         from latentmix.metrics import calibration_bins
-        from latentmix.shards import atomic_write_text
+        from latentmix.atomic import atomic_write_text
         from latentmix.train.classifier import TrainConfig, train_classifier
 
         for flag, value, suffix in (("--json", args.json, ".json"), ("--reliability", args.reliability, ".png")):
@@ -241,7 +250,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         from pathlib import Path
 
         from latentmix.evaluate import EvalConfig, evaluate_backend, format_report
-        from latentmix.shards import atomic_write_text
+        from latentmix.atomic import atomic_write_text
 
         if args.json and Path(args.json).suffix.lower() != ".json":
             raise ValueError(f"--json must be a .json path, got {args.json}")
@@ -258,26 +267,23 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
 
         values = {f.name: getattr(args, f.name) for f in fields(VAEFitConfig)}
         values["block_channels"] = tuple(values["block_channels"])
-        command = "latentmix " + " ".join(shlex.quote(a) for a in argv)
-        _, metrics = fit_vae(VAEFitConfig(**values), args.out, quiet=args.quiet, command=command)
+        _, metrics = fit_vae(VAEFitConfig(**values), args.out, quiet=args.quiet, command=_command(argv))
         from accelerate import PartialState
 
         if PartialState().is_main_process:
-            print(f"saved {args.out}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+            print(_saved(args.out, metrics))
         return 0
     if args.command == "fit" and args.model == "gan":
         from latentmix.train.fit_gan import GANFitConfig, fit_gan
 
-        command = "latentmix " + " ".join(shlex.quote(a) for a in argv)
-        _, metrics = fit_gan(GANFitConfig(**{f.name: getattr(args, f.name) for f in fields(GANFitConfig)}), args.out, quiet=args.quiet, command=command)
-        print(f"saved {args.out}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+        _, metrics = fit_gan(GANFitConfig(**{f.name: getattr(args, f.name) for f in fields(GANFitConfig)}), args.out, quiet=args.quiet, command=_command(argv))
+        print(_saved(args.out, metrics))
         return 0
     if args.command == "fit" and args.model == "reference-classifier":
         from latentmix.reference import fit_reference_classifier
 
-        command = "latentmix " + " ".join(shlex.quote(a) for a in argv)
-        _, metrics = fit_reference_classifier(args.out, epochs=args.epochs, seed=args.seed, quiet=args.quiet, command=command)
-        print(f"saved {args.out}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+        _, metrics = fit_reference_classifier(args.out, epochs=args.epochs, seed=args.seed, quiet=args.quiet, command=_command(argv))
+        print(_saved(args.out, metrics))
         return 0
     raise AssertionError(f"unhandled command {args.command}")
 

@@ -8,7 +8,6 @@ examples (``labels_per_class`` / ``subset_seed`` = the training seed), so no oth
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -87,6 +86,6 @@ def format_table(results: dict) -> str:
 
 
 def save_results(results: dict, path: str) -> None:
-    from latentmix.shards import atomic_write_text
+    from latentmix.atomic import atomic_write_text
 
-    atomic_write_text(Path(path), json.dumps(results, indent=2, default=lambda o: None if isinstance(o, float) and math.isnan(o) else o) + "\n")
+    atomic_write_text(Path(path), json.dumps(results, indent=2) + "\n")

@@ -71,10 +71,10 @@ def labelled_subset(labels: Tensor, per_class: int, seed: int, *, exclude: np.nd
         raise ValueError(f"labels_per_class must be a positive int, got {per_class!r}")
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
-    banned = set() if exclude is None else {int(i) for i in exclude}
+    banned = np.asarray([] if exclude is None else exclude, dtype=np.int64)
     chosen = []
     for c in np.unique(labels[labels >= 0]):
-        pool = np.array([i for i in np.flatnonzero(labels == c) if int(i) not in banned])
+        pool = np.setdiff1d(np.flatnonzero(labels == c), banned)  # sorted, as before
         if len(pool) < per_class:
             raise ValueError(f"class {int(c)} has {len(pool)} examples available, fewer than labels_per_class={per_class}")
         chosen.extend(rng.choice(pool, size=per_class, replace=False).tolist())

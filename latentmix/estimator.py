@@ -19,14 +19,14 @@ class MixupClassifier(ClassifierMixin, BaseEstimator):
         mixup: ``"none"``, ``"input"`` or ``"manifold"``.
         alpha: Beta(alpha, alpha) for λ (default 0.4 input, 2.0 manifold).
         steps, batch_size, lr: optimisation.
-        hidden: MLP hidden width.
+        width: the trainer's width; the MLP's hidden layers have ``8 * width`` units, as in ``latentmix train``.
         random_state: seed for the validation split, weights and mixing.
     """
 
     def __init__(self, mixup: str = "input", alpha: float | None = None, steps: int = 1000, batch_size: int = 64,
-                 lr: float = 2e-3, hidden: int = 256, random_state: int = 0):
+                 lr: float = 2e-3, width: int = 32, random_state: int = 0):
         self.mixup, self.alpha, self.steps, self.batch_size = mixup, alpha, steps, batch_size
-        self.lr, self.hidden, self.random_state = lr, hidden, random_state
+        self.lr, self.width, self.random_state = lr, width, random_state
 
     def fit(self, X, y):
         X, y = check_X_y(X, y, dtype=np.float32)
@@ -36,9 +36,8 @@ class MixupClassifier(ClassifierMixin, BaseEstimator):
         if self.mixup == "cutmix":
             raise ValueError("mixup cutmix needs images; use input or manifold for feature vectors")
         self.n_features_in_ = X.shape[1]
-        width = max(1, self.hidden // 8)
         config = TrainConfig(mixup=self.mixup, alpha=self.alpha, steps=self.steps, batch_size=self.batch_size, lr=self.lr,
-                             width=width, seed=self.random_state, eval_every=max(1, self.steps // 10))
+                             width=self.width, seed=self.random_state, eval_every=max(1, self.steps // 10))
         arrays = {"X_train": X, "y_train": encoded, "X_test": X[:2], "y_test": encoded[:2]}
         report = train_classifier(config, quiet=True, arrays=arrays)
         self.model_ = report["_model"].cpu().eval()

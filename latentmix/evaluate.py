@@ -58,7 +58,7 @@ class EvalConfig:
 
 def _encode(backend: LatentBackend, images: torch.Tensor, refine_steps: int) -> torch.Tensor:
     with torch.inference_mode():
-        return backend.encode(images, **backend.encode_kwargs(refine_steps if backend.encoder_kind == "inversion" else None))
+        return backend.encode(images, **backend.encode_kwargs(refine_steps))
 
 
 def evaluate_backend(backend: str | LatentBackend, config: EvalConfig | None = None, *, classifier=None, quiet: bool = False) -> dict:

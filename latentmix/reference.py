@@ -64,7 +64,7 @@ def load_reference_classifier(path: str | os.PathLike | None = None) -> DigitsCl
 
 def fit_reference_classifier(out: str | os.PathLike | None = None, *, epochs: int = 60, seed: int = 0, quiet: bool = False, command: str | None = None) -> tuple[DigitsClassifier, dict]:
     """Fit the reference classifier on the digits train split; report test accuracy; save to ``out``."""
-    from latentmix.train.common import random_shift
+    from latentmix.train.common import metrics_table, random_shift
 
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
@@ -97,7 +97,7 @@ def fit_reference_classifier(out: str | os.PathLike | None = None, *, epochs: in
             f"Produced by latentmix {__version__} with:", "", "```", command or "latentmix fit reference-classifier (Python API)", "```", "",
             "Fitted on the digits train split (1,437 images; fixed split in `latentmix/data.py`); the 360-image test split",
             "was used only for the accuracy below. `latentmix evaluate` uses its 128-d penultimate features and predictions.", "",
-            "| metric | value |", "|---|---|", *[f"| {k} | {v:.5g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()], "",
+            *metrics_table(metrics), "",
             f"Trained on CPU ({platform.machine()}, torch {torch.__version__}), seed {seed}, {epochs} epochs.", "",
         ])
 

@@ -10,62 +10,18 @@ does not grow with the number of samples) and renamed into place.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import struct
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+from latentmix.atomic import atomic_file, atomic_save_safetensors, atomic_write_text, replace_dir, tmp_name
 
 SHARDS = "shards"
 IMAGES = "images"
-
-
-def tmp_name(path: Path) -> Path:
-    return path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-
-
-@contextmanager
-def atomic_file(path: Path, mode: str = "wb"):
-    """Open a hidden temporary beside ``path``; on success fsync it and rename it to ``path``.
-
-    If the block raises (or the process dies), ``path`` is untouched and the temporary is removed
-    (or left hidden for :func:`remove_temporaries`).
-    """
-    tmp = tmp_name(path)
-    try:
-        with open(tmp, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_file(path) as f:
-        f.write(data)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def replace_dir(tmp: Path, target: Path) -> None:
-    """Move a finished directory into place, replacing an older version of it."""
-    if target.exists():
-        old = tmp_name(target)
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
 
 
 def remove_temporaries(root: Path) -> None:
@@ -105,13 +61,7 @@ def write_shard(root: Path, shard: int, rows: list[dict], tensors: dict[str, tor
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    tmp_emb = tmp_name(emb)
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp_emb))
-        os.replace(tmp_emb, emb)
-    finally:
-        if tmp_emb.exists():
-            tmp_emb.unlink()
+    atomic_save_safetensors(emb, tensors)
     atomic_write_text(meta, "".join(json.dumps(r) + "\n" for r in rows))
 
 

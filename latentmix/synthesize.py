@@ -38,10 +38,10 @@ from latentmix.blend import CaptionBank, Pairs, blend
 from latentmix.data import Subset, labelled_subset, load_dataset
 from latentmix.interpolate import check_method
 from latentmix.pairing import STRATEGIES, Pairing, sample_lambdas
+from latentmix.atomic import atomic_write_text
 from latentmix.shards import (
     IMAGES,
     SHARDS,
-    atomic_write_text,
     merge_embeddings,
     merge_metadata,
     remove_temporaries,
@@ -135,12 +135,12 @@ class SynthesisResult:
     samples: SyntheticSamples | None = None
 
 
-def _check_output_dir(out: Path, config: SynthesisConfig) -> int:
-    """Refuse a directory holding something else; return the samples already complete there."""
+def _check_output_dir(out: Path, config: SynthesisConfig) -> None:
+    """Refuse a directory holding something else, or more samples than ``config.n``."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"out {out} exists and is not a directory")
     if not out.exists() or not any(out.iterdir()):
-        return 0
+        return
     run = out / RUN_FILE
     if not run.is_file():
         raise ValueError(f"out {out} is not empty and holds no latentmix synthesis run; choose an empty or new directory")
@@ -155,7 +155,6 @@ def _check_output_dir(out: Path, config: SynthesisConfig) -> int:
         shard += 1
     if done > config.n:
         raise ValueError(f"out {out} already holds {done} samples; ask for n >= {done} or use a new directory")
-    return done
 
 
 def _to_uint8(images: Tensor) -> Tensor:

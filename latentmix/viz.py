@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
+
+from latentmix.atomic import atomic_file
 
 BACKGROUND = (255, 255, 255)
 TEXT = (40, 40, 40)
@@ -79,17 +80,12 @@ def grid_image(
 def _atomic_save(image_or_frames, path: str | os.PathLike, fmt: str, **kwargs) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with atomic_file(path) as f:
         if isinstance(image_or_frames, list):
             first, *rest = image_or_frames
-            first.save(tmp, format=fmt, save_all=True, append_images=rest, **kwargs)
+            first.save(f, format=fmt, save_all=True, append_images=rest, **kwargs)
         else:
-            image_or_frames.save(tmp, format=fmt, **kwargs)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+            image_or_frames.save(f, format=fmt, **kwargs)
     return path
 
 

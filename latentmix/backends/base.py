@@ -32,13 +32,13 @@ import abc
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from latentmix.atomic import replace_dir, tmp_name
 from latentmix.version import __version__
 
 BACKEND_CONFIG = "config.json"
@@ -109,17 +109,11 @@ def atomic_directory(target: Path, write, *, marker: str = "latentmix_backend") 
         if any(target.iterdir()) and not is_saved:
             raise ValueError(f"save directory {target} is not empty and does not hold a saved latentmix model; choose another")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = tmp_name(target)
     tmp.mkdir()
     try:
         write(tmp)
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        replace_dir(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -28,23 +28,23 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from latentmix.blend import soft_labels
 from latentmix.classifiers import MLP, FusionClassifier, SmallCNN
 from latentmix.data import SyntheticDataset, labelled_subset, load_dataset
 from latentmix.metrics import classification_report, fit_temperature
 from latentmix.mixup import ManifoldMixup, Mixup, consistency_loss, cross_modal_mixup, modality_dropout, soft_cross_entropy, soft_targets
-from latentmix.shards import atomic_write_text, tmp_name
+from latentmix.atomic import atomic_save_safetensors, atomic_write_text
 from latentmix.interpolate import sample_lambda
-from latentmix.train.common import has_accelerator
+from latentmix.train.common import has_accelerator, load_optimizer_tensors, optimizer_tensors
 
 MIXUP_MODES = ("none", "input", "cutmix", "manifold", "cross-modal")
 DEFAULT_ALPHA = {"input": 0.4, "cutmix": 1.0, "manifold": 2.0, "cross-modal": 0.4}
@@ -157,9 +157,8 @@ def _load_synthetic(config: TrainConfig, num_classes: int, sample_shape: tuple) 
     if config.gamma is not None:
         if bool((syn.label_a < 0).any()):
             raise ValueError("gamma needs the source labels (label_a / label_b) in the synthetic set's metadata.jsonl")
-        weight_b = (1.0 - syn.lam.double()).clamp_min(0) ** config.gamma
-        onehot = lambda labels: nn.functional.one_hot(labels, num_classes).double()  # noqa: E731
-        y = ((1 - weight_b)[:, None] * onehot(syn.label_a) + weight_b[:, None] * onehot(syn.label_b)).float()
+        onehot = lambda labels: nn.functional.one_hot(labels, num_classes).float()  # noqa: E731
+        y = soft_labels(onehot(syn.label_a), onehot(syn.label_b), syn.lam, config.gamma)
     t = torch.stack([syn.embeddings(i)["text_embedding"] for i in range(len(syn))]) if config.mixup == "cross-modal" else None
     return Split(x, y, t)
 
@@ -193,17 +192,13 @@ def _evaluate(accelerator, model, data: Split, num_classes: int, batch_size: int
 
 def _save_checkpoint(directory: Path, step: int, model, opt, best_state, best_nll: float, bad: int, gens: dict, config: TrainConfig) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best_state.items()})
-    for pid, state in opt.state_dict()["state"].items():
-        for k, v in state.items():
-            tensors[f"opt.{pid}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
+    tensors = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
+    tensors.update({f"best.{k}": v.detach().cpu() for k, v in best_state.items()})
+    tensors.update(optimizer_tensors(opt, "opt"))
     for name, gen in gens.items():  # batch sampling, mixing, and the global RNG that dropout draws from
         tensors[f"rng.{name}"] = gen.get_state()
     tensors["rng.global"] = torch.get_rng_state()
-    tmp = tmp_name(directory / "state.safetensors")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, directory / "state.safetensors")
+    atomic_save_safetensors(directory / "state.safetensors", tensors)
     atomic_write_text(directory / "state.json", json.dumps({"config": asdict(config), "step": step, "best_nll": best_nll, "bad_evals": bad}))
 
 
@@ -214,14 +209,7 @@ def _load_checkpoint(directory: Path, model, opt, gens: dict, config: TrainConfi
     tensors = load_file(str(directory / "state.safetensors"))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-    sd = opt.state_dict()
-    state: dict = {}
-    for key, value in tensors.items():
-        if key.startswith("opt."):
-            pid, k = key[4:].split(".", 1)
-            state.setdefault(int(pid), {})[k] = value
-    sd["state"] = state
-    opt.load_state_dict(sd)
+    load_optimizer_tensors(opt, tensors, "opt")
     for name, gen in gens.items():
         gen.set_state(tensors[f"rng.{name}"])
     torch.set_rng_state(tensors["rng.global"])

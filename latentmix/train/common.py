@@ -23,3 +23,26 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     cols = off[1][:, None] + torch.arange(w, device=x.device)  # (N, W)
     batch = torch.arange(n, device=x.device)[:, None, None]
     return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> dict[str, torch.Tensor]:
+    """An optimizer's per-parameter state (Adam moments, steps) as flat tensors for safetensors."""
+    return {f"{prefix}.{pid}.{k}": torch.as_tensor(v).detach().cpu().contiguous()
+            for pid, state in opt.state_dict()["state"].items() for k, v in state.items()}
+
+
+def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], prefix: str) -> None:
+    """Inverse of :func:`optimizer_tensors` (the param groups stay as the optimizer was built)."""
+    state: dict = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix + "."):
+            pid, k = key[len(prefix) + 1 :].split(".", 1)
+            state.setdefault(int(pid), {})[k] = value
+    sd = opt.state_dict()
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+def metrics_table(metrics: dict) -> list[str]:
+    """Markdown rows of a model card's metrics table (floats to 5 significant digits)."""
+    return ["| metric | value |", "|---|---|"] + [f"| {k} | {v:.5g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]

@@ -21,13 +21,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from latentmix.backends.gan import Discriminator, GANBackend, Generator, InversionEncoder
 from latentmix.data import load_dataset
-from latentmix.shards import atomic_write_text, tmp_name
-from latentmix.train.common import has_accelerator, random_shift
+from latentmix.atomic import atomic_save_safetensors, atomic_write_text
+from latentmix.train.common import has_accelerator, load_optimizer_tensors, metrics_table, optimizer_tensors, random_shift
 from latentmix.version import __version__
 from latentmix.viz import grid_image, save_png
 
@@ -63,14 +63,10 @@ class GANFitConfig:
 
 
 def _save_state(train_dir: Path, config: GANFitConfig, phase: str, epoch: int, nets: dict, opts: dict) -> None:
-    tensors = {f"{name}.{k}": v.detach().cpu().contiguous() for name, net in nets.items() for k, v in net.state_dict().items()}
+    tensors = {f"{name}.{k}": v.detach().cpu() for name, net in nets.items() for k, v in net.state_dict().items()}
     for name, opt in opts.items():
-        for pid, state in opt.state_dict()["state"].items():
-            for k, v in state.items():
-                tensors[f"opt_{name}.{pid}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
-    tmp = tmp_name(train_dir / "state.safetensors")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, train_dir / "state.safetensors")
+        tensors.update(optimizer_tensors(opt, f"opt_{name}"))
+    atomic_save_safetensors(train_dir / "state.safetensors", tensors)
     atomic_write_text(train_dir / "state.json", json.dumps({"config": asdict(config), "phase": phase, "epoch": epoch,
                                                              "latentmix_version": __version__}, indent=2))
 
@@ -80,15 +76,7 @@ def _load_state(train_dir: Path, nets: dict, opts: dict) -> None:
     for name, net in nets.items():
         net.load_state_dict({k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")})
     for name, opt in opts.items():
-        sd = opt.state_dict()
-        prefix = f"opt_{name}."
-        state: dict = {}
-        for key, value in tensors.items():
-            if key.startswith(prefix):
-                pid, k = key[len(prefix) :].split(".", 1)
-                state.setdefault(int(pid), {})[k] = value
-        sd["state"] = state
-        opt.load_state_dict(sd)
+        load_optimizer_tensors(opt, tensors, f"opt_{name}")
 
 
 @torch.no_grad()
@@ -221,8 +209,7 @@ def _card(config: GANFitConfig, metrics: dict, command: str | None) -> str:
              "Generator (EMA weights), spectral-norm discriminator and inversion encoder, fitted on the"
              + (" digits train split (1,437 images); the 360-image test split was not used for training." if config.data == "digits" else f" `{config.data}`."),
              "Samples from fixed latents during training are in `<out>.train/samples/` of the run (not shipped).", "",
-             "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.5g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
+             *metrics_table(metrics)]
     lines += ["", "Reconstruction MSE is per pixel on the [-1, 1] scale; refined = 200 batched Adam steps from the encoder's guess.",
               "`latentmix evaluate --backend digits-gan` gives the full quality report (see BENCHMARKS.md).", "",
               "## Settings", "", "```", *[f"{k} = {v}" for k, v in asdict(config).items()], "```", ""]

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from latentmix.backends.vae import ConvVAE, VAEBackend
 from latentmix.data import load_dataset
-from latentmix.train.common import has_accelerator, random_shift
+from latentmix.train.common import has_accelerator, metrics_table, random_shift
 from latentmix.version import __version__
 
 
@@ -179,11 +179,8 @@ def model_card(config: VAEFitConfig, metrics: dict, command: str | None, device)
         "",
         "## Metrics",
         "",
-        "| metric | value |",
-        "|---|---|",
+        *metrics_table(metrics),
     ]
-    for key, value in metrics.items():
-        lines.append(f"| {key} | {value:.5g} |" if isinstance(value, float) else f"| {key} | {value} |")
     lines += [
         "",
         "Reconstruction MSE is per pixel on the [-1, 1] scale, encoding with the posterior mean.",
