@@ -2,7 +2,7 @@
 
 from latentmix.backends import LatentBackend, embedded_models, load_backend
 from latentmix.data import load_dataset
-from latentmix.grid import GridResult, interpolation_grid
+from latentmix.grid import GridResult, decode_walk, interpolation_grid
 from latentmix.interpolate import interpolate, interpolation_grid_2d, interpolation_path, lerp, sample_lambda, slerp
 from latentmix.version import __version__
 
@@ -10,6 +10,7 @@ __all__ = [
     "GridResult",
     "LatentBackend",
     "__version__",
+    "decode_walk",
     "embedded_models",
     "interpolate",
     "interpolation_grid",

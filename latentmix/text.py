@@ -55,8 +55,14 @@ class TextEncoder:
         self._cache: dict[str, Tensor] = {}
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike | None = None, *, device=None, **kwargs) -> "TextEncoder":
-        """Load from a hub id or local directory; ``None`` or ``"all-MiniLM-L6-v2"`` is the offline default."""
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike | None = None, *, tokenizer: str | os.PathLike | None = None, device=None, **kwargs
+    ) -> "TextEncoder":
+        """Load from a hub id or local directory; ``None`` or ``"all-MiniLM-L6-v2"`` is the offline default.
+
+        ``tokenizer`` is where the tokenizer lives when it is not beside the model (a Stable
+        Diffusion pipeline keeps them in ``text_encoder/`` and ``tokenizer/``).
+        """
         from transformers import AutoModel, AutoTokenizer
 
         if name_or_path is None or str(name_or_path) in (DEFAULT_TEXT_ENCODER, "minilm"):
@@ -64,7 +70,7 @@ class TextEncoder:
         else:
             path, name = name_or_path, str(name_or_path)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(path))
+            tok = AutoTokenizer.from_pretrained(str(tokenizer if tokenizer is not None else path))
             model = AutoModel.from_pretrained(str(path), use_safetensors=True)
         except (OSError, ValueError, KeyError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -73,7 +79,12 @@ class TextEncoder:
             from accelerate import PartialState
 
             device = PartialState().device
-        return cls(model.to(device), tokenizer, name=name, **kwargs)
+        return cls(model.to(device), tok, name=name, **kwargs)
+
+    def save_pretrained(self, model_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike) -> None:
+        """Save the model (safetensors) and the tokenizer, in two directories as diffusers pipelines do."""
+        self.model.save_pretrained(str(model_dir), safe_serialization=True)
+        self.tokenizer.save_pretrained(str(tokenizer_dir))
 
     @property
     def device(self) -> torch.device:
@@ -83,8 +94,8 @@ class TextEncoder:
     def embedding_dim(self) -> int:
         return int(self.model.config.hidden_size)
 
-    def _tokenize(self, texts: list[str]):
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+    def _tokenize(self, texts: list[str], padding: bool | str = True):
+        batch = self.tokenizer(texts, padding=padding, truncation=True, max_length=self.max_length, return_tensors="pt")
         return {k: v.to(self.device) for k, v in batch.items()}
 
     @staticmethod
@@ -97,11 +108,17 @@ class TextEncoder:
         return list(texts)
 
     @torch.inference_mode()
-    def hidden_states(self, texts: list[str]) -> tuple[Tensor, Tensor]:
-        """Per-token last hidden states (N, L, D) and the attention mask (N, L), for conditioning."""
+    def hidden_states(self, texts: list[str], *, pad_to_max_length: bool = False, attention_mask: bool = True) -> tuple[Tensor, Tensor]:
+        """Per-token last hidden states (N, L, D) and the attention mask (N, L), for conditioning.
+
+        With ``pad_to_max_length`` every text is padded to ``max_length`` tokens (as Stable
+        Diffusion pads CLIP prompts to 77), so the states of any two texts have the same shape
+        and can be blended position by position. ``attention_mask=False`` runs the model without
+        the mask, as Stable Diffusion runs CLIP (padding tokens then carry the prompt too).
+        """
         texts = self._check_texts(texts)
-        batch = self._tokenize(texts)
-        out = self.model(**batch)
+        batch = self._tokenize(texts, "max_length" if pad_to_max_length else True)
+        out = self.model(**(batch if attention_mask else {k: v for k, v in batch.items() if k != "attention_mask"}))
         return out.last_hidden_state, batch["attention_mask"]
 
     @torch.inference_mode()

@@ -46,3 +46,57 @@ def tiny_autoencoder_kl() -> AutoencoderKL:
 @pytest.fixture
 def tiny_akl_backend(tiny_autoencoder_kl) -> AutoencoderKLBackend:
     return AutoencoderKLBackend(tiny_autoencoder_kl)
+
+
+def _byte_unicode() -> list[str]:
+    """CLIP's byte-to-unicode table (the characters of its byte-level BPE)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_tokenizer(tmp_path_factory):
+    """A real CLIPTokenizer with a character-level vocabulary (no merges), built offline."""
+    import json
+
+    from transformers import CLIPTokenizer
+
+    chars = _byte_unicode()
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = len(vocab), len(vocab) + 1
+    root = tmp_path_factory.mktemp("clip-tokenizer")
+    (root / "vocab.json").write_text(json.dumps(vocab))
+    (root / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(str(root / "vocab.json"), str(root / "merges.txt"), model_max_length=12)
+
+
+@pytest.fixture
+def tiny_sd_pipeline(tiny_autoencoder_kl, tiny_clip_tokenizer):
+    """A Stable Diffusion pipeline of tiny random components built from config, as diffusers' tests build them."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
+    )
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, vocab_size=len(tiny_clip_tokenizer),
+        bos_token_id=len(tiny_clip_tokenizer) - 2, eos_token_id=len(tiny_clip_tokenizer) - 1, pad_token_id=len(tiny_clip_tokenizer) - 1,
+        max_position_embeddings=12,
+    ))
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    return StableDiffusionPipeline(vae=tiny_autoencoder_kl, unet=unet, scheduler=scheduler, text_encoder=text_encoder,
+                                   tokenizer=tiny_clip_tokenizer, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)

@@ -2,6 +2,7 @@
 
 from latentmix.backends.base import LatentBackend, register_backend, registered_backends
 from latentmix.backends.gan import Discriminator, GANBackend, Generator, InversionEncoder
+from latentmix.backends.ldm import LatentDiffusionBackend
 from latentmix.backends.loading import embedded_models, load_backend
 from latentmix.backends.vae import AutoencoderKLBackend, ConvVAE, VAEBackend
 
@@ -13,6 +14,7 @@ __all__ = [
     "Generator",
     "InversionEncoder",
     "LatentBackend",
+    "LatentDiffusionBackend",
     "VAEBackend",
     "embedded_models",
     "load_backend",

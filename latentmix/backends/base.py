@@ -147,6 +147,15 @@ class LatentBackend(abc.ABC):
             return {}
         return {"refine_steps": self.DEFAULT_REFINE_STEPS if refine_steps is None else refine_steps}
 
+    def sampling_kwargs(self, num_inference_steps: int | None = None, guidance_scale: float | None = None) -> dict:
+        """Keyword arguments for :meth:`encode` / :meth:`decode` of diffusion backends (DDIM steps,
+        classifier-free guidance); None keeps the backend's default, and setting them for other
+        backends is an error."""
+        given = {k: v for k, v in (("num_inference_steps", num_inference_steps), ("guidance_scale", guidance_scale)) if v is not None}
+        if given and self.encoder_kind != "ddim-inversion":
+            raise ValueError(f"{' and '.join(given)} apply to diffusion backends; {self.backend_name!r} has no sampler")
+        return given
+
     # -- shape and placement -------------------------------------------------------------
     @property
     @abc.abstractmethod
@@ -202,15 +211,26 @@ class LatentBackend(abc.ABC):
     def _decode(self, latents: Tensor, **kwargs) -> Tensor:
         """Decode one validated batch."""
 
-    def encode(self, images: Tensor, *, texts: list[str] | None = None, **kwargs) -> Tensor:
-        """Encode images (N, C, H, W) in [-1, 1] to latents (N, *latent_shape), in chunks of ``batch_size``."""
-        images = self.check_images(images)
-        return self._chunked(self._encode, images, texts, kwargs)
+    def encode(self, images: Tensor, *, texts: list[str] | None = None, cond: Tensor | None = None, **kwargs) -> Tensor:
+        """Encode images (N, C, H, W) in [-1, 1] to latents (N, *latent_shape), in chunks of ``batch_size``.
 
-    def decode(self, latents: Tensor, *, texts: list[str] | None = None, **kwargs) -> Tensor:
+        Text-conditioned backends take one text per image (``texts``) or its conditioning
+        (``cond``, from :meth:`encode_text`, possibly blended).
+        """
+        images = self.check_images(images)
+        return self._chunked(self._encode, images, texts, cond, kwargs)
+
+    def decode(self, latents: Tensor, *, texts: list[str] | None = None, cond: Tensor | None = None, **kwargs) -> Tensor:
         """Decode latents (N, *latent_shape) to images (N, C, H, W) in [-1, 1], in chunks of ``batch_size``."""
         latents = self.check_latents(latents)
-        return self._chunked(self._decode, latents, texts, kwargs)
+        return self._chunked(self._decode, latents, texts, cond, kwargs)
+
+    def encode_text(self, texts: list[str]) -> Tensor:
+        """Conditioning for ``texts`` (N, *cond_shape), for text-conditioned backends.
+
+        Conditionings of two texts have the same shape, so they blend with one λ like latents.
+        """
+        raise ValueError(f"backend {self.backend_name!r} is not text-conditioned; it takes no texts")
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         """Draw ``n`` latents from the prior (N(0, I) for ``latent_prior == "gaussian"``)."""
@@ -225,8 +245,12 @@ class LatentBackend(abc.ABC):
         z = torch.randn((n, *self.latent_shape), generator=generator, device=gen_device)
         return z.to(device=self.device, dtype=self.dtype)
 
-    def reconstruct(self, images: Tensor, **kwargs) -> Tensor:
-        return self.decode(self.encode(images, **kwargs), texts=kwargs.get("texts"))
+    def reconstruct(self, images: Tensor, *, texts: list[str] | None = None, cond: Tensor | None = None, **kwargs) -> Tensor:
+        """decode(encode(images)); sampler settings (``num_inference_steps``, ``guidance_scale``) apply to both."""
+        if cond is None and texts is not None:
+            cond = self.encode_text(texts)
+        sampler = {k: kwargs[k] for k in ("num_inference_steps", "guidance_scale") if k in kwargs}
+        return self.decode(self.encode(images, cond=cond, **kwargs), cond=cond, **sampler)
 
     @torch.inference_mode()
     def reconstruction_error(self, images: Tensor, **kwargs) -> Tensor:
@@ -268,23 +292,45 @@ class LatentBackend(abc.ABC):
             raise ValueError("latents contain non-finite values (NaN or inf)")
         return latents.to(device=self.device, dtype=self.dtype)
 
-    def _chunked(self, fn, x: Tensor, texts, kwargs) -> Tensor:
-        if texts is not None or self.requires_text:
-            if not self.supports_text_condition:
-                raise ValueError(f"backend {self.backend_name!r} is not text-conditioned; do not pass texts")
-            if texts is None or len(texts) != x.shape[0]:
-                got = "none" if texts is None else len(texts)
-                raise ValueError(f"texts: backend {self.backend_name!r} needs one text per item ({x.shape[0]}), got {got}")
-            kwargs = {**kwargs, "texts": texts}
-        if x.shape[0] == 0:
+    def _chunked(self, fn, x: Tensor, texts, cond, kwargs) -> Tensor:
+        n = x.shape[0]
+        if n == 0:
             raise ValueError("got an empty batch (0 items)")
+        conditioned = texts is not None or cond is not None
+        if conditioned and not self.supports_text_condition:
+            raise ValueError(f"backend {self.backend_name!r} is not text-conditioned; do not pass texts or cond")
+        if texts is not None and cond is not None:
+            raise ValueError("pass texts or cond, not both")
+        if self.requires_text and not conditioned:
+            raise ValueError(f"texts: backend {self.backend_name!r} is text-conditioned and needs one text per item ({n}); "
+                             "pass texts=[...] (\"\" for unconditional) or cond=")
+        if texts is not None:
+            if isinstance(texts, str) or not isinstance(texts, (list, tuple)) or len(texts) != n:
+                got = f"a {type(texts).__name__}" if not isinstance(texts, (list, tuple)) else len(texts)
+                raise ValueError(f"texts: backend {self.backend_name!r} needs a list of one text per item ({n}), got {got}")
+        if cond is not None:
+            cond = self.check_cond(cond, n)
         outs = []
-        for start in range(0, x.shape[0], self.batch_size):
+        for start in range(0, n, self.batch_size):
+            stop = start + self.batch_size
             chunk_kwargs = dict(kwargs)
-            if "texts" in chunk_kwargs:
-                chunk_kwargs["texts"] = chunk_kwargs["texts"][start : start + self.batch_size]
-            outs.append(fn(x[start : start + self.batch_size], **chunk_kwargs))
+            if texts is not None:
+                chunk_kwargs["cond"] = self.encode_text(list(texts[start:stop]))
+            elif cond is not None:
+                chunk_kwargs["cond"] = cond[start:stop]
+            outs.append(fn(x[start:stop], **chunk_kwargs))
         return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def check_cond(self, cond: Tensor, n: int) -> Tensor:
+        """Validate a conditioning tensor for ``n`` items (the shape :meth:`encode_text` returns)."""
+        if not isinstance(cond, Tensor) or not cond.is_floating_point():
+            raise TypeError(f"cond must be a floating-point tensor from encode_text, got {type(cond).__name__}")
+        expected = tuple(self.encode_text([""]).shape[1:])
+        if tuple(cond.shape) != (n, *expected):
+            raise ValueError(f"cond must have shape ({n}, {', '.join(map(str, expected))}) (one conditioning per item), got {tuple(cond.shape)}")
+        if not bool(torch.isfinite(cond).all()):
+            raise ValueError("cond contains non-finite values (NaN or inf)")
+        return cond.to(device=self.device, dtype=self.dtype)
 
     # -- save / load ---------------------------------------------------------------------
     @abc.abstractmethod

@@ -27,10 +27,9 @@ def embedded_models() -> list[str]:
 
 def _from_directory(path: Path, **kwargs) -> LatentBackend:
     if (path / "model_index.json").is_file() and not (path / BACKEND_CONFIG).is_file():
-        raise ValueError(
-            f"{path} is a diffusers pipeline directory; latent-diffusion backends are not available yet — "
-            f"to use its autoencoder, load {path / 'vae'}"
-        )
+        from latentmix.backends.ldm import LatentDiffusionBackend
+
+        return LatentDiffusionBackend.from_pretrained(path, **kwargs)
     config = read_json(path / BACKEND_CONFIG, "backend config")
     if "latentmix_backend" in config:
         return LatentBackend.from_pretrained(path, **kwargs)
@@ -42,20 +41,21 @@ def _from_directory(path: Path, **kwargs) -> LatentBackend:
     )
 
 
+#: What a hub download fetches: configs, tokenizer files and the default safetensors of each
+#: component (not fp16 / EMA variants, nor the single-file checkpoints beside them).
+HUB_PATTERNS = ["*.json", "*.txt", "*.model", "diffusion_pytorch_model.safetensors", "*/diffusion_pytorch_model.safetensors",
+                "*/model.safetensors"]
+
+
 def _from_hub(repo_id: str, **kwargs) -> LatentBackend:
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import snapshot_download
 
     subfolder = kwargs.pop("subfolder", None)
     try:
-        config_path = hf_hub_download(repo_id, BACKEND_CONFIG, subfolder=subfolder)
+        root = Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
     except Exception as exc:  # network, missing repo, gated model: all end the same way for the user
         raise ValueError(f"backend {repo_id!r}: not an embedded model or local directory, and fetching it from the hub failed ({type(exc).__name__})") from None
-    config = read_json(Path(config_path), "backend config")
-    if config.get("_class_name") == "AutoencoderKL":
-        return AutoencoderKLBackend.from_diffusers(repo_id, subfolder=subfolder, **kwargs)
-    if "latentmix_backend" in config:
-        return LatentBackend.from_pretrained(Path(config_path).parent, **kwargs)
-    raise ValueError(f"hub repository {repo_id!r} holds neither a latentmix backend nor an AutoencoderKL")
+    return _from_directory(root / subfolder if subfolder else root, **kwargs)
 
 
 def load_backend(name_or_path: str | os.PathLike, *, device=None, **kwargs) -> LatentBackend:

@@ -1,0 +1,353 @@
+"""Latent diffusion behind the backend contract: autoencoder + text-conditioned UNet + DDIM.
+
+``LatentDiffusionBackend`` wraps an autoencoder backend (latentmix's VAE or any diffusers
+``AutoencoderKL``), a diffusers ``UNet2DConditionModel`` that cross-attends to per-token text
+hidden states, a text encoder and a DDIM scheduler:
+
+* ``encode(images, texts=...)``: autoencoder latents, then deterministic DDIM inversion
+  (``DDIMInverseScheduler``) to the noise latent; ``decode(noise, texts=...)``: deterministic
+  DDIM sampling (η = 0) back to autoencoder latents, then the autoencoder's decoder. Noise
+  latents are N(0, I) under the prior, so slerp is the default interpolator.
+* conditioning is the text encoder's last hidden states, padded to ``text_max_length`` tokens
+  so that two prompts blend position by position (:meth:`encode_text`); ``decode(..., cond=)``
+  takes blended conditionings directly.
+* classifier-free guidance: ``guidance_scale`` 1 runs the conditional model only; above 1 each
+  UNet call carries the unconditional ("") and conditional halves in one batch. The same scale
+  is used for inversion and sampling by default, so a round trip reproduces its input.
+* every item of a batch shares the timesteps, so any number of walk frames go through the UNet
+  together (in chunks of ``batch_size``), not one pipeline call per frame.
+
+An autoencoder with flat latents (the digits VAE's 16-d vector) is reshaped to the UNet's
+``(in_channels, sample_size, sample_size)``; the sizes must agree.
+
+Saved layout: a diffusers Stable Diffusion pipeline directory (``unet/``, ``scheduler/``,
+``vae/``, ``text_encoder/``, ``tokenizer/`` and, when the autoencoder is an ``AutoencoderKL``,
+``model_index.json``) plus latentmix's ``config.json``. The autoencoder and the text encoder may
+be *references* instead of copies (``"vae": "digits-vae"``, ``"text_encoder": "all-MiniLM-L6-v2"``),
+which is how the embedded ``digits-ldm`` stays small. ``from_pretrained`` also reads a plain
+diffusers pipeline directory such as a local Stable Diffusion checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, DDIMInverseScheduler, DDIMScheduler, UNet2DConditionModel
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from latentmix.backends.base import BACKEND_CONFIG, LatentBackend, read_json, refuse_pickles, register_backend
+from latentmix.backends.vae import AutoencoderKLBackend, _load_weights
+from latentmix.text import DEFAULT_TEXT_ENCODER, TextEncoder
+
+PIPELINE_INDEX = "model_index.json"
+PIPELINE_COMPONENTS = ("vae", "unet", "scheduler", "text_encoder", "tokenizer")
+
+
+def check_steps(value, name: str = "num_inference_steps") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def check_guidance(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1.0:
+        raise ValueError(f"guidance_scale must be >= 1 (1 turns classifier-free guidance off), got {value!r}")
+    return float(value)
+
+
+def _sample_size(unet: UNet2DConditionModel) -> int:
+    size = unet.config.sample_size
+    if isinstance(size, (list, tuple)):
+        if len(set(size)) != 1:
+            raise ValueError(f"the UNet's sample_size {tuple(size)} is not square; latentmix backends are square")
+        size = size[0]
+    return int(size)
+
+
+@register_backend("latent-diffusion")
+class LatentDiffusionBackend(LatentBackend):
+    """A text-conditioned latent diffusion model; see the module docstring.
+
+    Args:
+        autoencoder: the backend whose latents the UNet denoises (a :class:`VAEBackend` or an
+            :class:`AutoencoderKLBackend`).
+        unet: a diffusers ``UNet2DConditionModel``.
+        scheduler: any diffusers scheduler; its config builds the DDIM sampler and inverter.
+        text_encoder: a :class:`~latentmix.text.TextEncoder` (MiniLM, CLIP, …).
+        num_inference_steps: default DDIM steps of ``encode`` and ``decode``.
+        guidance_scale: default classifier-free guidance scale (>= 1; 1 is off).
+        text_max_length: tokens every text is padded / truncated to (default: the tokenizer's, capped at 77).
+        text_attention_mask: run the text encoder with the padding mask (True for BERT-like
+            encoders such as MiniLM; Stable Diffusion runs CLIP without it).
+        autoencoder_ref, text_encoder_ref: names saved in place of copies (an embedded backend,
+            ``"all-MiniLM-L6-v2"``); None saves the component itself.
+    """
+
+    latent_prior = "gaussian"
+    default_method = "slerp"
+    supports_text_condition = True
+    requires_text = True
+    encoder_kind = "ddim-inversion"
+    batch_size = 128
+    #: Show a progress bar over denoising steps (the CLI turns it on unless --quiet).
+    show_progress: bool = False
+
+    def __init__(
+        self,
+        autoencoder: LatentBackend,
+        unet: UNet2DConditionModel,
+        scheduler,
+        text_encoder: TextEncoder,
+        *,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 1.0,
+        text_max_length: int | None = None,
+        text_attention_mask: bool = True,
+        autoencoder_ref: str | None = None,
+        text_encoder_ref: str | None = None,
+    ):
+        if not isinstance(autoencoder, LatentBackend) or autoencoder.supports_text_condition:
+            raise TypeError(f"autoencoder must be an unconditional LatentBackend (VAE or AutoencoderKL), got {type(autoencoder).__name__}")
+        if not isinstance(unet, UNet2DConditionModel):
+            raise TypeError(f"unet must be a diffusers UNet2DConditionModel, got {type(unet).__name__}")
+        if not hasattr(scheduler, "config"):
+            raise TypeError(f"scheduler must be a diffusers scheduler, got {type(scheduler).__name__}")
+        if not isinstance(text_encoder, TextEncoder):
+            raise TypeError(f"text_encoder must be a latentmix TextEncoder, got {type(text_encoder).__name__}")
+        cfg = unet.config
+        shape = (int(cfg.in_channels), _sample_size(unet), _sample_size(unet))
+        if int(cfg.out_channels) != shape[0]:
+            raise ValueError(f"unet: out_channels {cfg.out_channels} must equal in_channels {shape[0]}")
+        ae_numel = int(torch.Size(autoencoder.latent_shape).numel())
+        if ae_numel != shape[0] * shape[1] * shape[2]:
+            raise ValueError(f"unet: sample shape {shape} holds {shape[0] * shape[1] * shape[2]} values but the autoencoder's "
+                             f"latents {tuple(autoencoder.latent_shape)} hold {ae_numel}")
+        text_dim = int(cfg.encoder_hid_dim) if cfg.encoder_hid_dim_type == "text_proj" else int(cfg.cross_attention_dim)
+        if text_dim != text_encoder.embedding_dim:
+            raise ValueError(f"unet: expects text hidden states of size {text_dim}, the text encoder gives {text_encoder.embedding_dim}")
+        self.autoencoder = autoencoder
+        self.unet = unet.eval()
+        self.scheduler = DDIMScheduler.from_config(scheduler.config)
+        self.text_encoder = text_encoder
+        self.text_max_length = int(text_max_length or min(text_encoder.max_length, 77))
+        text_encoder.max_length = self.text_max_length
+        self.text_attention_mask = bool(text_attention_mask)
+        self.num_inference_steps = check_steps(num_inference_steps)
+        self.guidance_scale = check_guidance(guidance_scale)
+        self.autoencoder_ref, self.text_encoder_ref = autoencoder_ref, text_encoder_ref
+        self._shape = shape
+        self._text_cache: dict[str, Tensor] = {}
+
+    @classmethod
+    def from_pipeline(cls, pipe, **kwargs) -> "LatentDiffusionBackend":
+        """Wrap an already loaded diffusers pipeline (``StableDiffusionPipeline`` or one with the
+        same components: ``vae``, ``unet``, ``scheduler``, ``text_encoder``, ``tokenizer``)."""
+        missing = [c for c in PIPELINE_COMPONENTS if getattr(pipe, c, None) is None]
+        if missing:
+            raise ValueError(f"pipeline {type(pipe).__name__} lacks the component(s) {', '.join(missing)}")
+        if not isinstance(pipe.vae, AutoencoderKL):
+            raise TypeError(f"pipeline vae must be an AutoencoderKL, got {type(pipe.vae).__name__}")
+        factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+        autoencoder = AutoencoderKLBackend(pipe.vae, image_size=_sample_size(pipe.unet) * factor)
+        text_encoder = TextEncoder(pipe.text_encoder, pipe.tokenizer, name=type(pipe.text_encoder).__name__)
+        kwargs.setdefault("text_max_length", getattr(pipe.tokenizer, "model_max_length", 77))
+        kwargs.setdefault("text_attention_mask", bool(getattr(pipe.text_encoder.config, "use_attention_mask", False)))
+        return cls(autoencoder, pipe.unet, pipe.scheduler, text_encoder, **kwargs)
+
+    # -- shape and placement -------------------------------------------------------------
+    @property
+    def image_size(self) -> int:
+        return self.autoencoder.image_size
+
+    @property
+    def image_channels(self) -> int:
+        return self.autoencoder.image_channels
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"unet": self.unet, "text_encoder": self.text_encoder.model,
+                **{f"autoencoder.{k}": m for k, m in self.autoencoder.modules().items()}}
+
+    def to(self, device=None, dtype=None) -> "LatentDiffusionBackend":
+        super().to(device, dtype)
+        self._text_cache.clear()
+        return self
+
+    # -- text conditioning ---------------------------------------------------------------
+    def encode_text(self, texts: list[str]) -> Tensor:
+        """Per-token hidden states (N, text_max_length, D) of ``texts``, cached per text."""
+        texts = TextEncoder._check_texts(texts)
+        todo = sorted({t for t in texts if t not in self._text_cache})
+        for start in range(0, len(todo), 256):
+            chunk = todo[start : start + 256]
+            hidden, _ = self.text_encoder.hidden_states(chunk, pad_to_max_length=True, attention_mask=self.text_attention_mask)
+            for text, h in zip(chunk, hidden):
+                self._text_cache[text] = h.float().cpu()
+        if not texts:
+            raise ValueError("texts is empty")
+        return torch.stack([self._text_cache[t] for t in texts]).to(device=self.device, dtype=self.dtype)
+
+    def sampling_kwargs(self, num_inference_steps: int | None = None, guidance_scale: float | None = None) -> dict:
+        if num_inference_steps is not None:
+            check_steps(num_inference_steps)
+        if guidance_scale is not None:
+            check_guidance(guidance_scale)
+        return super().sampling_kwargs(num_inference_steps, guidance_scale)
+
+    # -- diffusion -----------------------------------------------------------------------
+    def predict_noise(self, x: Tensor, t: Tensor, cond: Tensor, guidance_scale: float) -> Tensor:
+        """The UNet's noise estimate for x_t (float32), with classifier-free guidance in one batched call."""
+        x_in = x.to(self.dtype)
+        if guidance_scale == 1.0:
+            return self.unet(x_in, t, encoder_hidden_states=cond).sample.float()
+        uncond = self.encode_text([""]).expand(x.shape[0], -1, -1)
+        out = self.unet(torch.cat([x_in, x_in]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample.float()
+        eps_uncond, eps_cond = out.chunk(2)
+        return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+    def _run(self, scheduler, x: Tensor, cond: Tensor, steps, guidance_scale, desc: str) -> Tensor:
+        steps = check_steps(self.num_inference_steps if steps is None else steps)
+        guidance_scale = check_guidance(self.guidance_scale if guidance_scale is None else guidance_scale)
+        if steps > scheduler.config.num_train_timesteps:
+            raise ValueError(f"num_inference_steps must be <= {scheduler.config.num_train_timesteps} (the training timesteps), got {steps}")
+        scheduler.set_timesteps(steps, device=x.device)
+        x = x.float()
+        for t in tqdm(scheduler.timesteps, desc=desc, disable=not self.show_progress, leave=False):
+            eps = self.predict_noise(x, t, cond, guidance_scale)
+            x = scheduler.step(eps, t, x).prev_sample
+        return x
+
+    @torch.no_grad()
+    def invert(self, z0: Tensor, cond: Tensor, *, num_inference_steps: int | None = None, guidance_scale: float | None = None) -> Tensor:
+        """Deterministic DDIM inversion of autoencoder latents (N, *latent_shape) to noise latents."""
+        inverse = DDIMInverseScheduler.from_config(self.scheduler.config)
+        return self._run(inverse, z0, cond, num_inference_steps, guidance_scale, "DDIM inversion")
+
+    @torch.no_grad()
+    def denoise(self, noise: Tensor, cond: Tensor, *, num_inference_steps: int | None = None, guidance_scale: float | None = None) -> Tensor:
+        """Deterministic DDIM sampling (η = 0) from noise latents to autoencoder latents, float32."""
+        sampler = DDIMScheduler.from_config(self.scheduler.config)
+        return self._run(sampler, noise, cond, num_inference_steps, guidance_scale, "DDIM sampling")
+
+    def _encode(self, images: Tensor, *, cond: Tensor, num_inference_steps: int | None = None, guidance_scale: float | None = None) -> Tensor:
+        z0 = self.autoencoder.encode(images).reshape(images.shape[0], *self._shape)
+        return self.invert(z0, cond, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale).to(self.dtype)
+
+    def _decode(self, latents: Tensor, *, cond: Tensor, num_inference_steps: int | None = None, guidance_scale: float | None = None) -> Tensor:
+        z0 = self.denoise(latents, cond, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+        return self.autoencoder.decode(z0.reshape(latents.shape[0], *self.autoencoder.latent_shape).to(self.dtype))
+
+    # -- save / load ---------------------------------------------------------------------
+    def _config(self) -> dict[str, Any]:
+        return {
+            "vae": self.autoencoder_ref or "vae",
+            "text_encoder": self.text_encoder_ref or "text_encoder",
+            "num_inference_steps": self.num_inference_steps,
+            "guidance_scale": self.guidance_scale,
+            "text_max_length": self.text_max_length,
+            "text_attention_mask": self.text_attention_mask,
+            "image_size": self.image_size,
+        }
+
+    def _save_weights(self, directory: Path) -> None:
+        self.unet.save_pretrained(directory / "unet", safe_serialization=True)
+        self.scheduler.save_pretrained(directory / "scheduler")
+        if self.autoencoder_ref is None:
+            if isinstance(self.autoencoder, AutoencoderKLBackend):
+                self.autoencoder.vae.save_pretrained(directory / "vae", safe_serialization=True)
+            else:
+                self.autoencoder.save_pretrained(directory / "vae")
+        if self.text_encoder_ref is None:
+            self.text_encoder.save_pretrained(directory / "text_encoder", directory / "tokenizer")
+        if self.autoencoder_ref is None and self.text_encoder_ref is None and isinstance(self.autoencoder, AutoencoderKLBackend):
+            (directory / PIPELINE_INDEX).write_text(json.dumps(self._pipeline_index(), indent=2) + "\n")
+
+    def _pipeline_index(self) -> dict[str, Any]:
+        import diffusers
+
+        return {
+            "_class_name": "StableDiffusionPipeline",
+            "_diffusers_version": diffusers.__version__,
+            "feature_extractor": [None, None],
+            "image_encoder": [None, None],
+            "requires_safety_checker": False,
+            "safety_checker": [None, None],
+            "scheduler": ["diffusers", "DDIMScheduler"],
+            "text_encoder": ["transformers", type(self.text_encoder.model).__name__],
+            "tokenizer": ["transformers", type(self.text_encoder.tokenizer).__name__],
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+        }
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, **kwargs) -> "LatentDiffusionBackend":
+        """Load a saved backend, or a diffusers Stable Diffusion pipeline directory (``model_index.json``)."""
+        directory = Path(directory)
+        if directory.is_dir() and (directory / PIPELINE_INDEX).is_file() and not (directory / BACKEND_CONFIG).is_file():
+            return cls._load_pipeline_dir(directory, **kwargs)
+        return super().from_pretrained(directory, **kwargs)
+
+    @classmethod
+    def _load_pipeline_dir(cls, directory: Path, **kwargs) -> "LatentDiffusionBackend":
+        index = read_json(directory / PIPELINE_INDEX, "pipeline index")
+        missing = [c for c in PIPELINE_COMPONENTS if not (directory / c).is_dir() or (index.get(c) or [None])[0] is None]
+        if missing:
+            raise ValueError(f"pipeline directory {directory} is missing the component(s) {', '.join(missing)} "
+                             f"(a latent-diffusion backend needs {', '.join(PIPELINE_COMPONENTS)})")
+        refuse_pickles(directory)
+        unet = _load_weights(UNet2DConditionModel, directory / "unet")
+        factor_cfg = read_json(directory / "vae" / BACKEND_CONFIG, "vae config")
+        factor = 2 ** (len(factor_cfg.get("block_out_channels", [0])) - 1)
+        autoencoder = AutoencoderKLBackend.from_diffusers(str(directory / "vae"), image_size=_sample_size(unet) * factor)
+        text_encoder = cls._load_text_encoder(directory, None)
+        kwargs.setdefault("text_max_length", getattr(text_encoder.tokenizer, "model_max_length", 77))
+        kwargs.setdefault("text_attention_mask", bool(getattr(text_encoder.model.config, "use_attention_mask", False)))
+        return cls(autoencoder, unet, cls._load_scheduler(directory), text_encoder, **kwargs)
+
+    @staticmethod
+    def _load_scheduler(directory: Path) -> DDIMScheduler:
+        config = read_json(directory / "scheduler" / "scheduler_config.json", "scheduler config")
+        return DDIMScheduler.from_config(config)
+
+    @staticmethod
+    def _load_text_encoder(directory: Path, ref: str | None) -> TextEncoder:
+        """The saved text encoder (``text_encoder/`` + ``tokenizer/``) or the one ``ref`` names; on CPU
+        (``load_backend(device=...)`` places the whole backend)."""
+        if ref is not None and not (directory / ref).is_dir():
+            return TextEncoder.from_pretrained(None if ref == DEFAULT_TEXT_ENCODER else ref, device="cpu")
+        if not (directory / "tokenizer").is_dir():
+            raise ValueError(f"{directory} is missing the component tokenizer")
+        return TextEncoder.from_pretrained(directory / (ref or "text_encoder"), tokenizer=directory / "tokenizer", device="cpu")
+
+    @classmethod
+    def _load(cls, directory: Path, config: dict[str, Any], **kwargs) -> "LatentDiffusionBackend":
+        from latentmix.backends.loading import _from_directory, load_backend
+
+        for part in ("unet", "scheduler"):
+            if not (directory / part).is_dir():
+                raise ValueError(f"{directory} is missing the component {part}")
+        vae_ref, te_ref = str(config.get("vae", "vae")), str(config.get("text_encoder", "text_encoder"))
+        for ref, default in ((vae_ref, "vae"), (te_ref, "text_encoder")):
+            if ref == default and not (directory / ref).is_dir():
+                raise ValueError(f"{directory} is missing the component {ref}")
+        unet = _load_weights(UNet2DConditionModel, directory / "unet")
+        autoencoder = _from_directory(directory / vae_ref) if (directory / vae_ref).is_dir() else load_backend(vae_ref)
+        text_encoder = cls._load_text_encoder(directory, te_ref)
+        kwargs.setdefault("num_inference_steps", int(config.get("num_inference_steps", 50)))
+        kwargs.setdefault("guidance_scale", float(config.get("guidance_scale", 1.0)))
+        kwargs.setdefault("text_max_length", config.get("text_max_length"))
+        kwargs.setdefault("text_attention_mask", bool(config.get("text_attention_mask", True)))
+        return cls(
+            autoencoder, unet, cls._load_scheduler(directory), text_encoder,
+            autoencoder_ref=None if (directory / vae_ref).is_dir() else vae_ref,
+            text_encoder_ref=None if (directory / te_ref).is_dir() else te_ref,
+            **kwargs,
+        )
