@@ -38,6 +38,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--num-inference-steps", type=_positive_int, help="diffusion backends: DDIM steps (default: the backend's)")
+    parser.add_argument("--guidance-scale", type=float, help="diffusion backends: classifier-free guidance, >= 1 (default: the backend's)")
+
+
+def _prompt_pairs(prompts: list[str] | None) -> list[tuple[str, str]] | None:
+    if prompts is None:
+        return None
+    if len(prompts) % 2:
+        raise ValueError(f"--prompts takes pairs (A B [C D ...]), one walk per pair; got {len(prompts)} texts")
+    return list(zip(prompts[::2], prompts[1::2]))
+
+
 def _command(argv: list[str]) -> str:
     """The command line as typed, for model cards."""
     return "latentmix " + " ".join(shlex.quote(a) for a in argv)
@@ -47,11 +60,17 @@ def _saved(out: str, metrics: dict) -> str:
     return f"saved {out}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
 
 
+#: ``latentmix fit MODEL``: the config dataclass in ``latentmix.train.fit_MODEL`` (its function is ``fit_MODEL``).
+FIT_CONFIGS = {"vae": "VAEFitConfig", "gan": "GANFitConfig", "ldm": "LDMFitConfig"}
+
+
 def _add_config_flags(parser: argparse.ArgumentParser, config_class) -> None:
     """One flag per field of a config dataclass (``--latent-dim`` for ``latent_dim``)."""
     for f in fields(config_class):
         flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
+        if f.type in ("bool", bool) and f.default:
+            parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false", help=f"turn off {f.name}")
+        elif f.type in ("bool", bool):
             parser.add_argument(flag, action="store_true")
         elif "tuple" in str(f.type):
             parser.add_argument(flag, type=_positive_int, nargs="+", default=list(f.default))
@@ -86,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--out", required=True, help="PNG path")
     grid.add_argument("--gif", help="also write an animated GIF here")
     grid.add_argument("--refine-steps", type=int, help="GAN backends: inversion refinement steps (default: 100)")
+    grid.add_argument("--prompts", nargs="+", metavar="TEXT", help="text-conditioned backends: A B [C D ...], one walk A -> B per pair "
+                      "between prior endpoints (real endpoints use their captions)")
+    grid.add_argument("--text-method", choices=["lerp", "slerp"], default="lerp", help="how the text conditioning walks (default: lerp)")
+    _add_sampling_flags(grid)
 
     syn = sub.add_parser("synthesize", help="write a paired augmentation set: blended images, captions, soft labels")
     syn.add_argument("--backend", default="digits-vae", help="embedded name, directory or hub id (default: digits-vae)")
@@ -106,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--refine-steps", type=int, help="GAN backends: inversion refinement steps (default: 100)")
     syn.add_argument("--labels-per-class", type=_positive_int, help="blend only K labelled examples per class (low-data runs)")
     syn.add_argument("--subset-seed", type=int, default=0, help="which K per class (same draw as `latentmix train`)")
+    _add_sampling_flags(syn)
     syn.add_argument("--out", required=True, help="output directory (an existing run with the same settings resumes)")
 
     ev = sub.add_parser("evaluate", help="quality report of a backend on the digits test split")
@@ -113,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", help="also write the full report here")
     ev.add_argument("--refine-steps", type=int, default=200, help="refinement steps for inversion backends (default: 200)")
     ev.add_argument("--seed", type=int, default=0)
+    _add_sampling_flags(ev)
 
     tr = sub.add_parser("train", help="train a classifier (real data, optional synthetic set, mixup); report accuracy and calibration")
     tr.add_argument("--data", default="digits", help="'digits', an image folder with train/ and test/, or a .npz feature file")
@@ -154,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_config_flags(gan, GANFitConfig)
     gan.add_argument("--out", required=True, help="directory to save the backend to (training state: OUT.train/)")
+    ldm = fit_sub.add_parser("ldm", help="fit a text-conditioned latent-diffusion UNet on an autoencoder's latents (resumes)")
+    from latentmix.train.fit_ldm import LDMFitConfig
+
+    _add_config_flags(ldm, LDMFitConfig)
+    ldm.add_argument("--out", required=True, help="directory to save the backend to (training state: OUT.train/)")
     ref = fit_sub.add_parser("reference-classifier", help="fit the digits classifier that judges `latentmix evaluate`")
     ref.add_argument("--epochs", type=_positive_int, default=60)
     ref.add_argument("--seed", type=int, default=0)
@@ -176,7 +206,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         result = interpolation_grid(
             args.backend, method=args.method, steps=args.steps, pairs=args.pairs, classes=args.classes,
             prior=args.prior, data=args.data, split=args.split, seed=args.seed, out=args.out, gif=args.gif,
-            refine_steps=args.refine_steps,
+            refine_steps=args.refine_steps, prompts=_prompt_pairs(args.prompts), text_method=args.text_method,
+            num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
         )
         print(f"wrote {result.png} ({len(result.row_labels)} pairs x {args.steps} steps, {result.method})")
         if result.gif:
@@ -193,6 +224,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             class_pairs=tuple(args.class_pairs) if args.class_pairs else None, text_encoder=args.text_encoder,
             shard_size=args.shard_size, allow_extrapolation=args.allow_extrapolation, refine_steps=args.refine_steps,
             labels_per_class=args.labels_per_class, subset_seed=args.subset_seed,
+            num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
         )
         result = synthesize(config, args.out, quiet=args.quiet)
         if PartialState().is_main_process:
@@ -203,8 +235,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         import json
         from pathlib import Path
 
-        from latentmix.metrics import calibration_bins
         from latentmix.atomic import atomic_write_text
+        from latentmix.metrics import calibration_bins
         from latentmix.train.classifier import TrainConfig, train_classifier
 
         for flag, value, suffix in (("--json", args.json, ".json"), ("--reliability", args.reliability, ".png")):
@@ -249,12 +281,13 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         import json
         from pathlib import Path
 
-        from latentmix.evaluate import EvalConfig, evaluate_backend, format_report
         from latentmix.atomic import atomic_write_text
+        from latentmix.evaluate import EvalConfig, evaluate_backend, format_report
 
         if args.json and Path(args.json).suffix.lower() != ".json":
             raise ValueError(f"--json must be a .json path, got {args.json}")
-        report = evaluate_backend(args.backend, EvalConfig(refine_steps=args.refine_steps, seed=args.seed), quiet=args.quiet)
+        report = evaluate_backend(args.backend, EvalConfig(refine_steps=args.refine_steps, seed=args.seed, num_inference_steps=args.num_inference_steps,
+                                                             guidance_scale=args.guidance_scale), quiet=args.quiet)
         report["backend_name"] = args.backend
         print(format_report(report))
         if args.json:
@@ -262,22 +295,18 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             atomic_write_text(Path(args.json), json.dumps(report, indent=2) + "\n")
             print(f"wrote {args.json}")
         return 0
-    if args.command == "fit" and args.model == "vae":
-        from latentmix.train.fit_vae import VAEFitConfig, fit_vae
+    if args.command == "fit" and args.model in ("vae", "gan", "ldm"):
+        import importlib
 
-        values = {f.name: getattr(args, f.name) for f in fields(VAEFitConfig)}
-        values["block_channels"] = tuple(values["block_channels"])
-        _, metrics = fit_vae(VAEFitConfig(**values), args.out, quiet=args.quiet, command=_command(argv))
         from accelerate import PartialState
 
+        module = importlib.import_module(f"latentmix.train.fit_{args.model}")
+        config_class, fit = getattr(module, FIT_CONFIGS[args.model]), getattr(module, f"fit_{args.model}")
+        values = {f.name: getattr(args, f.name) for f in fields(config_class)}
+        values.update({k: tuple(v) for k, v in values.items() if isinstance(v, list)})
+        _, metrics = fit(config_class(**values), args.out, quiet=args.quiet, command=_command(argv))
         if PartialState().is_main_process:
             print(_saved(args.out, metrics))
-        return 0
-    if args.command == "fit" and args.model == "gan":
-        from latentmix.train.fit_gan import GANFitConfig, fit_gan
-
-        _, metrics = fit_gan(GANFitConfig(**{f.name: getattr(args, f.name) for f in fields(GANFitConfig)}), args.out, quiet=args.quiet, command=_command(argv))
-        print(_saved(args.out, metrics))
         return 0
     if args.command == "fit" and args.model == "reference-classifier":
         from latentmix.reference import fit_reference_classifier
@@ -300,6 +329,10 @@ def main(argv: list[str] | None = None) -> int:
 
         disable_progress_bars()
         transformers_logging.disable_progress_bar()
+    else:
+        from latentmix.backends.ldm import LatentDiffusionBackend
+
+        LatentDiffusionBackend.show_progress = True
     try:
         return _run(args, argv)
     except (ValueError, TypeError, FileNotFoundError) as exc:

@@ -73,7 +73,7 @@ def test_fit_gan_resumes_exactly_after_an_interruption(tmp_path, monkeypatch):
 
     full, _ = fit_gan(GANFitConfig(**TINY_FIT), tmp_path / "full", quiet=True)
     assert (tmp_path / "full" / "MODEL_CARD.md").is_file() and list((tmp_path / "full.train" / "samples").glob("*.png"))
-    real = fg._ema_update
+    real = fg.ema_update
     calls = []
 
     def interrupt(*args):
@@ -82,11 +82,11 @@ def test_fit_gan_resumes_exactly_after_an_interruption(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(fg, "_ema_update", interrupt)
+    monkeypatch.setattr(fg, "ema_update", interrupt)
     with pytest.raises(KeyboardInterrupt):
         fit_gan(GANFitConfig(**TINY_FIT), tmp_path / "cut", quiet=True)
     assert json.loads((tmp_path / "cut.train" / "state.json").read_text())["epoch"] == 1
-    monkeypatch.setattr(fg, "_ema_update", real)
+    monkeypatch.setattr(fg, "ema_update", real)
     resumed, _ = fit_gan(GANFitConfig(**TINY_FIT), tmp_path / "cut", quiet=True)
     for a, b in zip(full.generator.state_dict().values(), resumed.generator.state_dict().values()):
         assert torch.equal(a, b)

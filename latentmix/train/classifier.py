@@ -37,13 +37,13 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from latentmix.atomic import atomic_save_safetensors, atomic_write_text
 from latentmix.blend import soft_labels
 from latentmix.classifiers import MLP, FusionClassifier, SmallCNN
 from latentmix.data import SyntheticDataset, labelled_subset, load_dataset
+from latentmix.interpolate import sample_lambda
 from latentmix.metrics import classification_report, fit_temperature
 from latentmix.mixup import ManifoldMixup, Mixup, consistency_loss, cross_modal_mixup, modality_dropout, soft_cross_entropy, soft_targets
-from latentmix.atomic import atomic_save_safetensors, atomic_write_text
-from latentmix.interpolate import sample_lambda
 from latentmix.train.common import has_accelerator, load_optimizer_tensors, optimizer_tensors
 
 MIXUP_MODES = ("none", "input", "cutmix", "manifold", "cross-modal")

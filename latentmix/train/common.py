@@ -1,4 +1,4 @@
-"""Helpers shared by the training loops: device detection and shift augmentation."""
+"""Helpers shared by the training loops: device detection, shift augmentation, EMA, optimizer state."""
 
 from __future__ import annotations
 
@@ -25,6 +25,15 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, live: torch.nn.Module, decay: float) -> None:
+    """Move ``ema``'s weights towards ``live``'s by ``1 - decay``; copy buffers."""
+    for pe, pl in zip(ema.parameters(), live.parameters()):
+        pe.lerp_(pl.detach().to(pe.dtype), 1.0 - decay)
+    for be, bl in zip(ema.buffers(), live.buffers()):
+        be.copy_(bl)
+
+
 def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> dict[str, torch.Tensor]:
     """An optimizer's per-parameter state (Adam moments, steps) as flat tensors for safetensors."""
     return {f"{prefix}.{pid}.{k}": torch.as_tensor(v).detach().cpu().contiguous()
@@ -41,6 +50,23 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
     sd = opt.state_dict()
     sd["state"] = state
     opt.load_state_dict(sd)
+
+
+def check_resumable(train_dir, config) -> bool:
+    """Whether ``train_dir`` holds a run to resume; raise if it was started with other settings."""
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    state_file = Path(train_dir) / "state.json"
+    if not state_file.is_file():
+        return False
+    previous = json.loads(state_file.read_text())["config"]
+    now = json.loads(json.dumps(asdict(config)))  # tuples as lists, as they were saved
+    differ = [k for k, v in now.items() if previous.get(k) != v]
+    if differ:
+        raise ValueError(f"{train_dir} holds a run with other settings ({', '.join(differ)}); use another --out or delete it")
+    return True
 
 
 def metrics_table(metrics: dict) -> list[str]:

@@ -24,10 +24,10 @@ import torch
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from latentmix.atomic import atomic_save_safetensors, atomic_write_text
 from latentmix.backends.gan import Discriminator, GANBackend, Generator, InversionEncoder
 from latentmix.data import load_dataset
-from latentmix.atomic import atomic_save_safetensors, atomic_write_text
-from latentmix.train.common import has_accelerator, load_optimizer_tensors, metrics_table, optimizer_tensors, random_shift
+from latentmix.train.common import check_resumable, ema_update, has_accelerator, load_optimizer_tensors, metrics_table, optimizer_tensors, random_shift
 from latentmix.version import __version__
 from latentmix.viz import grid_image, save_png
 
@@ -79,14 +79,6 @@ def _load_state(train_dir: Path, nets: dict, opts: dict) -> None:
         load_optimizer_tensors(opt, tensors, f"opt_{name}")
 
 
-@torch.no_grad()
-def _ema_update(ema: torch.nn.Module, live: torch.nn.Module, decay: float) -> None:
-    for pe, pl in zip(ema.parameters(), live.parameters()):
-        pe.lerp_(pl.detach(), 1.0 - decay)
-    for be, bl in zip(ema.buffers(), live.buffers()):
-        be.copy_(bl)
-
-
 def fit_gan(config: GANFitConfig, out: str | os.PathLike, *, quiet: bool = False, command: str | None = None) -> tuple[GANBackend, dict]:
     """Train (or resume training) a GAN with its inversion encoder; save the backend to ``out``."""
     from accelerate import Accelerator
@@ -95,11 +87,7 @@ def fit_gan(config: GANFitConfig, out: str | os.PathLike, *, quiet: bool = False
     out = Path(out)
     train_dir = Path(str(out) + ".train")
     state_file = train_dir / "state.json"
-    if state_file.is_file():
-        previous = json.loads(state_file.read_text())
-        if previous["config"] != asdict(config):
-            differ = [k for k, v in asdict(config).items() if previous["config"].get(k) != v]
-            raise ValueError(f"{train_dir} holds a run with other settings ({', '.join(differ)}); use another --out or delete it")
+    resume = check_resumable(train_dir, config)
     train = load_dataset(config.data, split="train", image_size=config.image_size, channels=config.channels)
     images = train.images(range(len(train)))
     size, ch = train.image_size, train.channels
@@ -117,7 +105,7 @@ def fit_gan(config: GANFitConfig, out: str | os.PathLike, *, quiet: bool = False
     nets = {"G": G, "D": D, "E": E, "G_ema": G_ema}
     opts = {"g": opt_g, "d": opt_d, "e": opt_e}
     phase, start_epoch = "gan", 0
-    if state_file.is_file():
+    if resume:
         _load_state(train_dir, nets, opts)
         saved = json.loads(state_file.read_text())
         phase, start_epoch = saved["phase"], saved["epoch"]
@@ -159,7 +147,7 @@ def fit_gan(config: GANFitConfig, out: str | os.PathLike, *, quiet: bool = False
                 opt_g.zero_grad(set_to_none=True)
                 loss_g.backward()
                 opt_g.step()
-                _ema_update(G_ema, G, config.ema_decay)
+                ema_update(G_ema, G, config.ema_decay)
             bar.set_postfix(d=f"{float(loss_d.detach()):.3f}", g=f"{float(loss_g.detach()):.3f}")
             if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
                 checkpoint("gan" if epoch + 1 < config.epochs else "encoder", epoch + 1 if epoch + 1 < config.epochs else 0)
