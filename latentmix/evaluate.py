@@ -15,6 +15,11 @@ classifier (``models/digits-classifier``, fitted on the train split):
 * path length in the spirit of StyleGAN's PPL: squared feature distance between decodes at t and
   t + ε (ε = 1e-4) divided by ε², trimmed mean over 1–99 %, computed in float64;
 * the norm of midpoints relative to their endpoints, to show whether lerp leaves the typical shell.
+
+Text-conditioned backends (latent diffusion) are conditioned on each test image's caption; every
+walk moves the conditioning with the same t as the latent (lerp), prior samples are generated from
+"a handwritten digit {c}" (classes in turn), and the fraction the classifier assigns to
+the prompted class is reported as ``text_conditional`` class consistency.
 """
 
 from __future__ import annotations
@@ -44,11 +49,13 @@ class EvalConfig:
     ppl_pairs: int = 256  # pairs for the path length
     epsilon: float = 1e-4  # path-length step
     refine_steps: int = 200  # refinement steps for inversion backends
+    num_inference_steps: int | None = None  # diffusion backends: DDIM steps (default: the backend's)
+    guidance_scale: float | None = None  # diffusion backends: classifier-free guidance (default: the backend's)
     seed: int = 0
 
     def validate(self) -> None:
         for name, value in asdict(self).items():
-            if name in ("epsilon", "seed"):
+            if name in ("epsilon", "seed", "guidance_scale") or (name == "num_inference_steps" and value is None):
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "refine_steps" else 1):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -56,9 +63,7 @@ class EvalConfig:
             raise ValueError(f"epsilon must be in (0, 0.1), got {self.epsilon}")
 
 
-def _encode(backend: LatentBackend, images: torch.Tensor, refine_steps: int) -> torch.Tensor:
-    with torch.inference_mode():
-        return backend.encode(images, **backend.encode_kwargs(refine_steps))
+PROMPT = "a handwritten digit {c}"
 
 
 def evaluate_backend(backend: str | LatentBackend, config: EvalConfig | None = None, *, classifier=None, quiet: bool = False) -> dict:
@@ -75,43 +80,68 @@ def evaluate_backend(backend: str | LatentBackend, config: EvalConfig | None = N
     test, train = DigitsDataset("test"), DigitsDataset("train")
     x_test = test.images(range(len(test)))
     steps = tqdm(total=6, desc="evaluate", disable=quiet)
+    sampling = backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale)
+    text = backend.supports_text_condition
+    c_test = backend.encode_text(test.texts) if text else None
 
     def feats(images: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return torch.cat([clf.features(images[i : i + 512].float().cpu()) for i in range(0, len(images), 512)])
 
-    def decode(latents: torch.Tensor) -> torch.Tensor:
+    def decode(latents: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         with torch.inference_mode():
-            return backend.decode(latents).float().cpu()
+            return backend.decode(latents, **({"cond": cond} if text else {}), **sampling).float().cpu()
+
+    def encode(images: torch.Tensor, refine_steps: int) -> torch.Tensor:
+        with torch.inference_mode():
+            return backend.encode(images, **({"cond": c_test} if text else {}), **backend.encode_kwargs(refine_steps), **sampling)
+
+    def walk(ia, ib, t, method: str):
+        """Latents (and, for text-conditioned backends, conditionings) at t between test images."""
+        z = interpolate(z_test[ia], z_test[ib], t, method)
+        return z, (interpolate(c_test[ia], c_test[ib], t, "lerp") if text else None)
+
+    def prior_samples(n: int, gen: torch.Generator):
+        """Prior latents and, for text-conditioned backends, class prompts (class c for sample i % 10 == c)."""
+        classes = torch.arange(n) % 10
+        cond = backend.encode_text([PROMPT.format(c=c) for c in classes.tolist()]) if text else None
+        return backend.sample(n, generator=gen), cond, classes
 
     report: dict = {"backend": backend.backend_name, "latent_shape": list(backend.latent_shape), "config": asdict(config)}
 
     # reconstruction
     recon: dict = {}
     start = time.perf_counter()
-    z_enc = _encode(backend, x_test, 0)
-    recon["encoder"] = {"mse": float((decode(z_enc) - x_test).pow(2).mean()), "seconds": round(time.perf_counter() - start, 3)}
+    z_enc = encode(x_test, 0)
+    recon["encoder"] = {"mse": float((decode(z_enc, c_test) - x_test).pow(2).mean()), "seconds": round(time.perf_counter() - start, 3)}
     z_test = z_enc
     if backend.encoder_kind == "inversion" and config.refine_steps > 0:
         start = time.perf_counter()
-        z_test = _encode(backend, x_test, config.refine_steps)
+        z_test = encode(x_test, config.refine_steps)
         recon["refined"] = {"mse": float((decode(z_test) - x_test).pow(2).mean()), "seconds": round(time.perf_counter() - start, 3),
                             "steps": config.refine_steps}
+    if backend.encoder_kind == "ddim-inversion":
+        recon["autoencoder"] = {"mse": float(backend.autoencoder.reconstruction_error(x_test).mean())}
     report["reconstruction"] = recon
     steps.update()
 
     # Fréchet distances
     f_test = feats(x_test)
     fd = {"real_train_vs_real_test": frechet_distance(feats(train.images(range(len(train)))), f_test),
-          "reconstructions": frechet_distance(feats(decode(z_test)), f_test)}
+          "reconstructions": frechet_distance(feats(decode(z_test, c_test)), f_test)}
+    text_consistency = None
     if backend.latent_prior == "gaussian":
         gen = torch.Generator().manual_seed(config.seed)
-        fd["prior_samples"] = frechet_distance(feats(decode(backend.sample(config.prior_samples, generator=gen))), f_test)
+        z_prior, c_prior, prior_classes = prior_samples(config.prior_samples, gen)
+        samples = decode(z_prior, c_prior)
+        fd["prior_samples"] = frechet_distance(feats(samples), f_test)
+        if text:
+            with torch.inference_mode():
+                text_consistency = float((clf(samples).argmax(1) == prior_classes).float().mean())
     pa, pb = rng.integers(0, len(test), size=(2, 1000))
     keep = pa != pb
     for method in METHODS:
-        mid = interpolate(z_test[pa[keep]], z_test[pb[keep]], 0.5, method)
-        fd[f"midpoints_{method}"] = frechet_distance(feats(decode(mid)), f_test)
+        fd[f"midpoints_{method}"] = frechet_distance(feats(decode(*walk(pa[keep], pb[keep], 0.5, method))), f_test)
     report["frechet_distance"] = fd
     steps.update()
 
@@ -127,15 +157,15 @@ def evaluate_backend(backend: str | LatentBackend, config: EvalConfig | None = N
     cb = (ca + rng.integers(1, 10, config.inter_paths)) % 10
     ja = np.array([rng.choice(np.flatnonzero(labels == c)) for c in ca])
     jb = np.array([rng.choice(np.flatnonzero(labels == c)) for c in cb])
-    consistency: dict = {}
+    consistency: dict = {} if text_consistency is None else {"text_conditional": text_consistency}
     for method in METHODS:
-        mid = interpolate(z_test[ia], z_test[ib], 0.5, method)
         with torch.inference_mode():
-            pred = clf(decode(mid)).argmax(1).numpy()
+            pred = clf(decode(*walk(ia, ib, 0.5, method))).argmax(1).numpy()
         consistency[f"intra_class_midpoints_{method}"] = float((pred == np.array(cls)).mean())
         path = interpolation_path(z_test[ja], z_test[jb], config.path_steps, method)
+        cond = interpolation_path(c_test[ja], c_test[jb], config.path_steps, "lerp").flatten(0, 1) if text else None
         with torch.inference_mode():
-            probs = clf(decode(path.flatten(0, 1))).softmax(1).reshape(len(ja), config.path_steps, 10)
+            probs = clf(decode(path.flatten(0, 1), cond)).softmax(1).reshape(len(ja), config.path_steps, 10)
         source = probs[torch.arange(len(ja)), :, torch.from_numpy(ca)]
         consistency[f"inter_class_monotone_{method}"] = monotone_fraction(source)
     report["class_consistency"] = consistency
@@ -149,15 +179,18 @@ def evaluate_backend(backend: str | LatentBackend, config: EvalConfig | None = N
         gen = torch.Generator().manual_seed(config.seed + 1)
         pa, pb = rng.integers(0, len(test), size=(2, config.ppl_pairs))
         t = torch.rand(config.ppl_pairs, generator=gen, dtype=torch.float64) * (1 - config.epsilon)
-        sources = {"test_pairs": (z_test[pa].double(), z_test[pb].double())}
+        sources = {"test_pairs": (z_test[pa].double(), z_test[pb].double(), *((c_test[pa], c_test[pb]) if text else (None, None)))}
         if backend.latent_prior == "gaussian":
-            sources["prior_pairs"] = (backend.sample(config.ppl_pairs, generator=gen).double(), backend.sample(config.ppl_pairs, generator=gen).double())
-        for name, (a, b) in sources.items():
+            za, ca, _ = prior_samples(config.ppl_pairs, gen)
+            zb, cb, _ = prior_samples(config.ppl_pairs, gen)
+            sources["prior_pairs"] = (za.double(), zb.double(), ca, cb)
+        for name, (a, b, ca, cb) in sources.items():
             for method in METHODS:
-                z1, z2 = interpolate(a, b, t, method), interpolate(a, b, t + config.epsilon, method)
                 with torch.inference_mode():
-                    d = (clf64.features(backend.decode(z1)) - clf64.features(backend.decode(z2))).pow(2).sum(1) / config.epsilon**2
-                ppl[f"{name}_{method}"] = trimmed_mean(d)
+                    f1, f2 = (clf64.features(backend.decode(interpolate(a, b, tt, method), **sampling,
+                                                            **({"cond": interpolate(ca.double(), cb.double(), tt, "lerp")} if text else {})))
+                              for tt in (t, t + config.epsilon))
+                    ppl[f"{name}_{method}"] = trimmed_mean((f1 - f2).pow(2).sum(1) / config.epsilon**2)
         report["path_length"] = ppl
     finally:
         backend.to(dtype=torch.float32)

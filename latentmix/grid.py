@@ -2,7 +2,9 @@
 
 One PNG row per pair, one column per step. Real endpoints are shown beside their
 reconstructions (the decodes at t = 0 and t = 1), so what the walk owes to the backend's
-reconstruction error is visible. All pairs × steps are decoded in one batched call.
+reconstruction error is visible. All pairs × steps are decoded in one batched call
+(:func:`decode_walk`); for text-conditioned backends the conditioning walks with the same t
+(real endpoints are conditioned on their captions, prior endpoints on ``prompts``).
 """
 
 from __future__ import annotations
@@ -55,6 +57,37 @@ class GridResult:
         return torch.cat([self.real_a[:, None], self.images, self.real_b[:, None]], dim=1)
 
 
+def decode_walk(
+    backend: LatentBackend,
+    za: Tensor,
+    zb: Tensor,
+    steps: int,
+    method: str = "slerp",
+    *,
+    cond_a: Tensor | None = None,
+    cond_b: Tensor | None = None,
+    text_method: str = "lerp",
+    **decode_kwargs,
+) -> tuple[Tensor, Tensor]:
+    """Walk from ``za`` to ``zb`` (P paths of ``steps`` points) and decode every frame of every path
+    in the same batched calls (chunked by ``backend.batch_size``).
+
+    Text-conditioned backends take the endpoints' conditionings (``backend.encode_text``); they
+    move with the same t as the latents, by ``text_method``.
+
+    Returns:
+        images (P, steps, C, H, W) in [-1, 1] on CPU, and the latent path (P, steps, *latent_shape).
+    """
+    path = interpolation_path(za, zb, steps, method)  # (P, T, *latent)
+    if (cond_a is None) != (cond_b is None):
+        raise ValueError("give both cond_a and cond_b, or neither")
+    if cond_a is not None:
+        cond = interpolation_path(cond_a, cond_b, steps, text_method).flatten(0, 1)
+        decode_kwargs["cond"] = cond
+    decoded = backend.decode(path.flatten(0, 1), **decode_kwargs).float().cpu()
+    return decoded.reshape(path.shape[0], steps, *decoded.shape[1:]), path
+
+
 def _default_class_pairs(dataset: ImageTextDataset) -> list[tuple[int, int]]:
     k = len(dataset.class_names)
     present = [c for c in range(k) if len(dataset.indices_of_class(c))]
@@ -92,6 +125,10 @@ def interpolation_grid(
     out: str | os.PathLike | None = None,
     gif: str | os.PathLike | None = None,
     refine_steps: int | None = None,
+    prompts: list[tuple[str, str]] | None = None,
+    text_method: str = "lerp",
+    num_inference_steps: int | None = None,
+    guidance_scale: float | None = None,
 ) -> GridResult:
     """Walk between pairs of endpoints in latent space and decode every step.
 
@@ -112,12 +149,20 @@ def interpolation_grid(
         out: PNG path to write (optional); gif: animated GIF path (optional).
         refine_steps: for inversion backends (GANs), optimisation steps after the encoder's guess
             (default: ``backend.DEFAULT_REFINE_STEPS``).
+        prompts: text-conditioned backends: ``[(text_a, text_b), ...]``, one pair per row, walked
+            between prior noise endpoints (``prior`` draws are the default; with a count, it
+            must match). Real endpoints are conditioned on their captions instead.
+        text_method: how the conditioning walks (``"lerp"`` or ``"slerp"``), with the same t.
+        num_inference_steps, guidance_scale: diffusion backends: DDIM steps and classifier-free
+            guidance (default: the backend's).
 
     Returns:
         A :class:`GridResult`.
     """
     if sum(x is not None for x in (pairs, classes, prior)) > 1:
         raise ValueError("choose endpoints with only one of pairs, classes and prior")
+    if prompts is not None and (pairs is not None or classes is not None):
+        raise ValueError("prompts condition prior endpoints; real endpoints (pairs, classes) use their captions")
     if out is not None and Path(out).suffix.lower() != ".png":
         raise ValueError(f"out must be a .png path, got {out}")
     if gif is not None and Path(gif).suffix.lower() != ".gif":
@@ -129,8 +174,16 @@ def interpolation_grid(
     elif not isinstance(backend, LatentBackend):
         raise TypeError(f"backend must be a LatentBackend or a name/path, got {type(backend).__name__}")
     method = check_method(method or backend.default_method)
-    encode_kwargs = backend.encode_kwargs(refine_steps)
+    check_method(text_method)
+    sampling = backend.sampling_kwargs(num_inference_steps, guidance_scale)
+    encode_kwargs = {**backend.encode_kwargs(refine_steps), **sampling}
     rng = np.random.default_rng(seed)
+    if prompts is not None:
+        prompts = _check_prompts(prompts, backend)
+        if prior is not None and prior != len(prompts):
+            raise ValueError(f"prior ({prior}) must equal the number of prompt pairs ({len(prompts)}), or be left out")
+        prior = len(prompts)
+    conds: tuple[Tensor, Tensor] | None = None
 
     real_a = real_b = None
     with torch.inference_mode():
@@ -140,6 +193,10 @@ def interpolation_grid(
             gen = torch.Generator().manual_seed(seed)
             za, zb = backend.sample(prior, generator=gen), backend.sample(prior, generator=gen)
             labels = [f"prior {i}" for i in range(prior)]
+            if backend.supports_text_condition:
+                prompts = prompts or [("", "")] * prior
+                conds = (backend.encode_text([p[0] for p in prompts]), backend.encode_text([p[1] for p in prompts]))
+                labels = [f"{a or '(none)'} -> {b or '(none)'}" for a, b in prompts]
         else:
             dataset = load_dataset(data, split=split, image_size=backend.image_size, channels=backend.image_channels)
             if pairs is not None:
@@ -161,11 +218,14 @@ def interpolation_grid(
                     labels = [f"#{a} -> #{b}" for a, b in zip(ia, ib)]
             real = dataset.images(ia + ib)
             real_a, real_b = real[: len(ia)], real[len(ia) :]
+            if backend.supports_text_condition:
+                cond = backend.encode_text([dataset.texts[i] for i in ia + ib])
+                conds = (cond[: len(ia)], cond[len(ia) :])
+                encode_kwargs["cond"] = cond
             z = backend.encode(real, **encode_kwargs)
             za, zb = z[: len(ia)], z[len(ia) :]
-        path = interpolation_path(za, zb, steps, method)  # (P, T, *latent)
-        decoded = backend.decode(path.flatten(0, 1)).float().cpu()
-    images = decoded.reshape(path.shape[0], steps, *decoded.shape[1:])
+        cond_a, cond_b = conds if conds is not None else (None, None)
+        images, path = decode_walk(backend, za, zb, steps, method, cond_a=cond_a, cond_b=cond_b, text_method=text_method, **sampling)
     result = GridResult(
         images=images,
         latents=path.float().cpu(),
@@ -180,6 +240,19 @@ def interpolation_grid(
     if gif is not None:
         result.gif = save_gif(result.images.transpose(0, 1), gif)
     return result
+
+
+def _check_prompts(prompts, backend: LatentBackend) -> list[tuple[str, str]]:
+    if not backend.supports_text_condition:
+        raise ValueError(f"prompts: backend {backend.backend_name!r} is not text-conditioned")
+    if isinstance(prompts, (str, bytes)) or not prompts:
+        raise ValueError("prompts must be a non-empty list of (text_a, text_b) pairs")
+    checked = []
+    for i, p in enumerate(prompts):
+        if not isinstance(p, (list, tuple)) or len(p) != 2 or not all(isinstance(t, str) for t in p):
+            raise ValueError(f"prompts[{i}] must be a pair of texts (text_a, text_b), got {p!r}")
+        checked.append((p[0], p[1]))
+    return checked
 
 
 def render_grid(result: GridResult):

@@ -33,12 +33,12 @@ from PIL import Image
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from latentmix.atomic import atomic_write_text
 from latentmix.backends import LatentBackend, load_backend
 from latentmix.blend import CaptionBank, Pairs, blend
 from latentmix.data import Subset, labelled_subset, load_dataset
-from latentmix.interpolate import check_method
+from latentmix.interpolate import check_method, interpolate
 from latentmix.pairing import STRATEGIES, Pairing, sample_lambdas
-from latentmix.atomic import atomic_write_text
 from latentmix.shards import (
     IMAGES,
     SHARDS,
@@ -77,6 +77,8 @@ class SynthesisConfig:
     subset_seed: int = 0  # which examples: latentmix.data.labelled_subset(labels, labels_per_class, subset_seed)
     shard_size: int = 256  # samples per shard (and per batch)
     refine_steps: int | None = None  # inversion backends (GANs): refinement steps; default: the backend's
+    num_inference_steps: int | None = None  # diffusion backends: DDIM steps; default: the backend's
+    guidance_scale: float | None = None  # diffusion backends: classifier-free guidance; default: the backend's
     allow_extrapolation: bool = False  # accept a fixed lam outside [0, 1]
 
     def validate(self) -> None:
@@ -179,11 +181,15 @@ class _Source:
         if not ds.class_names or bool((ds.labels < 0).any()):
             raise ValueError(f"data {config.data!r} has unlabelled examples; paired synthesis needs a label for every image")
         chunks = range(0, len(ds), 256)
-        kwargs = backend.encode_kwargs(config.refine_steps)
+        kwargs = {**backend.encode_kwargs(config.refine_steps), **backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale)}
+
+        def encode(i: int) -> Tensor:
+            rows = range(i, min(i + 256, len(ds)))
+            texts = {"texts": [ds.texts[j] for j in rows]} if backend.supports_text_condition else {}
+            return backend.encode(ds.images(rows), **texts, **kwargs).float().cpu()
+
         with torch.inference_mode():
-            self.latents = torch.cat(
-                [backend.encode(ds.images(range(i, min(i + 256, len(ds)))), **kwargs).float().cpu() for i in tqdm(chunks, desc="encode sources", disable=quiet)]
-            )
+            self.latents = torch.cat([encode(i) for i in tqdm(chunks, desc="encode sources", disable=quiet)])
         self.text_embeddings = text_encoder.encode(ds.texts)
         self.onehot = torch.nn.functional.one_hot(ds.labels, len(ds.class_names)).float()
         unique = sorted(set(ds.texts))
@@ -201,8 +207,13 @@ def _make_shard(shard: int, config: SynthesisConfig, src: _Source, pairing: Pair
     lam = np.full(len(idx), config.lam, dtype=np.float64) if config.lam is not None else sample_lambdas(config.seed, idx, config.alpha)
     mix = blend(src.side(ia), src.side(ib), torch.from_numpy(lam), method=method, gamma=config.gamma,
                 caption_bank=src.bank, allow_extrapolation=config.allow_extrapolation)
+    decode_kwargs = backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale)
+    if backend.supports_text_condition:  # the blended text conditions the decode, with the same λ
+        t = torch.from_numpy(1.0 - lam)
+        texts = src.dataset.texts
+        decode_kwargs["cond"] = interpolate(backend.encode_text([texts[i] for i in ia]), backend.encode_text([texts[i] for i in ib]), t, "lerp")
     with torch.inference_mode():
-        images = _to_uint8(backend.decode(mix.latents.to(backend.device)))
+        images = _to_uint8(backend.decode(mix.latents.to(backend.device), **decode_kwargs))
     ids = [f"syn-{i:08d}" for i in idx]
     ds = src.dataset
     rows = []
