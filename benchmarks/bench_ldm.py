@@ -5,7 +5,7 @@ Targets (issue 6):
 * 8 paths x 8 frames x 20 DDIM steps: the batched walk >= 3x faster than one pipeline call per
   frame with the same components. Measured twice: on the embedded digits-ldm (per-frame = our own
   decode of one frame, the same sampler diffusers' pipeline runs — tests check they agree), and on
-  a Stable-Diffusion-shaped pipeline of random components (4x32x32 latents, CLIP-like text encoder,
+  a Stable-Diffusion-shaped pipeline of random components (4x16x16 latents, BERT-like text encoder,
   guidance 7.5), where the per-frame baseline is diffusers' StableDiffusionPipeline called once per
   frame, as its community walk pipelines and stable-diffusion-videos do.
 * DDIM inversion then sampling (50 steps) of test digits: error within 2x of the autoencoder's
@@ -76,11 +76,11 @@ def sd_shaped_pipeline(device, dtype):
     from latentmix.text import default_text_encoder_path
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=32, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+    unet = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
                                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
                                 cross_attention_dim=64, attention_head_dim=8, norm_num_groups=8)
     vae = AutoencoderKL(block_out_channels=(16, 32), down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        latent_channels=4, norm_num_groups=8, sample_size=64)
+                        latent_channels=4, norm_num_groups=8, sample_size=32)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(default_text_encoder_path()))
@@ -102,7 +102,7 @@ def pipeline_per_frame(pipe, backend):
     def run(frames, kwargs):
         with torch.inference_mode():
             return [pipe(prompt_embeds=c[None], negative_prompt_embeds=uncond, latents=z[None].to(pipe.unet.dtype), output_type="pt",
-                         height=64, width=64, **kwargs).images for z, c in frames]
+                         height=32, width=32, **kwargs).images for z, c in frames]
 
     return run
 

@@ -1,4 +1,4 @@
-"""The embedded digits VAE: small, safetensors only, fitted on the train split, card numbers are real."""
+"""The embedded models: small, safetensors only, fitted on the train split, card numbers are real."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def card_metric(card: str, name: str) -> float:
     return float(match.group(1))
 
 
-@pytest.mark.parametrize("name", ["digits-vae", "digits-gan", "digits-classifier"])
+@pytest.mark.parametrize("name", ["digits-vae", "digits-gan", "digits-ldm", "digits-classifier"])
 def test_embedded_models_are_small_safetensors_with_a_card(name):
     root = embedded_models_dir() / name
     files = [p for p in root.rglob("*") if p.is_file()]
@@ -44,6 +44,17 @@ def test_gan_card_numbers_are_reproduced_and_refinement_halves_the_error():
     assert encoder_only == pytest.approx(card_metric(card, "test_recon_mse_encoder"), rel=1e-3)
     assert refined == pytest.approx(card_metric(card, "test_recon_mse_refined_200"), rel=0.02)
     assert refined * 2 <= encoder_only
+
+
+def test_ldm_card_numbers_are_reproduced_and_meet_the_targets():
+    from latentmix.train.fit_ldm import _digits_metrics
+
+    card = (embedded_models_dir() / "digits-ldm" / "MODEL_CARD.md").read_text()
+    measured = _digits_metrics(load_backend("digits-ldm"))
+    for key, value in measured.items():
+        assert value == pytest.approx(card_metric(card, key), rel=2e-3, abs=1e-4), key
+    assert measured["test_recon_mse_ddim_50"] <= 2 * measured["test_recon_mse_autoencoder"]  # issue 6 target
+    assert measured["text_conditional_consistency"] >= 0.9
 
 
 def test_model_card_records_the_command_and_its_test_error_is_reproduced():

@@ -146,6 +146,12 @@ def test_low_precision_paths_stay_finite(ldm):
     assert bool(torch.isfinite(out.float()).all())
 
 
+def test_float16_keeps_a_force_upcast_vae_in_float32(ldm):
+    assert ldm.autoencoder.vae.config.force_upcast
+    ldm.to(dtype=torch.float16)
+    assert ldm.unet.dtype == torch.float16 and ldm.autoencoder.vae.dtype == torch.float32
+
+
 @pytest.mark.parametrize(
     "call, message",
     [

@@ -178,6 +178,7 @@ class LatentDiffusionBackend(LatentBackend):
 
     def to(self, device=None, dtype=None) -> "LatentDiffusionBackend":
         super().to(device, dtype)
+        self.autoencoder.to(device, dtype)  # its own rules (an AutoencoderKL with force_upcast stays float32 for float16)
         self._text_cache.clear()
         return self
 

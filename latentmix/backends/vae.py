@@ -229,6 +229,14 @@ class AutoencoderKLBackend(LatentBackend):
     def modules(self) -> dict[str, nn.Module]:
         return {"vae": self.vae}
 
+    def to(self, device=None, dtype=None) -> "AutoencoderKLBackend":
+        """Place the VAE; a VAE whose config sets ``force_upcast`` (Stable Diffusion's overflow in
+        float16) stays in float32 when float16 is asked for, as diffusers' pipelines run it."""
+        super().to(device, dtype)
+        if dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False):
+            self.vae.to(torch.float32)
+        return self
+
     def _encode(self, images: Tensor, *, sample_posterior: bool = False, generator: torch.Generator | None = None) -> Tensor:
         dist = self.vae.encode(images).latent_dist
         z = dist.sample(generator=generator) if sample_posterior else dist.mean
