@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--recipes", nargs="+", default=None, help="default: erm input-mixup manifold-mixup blends-intra blends-inter blends-intra+manifold")
     cmp.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     cmp.add_argument("--steps", type=_positive_int, default=1500)
-    cmp.add_argument("--backend", default="digits-vae", help="backend for the synthetic recipes")
+    cmp.add_argument("--backend", default="digits-ldm", help="backend for the synthetic recipes (default: digits-ldm, the study's best)")
     cmp.add_argument("--synthetic-n", type=_positive_int, default=2000, help="synthetic samples per seed (default: 2000)")
     cmp.add_argument("--json", help="write all numbers here")
 

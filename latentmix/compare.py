@@ -3,6 +3,8 @@
 A recipe is a name and :class:`~latentmix.train.classifier.TrainConfig` overrides. Recipes with
 ``synthetic_strategy`` get a synthetic set made for each seed from exactly that seed's labelled
 examples (``labels_per_class`` / ``subset_seed`` = the training seed), so no other labels leak in.
+The default synthesis backend is the embedded latent-diffusion model: its intra-class blends were the
+best recipe of the digits study (``BENCHMARKS.md``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ RECIPES: dict[str, dict] = {
 DEFAULT_RECIPES = ("erm", "input-mixup", "manifold-mixup", "blends-intra", "blends-inter", "blends-intra+manifold")
 
 
-def run_compare(base: TrainConfig, recipes: list[str], seeds: list[int], *, backend: str = "digits-vae", synthetic_n: int = 2000,
+def run_compare(base: TrainConfig, recipes: list[str], seeds: list[int], *, backend: str = "digits-ldm", synthetic_n: int = 2000,
                 workdir: str | None = None, quiet: bool = False) -> dict:
     """Train every recipe with every seed; return per-seed metrics and mean ± std."""
     unknown = [r for r in recipes if r not in RECIPES]

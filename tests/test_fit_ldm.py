@@ -82,3 +82,16 @@ def test_fit_ldm_cli_then_grid_with_prompts(tmp_path, capsys):
     assert "--prompts takes pairs" in capsys.readouterr().err
     assert main(["--quiet", "grid", "--backend", "digits-vae", "--guidance-scale", "2", "--out", str(png)]) == 2
     assert "apply to diffusion backends" in capsys.readouterr().err
+
+
+def test_fit_ldm_runs_in_two_real_processes_with_torchrun(tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "latentmix", "--quiet", "fit", "ldm",
+           "--steps", "4", "--batch-size", "32", "--block-channels", "16", "--cross-attention-dim", "16", "--no-evaluate",
+           "--out", str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("saved") == 1 and "processes=2" in proc.stdout
+    assert load_backend(tmp_path / "ddp").latent_shape == (4, 2, 2)
