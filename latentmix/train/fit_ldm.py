@@ -142,6 +142,7 @@ def fit_ldm(config: LDMFitConfig, out: str | os.PathLike, *, quiet: bool = False
 
     accelerator = Accelerator(cpu=config.cpu or not has_accelerator(), mixed_precision=config.mixed_precision)
     device = accelerator.device
+    autoencoder.to(device)  # encodes the training images each epoch
     torch.manual_seed(config.seed)
     latent_numel = int(torch.Size(autoencoder.latent_shape).numel())
     unet = build_unet(config, latent_numel, text_encoder.embedding_dim)
@@ -206,6 +207,7 @@ def fit_ldm(config: LDMFitConfig, out: str | os.PathLike, *, quiet: bool = False
     bar.close()
     accelerator.wait_for_everyone()
 
+    autoencoder.to("cpu")
     backend = LatentDiffusionBackend(
         autoencoder, ema.cpu().float(), scheduler, text_encoder, num_inference_steps=config.num_inference_steps,
         guidance_scale=config.guidance_scale, text_max_length=config.text_max_length,
