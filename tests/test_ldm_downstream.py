@@ -72,3 +72,14 @@ def test_evaluate_reports_text_conditional_consistency(digits_ldm):
     assert 0 <= report["class_consistency"]["text_conditional"] <= 1
     assert 0 < report["reconstruction"]["autoencoder"]["mse"] < report["reconstruction"]["encoder"]["mse"] < 0.1
     assert all(v == v for v in report["path_length"].values())  # finite, in float64 with conditioning
+
+
+def test_synthesize_cli_with_the_ldm_and_sampler_flags(tmp_path, capsys):
+    from latentmix.cli import main
+
+    out = tmp_path / "set"
+    assert main(["--quiet", "synthesize", "--backend", "digits-ldm", "-n", "6", "--num-inference-steps", "4",
+                 "--guidance-scale", "1.5", "--out", str(out)]) == 0
+    assert "wrote 6 samples" in capsys.readouterr().out and len(SyntheticDataset(out)) == 6
+    assert main(["--quiet", "synthesize", "--backend", "digits-ldm", "-n", "6", "--guidance-scale", "0.5", "--out", str(tmp_path / "bad")]) == 2
+    assert "guidance_scale must be >= 1" in capsys.readouterr().err and not (tmp_path / "bad").exists()
