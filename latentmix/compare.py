@@ -3,6 +3,11 @@
 A recipe is a name and :class:`~latentmix.train.classifier.TrainConfig` overrides. Recipes with
 ``synthetic_strategy`` get a synthetic set made for each seed from exactly that seed's labelled
 examples (``labels_per_class`` / ``subset_seed`` = the training seed), so no other labels leak in.
+
+Each recipe is also compared with the first one (the baseline, ERM by default) *paired*: the
+per-seed differences of accuracy, NLL and ECE after temperature scaling, averaged over seeds, with a
+95 % interval from resampling the test examples (the same resample for both recipes) — so a
+difference smaller than what 360 test digits can resolve shows as an interval around 0.
 The default synthesis backend is the embedded latent-diffusion model: its intra-class blends were the
 best recipe of the digits study (``BENCHMARKS.md``).
 """
@@ -15,11 +20,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from latentmix.synthesize import SynthesisConfig, synthesize
 from latentmix.train.classifier import TrainConfig, train_classifier
 
 METRICS = ("accuracy", "nll", "ece")
+BOOTSTRAP = 500  # test-set resamples for the paired intervals
 
 RECIPES: dict[str, dict] = {
     "erm": {},
@@ -45,6 +52,7 @@ def run_compare(base: TrainConfig, recipes: list[str], seeds: list[int], *, back
         raise ValueError("synthetic recipes in compare blend the digits data with a digits backend; pass --synthetic to train instead")
     work = Path(workdir or tempfile.mkdtemp(prefix="latentmix-compare-"))
     results: dict = {"recipes": {}, "seeds": seeds, "labels_per_class": base.labels_per_class}
+    scaled: dict[str, list] = {r: [] for r in recipes}  # temperature-scaled test logits and labels, per seed
     for recipe in recipes:
         spec = dict(RECIPES[recipe])
         strategy = spec.pop("synthetic_strategy", None)
@@ -60,6 +68,7 @@ def run_compare(base: TrainConfig, recipes: list[str], seeds: list[int], *, back
             per_seed.append({"seed": seed, "before": {m: report["test"][m] for m in METRICS},
                              "after": {m: report["test_temperature_scaled"][m] for m in METRICS},
                              "confidence_gap": report["test"]["confidence_gap"]})
+            scaled[recipe].append((report["_test_logits"].double() / report["temperature"], report["_test_labels"]))
         summary = {}
         for when in ("before", "after"):
             for m in METRICS:
@@ -68,7 +77,29 @@ def run_compare(base: TrainConfig, recipes: list[str], seeds: list[int], *, back
         gaps = np.array([r["confidence_gap"] for r in per_seed])
         summary["confidence_gap"] = {"mean": float(gaps.mean()), "std": float(gaps.std(ddof=1)) if len(gaps) > 1 else 0.0}
         results["recipes"][recipe] = {"per_seed": per_seed, "summary": summary}
+    results["baseline"] = recipes[0]
+    results["paired"] = {r: paired_differences(scaled[recipes[0]], scaled[r]) for r in recipes[1:]}
     return results
+
+
+def paired_differences(baseline: list, other: list, *, resamples: int = BOOTSTRAP, seed: int = 0) -> dict:
+    """Mean over seeds of (other − baseline) for accuracy, NLL and ECE of temperature-scaled logits,
+    with a 95 % percentile interval from resampling the test examples (one resample for all seeds and
+    both recipes, so the comparison stays paired)."""
+    from latentmix.metrics import accuracy, expected_calibration_error, nll
+
+    labels = baseline[0][1]
+    fns = {"accuracy": lambda z, y: accuracy(z.softmax(1), y), "nll": nll,
+           "ece": lambda z, y: expected_calibration_error(z.softmax(1), y, 15)}
+
+    def diff(idx) -> dict[str, float]:
+        return {m: float(np.mean([f(o[idx], labels[idx]) - f(b[idx], labels[idx]) for (b, _), (o, _) in zip(baseline, other)]))
+                for m, f in fns.items()}
+
+    point = diff(torch.arange(len(labels)))
+    rng = np.random.default_rng(seed)
+    draws = [diff(torch.from_numpy(rng.integers(0, len(labels), len(labels)))) for _ in range(resamples)]
+    return {m: {"mean": point[m], "ci95": [float(np.percentile([d[m] for d in draws], q)) for q in (2.5, 97.5)]} for m in fns}
 
 
 def format_table(results: dict) -> str:
@@ -84,6 +115,14 @@ def format_table(results: dict) -> str:
     lines.append("")
     lines.append("per seed (accuracy %): " + "; ".join(
         f"{name}: " + ", ".join(f"{100 * p['before']['accuracy']:.1f}" for p in r["per_seed"]) for name, r in results["recipes"].items()))
+    if results.get("paired"):
+        lines += ["", f"paired with {results['baseline']} (after temperature scaling; mean over seeds, 95 % interval over test resamples):", "",
+                  "| recipe | Δ accuracy (points) | Δ NLL | Δ ECE |", "|---|---|---|---|"]
+        for name, d in results["paired"].items():
+            acc, nll_, ece = d["accuracy"], d["nll"], d["ece"]
+            lines.append(f"| {name} | {100 * acc['mean']:+.1f} [{100 * acc['ci95'][0]:+.1f}, {100 * acc['ci95'][1]:+.1f}] | "
+                         f"{nll_['mean']:+.3f} [{nll_['ci95'][0]:+.3f}, {nll_['ci95'][1]:+.3f}] | "
+                         f"{ece['mean']:+.4f} [{ece['ci95'][0]:+.4f}, {ece['ci95'][1]:+.4f}] |")
     return "\n".join(lines)
 
 

@@ -116,10 +116,26 @@ def test_compare_reports_mean_std_and_per_seed_numbers(tmp_path):
     accs = [p["before"]["accuracy"] for p in erm["per_seed"]]
     assert erm["summary"]["accuracy_before"]["mean"] == pytest.approx(np.mean(accs))
     assert erm["summary"]["accuracy_before"]["std"] == pytest.approx(np.std(accs, ddof=1))
+    paired = results["paired"]["blends-intra"]
+    blends = results["recipes"]["blends-intra"]["summary"]
+    assert paired["ece"]["mean"] == pytest.approx(blends["ece_after"]["mean"] - erm["summary"]["ece_after"]["mean"])
+    assert paired["accuracy"]["ci95"][0] <= paired["accuracy"]["mean"] <= paired["accuracy"]["ci95"][1]
     table = format_table(results)
-    assert "| erm |" in table and "| blends-intra |" in table and "per seed" in table
+    assert "| erm |" in table and "| blends-intra |" in table and "per seed" in table and "paired with erm" in table
     with pytest.raises(ValueError, match="unknown recipe"):
         run_compare(FAST, ["magic"], [0])
+
+
+def test_paired_differences_of_identical_recipes_are_exactly_zero():
+    from latentmix.compare import paired_differences
+
+    gen = torch.Generator().manual_seed(0)
+    runs = [(torch.randn(50, 4, generator=gen, dtype=torch.float64), torch.randint(0, 4, (50,), generator=gen)) for _ in range(3)]
+    d = paired_differences(runs, runs, resamples=20)
+    assert all(v["mean"] == 0 and v["ci95"] == [0.0, 0.0] for v in d.values())
+    shifted = [(z * 3, y) for z, y in runs]  # sharper logits: same accuracy, different NLL and ECE
+    d = paired_differences(runs, shifted, resamples=20)
+    assert d["accuracy"]["mean"] == 0 and d["nll"]["mean"] != 0 and d["ece"]["mean"] != 0
 
 
 @pytest.mark.parametrize(
