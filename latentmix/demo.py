@@ -13,7 +13,8 @@ from latentmix.viz import grid_image, save_png
 
 
 def run_demo(out: str | os.PathLike = "latentmix-demo", *, backend: str = DEFAULT_BACKEND, seed: int = 0, quiet: bool = False) -> dict[str, Path]:
-    """Write grids between real test digits, a walk GIF, a prior grid and a small paired set to ``out``.
+    """Write grids between real test digits, a walk GIF, a prior grid, a latent-diffusion walk between
+    prompts and a small paired set to ``out``.
 
     Returns the paths written, by name.
     """
@@ -24,6 +25,9 @@ def run_demo(out: str | os.PathLike = "latentmix-demo", *, backend: str = DEFAUL
     written["grid_slerp"], written["walk_gif"] = slerp.png, slerp.gif
     written["grid_lerp"] = interpolation_grid(model, method="lerp", steps=10, seed=seed, out=out / "grid_lerp.png").png
     written["grid_prior"] = interpolation_grid(model, method="slerp", steps=10, prior=5, seed=seed, out=out / "grid_prior.png").png
+    prompts = [(f"a handwritten digit {a}", f"a handwritten digit {b}") for a, b in ((0, 6), (4, 9), (3, 8))]
+    written["grid_ldm_prompts"] = interpolation_grid("digits-ldm", prompts=prompts, steps=10, seed=seed, num_inference_steps=25,
+                                                     out=out / "grid_ldm_prompts.png").png
 
     paired = out / f"paired_set_seed{seed}"
     synthesize(SynthesisConfig(backend=backend, n=256, strategy="inter-class", seed=seed), paired, quiet=quiet)

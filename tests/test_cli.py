@@ -74,7 +74,7 @@ def test_argument_errors_exit_non_zero():
 def test_demo_writes_its_outputs(tmp_path, capsys):
     assert main(["--quiet", "demo", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
-    for name in ("grid_slerp.png", "grid_lerp.png", "walk_slerp.gif", "grid_prior.png", "paired_preview.png"):
+    for name in ("grid_slerp.png", "grid_lerp.png", "walk_slerp.gif", "grid_prior.png", "grid_ldm_prompts.png", "paired_preview.png"):
         assert (tmp_path / "demo" / name).is_file() and name in out
     from latentmix.data import SyntheticDataset
 
