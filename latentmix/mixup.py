@@ -63,6 +63,29 @@ def mix_tensors(x: Tensor, perm: Tensor, lam: Tensor) -> Tensor:
     return torch.lerp(x[perm], x, lam.to(device=x.device, dtype=x.dtype).view(shape))  # one fused pass
 
 
+class _PermuteRows(torch.autograd.Function):
+    """``x[perm]`` for a *permutation* ``perm``. Its gradient is a gather by the inverse permutation;
+    plain indexing back-propagates through a scatter-add, about 3x slower on CPU (measured on a
+    128×32×32×32 activation), which is most of manifold mixup's extra cost."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, perm: Tensor) -> Tensor:
+        ctx.save_for_backward(perm)
+        return x[perm]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (perm,) = ctx.saved_tensors
+        return grad[torch.argsort(perm)], None
+
+
+def _mix_permuted(x: Tensor, perm: Tensor, lam: Tensor) -> Tensor:
+    """:func:`mix_tensors` for a ``perm`` known to be a permutation (from ``torch.randperm``)."""
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    partner = _PermuteRows.apply(x, perm) if x.requires_grad else x[perm]
+    return torch.lerp(partner, x, lam.to(device=x.device, dtype=x.dtype).view(shape))
+
+
 def cutmix_boxes(height: int, width: int, lam: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """Boxes (B, 4) = (y0, y1, x0, x1) covering about ``1 − λ`` of the image, clipped at the borders,
     and λ corrected to the share of the image outside the clipped box."""
@@ -211,7 +234,7 @@ class ManifoldMixup:
             if cut and h.dim() == 4:
                 boxes, state["lam"] = cutmix_boxes(h.shape[-2], h.shape[-1], lam.cpu(), g)
                 return apply_boxes(h, perm, boxes)
-            return mix_tensors(h, perm, lam)
+            return _mix_permuted(h, perm, lam)
 
         if layer == "input":
             logits = self.model(mix(x))
