@@ -71,7 +71,7 @@ def digits_per_frame(backend):
 def sd_shaped_pipeline(device, dtype):
     """A Stable-Diffusion-shaped pipeline of random components (small enough for a CPU)."""
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import BertConfig, BertModel
+    from transformers import AutoTokenizer, BertConfig, BertModel
 
     from latentmix.text import default_text_encoder_path
 
@@ -81,8 +81,6 @@ def sd_shaped_pipeline(device, dtype):
                                 cross_attention_dim=64, attention_head_dim=8, norm_num_groups=8)
     vae = AutoencoderKL(block_out_channels=(16, 32), down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
                         latent_channels=4, norm_num_groups=8, sample_size=32)
-    from transformers import AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(str(default_text_encoder_path()))
     tokenizer.model_max_length = 16
     text_encoder = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,

@@ -60,10 +60,6 @@ def _saved(out: str, metrics: dict) -> str:
     return f"saved {out}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
 
 
-#: ``latentmix fit MODEL``: the config dataclass in ``latentmix.train.fit_MODEL`` (its function is ``fit_MODEL``).
-FIT_CONFIGS = {"vae": "VAEFitConfig", "gan": "GANFitConfig", "ldm": "LDMFitConfig"}
-
-
 def _add_config_flags(parser: argparse.ArgumentParser, config_class) -> None:
     """One flag per field of a config dataclass (``--latent-dim`` for ``latent_dim``)."""
     for f in fields(config_class):
@@ -296,12 +292,13 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             print(f"wrote {args.json}")
         return 0
     if args.command == "fit" and args.model in ("vae", "gan", "ldm"):
-        import importlib
-
         from accelerate import PartialState
 
-        module = importlib.import_module(f"latentmix.train.fit_{args.model}")
-        config_class, fit = getattr(module, FIT_CONFIGS[args.model]), getattr(module, f"fit_{args.model}")
+        from latentmix.train.fit_gan import GANFitConfig, fit_gan
+        from latentmix.train.fit_ldm import LDMFitConfig, fit_ldm
+        from latentmix.train.fit_vae import VAEFitConfig, fit_vae
+
+        config_class, fit = {"vae": (VAEFitConfig, fit_vae), "gan": (GANFitConfig, fit_gan), "ldm": (LDMFitConfig, fit_ldm)}[args.model]
         values = {f.name: getattr(args, f.name) for f in fields(config_class)}
         values.update({k: tuple(v) for k, v in values.items() if isinstance(v, list)})
         _, metrics = fit(config_class(**values), args.out, quiet=args.quiet, command=_command(argv))

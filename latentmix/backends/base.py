@@ -120,6 +120,20 @@ def atomic_directory(target: Path, write, *, marker: str = "latentmix_backend") 
     return target
 
 
+def move_modules(modules, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+    """``module.to(device, dtype)`` for each module, without diffusers' dtype-cast warnings (not for our modules)."""
+    from diffusers.utils import logging as diffusers_logging
+
+    kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        for module in modules:
+            module.to(**kwargs)
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
+
+
 class LatentBackend(abc.ABC):
     """Base class of all backends; see the module docstring for the contract."""
 
@@ -185,16 +199,7 @@ class LatentBackend(abc.ABC):
         return next(iter(self.modules().values())).dtype
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "LatentBackend":
-        from diffusers.utils import logging as diffusers_logging
-
-        kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
-        verbosity = diffusers_logging.get_verbosity()
-        diffusers_logging.set_verbosity_error()  # its warning about dtype casts is not for our modules
-        try:
-            for module in self.modules().values():
-                module.to(**kwargs)
-        finally:
-            diffusers_logging.set_verbosity(verbosity)
+        move_modules(self.modules().values(), device, dtype)
         return self
 
     def eval(self) -> "LatentBackend":

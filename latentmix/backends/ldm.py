@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -40,9 +41,9 @@ from diffusers import AutoencoderKL, DDIMInverseScheduler, DDIMScheduler, UNet2D
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from latentmix.backends.base import BACKEND_CONFIG, LatentBackend, read_json, refuse_pickles, register_backend
-from latentmix.backends.vae import AutoencoderKLBackend, _load_weights
-from latentmix.text import DEFAULT_TEXT_ENCODER, TextEncoder
+from latentmix.backends.base import BACKEND_CONFIG, LatentBackend, move_modules, read_json, refuse_pickles, register_backend
+from latentmix.backends.vae import AutoencoderKLBackend, _load_weights, downsample_factor
+from latentmix.text import TextEncoder
 
 PIPELINE_INDEX = "model_index.json"
 PIPELINE_COMPONENTS = ("vae", "unet", "scheduler", "text_encoder", "tokenizer")
@@ -60,13 +61,14 @@ def check_guidance(value) -> float:
     return float(value)
 
 
-def _sample_size(unet: UNet2DConditionModel) -> int:
+def unet_sample_shape(unet: UNet2DConditionModel) -> tuple[int, int, int]:
+    """(channels, side, side) of the latents a UNet denoises."""
     size = unet.config.sample_size
     if isinstance(size, (list, tuple)):
         if len(set(size)) != 1:
             raise ValueError(f"the UNet's sample_size {tuple(size)} is not square; latentmix backends are square")
         size = size[0]
-    return int(size)
+    return (int(unet.config.in_channels), int(size), int(size))
 
 
 @register_backend("latent-diffusion")
@@ -120,7 +122,7 @@ class LatentDiffusionBackend(LatentBackend):
         if not isinstance(text_encoder, TextEncoder):
             raise TypeError(f"text_encoder must be a latentmix TextEncoder, got {type(text_encoder).__name__}")
         cfg = unet.config
-        shape = (int(cfg.in_channels), _sample_size(unet), _sample_size(unet))
+        shape = unet_sample_shape(unet)
         if int(cfg.out_channels) != shape[0]:
             raise ValueError(f"unet: out_channels {cfg.out_channels} must equal in_channels {shape[0]}")
         ae_numel = int(torch.Size(autoencoder.latent_shape).numel())
@@ -152,8 +154,7 @@ class LatentDiffusionBackend(LatentBackend):
             raise ValueError(f"pipeline {type(pipe).__name__} lacks the component(s) {', '.join(missing)}")
         if not isinstance(pipe.vae, AutoencoderKL):
             raise TypeError(f"pipeline vae must be an AutoencoderKL, got {type(pipe.vae).__name__}")
-        factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-        autoencoder = AutoencoderKLBackend(pipe.vae, image_size=_sample_size(pipe.unet) * factor)
+        autoencoder = AutoencoderKLBackend(pipe.vae, image_size=unet_sample_shape(pipe.unet)[1] * downsample_factor(pipe.vae))
         text_encoder = TextEncoder(pipe.text_encoder, pipe.tokenizer, name=type(pipe.text_encoder).__name__)
         kwargs.setdefault("text_max_length", getattr(pipe.tokenizer, "model_max_length", 77))
         kwargs.setdefault("text_attention_mask", bool(getattr(pipe.text_encoder.config, "use_attention_mask", False)))
@@ -177,8 +178,8 @@ class LatentDiffusionBackend(LatentBackend):
                 **{f"autoencoder.{k}": m for k, m in self.autoencoder.modules().items()}}
 
     def to(self, device=None, dtype=None) -> "LatentDiffusionBackend":
-        super().to(device, dtype)
-        self.autoencoder.to(device, dtype)  # its own rules (an AutoencoderKL with force_upcast stays float32 for float16)
+        move_modules([self.unet, self.text_encoder.model], device, dtype)
+        self.autoencoder.to(device, dtype)  # by its own rules (an AutoencoderKL with force_upcast stays float32 for float16)
         self._text_cache.clear()
         return self
 
@@ -186,14 +187,14 @@ class LatentDiffusionBackend(LatentBackend):
     def encode_text(self, texts: list[str]) -> Tensor:
         """Per-token hidden states (N, text_max_length, D) of ``texts``, cached per text."""
         texts = TextEncoder._check_texts(texts)
+        if not texts:
+            raise ValueError("texts is empty")
         todo = sorted({t for t in texts if t not in self._text_cache})
         for start in range(0, len(todo), 256):
             chunk = todo[start : start + 256]
             hidden, _ = self.text_encoder.hidden_states(chunk, pad_to_max_length=True, attention_mask=self.text_attention_mask)
             for text, h in zip(chunk, hidden):
                 self._text_cache[text] = h.float().cpu()
-        if not texts:
-            raise ValueError("texts is empty")
         return torch.stack([self._text_cache[t] for t in texts]).to(device=self.device, dtype=self.dtype)
 
     def sampling_kwargs(self, num_inference_steps: int | None = None, guidance_scale: float | None = None) -> dict:
@@ -304,14 +305,10 @@ class LatentDiffusionBackend(LatentBackend):
             raise ValueError(f"pipeline directory {directory} is missing the component(s) {', '.join(missing)} "
                              f"(a latent-diffusion backend needs {', '.join(PIPELINE_COMPONENTS)})")
         refuse_pickles(directory)
-        unet = _load_weights(UNet2DConditionModel, directory / "unet")
-        factor_cfg = read_json(directory / "vae" / BACKEND_CONFIG, "vae config")
-        factor = 2 ** (len(factor_cfg.get("block_out_channels", [0])) - 1)
-        autoencoder = AutoencoderKLBackend.from_diffusers(str(directory / "vae"), image_size=_sample_size(unet) * factor)
         text_encoder = cls._load_text_encoder(directory, None)
-        kwargs.setdefault("text_max_length", getattr(text_encoder.tokenizer, "model_max_length", 77))
-        kwargs.setdefault("text_attention_mask", bool(getattr(text_encoder.model.config, "use_attention_mask", False)))
-        return cls(autoencoder, unet, cls._load_scheduler(directory), text_encoder, **kwargs)
+        pipe = SimpleNamespace(vae=_load_weights(AutoencoderKL, directory / "vae"), unet=_load_weights(UNet2DConditionModel, directory / "unet"),
+                               scheduler=cls._load_scheduler(directory), text_encoder=text_encoder.model, tokenizer=text_encoder.tokenizer)
+        return cls.from_pipeline(pipe, **kwargs)
 
     @staticmethod
     def _load_scheduler(directory: Path) -> DDIMScheduler:
@@ -323,7 +320,7 @@ class LatentDiffusionBackend(LatentBackend):
         """The saved text encoder (``text_encoder/`` + ``tokenizer/``) or the one ``ref`` names; on CPU
         (``load_backend(device=...)`` places the whole backend)."""
         if ref is not None and not (directory / ref).is_dir():
-            return TextEncoder.from_pretrained(None if ref == DEFAULT_TEXT_ENCODER else ref, device="cpu")
+            return TextEncoder.from_pretrained(ref, device="cpu")
         if not (directory / "tokenizer").is_dir():
             raise ValueError(f"{directory} is missing the component tokenizer")
         return TextEncoder.from_pretrained(directory / (ref or "text_encoder"), tokenizer=directory / "tokenizer", device="cpu")

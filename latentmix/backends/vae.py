@@ -22,7 +22,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
-from latentmix.backends.base import LatentBackend, refuse_pickles, register_backend
+from latentmix.backends.base import LatentBackend, move_modules, refuse_pickles, register_backend
 
 
 def _groups(channels: int) -> int:
@@ -165,6 +165,11 @@ class VAEBackend(LatentBackend):
         return cls(model, scaling_factor=float(config.get("scaling_factor", 1.0)))
 
 
+def downsample_factor(vae: AutoencoderKL) -> int:
+    """How much an AutoencoderKL shrinks each side: 2 per block after the first."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
 @register_backend("autoencoder-kl")
 class AutoencoderKLBackend(LatentBackend):
     """Any diffusers ``AutoencoderKL`` behind the backend contract.
@@ -203,7 +208,7 @@ class AutoencoderKLBackend(LatentBackend):
 
     @property
     def downsample_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return downsample_factor(self.vae)
 
     @property
     def scaling_factor(self) -> float:
@@ -232,9 +237,8 @@ class AutoencoderKLBackend(LatentBackend):
     def to(self, device=None, dtype=None) -> "AutoencoderKLBackend":
         """Place the VAE; a VAE whose config sets ``force_upcast`` (Stable Diffusion's overflow in
         float16) stays in float32 when float16 is asked for, as diffusers' pipelines run it."""
-        super().to(device, dtype)
-        if dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False):
-            self.vae.to(torch.float32)
+        upcast = dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False)
+        move_modules([self.vae], device, torch.float32 if upcast else dtype)
         return self
 
     def _encode(self, images: Tensor, *, sample_posterior: bool = False, generator: torch.Generator | None = None) -> Tensor:

@@ -330,6 +330,4 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
         "_model": raw,
         "_test_logits": test_logits,
         "_test_labels": test.y,
-        "_val_logits": val_logits,
-        "_val_labels": val.y,
     }

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+from pathlib import Path
+
 import torch
 
 
@@ -52,21 +56,20 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
     opt.load_state_dict(sd)
 
 
-def check_resumable(train_dir, config) -> bool:
-    """Whether ``train_dir`` holds a run to resume; raise if it was started with other settings."""
-    import json
-    from dataclasses import asdict
-    from pathlib import Path
-
-    state_file = Path(train_dir) / "state.json"
+def resume_state(out, config) -> tuple[Path, dict | None]:
+    """The training-state directory of a run saving to ``out`` (``<out>.train``) and its saved
+    ``state.json`` when there is a run to resume (None otherwise); raise if that run was started
+    with other settings."""
+    train_dir = Path(str(out) + ".train")
+    state_file = train_dir / "state.json"
     if not state_file.is_file():
-        return False
-    previous = json.loads(state_file.read_text())["config"]
+        return train_dir, None
+    saved = json.loads(state_file.read_text())
     now = json.loads(json.dumps(asdict(config)))  # tuples as lists, as they were saved
-    differ = [k for k, v in now.items() if previous.get(k) != v]
+    differ = [k for k, v in now.items() if saved["config"].get(k) != v]
     if differ:
         raise ValueError(f"{train_dir} holds a run with other settings ({', '.join(differ)}); use another --out or delete it")
-    return True
+    return train_dir, saved
 
 
 def metrics_table(metrics: dict) -> list[str]:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from latentmix.atomic import atomic_save_safetensors, atomic_write_text
 from latentmix.backends.gan import Discriminator, GANBackend, Generator, InversionEncoder
 from latentmix.data import load_dataset
-from latentmix.train.common import check_resumable, ema_update, has_accelerator, load_optimizer_tensors, metrics_table, optimizer_tensors, random_shift
+from latentmix.train.common import ema_update, has_accelerator, load_optimizer_tensors, metrics_table, optimizer_tensors, random_shift, resume_state
 from latentmix.version import __version__
 from latentmix.viz import grid_image, save_png
 
@@ -85,9 +85,7 @@ def fit_gan(config: GANFitConfig, out: str | os.PathLike, *, quiet: bool = False
 
     config.validate()
     out = Path(out)
-    train_dir = Path(str(out) + ".train")
-    state_file = train_dir / "state.json"
-    resume = check_resumable(train_dir, config)
+    train_dir, saved = resume_state(out, config)
     train = load_dataset(config.data, split="train", image_size=config.image_size, channels=config.channels)
     images = train.images(range(len(train)))
     size, ch = train.image_size, train.channels
@@ -105,9 +103,8 @@ def fit_gan(config: GANFitConfig, out: str | os.PathLike, *, quiet: bool = False
     nets = {"G": G, "D": D, "E": E, "G_ema": G_ema}
     opts = {"g": opt_g, "d": opt_d, "e": opt_e}
     phase, start_epoch = "gan", 0
-    if resume:
+    if saved is not None:
         _load_state(train_dir, nets, opts)
-        saved = json.loads(state_file.read_text())
         phase, start_epoch = saved["phase"], saved["epoch"]
     train_dir.mkdir(parents=True, exist_ok=True)
     (train_dir / "samples").mkdir(exist_ok=True)

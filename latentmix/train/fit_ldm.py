@@ -32,11 +32,11 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from latentmix.atomic import atomic_save_safetensors, atomic_write_text
-from latentmix.backends.ldm import LatentDiffusionBackend
+from latentmix.backends.ldm import LatentDiffusionBackend, unet_sample_shape
 from latentmix.backends.loading import load_backend
 from latentmix.data import load_dataset
 from latentmix.text import TextEncoder
-from latentmix.train.common import check_resumable, ema_update, has_accelerator, load_optimizer_tensors, metrics_table, optimizer_tensors
+from latentmix.train.common import ema_update, has_accelerator, load_optimizer_tensors, metrics_table, optimizer_tensors, resume_state
 from latentmix.version import __version__
 
 
@@ -118,7 +118,7 @@ def _encode_train(autoencoder, images: torch.Tensor, generator: torch.Generator)
     """Latents of the training images with a fresh posterior sample (means for deterministic encoders)."""
     kwargs = {"sample_posterior": True, "generator": generator} if autoencoder.backend_name in ("vae", "autoencoder-kl") else {}
     with torch.inference_mode():
-        return torch.cat([autoencoder.encode(images[i : i + 512], **kwargs).float().cpu() for i in range(0, len(images), 512)])
+        return autoencoder.encode(images, **kwargs).float()  # the backend chunks by its batch_size
 
 
 def fit_ldm(config: LDMFitConfig, out: str | os.PathLike, *, quiet: bool = False, command: str | None = None) -> tuple[LatentDiffusionBackend, dict]:
@@ -127,9 +127,7 @@ def fit_ldm(config: LDMFitConfig, out: str | os.PathLike, *, quiet: bool = False
 
     config.validate()
     out = Path(out)
-    train_dir = Path(str(out) + ".train")
-    state_file = train_dir / "state.json"
-    resume = check_resumable(train_dir, config)
+    train_dir, saved = resume_state(out, config)
     autoencoder = load_backend(config.autoencoder)
     if autoencoder.supports_text_condition or autoencoder.encoder_kind != "amortized":
         raise ValueError(f"autoencoder: {config.autoencoder!r} is a {autoencoder.backend_name} backend; a latent-diffusion model "
@@ -137,7 +135,7 @@ def fit_ldm(config: LDMFitConfig, out: str | os.PathLike, *, quiet: bool = False
     train = load_dataset(config.data, split="train", image_size=autoencoder.image_size, channels=autoencoder.image_channels)
     if len(train) < 2:
         raise ValueError(f"data {config.data!r} holds {len(train)} training image(s); need at least 2")
-    text_encoder = TextEncoder.from_pretrained(None if config.text_encoder == "all-MiniLM-L6-v2" else config.text_encoder, device="cpu")
+    text_encoder = TextEncoder.from_pretrained(config.text_encoder, device="cpu")
     text_encoder.max_length = config.text_max_length
 
     accelerator = Accelerator(cpu=config.cpu or not has_accelerator(), mixed_precision=config.mixed_precision)
@@ -150,12 +148,12 @@ def fit_ldm(config: LDMFitConfig, out: str | os.PathLike, *, quiet: bool = False
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     step = 0
-    if resume:
+    if saved is not None:
         tensors = load_file(str(train_dir / "state.safetensors"))
         unet.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("unet.")})
         ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
         load_optimizer_tensors(optimizer, tensors, "opt")
-        step = int(json.loads(state_file.read_text())["step"])
+        step = int(saved["step"])
     unet, optimizer = accelerator.prepare(unet, optimizer)
     ema.to(device)
 
@@ -164,9 +162,9 @@ def fit_ldm(config: LDMFitConfig, out: str | os.PathLike, *, quiet: bool = False
     captions = sorted(set(texts)) + [""]
     hidden, _ = text_encoder.hidden_states(captions, pad_to_max_length=True)
     hidden = hidden.float().to(device)  # (captions + 1, L, D); the last row is ""
-    caption_index = torch.tensor([captions.index(t) for t in texts], device=device)
-    alphas = scheduler.alphas_cumprod.to(device)
-    shape = (len(images), *unet_shape(accelerator.unwrap_model(unet)))
+    row_of = {c: i for i, c in enumerate(captions)}
+    caption_index = torch.tensor([row_of[t] for t in texts], device=device)
+    shape = (len(images), *unet_sample_shape(accelerator.unwrap_model(unet)))
     per_epoch = max(1, len(images) // config.batch_size)
     rank, world = accelerator.process_index, accelerator.num_processes
     started, losses = time.perf_counter(), []
@@ -186,8 +184,7 @@ def fit_ldm(config: LDMFitConfig, out: str | os.PathLike, *, quiet: bool = False
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=gen).to(device)
         drop = torch.rand(len(idx), generator=gen).to(device) < config.cond_dropout
         cond = hidden[torch.where(drop, len(captions) - 1, caption_index[idx])]
-        a = alphas[t].view(-1, 1, 1, 1)
-        x_t = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        x_t = scheduler.add_noise(z0, noise, t)
         for group in optimizer.param_groups:
             group["lr"] = config.lr * min(1.0, (step + 1) / 200) * 0.5 * (1 + math.cos(math.pi * step / config.steps))
         with accelerator.autocast():
@@ -211,8 +208,8 @@ def fit_ldm(config: LDMFitConfig, out: str | os.PathLike, *, quiet: bool = False
     backend = LatentDiffusionBackend(
         autoencoder, ema.cpu().float(), scheduler, text_encoder, num_inference_steps=config.num_inference_steps,
         guidance_scale=config.guidance_scale, text_max_length=config.text_max_length,
-        autoencoder_ref=config.autoencoder if (config.autoencoder and not Path(config.autoencoder).is_dir()) else None,
-        text_encoder_ref=config.text_encoder if not Path(config.text_encoder).is_dir() else None,
+        autoencoder_ref=None if Path(config.autoencoder).is_dir() else config.autoencoder,
+        text_encoder_ref=None if Path(config.text_encoder).is_dir() else config.text_encoder,
     )
     metrics = {"train_seconds_this_run": round(time.perf_counter() - started, 1), "train_images": len(train),
                "final_loss_mean_last_200": round(sum(losses[-200:]) / max(len(losses[-200:]), 1), 5) if losses else None,
@@ -224,10 +221,6 @@ def fit_ldm(config: LDMFitConfig, out: str | os.PathLike, *, quiet: bool = False
         backend.save_pretrained(out, extra_files={"MODEL_CARD.md": _card(config, metrics, command)})
     accelerator.wait_for_everyone()
     return backend, metrics
-
-
-def unet_shape(unet: UNet2DConditionModel) -> tuple[int, int, int]:
-    return (int(unet.config.in_channels), int(unet.config.sample_size), int(unet.config.sample_size))
 
 
 def _save_state(train_dir: Path, config: LDMFitConfig, step: int, unet, ema, optimizer) -> None:
