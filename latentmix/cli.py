@@ -6,6 +6,7 @@ Errors from bad input print one line (``latentmix: error: ...``) and exit with s
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 from dataclasses import fields
@@ -26,6 +27,23 @@ def _index_pair(text: str) -> tuple[int, int]:
         return int(a), int(b)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected two integer indices I:J, got {text!r}") from None
+
+
+def _temperature_prior(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0 or 'none', got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number > 0 or 'none', got {text!r}")
+    return value
+
+
+def _temperature_kwargs(args) -> dict:
+    """``temperature_prior`` for TrainConfig only when the flag was given (its default lives there)."""
+    return {"temperature_prior": args.temperature_prior} if hasattr(args, "temperature_prior") else {}
 
 
 def _positive_int(text: str) -> int:
@@ -149,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=_positive_int, default=64)
     tr.add_argument("--lr", type=float, default=2e-3)
     tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--temperature-prior", type=_temperature_prior, default=argparse.SUPPRESS, metavar="SIGMA",
+                    help="σ of the log-normal prior on the fitted temperature; 'none' for the plain NLL fit (default: 0.3)")
     tr.add_argument("--checkpoint-dir", help="save checkpoints here; a restarted run resumes from them")
     tr.add_argument("--json", help="write all metrics (before and after temperature scaling) here")
     tr.add_argument("--reliability", help="write a reliability diagram PNG here")
@@ -161,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--steps", type=_positive_int, default=1500)
     cmp.add_argument("--backend", default="digits-ldm", help="backend for the synthetic recipes (default: digits-ldm, the study's best)")
     cmp.add_argument("--synthetic-n", type=_positive_int, default=2000, help="synthetic samples per seed (default: 2000)")
+    cmp.add_argument("--temperature-prior", type=_temperature_prior, default=argparse.SUPPRESS, metavar="SIGMA",
+                    help="σ of the log-normal prior on the fitted temperature; 'none' for the plain NLL fit (default: 0.3)")
     cmp.add_argument("--json", help="write all numbers here")
 
     fit = sub.add_parser("fit", help="train a backend")
@@ -241,7 +263,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         config = TrainConfig(data=args.data, labels_per_class=args.labels_per_class, synthetic=args.synthetic,
                              synthetic_ratio=args.synthetic_ratio, gamma=args.gamma, mixup=args.mixup, alpha=args.alpha,
                              label_smoothing=args.label_smoothing, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                             seed=args.seed, checkpoint_dir=args.checkpoint_dir)
+                             seed=args.seed, checkpoint_dir=args.checkpoint_dir, **_temperature_kwargs(args))
         report = train_classifier(config, quiet=args.quiet)
         from accelerate import PartialState
 
@@ -265,7 +287,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         from latentmix.compare import DEFAULT_RECIPES, format_table, run_compare, save_results
         from latentmix.train.classifier import TrainConfig
 
-        base = TrainConfig(data=args.data, labels_per_class=args.labels_per_class, steps=args.steps)
+        base = TrainConfig(data=args.data, labels_per_class=args.labels_per_class, steps=args.steps, **_temperature_kwargs(args))
         results = run_compare(base, list(args.recipes or DEFAULT_RECIPES), args.seeds, backend=args.backend,
                               synthetic_n=args.synthetic_n, quiet=args.quiet)
         print(format_table(results))

@@ -7,6 +7,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted, check_X_y, validate_data
 
+from latentmix.metrics import DEFAULT_TEMPERATURE_PRIOR
 from latentmix.train.classifier import TrainConfig, train_classifier
 
 
@@ -21,12 +22,13 @@ class MixupClassifier(ClassifierMixin, BaseEstimator):
         steps, batch_size, lr: optimisation.
         width: the trainer's width; the MLP's hidden layers have ``8 * width`` units, as in ``latentmix train``.
         random_state: seed for the validation split, weights and mixing.
+        temperature_prior: σ of the log-normal prior on the fitted temperature (``None``: plain NLL fit).
     """
 
     def __init__(self, mixup: str = "input", alpha: float | None = None, steps: int = 1000, batch_size: int = 64,
-                 lr: float = 2e-3, width: int = 32, random_state: int = 0):
+                 lr: float = 2e-3, width: int = 32, random_state: int = 0, temperature_prior: float | None = DEFAULT_TEMPERATURE_PRIOR):
         self.mixup, self.alpha, self.steps, self.batch_size = mixup, alpha, steps, batch_size
-        self.lr, self.width, self.random_state = lr, width, random_state
+        self.lr, self.width, self.random_state, self.temperature_prior = lr, width, random_state, temperature_prior
 
     def fit(self, X, y):
         X, y = check_X_y(X, y, dtype=np.float32)
@@ -37,7 +39,8 @@ class MixupClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("mixup cutmix needs images; use input or manifold for feature vectors")
         self.n_features_in_ = X.shape[1]
         config = TrainConfig(mixup=self.mixup, alpha=self.alpha, steps=self.steps, batch_size=self.batch_size, lr=self.lr,
-                             width=self.width, seed=self.random_state, eval_every=max(1, self.steps // 10))
+                             width=self.width, seed=self.random_state, eval_every=max(1, self.steps // 10),
+                             temperature_prior=self.temperature_prior)
         arrays = {"X_train": X, "y_train": encoded, "X_test": X[:2], "y_test": encoded[:2]}
         report = train_classifier(config, quiet=True, arrays=arrays)
         self.model_ = report["_model"].cpu().eval()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -174,11 +176,28 @@ def test_temperature_scaling_recovers_an_overconfident_model():
     overconfident = true_logits * 3  # the right T is 3
     t = fit_temperature(overconfident, labels)
     assert t == pytest.approx(3.0, rel=0.1)
+    assert fit_temperature(overconfident, labels, None) == pytest.approx(t, rel=0.02)  # 4,000 examples outweigh the prior
     before, after = classification_report(overconfident, labels), classification_report(overconfident, labels, t)
     assert after["nll"] < before["nll"] and after["ece"] < before["ece"]
     assert before["confidence_gap"] > 0.05 and abs(after["confidence_gap"]) < 0.03
     assert before["accuracy"] == after["accuracy"]
     assert brier(torch.eye(3), torch.arange(3)) == 0.0 and confidence_gap(torch.eye(3), torch.arange(3)) == 0.0
+
+
+def test_temperature_prior_shrinks_small_validation_fits_towards_one():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(40, 10, generator=g) * 4
+    labels = logits.argmax(1)  # a lucky validation set: every prediction right
+    plain, shrunk = fit_temperature(logits, labels, None), fit_temperature(logits, labels, 0.3)
+    assert plain < 0.2 < 0.5 < shrunk < 1.0  # the plain fit sharpens without end; the prior holds T near 1
+    assert fit_temperature(logits, labels, 0.05) > shrunk  # a tighter prior pulls harder
+    # the MAP is where the summed NLL's slope balances the prior's: d/dlogT [n·NLL + log²T / 2σ²] = 0
+    log_t = torch.tensor(math.log(shrunk), dtype=torch.float64, requires_grad=True)
+    objective = torch.nn.functional.cross_entropy(logits.double() / log_t.exp(), labels, reduction="sum") + log_t**2 / (2 * 0.3**2)
+    objective.backward()
+    assert abs(float(log_t.grad)) < 1e-2  # of a summed objective whose terms are O(1) each
+    with pytest.raises(ValueError, match="prior_sigma"):
+        fit_temperature(logits, labels, 0.0)
 
 
 def test_fusion_classifier_modality_masks_and_unimodal_heads():

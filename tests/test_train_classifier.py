@@ -152,12 +152,27 @@ def test_train_cli_errors_before_training(args, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "x"])
+def test_bad_temperature_prior_is_an_argument_error(value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--quiet", "train", "--temperature-prior", value])
+    assert exit_info.value.code == 2 and "--temperature-prior: expected a number > 0 or 'none'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="temperature_prior"):
+        train_classifier(replace(FAST, temperature_prior=0.0), quiet=True)
+
+
 def test_train_cli_writes_json_and_reliability_diagram(tmp_path, capsys):
     code = main(["--quiet", "train", "--labels-per-class", "5", "--steps", "40", "--mixup", "input",
                  "--json", str(tmp_path / "r.json"), "--reliability", str(tmp_path / "r.png")])
     assert code == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert {"test", "test_temperature_scaled", "temperature"} <= set(report)
+    assert report["config"]["temperature_prior"] == 0.3
+    assert main(["--quiet", "train", "--labels-per-class", "5", "--steps", "40", "--mixup", "input", "--temperature-prior", "none",
+                 "--json", str(tmp_path / "plain.json")]) == 0
+    plain = json.loads((tmp_path / "plain.json").read_text())  # the same model, Guo et al.'s fit
+    assert plain["config"]["temperature_prior"] is None and plain["test"] == report["test"]
+    assert plain["temperature"] != report["temperature"]
     assert Image.open(tmp_path / "r.png").size[0] > 500
     assert "temperature" in capsys.readouterr().out
 

@@ -20,7 +20,8 @@
   restarted with the same settings resumes from the last one.
 
 Reported: accuracy, NLL, Brier, ECE (15 bins) and the mean confidence − accuracy gap on the test
-split, before and after temperature scaling fitted on the validation set.
+split, before and after temperature scaling fitted on the validation set (by default the MAP
+temperature under a log-normal prior, :func:`latentmix.metrics.fit_temperature`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from latentmix.blend import soft_labels
 from latentmix.classifiers import MLP, FusionClassifier, SmallCNN
 from latentmix.data import SyntheticDataset, labelled_subset, load_dataset
 from latentmix.interpolate import sample_lambda
-from latentmix.metrics import classification_report, fit_temperature
+from latentmix.metrics import DEFAULT_TEMPERATURE_PRIOR, classification_report, fit_temperature
 from latentmix.mixup import ManifoldMixup, Mixup, consistency_loss, cross_modal_mixup, modality_dropout, soft_cross_entropy, soft_targets
 from latentmix.train.common import has_accelerator, load_optimizer_tensors, optimizer_tensors
 
@@ -69,6 +70,7 @@ class TrainConfig:
     width: int = 32  # SmallCNN width / MLP hidden size / 8
     eval_every: int = 100
     patience: int = 6  # evaluations without a better validation NLL before stopping
+    temperature_prior: float | None = DEFAULT_TEMPERATURE_PRIOR  # σ of the log-normal prior on T (None: plain NLL fit)
     seed: int = 0
     mixed_precision: str = "no"
     checkpoint_dir: str | None = None
@@ -91,6 +93,8 @@ class TrainConfig:
             raise ValueError(f"gamma must be > 0, got {self.gamma}")
         if not 0 <= self.modality_dropout <= 0.5:
             raise ValueError(f"modality_dropout must be in [0, 0.5], got {self.modality_dropout}")
+        if self.temperature_prior is not None and not (math.isfinite(self.temperature_prior) and self.temperature_prior > 0):
+            raise ValueError(f"temperature_prior must be a number > 0 or None, got {self.temperature_prior!r}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
 
@@ -315,7 +319,7 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
                 break
     raw.load_state_dict(best_state)
     val_logits = _evaluate(accelerator, model, val, num_classes)
-    temperature = fit_temperature(val_logits, val.y)
+    temperature = fit_temperature(val_logits, val.y, config.temperature_prior)
     test_logits = _evaluate(accelerator, model, test, num_classes)
     return {
         "test": classification_report(test_logits, test.y),
