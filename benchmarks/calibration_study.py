@@ -1,6 +1,6 @@
 """How should the temperature be fitted on a small validation set? A study on held-out digits.
 
-Run: python benchmarks/calibration_study.py [--seeds 5 ... 16] [--workdir DIR]
+Run: python benchmarks/calibration_study.py [--seeds 5 ... 16] [--labels-per-class 5 20] [--recipes ...] [--workdir DIR]
 
 For 5 and 20 labelled digits per class, and each recipe (ERM, intra-class blends from digits-ldm,
 input mixup, manifold mixup), one classifier per seed is trained exactly as ``latentmix compare``
@@ -39,6 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=list(range(5, 17)))
     parser.add_argument("--labels-per-class", nargs="+", type=int, default=[5, 20])
+    parser.add_argument("--recipes", nargs="+", default=list(STUDY_RECIPES), choices=list(RECIPES))
     parser.add_argument("--workdir", help="where the synthetic sets go (reused when complete)")
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="latentmix-calibration-"))
@@ -46,7 +47,7 @@ def main() -> None:
     x, y = train.images(range(len(train))), train.labels
     rows = []
     for k in args.labels_per_class:
-        for recipe in STUDY_RECIPES:
+        for recipe in args.recipes:
             spec = dict(RECIPES[recipe])
             strategy = spec.pop("synthetic_strategy", None)
             ece = {rule: [] for rule in [*RULES, "oracle"]}
@@ -69,7 +70,7 @@ def main() -> None:
             rows.append((k, recipe, {rule: float(np.mean(v)) for rule, v in ece.items()}))
             print(f"K={k} {recipe}: " + ", ".join(f"{r} {v:.4f}" for r, v in rows[-1][2].items()), flush=True)
     rules = [*RULES, "oracle"]
-    print(f"\nECE on held-out train digits, mean over seeds {args.seeds[0]}-{args.seeds[-1]} ({len(args.seeds)} seeds)\n")
+    print(f"\nECE on held-out train digits, mean over seeds {' '.join(map(str, args.seeds))} ({len(args.seeds)} seeds)\n")
     print("| K | recipe | " + " | ".join(rules) + " |\n|---|---|" + "---|" * len(rules))
     for k, recipe, values in rows:
         print(f"| {k} | {recipe} | " + " | ".join(f"{values[r]:.4f}" for r in rules) + " |")
