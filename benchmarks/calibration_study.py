@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from latentmix.compare import RECIPES
-from latentmix.data import labelled_subset, load_dataset
+from latentmix.compare import RECIPES, recipe_config
+from latentmix.data import load_dataset
 from latentmix.metrics import expected_calibration_error, fit_temperature
-from latentmix.synthesize import SynthesisConfig, synthesize
-from latentmix.train.classifier import TrainConfig, train_classifier
+from latentmix.train.classifier import TrainConfig, low_data_split, train_classifier
 
 STUDY_RECIPES = ("erm", "blends-intra", "input-mixup", "manifold-mixup")
 RULES = {"T = 1": lambda z, y: 1.0, "NLL fit": lambda z, y: fit_temperature(z, y, None),
@@ -48,19 +46,10 @@ def main() -> None:
     rows = []
     for k in args.labels_per_class:
         for recipe in args.recipes:
-            spec = dict(RECIPES[recipe])
-            strategy = spec.pop("synthetic_strategy", None)
             ece = {rule: [] for rule in [*RULES, "oracle"]}
             for seed in args.seeds:
-                config = replace(TrainConfig(labels_per_class=k), seed=seed, **spec)
-                if strategy is not None:
-                    out = work / f"{strategy}-k{k}-seed{seed}"
-                    synthesize(SynthesisConfig(backend="digits-ldm", n=2000, strategy=strategy, seed=seed,
-                                               labels_per_class=k, subset_seed=seed), out, quiet=True)
-                    config = replace(config, synthetic=str(out))
-                model = train_classifier(config, quiet=True)["_model"].eval()
-                labelled = labelled_subset(y.numpy(), k, seed)  # the same draws as the trainer's
-                val = labelled_subset(y.numpy(), k, seed + 10_000, exclude=labelled)
+                model = train_classifier(recipe_config(TrainConfig(labels_per_class=k), recipe, seed, work), quiet=True)["_model"].eval()
+                labelled, val = low_data_split(y.numpy(), k, seed)  # the trainer's own draws
                 held_out = np.setdiff1d(np.arange(len(y)), np.concatenate([labelled, val]))
                 with torch.no_grad():
                     zv, zh = model(x[val]).double(), model(x[held_out]).double()

@@ -54,16 +54,9 @@ def run_compare(base: TrainConfig, recipes: list[str], seeds: list[int], *, back
     results: dict = {"recipes": {}, "seeds": seeds, "labels_per_class": base.labels_per_class}
     scaled: dict[str, list] = {r: [] for r in recipes}  # temperature-scaled test logits and labels, per seed
     for recipe in recipes:
-        spec = dict(RECIPES[recipe])
-        strategy = spec.pop("synthetic_strategy", None)
         per_seed = []
         for seed in seeds:
-            config = replace(base, seed=seed, **spec)
-            if strategy is not None:
-                out = work / f"{strategy}-k{base.labels_per_class}-seed{seed}"
-                synthesize(SynthesisConfig(backend=backend, n=synthetic_n, strategy=strategy, seed=seed,
-                                           labels_per_class=base.labels_per_class, subset_seed=seed), out, quiet=True)
-                config = replace(config, synthetic=str(out))
+            config = recipe_config(base, recipe, seed, work, backend=backend, synthetic_n=synthetic_n)
             report = train_classifier(config, quiet=quiet)
             per_seed.append({"seed": seed, "before": {m: report["test"][m] for m in METRICS},
                              "after": {m: report["test_temperature_scaled"][m] for m in METRICS},
@@ -80,6 +73,20 @@ def run_compare(base: TrainConfig, recipes: list[str], seeds: list[int], *, back
     results["baseline"] = recipes[0]
     results["paired"] = {r: paired_differences(scaled[recipes[0]], scaled[r]) for r in recipes[1:]}
     return results
+
+
+def recipe_config(base: TrainConfig, recipe: str, seed: int, work: Path, *, backend: str = "digits-ldm", synthetic_n: int = 2000) -> TrainConfig:
+    """``base`` with ``recipe``'s overrides and ``seed``; a synthetic recipe first writes (or resumes)
+    that seed's set under ``work``, blended from exactly the seed's labelled examples."""
+    spec = dict(RECIPES[recipe])
+    strategy = spec.pop("synthetic_strategy", None)
+    config = replace(base, seed=seed, **spec)
+    if strategy is None:
+        return config
+    out = work / f"{strategy}-k{base.labels_per_class}-seed{seed}"
+    synthesize(SynthesisConfig(backend=backend, n=synthetic_n, strategy=strategy, seed=seed,
+                               labels_per_class=base.labels_per_class, subset_seed=seed), out, quiet=True)
+    return replace(config, synthetic=str(out))
 
 
 def paired_differences(baseline: list, other: list, *, resamples: int = BOOTSTRAP, seed: int = 0) -> dict:

@@ -100,3 +100,23 @@ def tiny_sd_pipeline(tiny_autoencoder_kl, tiny_clip_tokenizer):
     return StableDiffusionPipeline(vae=tiny_autoencoder_kl, unet=unet, scheduler=scheduler, text_encoder=text_encoder,
                                    tokenizer=tiny_clip_tokenizer, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
+
+
+@pytest.fixture
+def crash_on_call(monkeypatch):
+    """``crash_on_call(module, name, n)``: ``module.name`` raises KeyboardInterrupt on its n-th call (a run
+    killed mid-way). Returns the real function, to put back with ``monkeypatch.setattr`` before resuming."""
+
+    def install(module, name: str, n: int):
+        real, calls = getattr(module, name), []
+
+        def crashing(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, crashing)
+        return real
+
+    return install

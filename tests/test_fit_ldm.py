@@ -14,7 +14,7 @@ from latentmix.train.fit_ldm import LDMFitConfig, fit_ldm
 TINY = dict(steps=12, batch_size=64, block_channels=(16,), cross_attention_dim=16, checkpoint_every=4, num_inference_steps=5)
 
 
-def test_fit_resumes_exactly_after_an_interruption_and_saves_references(tmp_path, monkeypatch):
+def test_fit_resumes_exactly_after_an_interruption_and_saves_references(tmp_path, monkeypatch, crash_on_call):
     import latentmix.train.fit_ldm as fl
 
     full, metrics = fit_ldm(LDMFitConfig(**TINY), tmp_path / "full", quiet=True)
@@ -26,15 +26,7 @@ def test_fit_resumes_exactly_after_an_interruption_and_saves_references(tmp_path
     saved = json.loads((tmp_path / "full" / "config.json").read_text())
     assert saved["vae"] == "digits-vae" and saved["text_encoder"] == "all-MiniLM-L6-v2"
 
-    real, calls = fl.ema_update, []
-
-    def interrupt(*args):
-        calls.append(1)
-        if len(calls) == 6:  # after the first checkpoint (step 4), before the second
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(fl, "ema_update", interrupt)
+    real = crash_on_call(fl, "ema_update", 6)  # after the first checkpoint (step 4), before the second
     with pytest.raises(KeyboardInterrupt):
         fit_ldm(LDMFitConfig(**TINY), tmp_path / "cut", quiet=True)
     assert json.loads((tmp_path / "cut.train" / "state.json").read_text())["step"] == 4

@@ -68,21 +68,12 @@ def test_gan_save_load_and_missing_parts(tiny_gan, tmp_path):
         Generator(8, 1, 12, 16)
 
 
-def test_fit_gan_resumes_exactly_after_an_interruption(tmp_path, monkeypatch):
+def test_fit_gan_resumes_exactly_after_an_interruption(tmp_path, monkeypatch, crash_on_call):
     import latentmix.train.fit_gan as fg
 
     full, _ = fit_gan(GANFitConfig(**TINY_FIT), tmp_path / "full", quiet=True)
     assert (tmp_path / "full" / "MODEL_CARD.md").is_file() and list((tmp_path / "full.train" / "samples").glob("*.png"))
-    real = fg.ema_update
-    calls = []
-
-    def interrupt(*args):
-        calls.append(1)
-        if len(calls) == 7:  # 5 steps per epoch: during the second GAN epoch, after the first checkpoint
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(fg, "ema_update", interrupt)
+    real = crash_on_call(fg, "ema_update", 7)  # 5 steps per epoch: during the second GAN epoch, after the first checkpoint
     with pytest.raises(KeyboardInterrupt):
         fit_gan(GANFitConfig(**TINY_FIT), tmp_path / "cut", quiet=True)
     assert json.loads((tmp_path / "cut.train" / "state.json").read_text())["epoch"] == 1

@@ -98,19 +98,10 @@ def test_samples_do_not_depend_on_shard_size_and_return_in_memory():
     assert prefix.source_a == small.source_a[:10]  # sample i depends on (seed, i) only
 
 
-def test_interrupted_run_resumes_to_the_identical_set(tmp_path, reference, monkeypatch):
+def test_interrupted_run_resumes_to_the_identical_set(tmp_path, reference, monkeypatch, crash_on_call):
     import latentmix.synthesize as syn
 
-    real = syn.write_shard
-    calls = []
-
-    def crash_on_second_shard(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(syn, "write_shard", crash_on_second_shard)
+    real = crash_on_call(syn, "write_shard", 2)  # crash on the second shard
     out = tmp_path / "set"
     with pytest.raises(KeyboardInterrupt):
         synthesize(SynthesisConfig(**SMALL, strategy="inter-class"), out, quiet=True)

@@ -15,7 +15,7 @@ from latentmix.compare import format_table, run_compare
 from latentmix.data import DigitsDataset, labelled_subset
 from latentmix.estimator import MixupClassifier
 from latentmix.synthesize import SynthesisConfig, synthesize
-from latentmix.train.classifier import TrainConfig, train_classifier
+from latentmix.train.classifier import TrainConfig, low_data_split, train_classifier
 
 FAST = TrainConfig(labels_per_class=5, steps=60, eval_every=20, batch_size=32)
 
@@ -25,7 +25,8 @@ def test_labelled_subset_is_per_class_reproducible_and_disjoint_from_validation(
     a = labelled_subset(labels, 5, 3)
     assert len(a) == 50 and np.array_equal(np.bincount(labels[a]), np.full(10, 5))
     assert np.array_equal(a, labelled_subset(labels, 5, 3)) and not np.array_equal(a, labelled_subset(labels, 5, 4))
-    val = labelled_subset(labels, 5, 10_003, exclude=a)
+    labelled, val = low_data_split(labels, 5, 3)  # what the trainer draws
+    assert np.array_equal(labelled, a) and len(val) == 50 and np.array_equal(np.bincount(labels[val]), np.full(10, 5))
     assert not set(a) & set(val)
     with pytest.raises(ValueError, match="fewer than labels_per_class"):
         labelled_subset(labels, 1000, 0)
@@ -62,20 +63,11 @@ def test_synthetic_set_with_soft_labels_and_gamma(tmp_path):
     assert float(syn.y[0, row["label_b"]]) == pytest.approx(weight_b, abs=1e-5)
 
 
-def test_checkpoint_resume_gives_the_same_model(tmp_path, monkeypatch):
+def test_checkpoint_resume_gives_the_same_model(tmp_path, monkeypatch, crash_on_call):
     import latentmix.train.classifier as tc
 
     full = train_classifier(replace(FAST, checkpoint_dir=str(tmp_path / "a")), quiet=True)
-    real = tc.soft_cross_entropy
-    calls = []
-
-    def interrupt(*args):
-        calls.append(1)
-        if len(calls) == 30:  # after the first checkpoint (step 20)
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(tc, "soft_cross_entropy", interrupt)
+    real = crash_on_call(tc, "soft_cross_entropy", 30)  # after the first checkpoint (step 20)
     with pytest.raises(KeyboardInterrupt):
         train_classifier(replace(FAST, checkpoint_dir=str(tmp_path / "b")), quiet=True)
     monkeypatch.setattr(tc, "soft_cross_entropy", real)

@@ -107,6 +107,12 @@ class Split:
     texts: list[str] | None = None
 
 
+def low_data_split(labels: np.ndarray, labels_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(labelled, validation) indices of a low-data run: K per class each, disjoint, drawn with ``seed``."""
+    labelled = labelled_subset(labels, labels_per_class, seed)
+    return labelled, labelled_subset(labels, labels_per_class, seed + 10_000, exclude=labelled)
+
+
 def _load_data(config: TrainConfig, arrays: dict | None = None) -> tuple[Split, Split, Split, int, bool]:
     """(train, val, test, num_classes, is_image)."""
     path = Path(config.data)
@@ -136,8 +142,7 @@ def _load_data(config: TrainConfig, arrays: dict | None = None) -> tuple[Split, 
     if int(ytr.min()) < 0 or int(test.y.min()) < 0:
         raise ValueError("labels must be >= 0 for training")
     if config.labels_per_class is not None:
-        labelled = labelled_subset(ytr.numpy(), config.labels_per_class, config.seed)
-        val = labelled_subset(ytr.numpy(), config.labels_per_class, config.seed + 10_000, exclude=labelled)
+        labelled, val = low_data_split(ytr.numpy(), config.labels_per_class, config.seed)
     else:
         rng = np.random.default_rng(config.seed)
         order = rng.permutation(len(ytr))
