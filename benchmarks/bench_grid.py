@@ -30,10 +30,25 @@ def main() -> None:
         fast = best_of(batched, repeat=20)
         slow = best_of(per_image, repeat=5)
     whole = best_of(lambda: interpolation_grid(backend, pairs=[(i, i + 10) for i in range(10)], steps=10), repeat=5)
-    report("grid", [
-        {"case": "decode 10 x 10 grid", "batched_s": fast, "per_image_s": slow, "result": f"{slow / fast:.1f}x faster", "target": ">= 5x faster"},
-        {"case": "interpolation_grid end to end (encode 20, walk, decode 100)", "batched_s": whole, "per_image_s": float("nan"), "result": "-", "target": "-"},
-    ])
+    report(
+        "grid",
+        [
+            {
+                "case": "decode 10 x 10 grid",
+                "batched_s": fast,
+                "per_image_s": slow,
+                "result": f"{slow / fast:.1f}x faster",
+                "target": ">= 5x faster",
+            },
+            {
+                "case": "interpolation_grid end to end (encode 20, walk, decode 100)",
+                "batched_s": whole,
+                "per_image_s": float("nan"),
+                "result": "-",
+                "target": "-",
+            },
+        ],
+    )
 
 
 if __name__ == "__main__":

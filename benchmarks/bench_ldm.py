@@ -52,12 +52,19 @@ def walk_rows(backend: LatentDiffusionBackend, name: str, guidance: float, per_f
             return decode_walk(backend, za, zb, FRAMES, "slerp", cond_a=ca, cond_b=cb, **kwargs)
 
     images, path = batched()
-    cond = torch.lerp(ca[:, None], cb[:, None], torch.linspace(0, 1, FRAMES, device=ca.device, dtype=ca.dtype)[None, :, None, None])
+    cond = torch.lerp(
+        ca[:, None], cb[:, None], torch.linspace(0, 1, FRAMES, device=ca.device, dtype=ca.dtype)[None, :, None, None]
+    )
     frames = list(zip(path.flatten(0, 1), cond.flatten(0, 1)))
     t_batched = _time(batched)
     t_single = _time(lambda: per_frame(frames, kwargs), repeat=1)
-    return {"case": f"{name}: {PATHS} paths x {FRAMES} frames x {STEPS} DDIM steps, guidance {guidance:g}",
-            "batched_s": t_batched, "per_frame_s": t_single, "result": f"{t_single / t_batched:.1f}x faster", "target": ">= 3x"}
+    return {
+        "case": f"{name}: {PATHS} paths x {FRAMES} frames x {STEPS} DDIM steps, guidance {guidance:g}",
+        "batched_s": t_batched,
+        "per_frame_s": t_single,
+        "result": f"{t_single / t_batched:.1f}x faster",
+        "target": ">= 3x",
+    }
 
 
 def digits_per_frame(backend):
@@ -76,19 +83,51 @@ def sd_shaped_pipeline(device, dtype):
     from latentmix.text import default_text_encoder_path
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-                                cross_attention_dim=64, attention_head_dim=8, norm_num_groups=8)
-    vae = AutoencoderKL(block_out_channels=(16, 32), down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        latent_channels=4, norm_num_groups=8, sample_size=32)
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=64,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(16, 32),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=32,
+    )
     tokenizer = AutoTokenizer.from_pretrained(str(default_text_encoder_path()))
     tokenizer.model_max_length = 16
-    text_encoder = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                        intermediate_size=128))
-    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(vae=vae, unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    text_encoder = BertModel(
+        BertConfig(
+            vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128
+        )
+    )
+    scheduler = DDIMScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        unet=unet,
+        scheduler=scheduler,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device, dtype)
     return pipe
@@ -99,8 +138,18 @@ def pipeline_per_frame(pipe, backend):
 
     def run(frames, kwargs):
         with torch.inference_mode():
-            return [pipe(prompt_embeds=c[None], negative_prompt_embeds=uncond, latents=z[None].to(pipe.unet.dtype), output_type="pt",
-                         height=32, width=32, **kwargs).images for z, c in frames]
+            return [
+                pipe(
+                    prompt_embeds=c[None],
+                    negative_prompt_embeds=uncond,
+                    latents=z[None].to(pipe.unet.dtype),
+                    output_type="pt",
+                    height=32,
+                    width=32,
+                    **kwargs,
+                ).images
+                for z, c in frames
+            ]
 
     return run
 
@@ -112,9 +161,17 @@ def roundtrip_rows(backend: LatentDiffusionBackend, n: int = 360) -> list[dict]:
         ae = float(backend.autoencoder.reconstruction_error(x).mean())
         rows = [{"case": "autoencoder encode -> decode (baseline)", "mse": ae, "vs_autoencoder": "1x", "target": "-"}]
         for steps, guidance in [(10, 1.0), (20, 1.0), (50, 1.0), (100, 1.0), (50, 1.5), (50, 2.0), (50, 3.0)]:
-            mse = float(backend.reconstruction_error(x, texts=texts, num_inference_steps=steps, guidance_scale=guidance).mean())
-            rows.append({"case": f"DDIM inversion + sampling, {steps} steps, guidance {guidance:g}", "mse": mse,
-                         "vs_autoencoder": f"{mse / ae:.2f}x", "target": "<= 2x" if (steps, guidance) == (50, 1.0) else "-"})
+            mse = float(
+                backend.reconstruction_error(x, texts=texts, num_inference_steps=steps, guidance_scale=guidance).mean()
+            )
+            rows.append(
+                {
+                    "case": f"DDIM inversion + sampling, {steps} steps, guidance {guidance:g}",
+                    "mse": mse,
+                    "vs_autoencoder": f"{mse / ae:.2f}x",
+                    "target": "<= 2x" if (steps, guidance) == (50, 1.0) else "-",
+                }
+            )
     return rows
 
 
@@ -137,8 +194,10 @@ def main() -> None:
         x = DigitsDataset("test").images(range(64)).to(args.device, dtype)
         with torch.inference_mode():
             out = digits.reconstruct(x, texts=DigitsDataset("test").texts[:64])
-        print(f"{args.dtype} round trip finite: {bool(torch.isfinite(out.float()).all())}, "
-              f"mse {float((out.float() - x.float()).pow(2).mean()):.4f}")
+        print(
+            f"{args.dtype} round trip finite: {bool(torch.isfinite(out.float()).all())}, "
+            f"mse {float((out.float() - x.float()).pow(2).mean()):.4f}"
+        )
 
 
 if __name__ == "__main__":

@@ -22,10 +22,18 @@ from latentmix.mixup import ManifoldMixup, Mixup, soft_cross_entropy, soft_targe
 def small_cnn() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-        nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, stride=2, padding=1),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, 3, stride=2, padding=1),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 10),
     )
 
 
@@ -34,8 +42,11 @@ def timm_mix_elem(x: torch.Tensor, mixup_alpha: float, cutmix_alpha: float, swit
     batch_size = len(x)
     lam_batch = np.ones(batch_size, dtype=np.float32)
     use_cutmix = np.random.rand(batch_size) < switch_prob
-    lam_mix = np.where(use_cutmix, np.random.beta(cutmix_alpha, cutmix_alpha, size=batch_size),
-                       np.random.beta(mixup_alpha, mixup_alpha, size=batch_size))
+    lam_mix = np.where(
+        use_cutmix,
+        np.random.beta(cutmix_alpha, cutmix_alpha, size=batch_size),
+        np.random.beta(mixup_alpha, mixup_alpha, size=batch_size),
+    )
     lam_batch = lam_mix.astype(np.float32)
     x_orig = x.clone()
     h, w = x.shape[-2:]
@@ -46,7 +57,10 @@ def timm_mix_elem(x: torch.Tensor, mixup_alpha: float, cutmix_alpha: float, swit
             if use_cutmix[i]:
                 cut_rat = np.sqrt(1 - lam)
                 cut_h, cut_w = int(h * cut_rat), int(w * cut_rat)
-                cy, cx = np.random.randint(0 + cut_h // 2, h - cut_h // 2 + 1), np.random.randint(0 + cut_w // 2, w - cut_w // 2 + 1)
+                cy, cx = (
+                    np.random.randint(0 + cut_h // 2, h - cut_h // 2 + 1),
+                    np.random.randint(0 + cut_w // 2, w - cut_w // 2 + 1),
+                )
                 yl, yh = np.clip(cy - cut_h // 2, 0, h), np.clip(cy + cut_h // 2, 0, h)
                 xl, xh = np.clip(cx - cut_w // 2, 0, w), np.clip(cx + cut_w // 2, 0, w)
                 x[i][:, yl:yh, xl:xh] = x_orig[j][:, yl:yh, xl:xh]
@@ -79,6 +93,7 @@ def main() -> None:
         def run():
             out = mixer(x, y)
             step(soft_cross_entropy(model(out.x), out.y))
+
         return run
 
     def with_manifold():
@@ -107,13 +122,28 @@ def main() -> None:
     rows = []
     for name, target in [("input mixup", "<= 1.10x"), ("CutMix", "<= 1.15x"), ("manifold mixup", "<= 1.15x")]:
         ratio = float(np.median(ratios[name]))
-        rows.append({"case": f"train step, small CNN, batch 128 x 3x32x32: {name}", "ours_s": ratio * float(np.median(plain_times)),
-                     "baseline": "plain step (median)", "baseline_s": float(np.median(plain_times)),
-                     "result": f"{ratio:.3f}x the plain step (median of 40 paired rounds)", "target": target})
+        rows.append(
+            {
+                "case": f"train step, small CNN, batch 128 x 3x32x32: {name}",
+                "ours_s": ratio * float(np.median(plain_times)),
+                "baseline": "plain step (median)",
+                "baseline_s": float(np.median(plain_times)),
+                "result": f"{ratio:.3f}x the plain step (median of 40 paired rounds)",
+                "target": target,
+            }
+        )
     for name, mixer in [("input mixup", mix), ("CutMix", cut)]:
         cost = best_of(lambda: mixer(x, y), repeat=30, warmup=3)
-        rows.append({"case": f"{name} mixing alone, batch 128 x 3x32x32", "ours_s": cost, "baseline": "plain step (median)",
-                     "baseline_s": float(np.median(plain_times)), "result": f"{100 * cost / float(np.median(plain_times)):.1f}% of a step", "target": "-"})
+        rows.append(
+            {
+                "case": f"{name} mixing alone, batch 128 x 3x32x32",
+                "ours_s": cost,
+                "baseline": "plain step (median)",
+                "baseline_s": float(np.median(plain_times)),
+                "result": f"{100 * cost / float(np.median(plain_times)):.1f}% of a step",
+                "target": "-",
+            }
+        )
 
     xb = torch.randn(256, 3, 32, 32, generator=gen)
     yb = torch.randint(0, 10, (256,), generator=gen)
@@ -121,8 +151,16 @@ def main() -> None:
     ours = best_of(lambda: elem(xb, yb), repeat=20, warmup=3)
     np.random.seed(0)
     timm = best_of(lambda: (timm_mix_elem(xb.clone(), 0.4, 1.0), soft_targets(yb, 10)), repeat=5, warmup=1)
-    rows.append({"case": "per-sample λ mixing (mode='elem'), batch 256 x 3x32x32", "ours_s": ours, "baseline": "timm-style Python loop",
-                 "baseline_s": timm, "result": f"{timm / ours:.1f}x faster", "target": ">= 5x faster"})
+    rows.append(
+        {
+            "case": "per-sample λ mixing (mode='elem'), batch 256 x 3x32x32",
+            "ours_s": ours,
+            "baseline": "timm-style Python loop",
+            "baseline_s": timm,
+            "result": f"{timm / ours:.1f}x faster",
+            "target": ">= 5x faster",
+        }
+    )
     report("mixup", rows)
 
 

@@ -30,8 +30,19 @@ def main(name: str = "digits-gan") -> None:
     single = torch.cat([backend.refine(x[i : i + 1], z0[i : i + 1], STEPS) for i in range(len(x))])
     t_single = time.perf_counter() - start
     diff = float((batched - single).abs().max())
-    report("refine", [{"case": f"refine 256 test digits, {STEPS} Adam steps", "batched_s": t_batched, "one_at_a_time_s": t_single,
-                       "result": f"{t_single / t_batched:.1f}x faster", "target": ">= 10x", "max |z_batched - z_single|": diff}])
+    report(
+        "refine",
+        [
+            {
+                "case": f"refine 256 test digits, {STEPS} Adam steps",
+                "batched_s": t_batched,
+                "one_at_a_time_s": t_single,
+                "result": f"{t_single / t_batched:.1f}x faster",
+                "target": ">= 10x",
+                "max |z_batched - z_single|": diff,
+            }
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -59,10 +59,20 @@ def throughput() -> list[dict]:
     with_setup = N_BATCHED / (setup + shards)
     steady = N_BATCHED / shards
     return [
-        {"case": f"{N_BATCHED} pairs incl. encoding all {len(ds)} sources once", "batched pairs/s": with_setup,
-         "one-at-a-time pairs/s": per_pair, "result": f"{with_setup / per_pair:.1f}x faster", "target": ">= 5x"},
-        {"case": "steady state (per shard of 256: pair, blend, decode, PNG)", "batched pairs/s": steady,
-         "one-at-a-time pairs/s": per_pair, "result": f"{steady / per_pair:.1f}x faster", "target": ">= 5x"},
+        {
+            "case": f"{N_BATCHED} pairs incl. encoding all {len(ds)} sources once",
+            "batched pairs/s": with_setup,
+            "one-at-a-time pairs/s": per_pair,
+            "result": f"{with_setup / per_pair:.1f}x faster",
+            "target": ">= 5x",
+        },
+        {
+            "case": "steady state (per shard of 256: pair, blend, decode, PNG)",
+            "batched pairs/s": steady,
+            "one-at-a-time pairs/s": per_pair,
+            "result": f"{steady / per_pair:.1f}x faster",
+            "target": ">= 5x",
+        },
     ]
 
 
@@ -78,11 +88,21 @@ def peak_memory() -> list[dict]:
     peaks = {}
     for n in (2_000, 20_000):
         start = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", CHILD, str(n)], capture_output=True, text=True, check=True, cwd=tempfile.mkdtemp())
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, str(n)], capture_output=True, text=True, check=True, cwd=tempfile.mkdtemp()
+        )
         peaks[n] = (int(out.stdout.split()[-1]) / 1024, time.perf_counter() - start)
     ratio = peaks[20_000][0] / peaks[2_000][0]
-    return [{"case": "synthesize to disk, peak RSS", "2,000 pairs MiB": peaks[2_000][0], "20,000 pairs MiB": peaks[20_000][0],
-             "result": f"{100 * (ratio - 1):+.1f}%", "target": "within 15%", "20,000 pairs wall s": peaks[20_000][1]}]
+    return [
+        {
+            "case": "synthesize to disk, peak RSS",
+            "2,000 pairs MiB": peaks[2_000][0],
+            "20,000 pairs MiB": peaks[20_000][0],
+            "result": f"{100 * (ratio - 1):+.1f}%",
+            "target": "within 15%",
+            "20,000 pairs wall s": peaks[20_000][1],
+        }
+    ]
 
 
 if __name__ == "__main__":

@@ -29,8 +29,11 @@ from latentmix.metrics import expected_calibration_error, fit_temperature
 from latentmix.train.classifier import TrainConfig, low_data_split, train_classifier
 
 STUDY_RECIPES = ("erm", "blends-intra", "input-mixup", "manifold-mixup")
-RULES = {"T = 1": lambda z, y: 1.0, "NLL fit": lambda z, y: fit_temperature(z, y, None),
-         **{f"MAP σ={s}": (lambda z, y, s=s: fit_temperature(z, y, s)) for s in (0.2, 0.3, 0.5)}}
+RULES = {
+    "T = 1": lambda z, y: 1.0,
+    "NLL fit": lambda z, y: fit_temperature(z, y, None),
+    **{f"MAP σ={s}": (lambda z, y, s=s: fit_temperature(z, y, s)) for s in (0.2, 0.3, 0.5)},
+}
 
 
 def main() -> None:
@@ -48,18 +51,26 @@ def main() -> None:
         for recipe in args.recipes:
             ece = {rule: [] for rule in [*RULES, "oracle"]}
             for seed in args.seeds:
-                model = train_classifier(recipe_config(TrainConfig(labels_per_class=k), recipe, seed, work), quiet=True)["_model"].eval()
+                model = train_classifier(
+                    recipe_config(TrainConfig(labels_per_class=k), recipe, seed, work), quiet=True
+                )["_model"].eval()
                 labelled, val = low_data_split(y.numpy(), k, seed)  # the trainer's own draws
                 held_out = np.setdiff1d(np.arange(len(y)), np.concatenate([labelled, val]))
                 with torch.no_grad():
                     zv, zh = model(x[val]).double(), model(x[held_out]).double()
                 for rule, fit in RULES.items():
                     ece[rule].append(expected_calibration_error((zh / fit(zv, y[val])).softmax(1), y[held_out], 15))
-                ece["oracle"].append(expected_calibration_error((zh / fit_temperature(zh, y[held_out], None)).softmax(1), y[held_out], 15))
+                ece["oracle"].append(
+                    expected_calibration_error(
+                        (zh / fit_temperature(zh, y[held_out], None)).softmax(1), y[held_out], 15
+                    )
+                )
             rows.append((k, recipe, {rule: float(np.mean(v)) for rule, v in ece.items()}))
             print(f"K={k} {recipe}: " + ", ".join(f"{r} {v:.4f}" for r, v in rows[-1][2].items()), flush=True)
     rules = [*RULES, "oracle"]
-    print(f"\nECE on held-out train digits, mean over seeds {' '.join(map(str, args.seeds))} ({len(args.seeds)} seeds)\n")
+    print(
+        f"\nECE on held-out train digits, mean over seeds {' '.join(map(str, args.seeds))} ({len(args.seeds)} seeds)\n"
+    )
     print("| K | recipe | " + " | ".join(rules) + " |\n|---|---|" + "---|" * len(rules))
     for k, recipe, values in rows:
         print(f"| {k} | {recipe} | " + " | ".join(f"{values[r]:.4f}" for r in rules) + " |")

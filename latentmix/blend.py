@@ -59,7 +59,9 @@ class CaptionBank:
 
     def __init__(self, texts: list[str], embeddings: Tensor):
         if len(texts) != embeddings.shape[0] or not texts:
-            raise ValueError(f"caption bank needs one embedding per caption, got {len(texts)} captions and {embeddings.shape[0]} embeddings")
+            raise ValueError(
+                f"caption bank needs one embedding per caption, got {len(texts)} captions and {embeddings.shape[0]} embeddings"
+            )
         self.texts = list(texts)
         self.embeddings = torch.nn.functional.normalize(embeddings.float(), dim=-1)
 
@@ -83,7 +85,14 @@ def soft_labels(labels_a: Tensor, labels_b: Tensor, lam: Tensor, gamma: float = 
     return (1.0 - weight_b) * labels_a.float() + weight_b * labels_b.float()
 
 
-def resolve_lambda(lam, n: int, *, alpha: float | None = None, generator: torch.Generator | None = None, allow_extrapolation: bool = False) -> Tensor:
+def resolve_lambda(
+    lam,
+    n: int,
+    *,
+    alpha: float | None = None,
+    generator: torch.Generator | None = None,
+    allow_extrapolation: bool = False,
+) -> Tensor:
     """λ as an (n,) float64 tensor from a scalar, a per-pair tensor, or Beta(alpha, alpha)."""
     if lam is None:
         if alpha is None:
@@ -98,7 +107,9 @@ def resolve_lambda(lam, n: int, *, alpha: float | None = None, generator: torch.
         raise ValueError("lam must be finite")
     if not allow_extrapolation and bool(((lam < 0) | (lam > 1)).any()):
         bad = float(lam[(lam < 0) | (lam > 1)][0])
-        raise ValueError(f"lam must be in [0, 1], got {bad:g} (pass allow_extrapolation=True to extrapolate on purpose)")
+        raise ValueError(
+            f"lam must be in [0, 1], got {bad:g} (pass allow_extrapolation=True to extrapolate on purpose)"
+        )
     return lam
 
 

@@ -63,8 +63,14 @@ class FusionClassifier(nn.Module):
     def fuse(self, image_features: Tensor, text_features: Tensor) -> Tensor:
         return self.head(torch.cat([image_features, text_features], dim=1))
 
-    def forward(self, image: Tensor, text: Tensor, keep_image: Tensor | None = None, keep_text: Tensor | None = None,
-                unimodal: bool = False):
+    def forward(
+        self,
+        image: Tensor,
+        text: Tensor,
+        keep_image: Tensor | None = None,
+        keep_text: Tensor | None = None,
+        unimodal: bool = False,
+    ):
         """Fused logits; ``keep_*`` (B,) masks drop a modality per row (modality dropout); with
         ``unimodal`` also the image-only and text-only logits, for the consistency loss."""
         fi, ft = self.image.features(image), self.text(text)
@@ -84,4 +90,3 @@ class FusionClassifier(nn.Module):
     def text_only(self, text: Tensor) -> Tensor:
         t = self.text(text)
         return self.fuse(t.new_zeros(t.shape), t)
-

@@ -40,8 +40,16 @@ RECIPES: dict[str, dict] = {
 DEFAULT_RECIPES = ("erm", "input-mixup", "manifold-mixup", "blends-intra", "blends-inter", "blends-intra+manifold")
 
 
-def run_compare(base: TrainConfig, recipes: list[str], seeds: list[int], *, backend: str = "digits-ldm", synthetic_n: int = 2000,
-                workdir: str | None = None, quiet: bool = False) -> dict:
+def run_compare(
+    base: TrainConfig,
+    recipes: list[str],
+    seeds: list[int],
+    *,
+    backend: str = "digits-ldm",
+    synthetic_n: int = 2000,
+    workdir: str | None = None,
+    quiet: bool = False,
+) -> dict:
     """Train every recipe with every seed; return per-seed metrics and mean ± std."""
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown:
@@ -49,7 +57,9 @@ def run_compare(base: TrainConfig, recipes: list[str], seeds: list[int], *, back
     if not seeds:
         raise ValueError("give at least one seed")
     if any("synthetic_strategy" in RECIPES[r] for r in recipes) and base.data != "digits":
-        raise ValueError("synthetic recipes in compare blend the digits data with a digits backend; pass --synthetic to train instead")
+        raise ValueError(
+            "synthetic recipes in compare blend the digits data with a digits backend; pass --synthetic to train instead"
+        )
     work = Path(workdir or tempfile.mkdtemp(prefix="latentmix-compare-"))
     results: dict = {"recipes": {}, "seeds": seeds, "labels_per_class": base.labels_per_class}
     scaled: dict[str, list] = {r: [] for r in recipes}  # temperature-scaled test logits and labels, per seed
@@ -58,24 +68,37 @@ def run_compare(base: TrainConfig, recipes: list[str], seeds: list[int], *, back
         for seed in seeds:
             config = recipe_config(base, recipe, seed, work, backend=backend, synthetic_n=synthetic_n)
             report = train_classifier(config, quiet=quiet)
-            per_seed.append({"seed": seed, "before": {m: report["test"][m] for m in METRICS},
-                             "after": {m: report["test_temperature_scaled"][m] for m in METRICS},
-                             "confidence_gap": report["test"]["confidence_gap"]})
+            per_seed.append(
+                {
+                    "seed": seed,
+                    "before": {m: report["test"][m] for m in METRICS},
+                    "after": {m: report["test_temperature_scaled"][m] for m in METRICS},
+                    "confidence_gap": report["test"]["confidence_gap"],
+                }
+            )
             scaled[recipe].append((report["_test_logits"].double() / report["temperature"], report["_test_labels"]))
         summary = {}
         for when in ("before", "after"):
             for m in METRICS:
                 values = np.array([r[when][m] for r in per_seed])
-                summary[f"{m}_{when}"] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+                summary[f"{m}_{when}"] = {
+                    "mean": float(values.mean()),
+                    "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                }
         gaps = np.array([r["confidence_gap"] for r in per_seed])
-        summary["confidence_gap"] = {"mean": float(gaps.mean()), "std": float(gaps.std(ddof=1)) if len(gaps) > 1 else 0.0}
+        summary["confidence_gap"] = {
+            "mean": float(gaps.mean()),
+            "std": float(gaps.std(ddof=1)) if len(gaps) > 1 else 0.0,
+        }
         results["recipes"][recipe] = {"per_seed": per_seed, "summary": summary}
     results["baseline"] = recipes[0]
     results["paired"] = {r: paired_differences(scaled[recipes[0]], scaled[r]) for r in recipes[1:]}
     return results
 
 
-def recipe_config(base: TrainConfig, recipe: str, seed: int, work: Path, *, backend: str = "digits-ldm", synthetic_n: int = 2000) -> TrainConfig:
+def recipe_config(
+    base: TrainConfig, recipe: str, seed: int, work: Path, *, backend: str = "digits-ldm", synthetic_n: int = 2000
+) -> TrainConfig:
     """``base`` with ``recipe``'s overrides and ``seed``; a synthetic recipe first writes (or resumes)
     that seed's set under ``work``, blended from exactly the seed's labelled examples."""
     spec = dict(RECIPES[recipe])
@@ -84,8 +107,18 @@ def recipe_config(base: TrainConfig, recipe: str, seed: int, work: Path, *, back
     if strategy is None:
         return config
     out = work / f"{strategy}-k{base.labels_per_class}-seed{seed}"
-    synthesize(SynthesisConfig(backend=backend, n=synthetic_n, strategy=strategy, seed=seed,
-                               labels_per_class=base.labels_per_class, subset_seed=seed), out, quiet=True)
+    synthesize(
+        SynthesisConfig(
+            backend=backend,
+            n=synthetic_n,
+            strategy=strategy,
+            seed=seed,
+            labels_per_class=base.labels_per_class,
+            subset_seed=seed,
+        ),
+        out,
+        quiet=True,
+    )
     return replace(config, synthetic=str(out))
 
 
@@ -96,40 +129,68 @@ def paired_differences(baseline: list, other: list, *, resamples: int = BOOTSTRA
     from latentmix.metrics import accuracy, expected_calibration_error, nll
 
     labels = baseline[0][1]
-    fns = {"accuracy": lambda z, y: accuracy(z.softmax(1), y), "nll": nll,
-           "ece": lambda z, y: expected_calibration_error(z.softmax(1), y, 15)}
+    fns = {
+        "accuracy": lambda z, y: accuracy(z.softmax(1), y),
+        "nll": nll,
+        "ece": lambda z, y: expected_calibration_error(z.softmax(1), y, 15),
+    }
 
     def diff(idx) -> dict[str, float]:
-        return {m: float(np.mean([f(o[idx], labels[idx]) - f(b[idx], labels[idx]) for (b, _), (o, _) in zip(baseline, other)]))
-                for m, f in fns.items()}
+        return {
+            m: float(
+                np.mean([f(o[idx], labels[idx]) - f(b[idx], labels[idx]) for (b, _), (o, _) in zip(baseline, other)])
+            )
+            for m, f in fns.items()
+        }
 
     point = diff(torch.arange(len(labels)))
     rng = np.random.default_rng(seed)
     draws = [diff(torch.from_numpy(rng.integers(0, len(labels), len(labels)))) for _ in range(resamples)]
-    return {m: {"mean": point[m], "ci95": [float(np.percentile([d[m] for d in draws], q)) for q in (2.5, 97.5)]} for m in fns}
+    return {
+        m: {"mean": point[m], "ci95": [float(np.percentile([d[m] for d in draws], q)) for q in (2.5, 97.5)]}
+        for m in fns
+    }
 
 
 def format_table(results: dict) -> str:
     """Markdown: mean ± std per recipe; accuracy in %, NLL, ECE before → after temperature scaling."""
+
     def ms(s, scale=1.0, digits=3):
         return f"{s['mean'] * scale:.{digits}f} ± {s['std'] * scale:.{digits}f}"
 
-    lines = ["| recipe | accuracy % | NLL | ECE | NLL (T-scaled) | ECE (T-scaled) | conf − acc |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| recipe | accuracy % | NLL | ECE | NLL (T-scaled) | ECE (T-scaled) | conf − acc |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in results["recipes"].items():
         s = r["summary"]
-        lines.append(f"| {name} | {ms(s['accuracy_before'], 100, 1)} | {ms(s['nll_before'])} | {ms(s['ece_before'])} | "
-                     f"{ms(s['nll_after'])} | {ms(s['ece_after'])} | {ms(s['confidence_gap'])} |")
+        lines.append(
+            f"| {name} | {ms(s['accuracy_before'], 100, 1)} | {ms(s['nll_before'])} | {ms(s['ece_before'])} | "
+            f"{ms(s['nll_after'])} | {ms(s['ece_after'])} | {ms(s['confidence_gap'])} |"
+        )
     lines.append("")
-    lines.append("per seed (accuracy %): " + "; ".join(
-        f"{name}: " + ", ".join(f"{100 * p['before']['accuracy']:.1f}" for p in r["per_seed"]) for name, r in results["recipes"].items()))
+    lines.append(
+        "per seed (accuracy %): "
+        + "; ".join(
+            f"{name}: " + ", ".join(f"{100 * p['before']['accuracy']:.1f}" for p in r["per_seed"])
+            for name, r in results["recipes"].items()
+        )
+    )
     if results.get("paired"):
-        lines += ["", f"paired with {results['baseline']} (after temperature scaling; mean over seeds, 95 % interval over test resamples):", "",
-                  "| recipe | Δ accuracy (points) | Δ NLL | Δ ECE |", "|---|---|---|---|"]
+        lines += [
+            "",
+            f"paired with {results['baseline']} (after temperature scaling; mean over seeds, 95 % interval over test resamples):",
+            "",
+            "| recipe | Δ accuracy (points) | Δ NLL | Δ ECE |",
+            "|---|---|---|---|",
+        ]
         for name, d in results["paired"].items():
             acc, nll_, ece = d["accuracy"], d["nll"], d["ece"]
-            lines.append(f"| {name} | {100 * acc['mean']:+.1f} [{100 * acc['ci95'][0]:+.1f}, {100 * acc['ci95'][1]:+.1f}] | "
-                         f"{nll_['mean']:+.3f} [{nll_['ci95'][0]:+.3f}, {nll_['ci95'][1]:+.3f}] | "
-                         f"{ece['mean']:+.4f} [{ece['ci95'][0]:+.4f}, {ece['ci95'][1]:+.4f}] |")
+            lines.append(
+                f"| {name} | {100 * acc['mean']:+.1f} [{100 * acc['ci95'][0]:+.1f}, {100 * acc['ci95'][1]:+.1f}] | "
+                f"{nll_['mean']:+.3f} [{nll_['ci95'][0]:+.3f}, {nll_['ci95'][1]:+.3f}] | "
+                f"{ece['mean']:+.4f} [{ece['ci95'][0]:+.4f}, {ece['ci95'][1]:+.4f}] |"
+            )
     return "\n".join(lines)
 
 

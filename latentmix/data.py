@@ -76,7 +76,9 @@ def labelled_subset(labels: Tensor, per_class: int, seed: int, *, exclude: np.nd
     for c in np.unique(labels[labels >= 0]):
         pool = np.setdiff1d(np.flatnonzero(labels == c), banned)  # sorted, as before
         if len(pool) < per_class:
-            raise ValueError(f"class {int(c)} has {len(pool)} examples available, fewer than labels_per_class={per_class}")
+            raise ValueError(
+                f"class {int(c)} has {len(pool)} examples available, fewer than labels_per_class={per_class}"
+            )
         chosen.extend(rng.choice(pool, size=per_class, replace=False).tolist())
     return np.sort(np.array(chosen, dtype=np.int64))
 
@@ -211,9 +213,7 @@ class ImageFolderDataset(ImageTextDataset):
     def _read_class_folders(self, root: Path) -> None:
         classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not classes:
-            raise ValueError(
-                f"data directory {root} has neither a metadata.jsonl nor one subfolder per class"
-            )
+            raise ValueError(f"data directory {root} has neither a metadata.jsonl nor one subfolder per class")
         files, labels = [], []
         for label, name in enumerate(classes):
             found = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -238,7 +238,9 @@ class ImageFolderDataset(ImageTextDataset):
         has_text = [("text" in r and r["text"] is not None) for r in rows]
         if any(has_text) and not all(has_text):
             missing = rows[has_text.index(False)]["file_name"]
-            raise ValueError(f"{path}: 'text' is missing for some images (first: {missing}); give every image a text or none")
+            raise ValueError(
+                f"{path}: 'text' is missing for some images (first: {missing}); give every image a text or none"
+            )
         has_label = [("label" in r and r["label"] is not None) for r in rows]
         if any(has_label) and not all(has_label):
             missing = rows[has_label.index(False)]["file_name"]
@@ -262,7 +264,10 @@ class ImageFolderDataset(ImageTextDataset):
         if rows and all(has_text):
             self.texts = [str(r["text"]) for r in rows]
         else:
-            self.texts = [caption(self.class_names[y], i, GENERIC_TEMPLATES) if y >= 0 else "an image" for i, y in enumerate(labels)]
+            self.texts = [
+                caption(self.class_names[y], i, GENERIC_TEMPLATES) if y >= 0 else "an image"
+                for i, y in enumerate(labels)
+            ]
 
     def load_image(self, index: int) -> Tensor:
         return pil_to_tensor(_open_image(self.files[index]), self.image_size, self.channels)
@@ -302,7 +307,9 @@ def pil_to_tensor(image: Image.Image, image_size: int, channels: int) -> Tensor:
     left, top = (w - side) // 2, (h - side) // 2
     image = image.crop((left, top, left + side, top + side))
     if side != image_size:
-        image = image.resize((image_size, image_size), Image.Resampling.BICUBIC, reducing_gap=3.0 if side > 3 * image_size else None)
+        image = image.resize(
+            (image_size, image_size), Image.Resampling.BICUBIC, reducing_gap=3.0 if side > 3 * image_size else None
+        )
     array = np.asarray(image, dtype=np.float32)
     if array.ndim == 2:
         array = array[:, :, None]
@@ -322,7 +329,11 @@ def _check_shape(image_size: int, channels: int) -> None:
 
 
 def load_dataset(
-    data: str | os.PathLike = "digits", *, split: str = "train", image_size: int | None = None, channels: int | None = None
+    data: str | os.PathLike = "digits",
+    *,
+    split: str = "train",
+    image_size: int | None = None,
+    channels: int | None = None,
 ) -> ImageTextDataset:
     """Open a dataset by name or path: ``"digits"`` or a directory (see the module docstring).
 
@@ -352,11 +363,15 @@ class SyntheticDataset(ImageTextDataset):
         root = Path(root)
         manifest_path = root / "manifest.json"
         if not manifest_path.is_file():
-            raise ValueError(f"{root} is not a complete synthetic set (no manifest.json); finish or resume its synthesize run")
+            raise ValueError(
+                f"{root} is not a complete synthetic set (no manifest.json); finish or resume its synthesize run"
+            )
         self.manifest = json.loads(manifest_path.read_text())
         rows = [json.loads(line) for line in (root / "metadata.jsonl").read_text().splitlines() if line.strip()]
         if len(rows) != self.manifest.get("num_samples"):
-            raise ValueError(f"{root}: metadata.jsonl has {len(rows)} rows but the manifest counts {self.manifest.get('num_samples')}")
+            raise ValueError(
+                f"{root}: metadata.jsonl has {len(rows)} rows but the manifest counts {self.manifest.get('num_samples')}"
+            )
         self.root = root
         self.class_names = list(self.manifest["class_names"])
         self.image_size = image_size or int(self.manifest["image_size"])

@@ -12,7 +12,9 @@ from latentmix.synthesize import SynthesisConfig, synthesize
 from latentmix.viz import grid_image, save_png
 
 
-def run_demo(out: str | os.PathLike = "latentmix-demo", *, backend: str = DEFAULT_BACKEND, seed: int = 0, quiet: bool = False) -> dict[str, Path]:
+def run_demo(
+    out: str | os.PathLike = "latentmix-demo", *, backend: str = DEFAULT_BACKEND, seed: int = 0, quiet: bool = False
+) -> dict[str, Path]:
     """Write grids between real test digits, a walk GIF, a prior grid, a latent-diffusion walk between
     prompts and a small paired set to ``out``.
 
@@ -21,13 +23,18 @@ def run_demo(out: str | os.PathLike = "latentmix-demo", *, backend: str = DEFAUL
     out = Path(out)
     model = load_backend(backend)
     written: dict[str, Path] = {}
-    slerp = interpolation_grid(model, method="slerp", steps=10, seed=seed, out=out / "grid_slerp.png", gif=out / "walk_slerp.gif")
+    slerp = interpolation_grid(
+        model, method="slerp", steps=10, seed=seed, out=out / "grid_slerp.png", gif=out / "walk_slerp.gif"
+    )
     written["grid_slerp"], written["walk_gif"] = slerp.png, slerp.gif
     written["grid_lerp"] = interpolation_grid(model, method="lerp", steps=10, seed=seed, out=out / "grid_lerp.png").png
-    written["grid_prior"] = interpolation_grid(model, method="slerp", steps=10, prior=5, seed=seed, out=out / "grid_prior.png").png
+    written["grid_prior"] = interpolation_grid(
+        model, method="slerp", steps=10, prior=5, seed=seed, out=out / "grid_prior.png"
+    ).png
     prompts = [(f"a handwritten digit {a}", f"a handwritten digit {b}") for a, b in ((0, 6), (4, 9), (3, 8))]
-    written["grid_ldm_prompts"] = interpolation_grid("digits-ldm", prompts=prompts, steps=10, seed=seed, num_inference_steps=25,
-                                                     out=out / "grid_ldm_prompts.png").png
+    written["grid_ldm_prompts"] = interpolation_grid(
+        "digits-ldm", prompts=prompts, steps=10, seed=seed, num_inference_steps=25, out=out / "grid_ldm_prompts.png"
+    ).png
 
     paired = out / f"paired_set_seed{seed}"
     synthesize(SynthesisConfig(backend=backend, n=256, strategy="inter-class", seed=seed), paired, quiet=quiet)
@@ -48,7 +55,13 @@ def _training_comparison(out: Path, backend: str, seed: int, quiet: bool) -> dic
     from latentmix.viz import reliability_diagram
 
     blends = out / f"blends_k5_seed{seed}"
-    synthesize(SynthesisConfig(backend=backend, n=500, strategy="intra-class", seed=seed, labels_per_class=5, subset_seed=seed), blends, quiet=quiet)
+    synthesize(
+        SynthesisConfig(
+            backend=backend, n=500, strategy="intra-class", seed=seed, labels_per_class=5, subset_seed=seed
+        ),
+        blends,
+        quiet=quiet,
+    )
     base = TrainConfig(labels_per_class=5, steps=400, eval_every=50, seed=seed)
     lines = ["recipe (5 labels per class)   accuracy   NLL     ECE    ECE after T-scaling"]
     written = {}
@@ -58,8 +71,11 @@ def _training_comparison(out: Path, backend: str, seed: int, quiet: bool) -> dic
         lines.append(f"{name:<29} {b['accuracy']:.3f}      {b['nll']:.3f}   {b['ece']:.3f}  {a['ece']:.3f}")
         logits, labels = r["_test_logits"].double(), r["_test_labels"]
         written[f"reliability_{name}"] = reliability_diagram(
-            calibration_bins(logits.softmax(1), labels), calibration_bins((logits / r["temperature"]).softmax(1), labels),
-            out / f"reliability_{name.replace('+', '_')}.png", title=name)
+            calibration_bins(logits.softmax(1), labels),
+            calibration_bins((logits / r["temperature"]).softmax(1), labels),
+            out / f"reliability_{name.replace('+', '_')}.png",
+            title=name,
+        )
     table = out / "training_comparison.txt"
     table.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

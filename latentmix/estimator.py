@@ -25,8 +25,17 @@ class MixupClassifier(ClassifierMixin, BaseEstimator):
         temperature_prior: σ of the log-normal prior on the fitted temperature (``None``: plain NLL fit).
     """
 
-    def __init__(self, mixup: str = "input", alpha: float | None = None, steps: int = 1000, batch_size: int = 64,
-                 lr: float = 2e-3, width: int = 32, random_state: int = 0, temperature_prior: float | None = DEFAULT_TEMPERATURE_PRIOR):
+    def __init__(
+        self,
+        mixup: str = "input",
+        alpha: float | None = None,
+        steps: int = 1000,
+        batch_size: int = 64,
+        lr: float = 2e-3,
+        width: int = 32,
+        random_state: int = 0,
+        temperature_prior: float | None = DEFAULT_TEMPERATURE_PRIOR,
+    ):
         self.mixup, self.alpha, self.steps, self.batch_size = mixup, alpha, steps, batch_size
         self.lr, self.width, self.random_state, self.temperature_prior = lr, width, random_state, temperature_prior
 
@@ -38,9 +47,17 @@ class MixupClassifier(ClassifierMixin, BaseEstimator):
         if self.mixup == "cutmix":
             raise ValueError("mixup cutmix needs images; use input or manifold for feature vectors")
         self.n_features_in_ = X.shape[1]
-        config = TrainConfig(mixup=self.mixup, alpha=self.alpha, steps=self.steps, batch_size=self.batch_size, lr=self.lr,
-                             width=self.width, seed=self.random_state, eval_every=max(1, self.steps // 10),
-                             temperature_prior=self.temperature_prior)
+        config = TrainConfig(
+            mixup=self.mixup,
+            alpha=self.alpha,
+            steps=self.steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            width=self.width,
+            seed=self.random_state,
+            eval_every=max(1, self.steps // 10),
+            temperature_prior=self.temperature_prior,
+        )
         arrays = {"X_train": X, "y_train": encoded, "X_test": X[:2], "y_test": encoded[:2]}
         report = train_classifier(config, quiet=True, arrays=arrays)
         self.model_ = report["_model"].cpu().eval()

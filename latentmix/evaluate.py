@@ -66,15 +66,19 @@ class EvalConfig:
 PROMPT = "a handwritten digit {c}"
 
 
-def evaluate_backend(backend: str | LatentBackend, config: EvalConfig | None = None, *, classifier=None, quiet: bool = False) -> dict:
+def evaluate_backend(
+    backend: str | LatentBackend, config: EvalConfig | None = None, *, classifier=None, quiet: bool = False
+) -> dict:
     """Measure a backend's reconstructions, samples and interpolation paths; return a JSON-able dict."""
     config = config or EvalConfig()
     config.validate()
     if isinstance(backend, str):
         backend = load_backend(backend)
     if (backend.image_channels, backend.image_size) != (1, 8):
-        raise ValueError(f"evaluate judges 8x8 grayscale digits; backend {backend.backend_name!r} makes "
-                         f"{backend.image_channels}x{backend.image_size}x{backend.image_size} images")
+        raise ValueError(
+            f"evaluate judges 8x8 grayscale digits; backend {backend.backend_name!r} makes "
+            f"{backend.image_channels}x{backend.image_size}x{backend.image_size} images"
+        )
     clf = classifier or load_reference_classifier()
     rng = np.random.default_rng(config.seed)
     test, train = DigitsDataset("test"), DigitsDataset("train")
@@ -94,7 +98,9 @@ def evaluate_backend(backend: str | LatentBackend, config: EvalConfig | None = N
 
     def encode(images: torch.Tensor, refine_steps: int) -> torch.Tensor:
         with torch.inference_mode():
-            return backend.encode(images, **({"cond": c_test} if text else {}), **backend.encode_kwargs(refine_steps), **sampling)
+            return backend.encode(
+                images, **({"cond": c_test} if text else {}), **backend.encode_kwargs(refine_steps), **sampling
+            )
 
     def walk(ia, ib, t, method: str):
         """Latents (and, for text-conditioned backends, conditionings) at t between test images."""
@@ -107,19 +113,29 @@ def evaluate_backend(backend: str | LatentBackend, config: EvalConfig | None = N
         cond = backend.encode_text([PROMPT.format(c=c) for c in classes.tolist()]) if text else None
         return backend.sample(n, generator=gen), cond, classes
 
-    report: dict = {"backend": backend.backend_name, "latent_shape": list(backend.latent_shape), "config": asdict(config)}
+    report: dict = {
+        "backend": backend.backend_name,
+        "latent_shape": list(backend.latent_shape),
+        "config": asdict(config),
+    }
 
     # reconstruction
     recon: dict = {}
     start = time.perf_counter()
     z_enc = encode(x_test, 0)
-    recon["encoder"] = {"mse": float((decode(z_enc, c_test) - x_test).pow(2).mean()), "seconds": round(time.perf_counter() - start, 3)}
+    recon["encoder"] = {
+        "mse": float((decode(z_enc, c_test) - x_test).pow(2).mean()),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
     z_test = z_enc
     if backend.encoder_kind == "inversion" and config.refine_steps > 0:
         start = time.perf_counter()
         z_test = encode(x_test, config.refine_steps)
-        recon["refined"] = {"mse": float((decode(z_test) - x_test).pow(2).mean()), "seconds": round(time.perf_counter() - start, 3),
-                            "steps": config.refine_steps}
+        recon["refined"] = {
+            "mse": float((decode(z_test) - x_test).pow(2).mean()),
+            "seconds": round(time.perf_counter() - start, 3),
+            "steps": config.refine_steps,
+        }
     if backend.encoder_kind == "ddim-inversion":
         recon["autoencoder"] = {"mse": float(backend.autoencoder.reconstruction_error(x_test).mean())}
     report["reconstruction"] = recon
@@ -127,8 +143,10 @@ def evaluate_backend(backend: str | LatentBackend, config: EvalConfig | None = N
 
     # Fréchet distances
     f_test = feats(x_test)
-    fd = {"real_train_vs_real_test": frechet_distance(feats(train.images(range(len(train)))), f_test),
-          "reconstructions": frechet_distance(feats(decode(z_test, c_test)), f_test)}
+    fd = {
+        "real_train_vs_real_test": frechet_distance(feats(train.images(range(len(train)))), f_test),
+        "reconstructions": frechet_distance(feats(decode(z_test, c_test)), f_test),
+    }
     text_consistency = None
     if backend.latent_prior == "gaussian":
         gen = torch.Generator().manual_seed(config.seed)
@@ -179,7 +197,13 @@ def evaluate_backend(backend: str | LatentBackend, config: EvalConfig | None = N
         gen = torch.Generator().manual_seed(config.seed + 1)
         pa, pb = rng.integers(0, len(test), size=(2, config.ppl_pairs))
         t = torch.rand(config.ppl_pairs, generator=gen, dtype=torch.float64) * (1 - config.epsilon)
-        sources = {"test_pairs": (z_test[pa].double(), z_test[pb].double(), *((c_test[pa], c_test[pb]) if text else (None, None)))}
+        sources = {
+            "test_pairs": (
+                z_test[pa].double(),
+                z_test[pb].double(),
+                *((c_test[pa], c_test[pb]) if text else (None, None)),
+            )
+        }
         if backend.latent_prior == "gaussian":
             za, ca, _ = prior_samples(config.ppl_pairs, gen)
             zb, cb, _ = prior_samples(config.ppl_pairs, gen)
@@ -187,9 +211,16 @@ def evaluate_backend(backend: str | LatentBackend, config: EvalConfig | None = N
         for name, (a, b, ca, cb) in sources.items():
             for method in METHODS:
                 with torch.inference_mode():
-                    f1, f2 = (clf64.features(backend.decode(interpolate(a, b, tt, method), **sampling,
-                                                            **({"cond": interpolate(ca.double(), cb.double(), tt, "lerp")} if text else {})))
-                              for tt in (t, t + config.epsilon))
+                    f1, f2 = (
+                        clf64.features(
+                            backend.decode(
+                                interpolate(a, b, tt, method),
+                                **sampling,
+                                **({"cond": interpolate(ca.double(), cb.double(), tt, "lerp")} if text else {}),
+                            )
+                        )
+                        for tt in (t, t + config.epsilon)
+                    )
                     ppl[f"{name}_{method}"] = trimmed_mean((f1 - f2).pow(2).sum(1) / config.epsilon**2)
         report["path_length"] = ppl
     finally:
@@ -209,7 +240,9 @@ def evaluate_backend(backend: str | LatentBackend, config: EvalConfig | None = N
 
 def format_report(report: dict) -> str:
     """A plain-text table of a report, one line per number."""
-    lines = [f"backend {report.get('backend_name', report['backend'])} ({report['backend']}, latent {tuple(report['latent_shape'])})"]
+    lines = [
+        f"backend {report.get('backend_name', report['backend'])} ({report['backend']}, latent {tuple(report['latent_shape'])})"
+    ]
     for section in ("reconstruction", "frechet_distance", "class_consistency", "path_length", "midpoint_norm_ratio"):
         lines.append(f"{section}:")
         for key, value in report[section].items():

@@ -96,7 +96,9 @@ def _default_class_pairs(dataset: ImageTextDataset) -> list[tuple[int, int]]:
     return [(present[i], present[(i + 1) % len(present)]) for i in range(0, len(present), 2)][:5]
 
 
-def _pick_by_class(dataset: ImageTextDataset, classes, rng: np.random.Generator) -> tuple[list[int], list[int], list[str]]:
+def _pick_by_class(
+    dataset: ImageTextDataset, classes, rng: np.random.Generator
+) -> tuple[list[int], list[int], list[str]]:
     ia, ib, labels = [], [], []
     for ca, cb in classes:
         pool_a, pool_b = dataset.indices_of_class(ca), dataset.indices_of_class(cb)
@@ -107,7 +109,9 @@ def _pick_by_class(dataset: ImageTextDataset, classes, rng: np.random.Generator)
         rest = pool_b[pool_b != a] if len(pool_b) > 1 else pool_b
         ia.append(a)
         ib.append(int(rng.choice(rest)))
-        labels.append(f"{dataset.class_names[int(dataset.labels[ia[-1]])]} -> {dataset.class_names[int(dataset.labels[ib[-1]])]}")
+        labels.append(
+            f"{dataset.class_names[int(dataset.labels[ia[-1]])]} -> {dataset.class_names[int(dataset.labels[ib[-1]])]}"
+        )
     return ia, ib, labels
 
 
@@ -225,7 +229,9 @@ def interpolation_grid(
             z = backend.encode(real, **encode_kwargs)
             za, zb = z[: len(ia)], z[len(ia) :]
         cond_a, cond_b = conds if conds is not None else (None, None)
-        images, path = decode_walk(backend, za, zb, steps, method, cond_a=cond_a, cond_b=cond_b, text_method=text_method, **sampling)
+        images, path = decode_walk(
+            backend, za, zb, steps, method, cond_a=cond_a, cond_b=cond_b, text_method=text_method, **sampling
+        )
     result = GridResult(
         images=images,
         latents=path.float().cpu(),

@@ -49,7 +49,9 @@ def monotone_fraction(probs: Tensor, tolerance: float = 0.01) -> float:
 
 def _check_probs(probs: Tensor, labels: Tensor) -> None:
     if probs.dim() != 2 or labels.dim() != 1 or probs.shape[0] != labels.shape[0] or probs.shape[0] == 0:
-        raise ValueError(f"need probs (N, K) and labels (N,) with N >= 1, got {tuple(probs.shape)} and {tuple(labels.shape)}")
+        raise ValueError(
+            f"need probs (N, K) and labels (N,) with N >= 1, got {tuple(probs.shape)} and {tuple(labels.shape)}"
+        )
 
 
 def accuracy(probs: Tensor, labels: Tensor) -> float:
@@ -102,7 +104,9 @@ def confidence_gap(probs: Tensor, labels: Tensor) -> float:
 DEFAULT_TEMPERATURE_PRIOR = 0.3  # σ of the log-normal prior on T; chosen on held-out digits (BENCHMARKS.md)
 
 
-def fit_temperature(logits: Tensor, labels: Tensor, prior_sigma: float | None = DEFAULT_TEMPERATURE_PRIOR, max_iter: int = 100) -> float:
+def fit_temperature(
+    logits: Tensor, labels: Tensor, prior_sigma: float | None = DEFAULT_TEMPERATURE_PRIOR, max_iter: int = 100
+) -> float:
     """Post-hoc temperature scaling (Guo et al., 2017): the T > 0 for ``logits / T``.
 
     ``prior_sigma=None`` is Guo et al.'s fit, the T minimising the validation NLL. By default T is
@@ -137,5 +141,10 @@ def classification_report(logits: Tensor, labels: Tensor, temperature: float = 1
     """Accuracy, NLL, Brier, ECE and the confidence gap of ``logits / temperature``."""
     scaled = logits.double() / temperature
     probs = scaled.softmax(1)
-    return {"accuracy": accuracy(probs, labels), "nll": nll(scaled, labels), "brier": brier(probs, labels),
-            "ece": expected_calibration_error(probs, labels, n_bins), "confidence_gap": confidence_gap(probs, labels)}
+    return {
+        "accuracy": accuracy(probs, labels),
+        "nll": nll(scaled, labels),
+        "brier": brier(probs, labels),
+        "ece": expected_calibration_error(probs, labels, n_bins),
+        "confidence_gap": confidence_gap(probs, labels),
+    }

@@ -106,7 +106,12 @@ def apply_boxes(x: Tensor, perm: Tensor, boxes: Tensor) -> Tensor:
     boxes = boxes.to(x.device)
     rows = torch.arange(h, device=x.device)[None, :, None]
     cols = torch.arange(w, device=x.device)[None, None, :]
-    inside = (rows >= boxes[:, 0, None, None]) & (rows < boxes[:, 1, None, None]) & (cols >= boxes[:, 2, None, None]) & (cols < boxes[:, 3, None, None])
+    inside = (
+        (rows >= boxes[:, 0, None, None])
+        & (rows < boxes[:, 1, None, None])
+        & (cols >= boxes[:, 2, None, None])
+        & (cols < boxes[:, 3, None, None])
+    )
     return torch.where(inside[:, None], x[perm], x)
 
 
@@ -142,8 +147,18 @@ class Mixup:
         generator: source of all randomness (λ, permutation, boxes, choices).
     """
 
-    def __init__(self, num_classes: int, *, mixup_alpha: float = 0.2, cutmix_alpha: float = 0.0, prob: float = 1.0,
-                 switch_prob: float = 0.5, mode: str = "batch", label_smoothing: float = 0.0, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        mixup_alpha: float = 0.2,
+        cutmix_alpha: float = 0.0,
+        prob: float = 1.0,
+        switch_prob: float = 0.5,
+        mode: str = "batch",
+        label_smoothing: float = 0.0,
+        generator: torch.Generator | None = None,
+    ):
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
         self.mixup_alpha = _check_alpha("mixup_alpha", mixup_alpha)
@@ -201,14 +216,26 @@ class ManifoldMixup:
         generator: source of all randomness.
     """
 
-    def __init__(self, model: nn.Module, layers: list[str], num_classes: int, *, alpha: float = 2.0, mode: str = "batch",
-                 feature_cutmix_prob: float = 0.0, label_smoothing: float = 0.0, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: list[str],
+        num_classes: int,
+        *,
+        alpha: float = 2.0,
+        mode: str = "batch",
+        feature_cutmix_prob: float = 0.0,
+        label_smoothing: float = 0.0,
+        generator: torch.Generator | None = None,
+    ):
         modules = dict(model.named_modules())
         if not layers:
             raise ValueError("layers is empty: name at least one layer to mix at")
         unknown = [name for name in layers if name != "input" and name not in modules]
         if unknown:
-            raise ValueError(f"unknown layer {unknown[0]!r} for manifold mixup; layers are e.g. {', '.join(list(modules)[1:8])}")
+            raise ValueError(
+                f"unknown layer {unknown[0]!r} for manifold mixup; layers are e.g. {', '.join(list(modules)[1:8])}"
+            )
         self.alpha = _check_alpha("alpha", alpha)
         if self.alpha == 0:
             raise ValueError("alpha must be > 0 for manifold mixup")
@@ -248,7 +275,9 @@ class ManifoldMixup:
         return logits, mix_tensors(y, perm, used), layer
 
 
-def cross_modal_mixup(image: Tensor, text: Tensor, targets: Tensor, lam: Tensor, perm: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def cross_modal_mixup(
+    image: Tensor, text: Tensor, targets: Tensor, lam: Tensor, perm: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
     """Mix image and text inputs (or features) of each pair and their soft targets with the same λ."""
     if not image.shape[0] == text.shape[0] == targets.shape[0] == len(lam):
         raise ValueError("image, text, targets and lam must have the same batch size")
@@ -263,7 +292,9 @@ def mixgen(images: Tensor, texts: list[str], perm: Tensor, lam: float = 0.5) -> 
     return mix_tensors(images, perm, lam_t), [f"{a} {texts[int(j)]}" for a, j in zip(texts, perm.tolist())]
 
 
-def modality_dropout(image_features: Tensor, text_features: Tensor, p: float, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def modality_dropout(
+    image_features: Tensor, text_features: Tensor, p: float, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """Zero the image or the text features of a row with probability ``p`` each (never both)."""
     if not 0.0 <= p <= 0.5:
         raise ValueError(f"p must be in [0, 0.5], got {p}")

@@ -34,10 +34,16 @@ class DigitsClassifier(ModelMixin, ConfigMixin):
     def __init__(self, num_classes: int = 10, width: int = 64, feature_dim: int = 128):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(1, width // 2, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(width // 2, width, 3, stride=2, padding=1), nn.SiLU(),
-            nn.Conv2d(width, width, 3, padding=1), nn.SiLU(),
-            nn.Flatten(), nn.Dropout(0.2), nn.Linear(width * 16, feature_dim), nn.SiLU(),
+            nn.Conv2d(1, width // 2, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(width // 2, width, 3, stride=2, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.SiLU(),
+            nn.Flatten(),
+            nn.Dropout(0.2),
+            nn.Linear(width * 16, feature_dim),
+            nn.SiLU(),
         )
         self.head = nn.Linear(feature_dim, num_classes)
 
@@ -54,7 +60,9 @@ def load_reference_classifier(path: str | os.PathLike | None = None) -> DigitsCl
 
     path = Path(path) if path is not None else embedded_models_dir() / REFERENCE
     if not path.is_dir():
-        raise ValueError(f"reference classifier {path} does not exist; fit one with `latentmix fit reference-classifier --out {path}`")
+        raise ValueError(
+            f"reference classifier {path} does not exist; fit one with `latentmix fit reference-classifier --out {path}`"
+        )
     refuse_pickles(path)
     try:
         return DigitsClassifier.from_pretrained(str(path), use_safetensors=True).eval()
@@ -62,7 +70,14 @@ def load_reference_classifier(path: str | os.PathLike | None = None) -> DigitsCl
         raise ValueError(f"could not load the reference classifier from {path}: {str(exc).splitlines()[0]}") from None
 
 
-def fit_reference_classifier(out: str | os.PathLike | None = None, *, epochs: int = 60, seed: int = 0, quiet: bool = False, command: str | None = None) -> tuple[DigitsClassifier, dict]:
+def fit_reference_classifier(
+    out: str | os.PathLike | None = None,
+    *,
+    epochs: int = 60,
+    seed: int = 0,
+    quiet: bool = False,
+    command: str | None = None,
+) -> tuple[DigitsClassifier, dict]:
     """Fit the reference classifier on the digits train split; report test accuracy; save to ``out``."""
     from latentmix.train.common import metrics_table, random_shift
 
@@ -90,16 +105,32 @@ def fit_reference_classifier(out: str | os.PathLike | None = None, *, epochs: in
     model.eval()
     with torch.inference_mode():
         accuracy = float((model(test.images(range(len(test)))).argmax(1) == test.labels).float().mean())
-    metrics = {"train_seconds": round(time.perf_counter() - start, 1), "test_accuracy": accuracy, "train_images": len(train), "test_images": len(test)}
+    metrics = {
+        "train_seconds": round(time.perf_counter() - start, 1),
+        "test_accuracy": accuracy,
+        "train_images": len(train),
+        "test_images": len(test),
+    }
     if out is not None:
-        card = "\n".join([
-            "# Reference digits classifier (latentmix)", "",
-            f"Produced by latentmix {__version__} with:", "", "```", command or "latentmix fit reference-classifier (Python API)", "```", "",
-            "Fitted on the digits train split (1,437 images; fixed split in `latentmix/data.py`); the 360-image test split",
-            "was used only for the accuracy below. `latentmix evaluate` uses its 128-d penultimate features and predictions.", "",
-            *metrics_table(metrics), "",
-            f"Trained on CPU ({platform.machine()}, torch {torch.__version__}), seed {seed}, {epochs} epochs.", "",
-        ])
+        card = "\n".join(
+            [
+                "# Reference digits classifier (latentmix)",
+                "",
+                f"Produced by latentmix {__version__} with:",
+                "",
+                "```",
+                command or "latentmix fit reference-classifier (Python API)",
+                "```",
+                "",
+                "Fitted on the digits train split (1,437 images; fixed split in `latentmix/data.py`); the 360-image test split",
+                "was used only for the accuracy below. `latentmix evaluate` uses its 128-d penultimate features and predictions.",
+                "",
+                *metrics_table(metrics),
+                "",
+                f"Trained on CPU ({platform.machine()}, torch {torch.__version__}), seed {seed}, {epochs} epochs.",
+                "",
+            ]
+        )
 
         def write(tmp: Path) -> None:
             model.save_pretrained(tmp, safe_serialization=True)

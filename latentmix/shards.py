@@ -47,7 +47,9 @@ def shard_rows(root: Path, shard: int) -> int:
     return sum(1 for line in meta.read_text().splitlines() if line.strip())
 
 
-def write_shard(root: Path, shard: int, rows: list[dict], tensors: dict[str, torch.Tensor], images: list[tuple[str, object]]) -> None:
+def write_shard(
+    root: Path, shard: int, rows: list[dict], tensors: dict[str, torch.Tensor], images: list[tuple[str, object]]
+) -> None:
     """Write one shard: images (directory rename), then embeddings, then the jsonl marker."""
     meta, emb, image_dir = shard_paths(root, shard)
     meta.parent.mkdir(parents=True, exist_ok=True)
@@ -93,7 +95,11 @@ def merge_embeddings(root: Path, shards: int, fields: list[str], out: Path, meta
             for field in fields:
                 shape = shapes[field][1:]
                 size = _nbytes(dtypes[field], shape)
-                header[f"{field}/{sid}"] = {"dtype": dtypes[field], "shape": shape, "data_offsets": [offset, offset + size]}
+                header[f"{field}/{sid}"] = {
+                    "dtype": dtypes[field],
+                    "shape": shape,
+                    "data_offsets": [offset, offset + size],
+                }
                 offset += size
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)

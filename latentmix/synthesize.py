@@ -96,10 +96,14 @@ class SynthesisConfig:
             if not math.isfinite(self.lam):
                 raise ValueError(f"lam must be finite, got {self.lam}")
             if not self.allow_extrapolation and not 0 <= self.lam <= 1:
-                raise ValueError(f"lam must be in [0, 1], got {self.lam:g} (pass allow_extrapolation to extrapolate on purpose)")
+                raise ValueError(
+                    f"lam must be in [0, 1], got {self.lam:g} (pass allow_extrapolation to extrapolate on purpose)"
+                )
         if self.method is not None:
             check_method(self.method)
-        if self.refine_steps is not None and (isinstance(self.refine_steps, bool) or not isinstance(self.refine_steps, int) or self.refine_steps < 0):
+        if self.refine_steps is not None and (
+            isinstance(self.refine_steps, bool) or not isinstance(self.refine_steps, int) or self.refine_steps < 0
+        ):
             raise ValueError(f"refine_steps must be an int >= 0, got {self.refine_steps!r}")
         if self.class_pairs is not None and self.strategy != "inter-class":
             raise ValueError("class_pairs only applies to strategy inter-class")
@@ -145,7 +149,9 @@ def _check_output_dir(out: Path, config: SynthesisConfig) -> None:
         return
     run = out / RUN_FILE
     if not run.is_file():
-        raise ValueError(f"out {out} is not empty and holds no latentmix synthesis run; choose an empty or new directory")
+        raise ValueError(
+            f"out {out} is not empty and holds no latentmix synthesis run; choose an empty or new directory"
+        )
     previous = json.loads(run.read_text())
     differ = [k for k, v in config.identity().items() if previous.get(k) != v]
     if differ:
@@ -172,16 +178,27 @@ class _Source:
     """Encoded source data: latents, text embeddings, one-hot labels, ids — computed once."""
 
     def __init__(self, config: SynthesisConfig, backend: LatentBackend, text_encoder: TextEncoder, quiet: bool):
-        self.dataset = load_dataset(config.data, split=config.split, image_size=backend.image_size, channels=backend.image_channels)
+        self.dataset = load_dataset(
+            config.data, split=config.split, image_size=backend.image_size, channels=backend.image_channels
+        )
         if config.labels_per_class is not None:
-            self.dataset = Subset(self.dataset, labelled_subset(self.dataset.labels.numpy(), config.labels_per_class, config.subset_seed))
+            self.dataset = Subset(
+                self.dataset, labelled_subset(self.dataset.labels.numpy(), config.labels_per_class, config.subset_seed)
+            )
         ds = self.dataset
         if len(ds) < 2:
-            raise ValueError(f"data {config.data!r} ({config.split}) holds {len(ds)} example(s); need at least 2 to blend")
+            raise ValueError(
+                f"data {config.data!r} ({config.split}) holds {len(ds)} example(s); need at least 2 to blend"
+            )
         if not ds.class_names or bool((ds.labels < 0).any()):
-            raise ValueError(f"data {config.data!r} has unlabelled examples; paired synthesis needs a label for every image")
+            raise ValueError(
+                f"data {config.data!r} has unlabelled examples; paired synthesis needs a label for every image"
+            )
         chunks = range(0, len(ds), 256)
-        kwargs = {**backend.encode_kwargs(config.refine_steps), **backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale)}
+        kwargs = {
+            **backend.encode_kwargs(config.refine_steps),
+            **backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale),
+        }
 
         def encode(i: int) -> Tensor:
             rows = range(i, min(i + 256, len(ds)))
@@ -200,18 +217,33 @@ class _Source:
         return Pairs(self.latents[t], self.text_embeddings[t], self.onehot[t], [self.dataset.texts[i] for i in idx])
 
 
-def _make_shard(shard: int, config: SynthesisConfig, src: _Source, pairing: Pairing, backend: LatentBackend, method: str):
+def _make_shard(
+    shard: int, config: SynthesisConfig, src: _Source, pairing: Pairing, backend: LatentBackend, method: str
+):
     start = shard * config.shard_size
     idx = np.arange(start, min(start + config.shard_size, config.n))
     ia, ib = pairing.pairs(idx)
-    lam = np.full(len(idx), config.lam, dtype=np.float64) if config.lam is not None else sample_lambdas(config.seed, idx, config.alpha)
-    mix = blend(src.side(ia), src.side(ib), torch.from_numpy(lam), method=method, gamma=config.gamma,
-                caption_bank=src.bank, allow_extrapolation=config.allow_extrapolation)
+    lam = (
+        np.full(len(idx), config.lam, dtype=np.float64)
+        if config.lam is not None
+        else sample_lambdas(config.seed, idx, config.alpha)
+    )
+    mix = blend(
+        src.side(ia),
+        src.side(ib),
+        torch.from_numpy(lam),
+        method=method,
+        gamma=config.gamma,
+        caption_bank=src.bank,
+        allow_extrapolation=config.allow_extrapolation,
+    )
     decode_kwargs = backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale)
     if backend.supports_text_condition:  # the blended text conditions the decode, with the same λ
         t = torch.from_numpy(1.0 - lam)
         texts = src.dataset.texts
-        decode_kwargs["cond"] = interpolate(backend.encode_text([texts[i] for i in ia]), backend.encode_text([texts[i] for i in ib]), t, "lerp")
+        decode_kwargs["cond"] = interpolate(
+            backend.encode_text([texts[i] for i in ia]), backend.encode_text([texts[i] for i in ib]), t, "lerp"
+        )
     with torch.inference_mode():
         images = _to_uint8(backend.decode(mix.latents.to(backend.device), **decode_kwargs))
     ids = [f"syn-{i:08d}" for i in idx]
@@ -219,24 +251,32 @@ def _make_shard(shard: int, config: SynthesisConfig, src: _Source, pairing: Pair
     rows = []
     for j, sid in enumerate(ids):
         soft = [round(float(v), 6) for v in mix.soft_labels[j]]
-        rows.append({
-            "file_name": f"{IMAGES}/{shard:06d}/{sid}.png",
-            "text": mix.captions[j],
-            "composed_text": mix.composed_captions[j],
-            "label": int(np.argmax(soft)),
-            "soft_label": soft,
-            "lambda": round(float(lam[j]), 6),
-            "source_a": ds.ids[ia[j]],
-            "source_b": ds.ids[ib[j]],
-            "label_a": int(ds.labels[ia[j]]),
-            "label_b": int(ds.labels[ib[j]]),
-            "id": sid,
-        })
+        rows.append(
+            {
+                "file_name": f"{IMAGES}/{shard:06d}/{sid}.png",
+                "text": mix.captions[j],
+                "composed_text": mix.composed_captions[j],
+                "label": int(np.argmax(soft)),
+                "soft_label": soft,
+                "lambda": round(float(lam[j]), 6),
+                "source_a": ds.ids[ia[j]],
+                "source_b": ds.ids[ib[j]],
+                "label_a": int(ds.labels[ia[j]]),
+                "label_b": int(ds.labels[ib[j]]),
+                "id": sid,
+            }
+        )
     tensors = {"latent": mix.latents.float().cpu(), "text_embedding": mix.text_embeddings.float().cpu()}
     return rows, tensors, images, ids
 
 
-def synthesize(config: SynthesisConfig, out: str | os.PathLike | None = None, *, quiet: bool = False, keep_in_memory: bool | None = None) -> SynthesisResult:
+def synthesize(
+    config: SynthesisConfig,
+    out: str | os.PathLike | None = None,
+    *,
+    quiet: bool = False,
+    keep_in_memory: bool | None = None,
+) -> SynthesisResult:
     """Make a paired augmentation set; write it to ``out`` and/or return it in memory.
 
     Args:
@@ -253,7 +293,9 @@ def synthesize(config: SynthesisConfig, out: str | os.PathLike | None = None, *,
     config.validate()
     keep = (out is None) if keep_in_memory is None else keep_in_memory
     if keep and config.n > IN_MEMORY_LIMIT:
-        raise ValueError(f"n={config.n} is too many samples to keep in memory (limit {IN_MEMORY_LIMIT}); write them with out=")
+        raise ValueError(
+            f"n={config.n} is too many samples to keep in memory (limit {IN_MEMORY_LIMIT}); write them with out="
+        )
     state = PartialState(cpu=not has_accelerator())
     root = Path(out) if out is not None else None
     if root is not None:
@@ -263,8 +305,14 @@ def synthesize(config: SynthesisConfig, out: str | os.PathLike | None = None, *,
     method = config.method or backend.default_method
     text_encoder = TextEncoder.from_pretrained(config.text_encoder, device=state.device)
     src = _Source(config, backend, text_encoder, quiet or not state.is_local_main_process)
-    pairing = Pairing(config.strategy, src.dataset.labels.numpy(), config.seed, class_pairs=config.class_pairs,
-                      latents=src.latents.numpy() if config.strategy == "knn" else None, k=config.k)
+    pairing = Pairing(
+        config.strategy,
+        src.dataset.labels.numpy(),
+        config.seed,
+        class_pairs=config.class_pairs,
+        latents=src.latents.numpy() if config.strategy == "knn" else None,
+        k=config.k,
+    )
 
     if root is not None and state.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
@@ -280,7 +328,12 @@ def synthesize(config: SynthesisConfig, out: str | os.PathLike | None = None, *,
     todo = [s for s in mine if keep or root is None or shard_rows(root, s) != expected(s)]
     collected: list = []
     written = 0
-    bar = tqdm(total=sum(expected(s) for s in todo), desc="synthesize", unit="sample", disable=quiet or not state.is_local_main_process)
+    bar = tqdm(
+        total=sum(expected(s) for s in todo),
+        desc="synthesize",
+        unit="sample",
+        disable=quiet or not state.is_local_main_process,
+    )
     for s in todo:
         rows, tensors, images, ids = _make_shard(s, config, src, pairing, backend, method)
         if root is not None and shard_rows(root, s) != expected(s):
@@ -301,10 +354,22 @@ def synthesize(config: SynthesisConfig, out: str | os.PathLike | None = None, *,
     return SynthesisResult(out=root, num_samples=config.n, written=written, samples=samples)
 
 
-def _finish(root: Path, config: SynthesisConfig, num_shards: int, backend: LatentBackend, text_encoder: TextEncoder, src: _Source) -> None:
+def _finish(
+    root: Path,
+    config: SynthesisConfig,
+    num_shards: int,
+    backend: LatentBackend,
+    text_encoder: TextEncoder,
+    src: _Source,
+) -> None:
     count = merge_metadata(root, num_shards, root / "metadata.jsonl")
-    merge_embeddings(root, num_shards, ["latent", "text_embedding"], root / "embeddings.safetensors",
-                     {"format": "latentmix-synthetic", "keys": "latent/<id>, text_embedding/<id>"})
+    merge_embeddings(
+        root,
+        num_shards,
+        ["latent", "text_embedding"],
+        root / "embeddings.safetensors",
+        {"format": "latentmix-synthetic", "keys": "latent/<id>, text_embedding/<id>"},
+    )
     manifest = {
         "latentmix_version": __version__,
         "num_samples": count,

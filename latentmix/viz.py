@@ -102,7 +102,9 @@ def save_gif(frames: Tensor, path: str | os.PathLike, *, duration_ms: int = 120,
     return _atomic_save(images, path, "GIF", duration=duration_ms, loop=0)
 
 
-def reliability_diagram(bins_before: tuple, bins_after: tuple | None, path: str | os.PathLike, *, title: str = "") -> Path:
+def reliability_diagram(
+    bins_before: tuple, bins_after: tuple | None, path: str | os.PathLike, *, title: str = ""
+) -> Path:
     """Bar chart of accuracy per confidence bin (before, and after temperature scaling) vs the diagonal.
 
     ``bins_*`` are ``(accuracy, confidence, share)`` from :func:`latentmix.metrics.calibration_bins`.
@@ -124,6 +126,11 @@ def reliability_diagram(bins_before: tuple, bins_after: tuple | None, path: str 
             top = y0 + size - float(acc[i]) * size
             draw.rectangle([left + 1, top, left + width - 1, y0 + size], fill=(70, 110, 180), outline=(40, 60, 120))
         draw.line([x0, y0 + size, x0 + size, y0], fill=(220, 60, 60), width=2)  # perfect calibration
-        draw.text((x0, y0 - 14), ("before" if p == 0 else "after temperature scaling") + (f" - {title}" if title and p == 0 else ""), fill=TEXT, font=font)
+        draw.text(
+            (x0, y0 - 14),
+            ("before" if p == 0 else "after temperature scaling") + (f" - {title}" if title and p == 0 else ""),
+            fill=TEXT,
+            font=font,
+        )
         draw.text((x0, y0 + size + 4), "confidence 0 .. 1; bars: accuracy per bin", fill=TEXT, font=font)
     return save_png(canvas, path)

@@ -85,21 +85,49 @@ def tiny_sd_pipeline(tiny_autoencoder_kl, tiny_clip_tokenizer):
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=8,
     )
     torch.manual_seed(0)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, vocab_size=len(tiny_clip_tokenizer),
-        bos_token_id=len(tiny_clip_tokenizer) - 2, eos_token_id=len(tiny_clip_tokenizer) - 1, pad_token_id=len(tiny_clip_tokenizer) - 1,
-        max_position_embeddings=12,
-    ))
-    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1)
-    return StableDiffusionPipeline(vae=tiny_autoencoder_kl, unet=unet, scheduler=scheduler, text_encoder=text_encoder,
-                                   tokenizer=tiny_clip_tokenizer, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            vocab_size=len(tiny_clip_tokenizer),
+            bos_token_id=len(tiny_clip_tokenizer) - 2,
+            eos_token_id=len(tiny_clip_tokenizer) - 1,
+            pad_token_id=len(tiny_clip_tokenizer) - 1,
+            max_position_embeddings=12,
+        )
+    )
+    scheduler = DDIMScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    return StableDiffusionPipeline(
+        vae=tiny_autoencoder_kl,
+        unet=unet,
+        scheduler=scheduler,
+        text_encoder=text_encoder,
+        tokenizer=tiny_clip_tokenizer,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
 
 
 @pytest.fixture

@@ -16,11 +16,27 @@ from latentmix.cli import main
 def run_cli(*args, cwd=None):
     """Run the installed command in a scratch directory (not the source tree)."""
     cwd = cwd or Path(tempfile.mkdtemp())
-    return subprocess.run([sys.executable, "-m", "latentmix", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "latentmix", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 def test_grid_command_writes_png_and_gif(tmp_path, capsys):
-    code = main(["--quiet", "grid", "--out", str(tmp_path / "g.png"), "--gif", str(tmp_path / "g.gif"), "--classes", "3:8", "1:7", "--steps", "5"])
+    code = main(
+        [
+            "--quiet",
+            "grid",
+            "--out",
+            str(tmp_path / "g.png"),
+            "--gif",
+            str(tmp_path / "g.gif"),
+            "--classes",
+            "3:8",
+            "1:7",
+            "--steps",
+            "5",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "2 pairs x 5 steps" in out and "slerp" in out
@@ -62,7 +78,9 @@ def test_corrupt_checkpoint_is_one_line(tmp_path):
     (tmp_path / "ckpt").mkdir()
     (tmp_path / "ckpt" / "config.json").write_text('{"latentmix_backend": "vae"}')
     proc = run_cli("grid", "--backend", str(tmp_path / "ckpt"), "--out", str(tmp_path / "g.png"))
-    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "could not load ConvVAE" in proc.stderr
+    assert (
+        proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "could not load ConvVAE" in proc.stderr
+    )
 
 
 def test_argument_errors_exit_non_zero():
@@ -74,7 +92,14 @@ def test_argument_errors_exit_non_zero():
 def test_demo_writes_its_outputs(tmp_path, capsys):
     assert main(["--quiet", "demo", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
-    for name in ("grid_slerp.png", "grid_lerp.png", "walk_slerp.gif", "grid_prior.png", "grid_ldm_prompts.png", "paired_preview.png"):
+    for name in (
+        "grid_slerp.png",
+        "grid_lerp.png",
+        "walk_slerp.gif",
+        "grid_prior.png",
+        "grid_ldm_prompts.png",
+        "paired_preview.png",
+    ):
         assert (tmp_path / "demo" / name).is_file() and name in out
     from latentmix.data import SyntheticDataset
 

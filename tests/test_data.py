@@ -89,7 +89,11 @@ def test_train_subfolder_is_used_for_the_train_split(tmp_path):
 
 
 def test_pil_to_tensor_center_crops_then_resizes():
-    wide = Image.fromarray(np.concatenate([np.zeros((10, 10), np.uint8), np.full((10, 10), 255, np.uint8), np.zeros((10, 10), np.uint8)], axis=1))
+    wide = Image.fromarray(
+        np.concatenate(
+            [np.zeros((10, 10), np.uint8), np.full((10, 10), 255, np.uint8), np.zeros((10, 10), np.uint8)], axis=1
+        )
+    )
     out = pil_to_tensor(wide, 5, 1)
     assert out.shape == (1, 5, 5)
     assert torch.allclose(out, torch.ones(1, 5, 5))  # the white centre square survives the crop

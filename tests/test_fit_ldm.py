@@ -11,7 +11,9 @@ from latentmix.backends import LatentDiffusionBackend, load_backend
 from latentmix.cli import main
 from latentmix.train.fit_ldm import LDMFitConfig, fit_ldm
 
-TINY = dict(steps=12, batch_size=64, block_channels=(16,), cross_attention_dim=16, checkpoint_every=4, num_inference_steps=5)
+TINY = dict(
+    steps=12, batch_size=64, block_channels=(16,), cross_attention_dim=16, checkpoint_every=4, num_inference_steps=5
+)
 
 
 def test_fit_resumes_exactly_after_an_interruption_and_saves_references(tmp_path, monkeypatch, crash_on_call):
@@ -40,7 +42,9 @@ def test_fit_resumes_exactly_after_an_interruption_and_saves_references(tmp_path
 
 def test_training_lowers_the_denoising_loss(tmp_path):
     _, short = fit_ldm(LDMFitConfig(**{**TINY, "steps": 2, "evaluate": False}), tmp_path / "a", quiet=True)
-    _, longer = fit_ldm(LDMFitConfig(**{**TINY, "steps": 40, "lr": 3e-3, "evaluate": False}), tmp_path / "b", quiet=True)
+    _, longer = fit_ldm(
+        LDMFitConfig(**{**TINY, "steps": 40, "lr": 3e-3, "evaluate": False}), tmp_path / "b", quiet=True
+    )
     assert longer["final_loss_mean_last_200"] < short["final_loss_mean_last_200"]
 
 
@@ -62,13 +66,51 @@ def test_bad_settings_fail_before_training(tmp_path, override, message):
 
 def test_fit_ldm_cli_then_grid_with_prompts(tmp_path, capsys):
     out = tmp_path / "ldm"
-    assert main(["--quiet", "fit", "ldm", "--steps", "3", "--batch-size", "32", "--block-channels", "16", "--cross-attention-dim", "16",
-                 "--num-inference-steps", "4", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--quiet",
+                "fit",
+                "ldm",
+                "--steps",
+                "3",
+                "--batch-size",
+                "32",
+                "--block-channels",
+                "16",
+                "--cross-attention-dim",
+                "16",
+                "--num-inference-steps",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert f"saved {out}" in capsys.readouterr().out
     assert load_backend(out).num_inference_steps == 4
     png = tmp_path / "walk.png"
-    assert main(["--quiet", "grid", "--backend", str(out), "--prompts", "a handwritten digit 3", "a handwritten digit 8",
-                 "--steps", "4", "--guidance-scale", "2", "--out", str(png)]) == 0
+    assert (
+        main(
+            [
+                "--quiet",
+                "grid",
+                "--backend",
+                str(out),
+                "--prompts",
+                "a handwritten digit 3",
+                "a handwritten digit 8",
+                "--steps",
+                "4",
+                "--guidance-scale",
+                "2",
+                "--out",
+                str(png),
+            ]
+        )
+        == 0
+    )
     assert png.is_file() and "1 pairs x 4 steps" in capsys.readouterr().out
     assert main(["--quiet", "grid", "--backend", str(out), "--prompts", "only one", "--out", str(png)]) == 2
     assert "--prompts takes pairs" in capsys.readouterr().err
@@ -80,9 +122,29 @@ def test_fit_ldm_runs_in_two_real_processes_with_torchrun(tmp_path):
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "latentmix", "--quiet", "fit", "ldm",
-           "--steps", "4", "--batch-size", "32", "--block-channels", "16", "--cross-attention-dim", "16", "--no-evaluate",
-           "--out", str(tmp_path / "ddp")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "latentmix",
+        "--quiet",
+        "fit",
+        "ldm",
+        "--steps",
+        "4",
+        "--batch-size",
+        "32",
+        "--block-channels",
+        "16",
+        "--cross-attention-dim",
+        "16",
+        "--no-evaluate",
+        "--out",
+        str(tmp_path / "ddp"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("saved") == 1 and "processes=2" in proc.stdout

@@ -17,7 +17,9 @@ TINY = dict(epochs=2, batch_size=256, latent_dim=4, block_channels=(8, 16), kl_w
 
 
 def test_fit_saves_a_backend_with_card_and_measured_metrics(tmp_path):
-    backend, metrics = fit_vae(VAEFitConfig(**TINY), tmp_path / "vae", quiet=True, command="latentmix fit vae --epochs 2")
+    backend, metrics = fit_vae(
+        VAEFitConfig(**TINY), tmp_path / "vae", quiet=True, command="latentmix fit vae --epochs 2"
+    )
     assert metrics["train_images"] == 1437 and metrics["test_images"] == 360
     assert 0 < metrics["test_recon_mse"] < 1.5 and metrics["scaling_factor"] > 0
     card = (tmp_path / "vae" / "MODEL_CARD.md").read_text()
@@ -57,8 +59,28 @@ def test_fit_on_an_image_folder_via_the_cli(tmp_path, capsys):
         folder.mkdir(parents=True, exist_ok=True)
         pixels = ((ds.images([i])[0, 0] + 1) * 127.5).round().byte().numpy()
         Image.fromarray(pixels).resize((24, 24)).convert("RGB").save(folder / f"{i}.png")
-    code = main(["--quiet", "fit", "vae", "--data", str(tmp_path / "data"), "--image-size", "16", "--channels", "3",
-                 "--epochs", "1", "--latent-dim", "4", "--block-channels", "8", "16", "--out", str(tmp_path / "out")])
+    code = main(
+        [
+            "--quiet",
+            "fit",
+            "vae",
+            "--data",
+            str(tmp_path / "data"),
+            "--image-size",
+            "16",
+            "--channels",
+            "3",
+            "--epochs",
+            "1",
+            "--latent-dim",
+            "4",
+            "--block-channels",
+            "8",
+            "16",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 0
     backend = load_backend(tmp_path / "out")
     assert backend.image_size == 16 and backend.image_channels == 3
@@ -78,8 +100,12 @@ def test_random_shift_moves_each_image_by_at_most_the_limit():
 
 @pytest.mark.parametrize(
     "override, message",
-    [(dict(epochs=0), "epochs must be a positive int"), (dict(lr=-1.0), "lr must be"), (dict(mixed_precision="fp8"), "mixed_precision"),
-     (dict(augment_shift=-1), "augment_shift")],
+    [
+        (dict(epochs=0), "epochs must be a positive int"),
+        (dict(lr=-1.0), "lr must be"),
+        (dict(mixed_precision="fp8"), "mixed_precision"),
+        (dict(augment_shift=-1), "augment_shift"),
+    ],
 )
 def test_bad_settings_fail_before_training(override, message):
     with pytest.raises(ValueError, match=message):
@@ -90,8 +116,27 @@ def test_fit_runs_in_two_real_processes_with_torchrun(tmp_path):
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "latentmix", "--quiet", "fit", "vae",
-           "--epochs", "2", "--latent-dim", "4", "--block-channels", "8", "16", "--out", str(tmp_path / "ddp")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "latentmix",
+        "--quiet",
+        "fit",
+        "vae",
+        "--epochs",
+        "2",
+        "--latent-dim",
+        "4",
+        "--block-channels",
+        "8",
+        "16",
+        "--out",
+        str(tmp_path / "ddp"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("saved") == 1 and "processes=2" in proc.stdout

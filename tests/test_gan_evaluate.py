@@ -27,7 +27,11 @@ def tiny_gan() -> GANBackend:
 
 
 def test_gan_contract_and_capabilities(tiny_gan):
-    assert tiny_gan.latent_prior == "gaussian" and tiny_gan.default_method == "slerp" and tiny_gan.encoder_kind == "inversion"
+    assert (
+        tiny_gan.latent_prior == "gaussian"
+        and tiny_gan.default_method == "slerp"
+        and tiny_gan.encoder_kind == "inversion"
+    )
     x = DigitsDataset("test").images(range(6))
     with torch.inference_mode():
         z = tiny_gan.encode(x)
@@ -73,7 +77,9 @@ def test_fit_gan_resumes_exactly_after_an_interruption(tmp_path, monkeypatch, cr
 
     full, _ = fit_gan(GANFitConfig(**TINY_FIT), tmp_path / "full", quiet=True)
     assert (tmp_path / "full" / "MODEL_CARD.md").is_file() and list((tmp_path / "full.train" / "samples").glob("*.png"))
-    real = crash_on_call(fg, "ema_update", 7)  # 5 steps per epoch: during the second GAN epoch, after the first checkpoint
+    real = crash_on_call(
+        fg, "ema_update", 7
+    )  # 5 steps per epoch: during the second GAN epoch, after the first checkpoint
     with pytest.raises(KeyboardInterrupt):
         fit_gan(GANFitConfig(**TINY_FIT), tmp_path / "cut", quiet=True)
     assert json.loads((tmp_path / "cut.train" / "state.json").read_text())["epoch"] == 1
@@ -117,7 +123,13 @@ def test_evaluate_reports_every_section_for_a_tiny_vae_and_gan(tiny_vae, tiny_ga
     small = EvalConfig(prior_samples=64, intra_pairs_per_class=3, inter_paths=10, ppl_pairs=16, refine_steps=5)
     for backend in (tiny_vae, tiny_gan):
         report = evaluate_backend(backend, small, quiet=True)
-        assert set(report) >= {"reconstruction", "frechet_distance", "class_consistency", "path_length", "midpoint_norm_ratio"}
+        assert set(report) >= {
+            "reconstruction",
+            "frechet_distance",
+            "class_consistency",
+            "path_length",
+            "midpoint_norm_ratio",
+        }
         assert 0 <= report["class_consistency"]["intra_class_midpoints_slerp"] <= 1
         assert report["midpoint_norm_ratio"]["slerp"] == pytest.approx(1.0, abs=0.01)
         assert report["midpoint_norm_ratio"]["lerp"] <= report["midpoint_norm_ratio"]["slerp"] + 1e-6

@@ -11,7 +11,9 @@ from latentmix.grid import render_grid
 
 
 def test_grid_between_real_images_shows_them_beside_their_reconstructions(tiny_vae, digits_test, tmp_path):
-    result = interpolation_grid(tiny_vae, pairs=[(0, 1), (2, 3), (4, 5)], steps=6, method="lerp", out=tmp_path / "g.png", gif=tmp_path / "g.gif")
+    result = interpolation_grid(
+        tiny_vae, pairs=[(0, 1), (2, 3), (4, 5)], steps=6, method="lerp", out=tmp_path / "g.png", gif=tmp_path / "g.gif"
+    )
     assert result.images.shape == (3, 6, 1, 8, 8) and result.latents.shape == (3, 6, 6)
     assert torch.equal(result.real_a, digits_test.images([0, 2, 4]))
     with torch.inference_mode():
@@ -61,7 +63,9 @@ def test_grid_on_an_rgb_autoencoder_kl_and_image_folder(tiny_akl_backend, tmp_pa
     for cls, pixels in [("a", skimage.data.astronaut()), ("b", skimage.data.coffee()), ("b", skimage.data.chelsea())]:
         (tmp_path / "data" / cls).mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(tmp_path / "data" / cls / f"{len(list((tmp_path / 'data' / cls).iterdir()))}.png")
-    result = interpolation_grid(tiny_akl_backend, data=tmp_path / "data", split="all", steps=3, out=tmp_path / "rgb.png")
+    result = interpolation_grid(
+        tiny_akl_backend, data=tmp_path / "data", split="all", steps=3, out=tmp_path / "rgb.png"
+    )
     assert result.images.shape == (1, 3, 3, 16, 16) and result.png.is_file()
     assert result.row_labels == ["a -> b"]
     with pytest.raises(ValueError, match="no generative prior"):

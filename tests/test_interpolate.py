@@ -277,7 +277,12 @@ def test_property_batch_independence(data):
     a, b, t = data
     out = slerp(a, b, t)
     for i in range(a.shape[0]):
-        torch.testing.assert_close(out[i : i + 1], slerp(a[i : i + 1], b[i : i + 1], t[i : i + 1]), atol=1e-6 * (1 + a[i].norm().item() + b[i].norm().item()), rtol=1e-5)
+        torch.testing.assert_close(
+            out[i : i + 1],
+            slerp(a[i : i + 1], b[i : i + 1], t[i : i + 1]),
+            atol=1e-6 * (1 + a[i].norm().item() + b[i].norm().item()),
+            rtol=1e-5,
+        )
 
 
 @settings(max_examples=150, deadline=None)

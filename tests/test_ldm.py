@@ -45,8 +45,15 @@ def test_decode_matches_the_diffusers_pipeline(ldm, tiny_sd_pipeline, guidance):
     z = noise(ldm, 2)
     pipe = tiny_sd_pipeline
     pipe.set_progress_bar_config(disable=True)
-    ref = pipe(prompt=PROMPTS[:2], latents=z.clone(), num_inference_steps=4, guidance_scale=guidance, output_type="pt",
-               height=16, width=16).images
+    ref = pipe(
+        prompt=PROMPTS[:2],
+        latents=z.clone(),
+        num_inference_steps=4,
+        guidance_scale=guidance,
+        output_type="pt",
+        height=16,
+        width=16,
+    ).images
     with torch.inference_mode():
         ours = ldm.decode(z, texts=PROMPTS[:2], guidance_scale=guidance)
     torch.testing.assert_close((ours + 1) / 2, ref.clamp(0, 1), atol=1e-4, rtol=0)
@@ -60,8 +67,12 @@ def test_ddim_inversion_mirrors_sampling(ldm):
         ldm.unet.conv_out.bias.zero_()
     x = rgb(3)
     with torch.inference_mode():
-        torch.testing.assert_close(ldm.reconstruct(x, texts=PROMPTS[:3], num_inference_steps=7),
-                                   ldm.autoencoder.reconstruct(x), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            ldm.reconstruct(x, texts=PROMPTS[:3], num_inference_steps=7),
+            ldm.autoencoder.reconstruct(x),
+            atol=1e-5,
+            rtol=0,
+        )
 
 
 def test_batched_walk_equals_one_call_per_frame(ldm):
@@ -103,7 +114,9 @@ def test_guidance_changes_samples_and_one_is_the_conditional_model(ldm):
 def test_pipeline_directory_loads_and_saves_in_the_same_layout(ldm, tiny_sd_pipeline, tmp_path):
     tiny_sd_pipeline.save_pretrained(tmp_path / "sd", safe_serialization=True)
     loaded = load_backend(tmp_path / "sd", num_inference_steps=4)
-    assert isinstance(loaded, LatentDiffusionBackend) and loaded.text_max_length == 12 and not loaded.text_attention_mask
+    assert (
+        isinstance(loaded, LatentDiffusionBackend) and loaded.text_max_length == 12 and not loaded.text_attention_mask
+    )
     z = noise(ldm, 2)
     with torch.inference_mode():
         ref = ldm.decode(z, texts=PROMPTS[:2])
@@ -160,8 +173,14 @@ def test_float16_keeps_a_force_upcast_vae_in_float32(ldm):
         (lambda b: b.decode(noise(b, 2), texts="a b"), "texts: .*list"),
         (lambda b: b.encode(rgb(2)), "texts"),
         (lambda b: b.decode(torch.zeros(2, 4, 4, 4), texts=["", ""]), "latents must have shape \\(N, 4, 8, 8\\)"),
-        (lambda b: b.decode(noise(b, 1), texts=[""], num_inference_steps=0), "num_inference_steps must be a positive int"),
-        (lambda b: b.decode(noise(b, 1), texts=[""], num_inference_steps=-3), "num_inference_steps must be a positive int"),
+        (
+            lambda b: b.decode(noise(b, 1), texts=[""], num_inference_steps=0),
+            "num_inference_steps must be a positive int",
+        ),
+        (
+            lambda b: b.decode(noise(b, 1), texts=[""], num_inference_steps=-3),
+            "num_inference_steps must be a positive int",
+        ),
         (lambda b: b.decode(noise(b, 1), texts=[""], guidance_scale=0.5), "guidance_scale must be >= 1"),
         (lambda b: b.decode(noise(b, 1), cond=torch.zeros(1, 5, 32)), "cond must have shape \\(1, 12, 32\\)"),
         (lambda b: b.decode(noise(b, 1), texts=[""], cond=b.encode_text([""])), "texts or cond, not both"),

@@ -32,11 +32,19 @@ def test_grid_real_endpoints_are_conditioned_on_their_captions(digits_ldm, digit
     result = interpolation_grid(digits_ldm, pairs=[(0, 5), (10, 20)], steps=4, num_inference_steps=STEPS)
     assert result.images.shape == (2, 4, 1, 8, 8)
     with torch.inference_mode():  # the endpoints are the round trips of the real images under their own captions
-        ends = digits_ldm.reconstruct(digits_test.images([0, 10, 5, 20]), texts=[digits_test.texts[i] for i in (0, 10, 5, 20)],
-                                      num_inference_steps=STEPS)
+        ends = digits_ldm.reconstruct(
+            digits_test.images([0, 10, 5, 20]),
+            texts=[digits_test.texts[i] for i in (0, 10, 5, 20)],
+            num_inference_steps=STEPS,
+        )
     torch.testing.assert_close(torch.cat([result.images[:, 0], result.images[:, -1]]), ends, atol=1e-4, rtol=0)
-    prompts = interpolation_grid(digits_ldm, prompts=[("a handwritten digit 3", "a handwritten digit 8")], steps=3,
-                                 num_inference_steps=STEPS, guidance_scale=2.0)
+    prompts = interpolation_grid(
+        digits_ldm,
+        prompts=[("a handwritten digit 3", "a handwritten digit 8")],
+        steps=3,
+        num_inference_steps=STEPS,
+        guidance_scale=2.0,
+    )
     assert prompts.images.shape == (1, 3, 1, 8, 8) and prompts.real_a is None
     with pytest.raises(ValueError, match="prompts condition prior endpoints"):
         interpolation_grid(digits_ldm, classes=[(3, 8)], prompts=[("a", "b")])
@@ -45,7 +53,9 @@ def test_grid_real_endpoints_are_conditioned_on_their_captions(digits_ldm, digit
 
 
 def test_synthesis_decodes_with_the_blended_text_conditioning(digits_ldm, tmp_path):
-    config = SynthesisConfig(backend="digits-ldm", n=12, strategy="inter-class", num_inference_steps=STEPS, shard_size=8)
+    config = SynthesisConfig(
+        backend="digits-ldm", n=12, strategy="inter-class", num_inference_steps=STEPS, shard_size=8
+    )
     synthesize(config, tmp_path / "set", quiet=True)
     syn = SyntheticDataset(tmp_path / "set")
     assert len(syn) == 12 and syn.manifest["backend_class"] == "latent-diffusion"
@@ -65,8 +75,9 @@ def test_synthesis_decodes_with_the_blended_text_conditioning(digits_ldm, tmp_pa
 
 
 def test_evaluate_reports_text_conditional_consistency(digits_ldm):
-    config = EvalConfig(prior_samples=40, intra_pairs_per_class=2, inter_paths=6, path_steps=3, ppl_pairs=8,
-                        num_inference_steps=STEPS)
+    config = EvalConfig(
+        prior_samples=40, intra_pairs_per_class=2, inter_paths=6, path_steps=3, ppl_pairs=8, num_inference_steps=STEPS
+    )
     report = evaluate_backend(digits_ldm, config, quiet=True)
     assert report["backend"] == "latent-diffusion" and report["latent_shape"] == [4, 2, 2]
     assert 0 <= report["class_consistency"]["text_conditional"] <= 1
@@ -78,8 +89,41 @@ def test_synthesize_cli_with_the_ldm_and_sampler_flags(tmp_path, capsys):
     from latentmix.cli import main
 
     out = tmp_path / "set"
-    assert main(["--quiet", "synthesize", "--backend", "digits-ldm", "-n", "6", "--num-inference-steps", "4",
-                 "--guidance-scale", "1.5", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--quiet",
+                "synthesize",
+                "--backend",
+                "digits-ldm",
+                "-n",
+                "6",
+                "--num-inference-steps",
+                "4",
+                "--guidance-scale",
+                "1.5",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "wrote 6 samples" in capsys.readouterr().out and len(SyntheticDataset(out)) == 6
-    assert main(["--quiet", "synthesize", "--backend", "digits-ldm", "-n", "6", "--guidance-scale", "0.5", "--out", str(tmp_path / "bad")]) == 2
+    assert (
+        main(
+            [
+                "--quiet",
+                "synthesize",
+                "--backend",
+                "digits-ldm",
+                "-n",
+                "6",
+                "--guidance-scale",
+                "0.5",
+                "--out",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 2
+    )
     assert "guidance_scale must be >= 1" in capsys.readouterr().err and not (tmp_path / "bad").exists()

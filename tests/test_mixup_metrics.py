@@ -68,7 +68,9 @@ def test_cutmix_lambda_is_the_area_share_after_clipping():
     torch.testing.assert_close(corrected, 1 - area.double().float() / 64)
     x = torch.zeros(4, 1, 8, 8)
     donor = torch.ones(4, 1, 8, 8)
-    pasted = apply_boxes(torch.cat([x, donor]), torch.cat([torch.arange(4, 8), torch.arange(4)]), torch.cat([boxes, boxes]))[:4]
+    pasted = apply_boxes(
+        torch.cat([x, donor]), torch.cat([torch.arange(4, 8), torch.arange(4)]), torch.cat([boxes, boxes])
+    )[:4]
     torch.testing.assert_close(1 - pasted.mean(dim=(1, 2, 3)), corrected)
     out = Mixup(5, mixup_alpha=0.0, cutmix_alpha=1.0, generator=torch.Generator().manual_seed(0))(*batch())
     assert out.kind == "cutmix" and torch.allclose(out.y.sum(1), torch.ones(7))
@@ -85,8 +87,12 @@ def test_soft_targets_accept_indices_one_hot_and_soft_with_smoothing():
 def test_mixup_probability_and_bad_settings():
     out = Mixup(5, mixup_alpha=1.0, prob=0.0)(*batch())
     assert out.kind == "none" and torch.equal(out.lam, torch.ones(7))
-    for kwargs, message in [(dict(mixup_alpha=-1.0), "mixup_alpha must be"), (dict(mixup_alpha=0.0), "both are 0"),
-                            (dict(mode="pixel"), "mode must be one of"), (dict(prob=2.0), "prob must be in")]:
+    for kwargs, message in [
+        (dict(mixup_alpha=-1.0), "mixup_alpha must be"),
+        (dict(mixup_alpha=0.0), "both are 0"),
+        (dict(mode="pixel"), "mode must be one of"),
+        (dict(prob=2.0), "prob must be in"),
+    ]:
         with pytest.raises(ValueError, match=message):
             Mixup(5, **kwargs)
 
@@ -160,7 +166,9 @@ def test_ece_matches_torchmetrics():
     g = torch.Generator().manual_seed(0)
     for scale in (0.5, 3.0, 20.0):
         logits = torch.randn(2000, 10, generator=g) * scale
-        labels = torch.where(torch.rand(2000, generator=g) < 0.6, logits.argmax(1), torch.randint(0, 10, (2000,), generator=g))
+        labels = torch.where(
+            torch.rand(2000, generator=g) < 0.6, logits.argmax(1), torch.randint(0, 10, (2000,), generator=g)
+        )
         probs = logits.softmax(1)
         ours = expected_calibration_error(probs, labels)
         ref = float(MulticlassCalibrationError(10, n_bins=15, norm="l1")(probs, labels))
@@ -176,7 +184,9 @@ def test_temperature_scaling_recovers_an_overconfident_model():
     overconfident = true_logits * 3  # the right T is 3
     t = fit_temperature(overconfident, labels)
     assert t == pytest.approx(3.0, rel=0.1)
-    assert fit_temperature(overconfident, labels, None) == pytest.approx(t, rel=0.02)  # 4,000 examples outweigh the prior
+    assert fit_temperature(overconfident, labels, None) == pytest.approx(
+        t, rel=0.02
+    )  # 4,000 examples outweigh the prior
     before, after = classification_report(overconfident, labels), classification_report(overconfident, labels, t)
     assert after["nll"] < before["nll"] and after["ece"] < before["ece"]
     assert before["confidence_gap"] > 0.05 and abs(after["confidence_gap"]) < 0.03
@@ -193,7 +203,9 @@ def test_temperature_prior_shrinks_small_validation_fits_towards_one():
     assert fit_temperature(logits, labels, 0.05) > shrunk  # a tighter prior pulls harder
     # the MAP is where the summed NLL's slope balances the prior's: d/dlogT [n·NLL + log²T / 2σ²] = 0
     log_t = torch.tensor(math.log(shrunk), dtype=torch.float64, requires_grad=True)
-    objective = torch.nn.functional.cross_entropy(logits.double() / log_t.exp(), labels, reduction="sum") + log_t**2 / (2 * 0.3**2)
+    objective = torch.nn.functional.cross_entropy(logits.double() / log_t.exp(), labels, reduction="sum") + log_t**2 / (
+        2 * 0.3**2
+    )
     objective.backward()
     assert abs(float(log_t.grad)) < 1e-2  # of a summed objective whose terms are O(1) each
     with pytest.raises(ValueError, match="prior_sigma"):

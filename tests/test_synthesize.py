@@ -25,7 +25,11 @@ SMALL = dict(n=40, shard_size=16)
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +45,11 @@ def test_layout_metadata_and_manifest(reference):
     rows = [json.loads(line) for line in (reference / "metadata.jsonl").read_text().splitlines()]
     assert len(rows) == 40 and len(set(r["id"] for r in rows)) == 40
     manifest = json.loads((reference / "manifest.json").read_text())
-    assert manifest["num_samples"] == 40 and manifest["num_classes"] == 10 and manifest["text_encoder"] == "all-MiniLM-L6-v2"
+    assert (
+        manifest["num_samples"] == 40
+        and manifest["num_classes"] == 10
+        and manifest["text_encoder"] == "all-MiniLM-L6-v2"
+    )
     for r in rows:
         assert (reference / r["file_name"]).is_file()
         assert abs(sum(r["soft_label"]) - 1) < 1e-5 and r["label"] == max(range(10), key=lambda k: r["soft_label"][k])
@@ -64,7 +72,9 @@ def test_the_same_lambda_reaches_image_latent_text_and_label_on_disk(reference):
         emb = ds.embeddings(i)
         torch.testing.assert_close(emb["latent"][None], interpolate(za, zb, 1 - lam, "slerp"), atol=1e-5, rtol=1e-4)
         ta, tb = text_encoder.encode([train.texts[a], train.texts[b]])
-        torch.testing.assert_close(emb["text_embedding"][None], interpolate(ta[None], tb[None], 1 - lam, "slerp"), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            emb["text_embedding"][None], interpolate(ta[None], tb[None], 1 - lam, "slerp"), atol=1e-5, rtol=1e-4
+        )
         expected = torch.zeros(10)
         expected[int(train.labels[a])] += r["lambda"]
         expected[int(train.labels[b])] += 1 - r["lambda"]
@@ -114,7 +124,19 @@ def test_interrupted_run_resumes_to_the_identical_set(tmp_path, reference, monke
 
 def test_killed_process_resumes_without_gaps_or_duplicates(tmp_path):
     out = tmp_path / "set"
-    args = [sys.executable, "-m", "latentmix", "--quiet", "synthesize", "--num-samples", "3000", "--shard-size", "50", "--out", str(out)]
+    args = [
+        sys.executable,
+        "-m",
+        "latentmix",
+        "--quiet",
+        "synthesize",
+        "--num-samples",
+        "3000",
+        "--shard-size",
+        "50",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tempfile.mkdtemp())
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.glob("shards/*.jsonl"))) < 3:
@@ -134,8 +156,25 @@ def test_killed_process_resumes_without_gaps_or_duplicates(tmp_path):
 
 def test_two_processes_give_a_byte_identical_set(tmp_path, reference):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "latentmix", "--quiet", "synthesize",
-           "--num-samples", "40", "--shard-size", "16", "--strategy", "inter-class", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "latentmix",
+        "--quiet",
+        "synthesize",
+        "--num-samples",
+        "40",
+        "--shard-size",
+        "16",
+        "--strategy",
+        "inter-class",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tempfile.mkdtemp())
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("wrote 40 samples") == 1
@@ -169,7 +208,9 @@ def test_a_full_disk_loses_nothing_already_written(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         synthesize(SynthesisConfig(n=40, shard_size=16), out, quiet=True)
     after = tree_digest(out)
-    assert {k: v for k, v in after.items() if k in before} == before and set(after) <= set(before) | {".latentmix-run.json"}
+    assert {k: v for k, v in after.items() if k in before} == before and set(after) <= set(before) | {
+        ".latentmix-run.json"
+    }
     assert SyntheticDataset(out).manifest["num_samples"] == 16
 
 
@@ -203,7 +244,9 @@ def test_bad_data_and_output_directories(tmp_path):
     meta.mkdir()
     for i in range(2):
         Image.new("L", (8, 8)).save(meta / f"{i}.png")
-    (meta / "metadata.jsonl").write_text('{"file_name": "0.png", "text": "x", "label": 0}\n{"file_name": "1.png", "label": 1}\n')
+    (meta / "metadata.jsonl").write_text(
+        '{"file_name": "0.png", "text": "x", "label": 0}\n{"file_name": "1.png", "label": 1}\n'
+    )
     with pytest.raises(ValueError, match="'text' is missing for some images"):
         synthesize(SynthesisConfig(n=4, data=str(meta), strategy="random"), tmp_path / "b", quiet=True)
     unrelated = tmp_path / "unrelated"
@@ -223,6 +266,26 @@ def test_bad_data_and_output_directories(tmp_path):
 
 
 def test_cli_bad_input_is_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "latentmix", "synthesize", "--num-samples", "4", "--lam", "-0.2", "--out", str(tmp_path / "o")],
-                          capture_output=True, text=True, cwd=tempfile.mkdtemp(), timeout=300)
-    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "allow-extrapolation" in proc.stderr.replace("_", "-")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "latentmix",
+            "synthesize",
+            "--num-samples",
+            "4",
+            "--lam",
+            "-0.2",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tempfile.mkdtemp(),
+        timeout=300,
+    )
+    assert (
+        proc.returncode == 2
+        and proc.stderr.strip().count("\n") == 0
+        and "allow-extrapolation" in proc.stderr.replace("_", "-")
+    )

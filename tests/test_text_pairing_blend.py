@@ -41,8 +41,15 @@ def test_minilm_embeddings_are_normalised_cached_and_meaningful(minilm):
 
 def test_clip_text_model_works_through_the_same_class(tmp_path):
     torch.manual_seed(0)
-    config = CLIPTextConfig(vocab_size=30522, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                            num_attention_heads=4, max_position_embeddings=77, projection_dim=32)
+    config = CLIPTextConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=32,
+    )
     CLIPTextModel(config).save_pretrained(tmp_path / "clip")
     AutoTokenizer.from_pretrained(str(default_text_encoder_path())).save_pretrained(tmp_path / "clip")
     enc = TextEncoder.from_pretrained(tmp_path / "clip")

@@ -50,7 +50,11 @@ def test_training_is_seeded():
 
 
 def test_synthetic_set_with_soft_labels_and_gamma(tmp_path):
-    synthesize(SynthesisConfig(n=64, strategy="inter-class", labels_per_class=5, subset_seed=0, shard_size=32), tmp_path / "syn", quiet=True)
+    synthesize(
+        SynthesisConfig(n=64, strategy="inter-class", labels_per_class=5, subset_seed=0, shard_size=32),
+        tmp_path / "syn",
+        quiet=True,
+    )
     report = train_classifier(replace(FAST, synthetic=str(tmp_path / "syn"), gamma=2.0), quiet=True)
     assert report["synthetic_examples"] == 64 and report["test"]["accuracy"] > 0.2
     fused = train_classifier(replace(FAST, synthetic=str(tmp_path / "syn"), mixup="cross-modal"), quiet=True)
@@ -87,7 +91,9 @@ def test_feature_files_train_an_mlp_and_the_estimator_fits_tabular_data(tmp_path
     order = rng.permutation(len(y))
     tr, te = order[:130], order[130:]
     np.savez(tmp_path / "wine.npz", X_train=X[tr], y_train=y[tr], X_test=X[te], y_test=y[te])
-    report = train_classifier(TrainConfig(data=str(tmp_path / "wine.npz"), mixup="manifold", steps=200, eval_every=50), quiet=True)
+    report = train_classifier(
+        TrainConfig(data=str(tmp_path / "wine.npz"), mixup="manifold", steps=200, eval_every=50), quiet=True
+    )
     assert report["test"]["accuracy"] > 0.8
     with pytest.raises(ValueError, match="cutmix needs images"):
         train_classifier(TrainConfig(data=str(tmp_path / "wine.npz"), mixup="cutmix", steps=10), quiet=True)
@@ -102,7 +108,9 @@ def test_feature_files_train_an_mlp_and_the_estimator_fits_tabular_data(tmp_path
 
 
 def test_compare_reports_mean_std_and_per_seed_numbers(tmp_path):
-    results = run_compare(replace(FAST, steps=40), ["erm", "blends-intra"], [0, 1], synthetic_n=32, workdir=str(tmp_path))
+    results = run_compare(
+        replace(FAST, steps=40), ["erm", "blends-intra"], [0, 1], synthetic_n=32, workdir=str(tmp_path)
+    )
     erm = results["recipes"]["erm"]
     assert [p["seed"] for p in erm["per_seed"]] == [0, 1]
     accs = [p["before"]["accuracy"] for p in erm["per_seed"]]
@@ -122,7 +130,10 @@ def test_paired_differences_of_identical_recipes_are_exactly_zero():
     from latentmix.compare import paired_differences
 
     gen = torch.Generator().manual_seed(0)
-    runs = [(torch.randn(50, 4, generator=gen, dtype=torch.float64), torch.randint(0, 4, (50,), generator=gen)) for _ in range(3)]
+    runs = [
+        (torch.randn(50, 4, generator=gen, dtype=torch.float64), torch.randint(0, 4, (50,), generator=gen))
+        for _ in range(3)
+    ]
     d = paired_differences(runs, runs, resamples=20)
     assert all(v["mean"] == 0 and v["ci95"] == [0.0, 0.0] for v in d.values())
     shifted = [(z * 3, y) for z, y in runs]  # sharper logits: same accuracy, different NLL and ECE
@@ -148,20 +159,53 @@ def test_train_cli_errors_before_training(args, message, capsys):
 def test_bad_temperature_prior_is_an_argument_error(value, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--quiet", "train", "--temperature-prior", value])
-    assert exit_info.value.code == 2 and "--temperature-prior: expected a number > 0 or 'none'" in capsys.readouterr().err
+    assert (
+        exit_info.value.code == 2 and "--temperature-prior: expected a number > 0 or 'none'" in capsys.readouterr().err
+    )
     with pytest.raises(ValueError, match="temperature_prior"):
         train_classifier(replace(FAST, temperature_prior=0.0), quiet=True)
 
 
 def test_train_cli_writes_json_and_reliability_diagram(tmp_path, capsys):
-    code = main(["--quiet", "train", "--labels-per-class", "5", "--steps", "40", "--mixup", "input",
-                 "--json", str(tmp_path / "r.json"), "--reliability", str(tmp_path / "r.png")])
+    code = main(
+        [
+            "--quiet",
+            "train",
+            "--labels-per-class",
+            "5",
+            "--steps",
+            "40",
+            "--mixup",
+            "input",
+            "--json",
+            str(tmp_path / "r.json"),
+            "--reliability",
+            str(tmp_path / "r.png"),
+        ]
+    )
     assert code == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert {"test", "test_temperature_scaled", "temperature"} <= set(report)
     assert report["config"]["temperature_prior"] == 0.3
-    assert main(["--quiet", "train", "--labels-per-class", "5", "--steps", "40", "--mixup", "input", "--temperature-prior", "none",
-                 "--json", str(tmp_path / "plain.json")]) == 0
+    assert (
+        main(
+            [
+                "--quiet",
+                "train",
+                "--labels-per-class",
+                "5",
+                "--steps",
+                "40",
+                "--mixup",
+                "input",
+                "--temperature-prior",
+                "none",
+                "--json",
+                str(tmp_path / "plain.json"),
+            ]
+        )
+        == 0
+    )
     plain = json.loads((tmp_path / "plain.json").read_text())  # the same model, Guo et al.'s fit
     assert plain["config"]["temperature_prior"] is None and plain["test"] == report["test"]
     assert plain["temperature"] != report["temperature"]
@@ -186,8 +230,23 @@ def test_training_in_two_processes_gathers_every_test_prediction(tmp_path):
     import sys
     import tempfile
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "latentmix", "--quiet", "train",
-           "--labels-per-class", "5", "--steps", "30", "--json", str(tmp_path / "r.json")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "latentmix",
+        "--quiet",
+        "train",
+        "--labels-per-class",
+        "5",
+        "--steps",
+        "30",
+        "--json",
+        str(tmp_path / "r.json"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tempfile.mkdtemp())
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((tmp_path / "r.json").read_text())

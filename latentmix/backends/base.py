@@ -107,7 +107,9 @@ def atomic_directory(target: Path, write, *, marker: str = "latentmix_backend") 
         cfg = target / BACKEND_CONFIG
         is_saved = cfg.is_file() and marker in cfg.read_text()
         if any(target.iterdir()) and not is_saved:
-            raise ValueError(f"save directory {target} is not empty and does not hold a saved latentmix model; choose another")
+            raise ValueError(
+                f"save directory {target} is not empty and does not hold a saved latentmix model; choose another"
+            )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(target)
     tmp.mkdir()
@@ -157,7 +159,9 @@ class LatentBackend(abc.ABC):
         """
         if self.encoder_kind != "inversion":
             if refine_steps:
-                raise ValueError(f"refine_steps applies to inversion backends (GANs); {self.backend_name!r} encodes with {self.encoder_kind} encoding")
+                raise ValueError(
+                    f"refine_steps applies to inversion backends (GANs); {self.backend_name!r} encodes with {self.encoder_kind} encoding"
+                )
             return {}
         return {"refine_steps": self.DEFAULT_REFINE_STEPS if refine_steps is None else refine_steps}
 
@@ -165,7 +169,11 @@ class LatentBackend(abc.ABC):
         """Keyword arguments for :meth:`encode` / :meth:`decode` of diffusion backends (DDIM steps,
         classifier-free guidance); None keeps the backend's default, and setting them for other
         backends is an error."""
-        given = {k: v for k, v in (("num_inference_steps", num_inference_steps), ("guidance_scale", guidance_scale)) if v is not None}
+        given = {
+            k: v
+            for k, v in (("num_inference_steps", num_inference_steps), ("guidance_scale", guidance_scale))
+            if v is not None
+        }
         if given and self.encoder_kind != "ddim-inversion":
             raise ValueError(f"{' and '.join(given)} apply to diffusion backends; {self.backend_name!r} has no sampler")
         return given
@@ -225,7 +233,9 @@ class LatentBackend(abc.ABC):
         images = self.check_images(images)
         return self._chunked(self._encode, images, texts, cond, kwargs)
 
-    def decode(self, latents: Tensor, *, texts: list[str] | None = None, cond: Tensor | None = None, **kwargs) -> Tensor:
+    def decode(
+        self, latents: Tensor, *, texts: list[str] | None = None, cond: Tensor | None = None, **kwargs
+    ) -> Tensor:
         """Decode latents (N, *latent_shape) to images (N, C, H, W) in [-1, 1], in chunks of ``batch_size``."""
         latents = self.check_latents(latents)
         return self._chunked(self._decode, latents, texts, cond, kwargs)
@@ -250,7 +260,9 @@ class LatentBackend(abc.ABC):
         z = torch.randn((n, *self.latent_shape), generator=generator, device=gen_device)
         return z.to(device=self.device, dtype=self.dtype)
 
-    def reconstruct(self, images: Tensor, *, texts: list[str] | None = None, cond: Tensor | None = None, **kwargs) -> Tensor:
+    def reconstruct(
+        self, images: Tensor, *, texts: list[str] | None = None, cond: Tensor | None = None, **kwargs
+    ) -> Tensor:
         """decode(encode(images)); sampler settings (``num_inference_steps``, ``guidance_scale``) apply to both."""
         if cond is None and texts is not None:
             cond = self.encode_text(texts)
@@ -307,12 +319,16 @@ class LatentBackend(abc.ABC):
         if texts is not None and cond is not None:
             raise ValueError("pass texts or cond, not both")
         if self.requires_text and not conditioned:
-            raise ValueError(f"texts: backend {self.backend_name!r} is text-conditioned and needs one text per item ({n}); "
-                             "pass texts=[...] (\"\" for unconditional) or cond=")
+            raise ValueError(
+                f"texts: backend {self.backend_name!r} is text-conditioned and needs one text per item ({n}); "
+                'pass texts=[...] ("" for unconditional) or cond='
+            )
         if texts is not None:
             if isinstance(texts, str) or not isinstance(texts, (list, tuple)) or len(texts) != n:
                 got = f"a {type(texts).__name__}" if not isinstance(texts, (list, tuple)) else len(texts)
-                raise ValueError(f"texts: backend {self.backend_name!r} needs a list of one text per item ({n}), got {got}")
+                raise ValueError(
+                    f"texts: backend {self.backend_name!r} needs a list of one text per item ({n}), got {got}"
+                )
         if cond is not None:
             cond = self.check_cond(cond, n)
         outs = []
@@ -332,7 +348,9 @@ class LatentBackend(abc.ABC):
             raise TypeError(f"cond must be a floating-point tensor from encode_text, got {type(cond).__name__}")
         expected = tuple(self.encode_text([""]).shape[1:])
         if tuple(cond.shape) != (n, *expected):
-            raise ValueError(f"cond must have shape ({n}, {', '.join(map(str, expected))}) (one conditioning per item), got {tuple(cond.shape)}")
+            raise ValueError(
+                f"cond must have shape ({n}, {', '.join(map(str, expected))}) (one conditioning per item), got {tuple(cond.shape)}"
+            )
         if not bool(torch.isfinite(cond).all()):
             raise ValueError("cond contains non-finite values (NaN or inf)")
         return cond.to(device=self.device, dtype=self.dtype)

@@ -45,7 +45,12 @@ class Generator(ModelMixin, ConfigMixin):
         blocks: list[nn.Module] = [nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU()]
         ch = width
         for _ in range(self.ups):
-            blocks += [nn.Upsample(scale_factor=2), nn.Conv2d(ch, ch // 2, 3, padding=1), nn.BatchNorm2d(ch // 2), nn.ReLU()]
+            blocks += [
+                nn.Upsample(scale_factor=2),
+                nn.Conv2d(ch, ch // 2, 3, padding=1),
+                nn.BatchNorm2d(ch // 2),
+                nn.ReLU(),
+            ]
             ch //= 2
         blocks += [nn.Conv2d(ch, channels, 3, padding=1), nn.Tanh()]
         self.net = nn.Sequential(*blocks)
@@ -62,7 +67,7 @@ class Discriminator(ModelMixin, ConfigMixin):
     def __init__(self, channels: int = 1, image_size: int = 8, width: int = 128):
         super().__init__()
         downs = _check_size(image_size).bit_length() - 3
-        ch = width // 2 ** downs
+        ch = width // 2**downs
         layers: list[nn.Module] = [spectral_norm(nn.Conv2d(channels, ch, 3, padding=1)), nn.LeakyReLU(0.2)]
         for _ in range(downs):
             layers += [spectral_norm(nn.Conv2d(ch, ch * 2, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
@@ -85,12 +90,19 @@ class InversionEncoder(ModelMixin, ConfigMixin):
     def __init__(self, latent_dim: int = 32, channels: int = 1, image_size: int = 8, width: int = 128):
         super().__init__()
         downs = _check_size(image_size).bit_length() - 3
-        ch = width // 2 ** downs
+        ch = width // 2**downs
         layers: list[nn.Module] = [nn.Conv2d(channels, ch, 3, padding=1), nn.SiLU()]
         for _ in range(downs):
             layers += [nn.Conv2d(ch, ch * 2, 4, stride=2, padding=1), nn.GroupNorm(8, ch * 2), nn.SiLU()]
             ch *= 2
-        layers += [nn.Conv2d(ch, ch, 3, padding=1), nn.SiLU(), nn.Flatten(), nn.Linear(ch * 16, 256), nn.SiLU(), nn.Linear(256, latent_dim)]
+        layers += [
+            nn.Conv2d(ch, ch, 3, padding=1),
+            nn.SiLU(),
+            nn.Flatten(),
+            nn.Linear(ch * 16, 256),
+            nn.SiLU(),
+            nn.Linear(256, latent_dim),
+        ]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -112,14 +124,26 @@ class GANBackend(LatentBackend):
     default_method = "slerp"
     encoder_kind = "inversion"
 
-    def __init__(self, generator: Generator, discriminator: Discriminator | None = None, encoder: InversionEncoder | None = None,
-                 *, refine_lr: float = 0.05, feature_weight: float = 0.05, prior_weight: float = 0.1):
+    def __init__(
+        self,
+        generator: Generator,
+        discriminator: Discriminator | None = None,
+        encoder: InversionEncoder | None = None,
+        *,
+        refine_lr: float = 0.05,
+        feature_weight: float = 0.05,
+        prior_weight: float = 0.1,
+    ):
         if not isinstance(generator, Generator):
             raise TypeError(f"generator must be a Generator, got {type(generator).__name__}")
         self.generator = generator.eval()
         self.discriminator = discriminator.eval() if discriminator is not None else None
         self.encoder = encoder.eval() if encoder is not None else None
-        self.refine_lr, self.feature_weight, self.prior_weight = float(refine_lr), float(feature_weight), float(prior_weight)
+        self.refine_lr, self.feature_weight, self.prior_weight = (
+            float(refine_lr),
+            float(feature_weight),
+            float(prior_weight),
+        )
 
     @property
     def image_size(self) -> int:
@@ -142,8 +166,10 @@ class GANBackend(LatentBackend):
         if isinstance(refine_steps, bool) or not isinstance(refine_steps, int) or refine_steps < 0:
             raise ValueError(f"refine_steps must be an int >= 0, got {refine_steps!r}")
         if self.encoder is None:
-            raise ValueError("this GAN checkpoint has no inversion encoder: `latentmix fit gan --out DIR` fits one after the GAN "
-                             "(re-running the same command on an interrupted run resumes into that phase)")
+            raise ValueError(
+                "this GAN checkpoint has no inversion encoder: `latentmix fit gan --out DIR` fits one after the GAN "
+                "(re-running the same command on an interrupted run resumes into that phase)"
+            )
         if refine_steps and self.discriminator is None and self.feature_weight > 0:
             raise ValueError("refinement with a feature loss needs the discriminator, which this checkpoint lacks")
         return super().encode(images, texts=texts, refine_steps=refine_steps, **kwargs)
@@ -165,7 +191,9 @@ class GANBackend(LatentBackend):
                 x = self.generator(z)
                 per_image = (x - images).pow(2).flatten(1).mean(1)
                 if target is not None:
-                    per_image = per_image + self.feature_weight * (self.discriminator.features(x) - target).pow(2).mean(1)
+                    per_image = per_image + self.feature_weight * (self.discriminator.features(x) - target).pow(2).mean(
+                        1
+                    )
                 shell = z.norm(dim=1) / d**0.5 - 1.0
                 loss = (per_image + self.prior_weight * shell.pow(2)).sum()  # a sum: each row's gradient is its own
                 (z.grad,) = torch.autograd.grad(loss, [z])  # no gradients left in the networks' weights

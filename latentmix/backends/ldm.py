@@ -41,7 +41,14 @@ from diffusers import AutoencoderKL, DDIMInverseScheduler, DDIMScheduler, UNet2D
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from latentmix.backends.base import BACKEND_CONFIG, LatentBackend, move_modules, read_json, refuse_pickles, register_backend
+from latentmix.backends.base import (
+    BACKEND_CONFIG,
+    LatentBackend,
+    move_modules,
+    read_json,
+    refuse_pickles,
+    register_backend,
+)
 from latentmix.backends.vae import AutoencoderKLBackend, _load_weights, downsample_factor
 from latentmix.text import TextEncoder
 
@@ -114,7 +121,9 @@ class LatentDiffusionBackend(LatentBackend):
         text_encoder_ref: str | None = None,
     ):
         if not isinstance(autoencoder, LatentBackend) or autoencoder.supports_text_condition:
-            raise TypeError(f"autoencoder must be an unconditional LatentBackend (VAE or AutoencoderKL), got {type(autoencoder).__name__}")
+            raise TypeError(
+                f"autoencoder must be an unconditional LatentBackend (VAE or AutoencoderKL), got {type(autoencoder).__name__}"
+            )
         if not isinstance(unet, UNet2DConditionModel):
             raise TypeError(f"unet must be a diffusers UNet2DConditionModel, got {type(unet).__name__}")
         if not hasattr(scheduler, "config"):
@@ -127,11 +136,15 @@ class LatentDiffusionBackend(LatentBackend):
             raise ValueError(f"unet: out_channels {cfg.out_channels} must equal in_channels {shape[0]}")
         ae_numel = int(torch.Size(autoencoder.latent_shape).numel())
         if ae_numel != shape[0] * shape[1] * shape[2]:
-            raise ValueError(f"unet: sample shape {shape} holds {shape[0] * shape[1] * shape[2]} values but the autoencoder's "
-                             f"latents {tuple(autoencoder.latent_shape)} hold {ae_numel}")
+            raise ValueError(
+                f"unet: sample shape {shape} holds {shape[0] * shape[1] * shape[2]} values but the autoencoder's "
+                f"latents {tuple(autoencoder.latent_shape)} hold {ae_numel}"
+            )
         text_dim = int(cfg.encoder_hid_dim) if cfg.encoder_hid_dim_type == "text_proj" else int(cfg.cross_attention_dim)
         if text_dim != text_encoder.embedding_dim:
-            raise ValueError(f"unet: expects text hidden states of size {text_dim}, the text encoder gives {text_encoder.embedding_dim}")
+            raise ValueError(
+                f"unet: expects text hidden states of size {text_dim}, the text encoder gives {text_encoder.embedding_dim}"
+            )
         self.autoencoder = autoencoder
         self.unet = unet.eval()
         self.scheduler = DDIMScheduler.from_config(scheduler.config)
@@ -154,7 +167,9 @@ class LatentDiffusionBackend(LatentBackend):
             raise ValueError(f"pipeline {type(pipe).__name__} lacks the component(s) {', '.join(missing)}")
         if not isinstance(pipe.vae, AutoencoderKL):
             raise TypeError(f"pipeline vae must be an AutoencoderKL, got {type(pipe.vae).__name__}")
-        autoencoder = AutoencoderKLBackend(pipe.vae, image_size=unet_sample_shape(pipe.unet)[1] * downsample_factor(pipe.vae))
+        autoencoder = AutoencoderKLBackend(
+            pipe.vae, image_size=unet_sample_shape(pipe.unet)[1] * downsample_factor(pipe.vae)
+        )
         text_encoder = TextEncoder(pipe.text_encoder, pipe.tokenizer, name=type(pipe.text_encoder).__name__)
         kwargs.setdefault("text_max_length", getattr(pipe.tokenizer, "model_max_length", 77))
         kwargs.setdefault("text_attention_mask", bool(getattr(pipe.text_encoder.config, "use_attention_mask", False)))
@@ -174,12 +189,17 @@ class LatentDiffusionBackend(LatentBackend):
         return self._shape
 
     def modules(self) -> dict[str, nn.Module]:
-        return {"unet": self.unet, "text_encoder": self.text_encoder.model,
-                **{f"autoencoder.{k}": m for k, m in self.autoencoder.modules().items()}}
+        return {
+            "unet": self.unet,
+            "text_encoder": self.text_encoder.model,
+            **{f"autoencoder.{k}": m for k, m in self.autoencoder.modules().items()},
+        }
 
     def to(self, device=None, dtype=None) -> "LatentDiffusionBackend":
         move_modules([self.unet, self.text_encoder.model], device, dtype)
-        self.autoencoder.to(device, dtype)  # by its own rules (an AutoencoderKL with force_upcast stays float32 for float16)
+        self.autoencoder.to(
+            device, dtype
+        )  # by its own rules (an AutoencoderKL with force_upcast stays float32 for float16)
         self._text_cache.clear()
         return self
 
@@ -192,7 +212,9 @@ class LatentDiffusionBackend(LatentBackend):
         todo = sorted({t for t in texts if t not in self._text_cache})
         for start in range(0, len(todo), 256):
             chunk = todo[start : start + 256]
-            hidden, _ = self.text_encoder.hidden_states(chunk, pad_to_max_length=True, attention_mask=self.text_attention_mask)
+            hidden, _ = self.text_encoder.hidden_states(
+                chunk, pad_to_max_length=True, attention_mask=self.text_attention_mask
+            )
             for text, h in zip(chunk, hidden):
                 self._text_cache[text] = h.float().cpu()
         return torch.stack([self._text_cache[t] for t in texts]).to(device=self.device, dtype=self.dtype)
@@ -219,7 +241,9 @@ class LatentDiffusionBackend(LatentBackend):
         steps = check_steps(self.num_inference_steps if steps is None else steps)
         guidance_scale = check_guidance(self.guidance_scale if guidance_scale is None else guidance_scale)
         if steps > scheduler.config.num_train_timesteps:
-            raise ValueError(f"num_inference_steps must be <= {scheduler.config.num_train_timesteps} (the training timesteps), got {steps}")
+            raise ValueError(
+                f"num_inference_steps must be <= {scheduler.config.num_train_timesteps} (the training timesteps), got {steps}"
+            )
         scheduler.set_timesteps(steps, device=x.device)
         x = x.float()
         for t in tqdm(scheduler.timesteps, desc=desc, disable=not self.show_progress, leave=False):
@@ -228,22 +252,47 @@ class LatentDiffusionBackend(LatentBackend):
         return x
 
     @torch.no_grad()
-    def invert(self, z0: Tensor, cond: Tensor, *, num_inference_steps: int | None = None, guidance_scale: float | None = None) -> Tensor:
+    def invert(
+        self, z0: Tensor, cond: Tensor, *, num_inference_steps: int | None = None, guidance_scale: float | None = None
+    ) -> Tensor:
         """Deterministic DDIM inversion of autoencoder latents (N, *latent_shape) to noise latents."""
         inverse = DDIMInverseScheduler.from_config(self.scheduler.config)
         return self._run(inverse, z0, cond, num_inference_steps, guidance_scale, "DDIM inversion")
 
     @torch.no_grad()
-    def denoise(self, noise: Tensor, cond: Tensor, *, num_inference_steps: int | None = None, guidance_scale: float | None = None) -> Tensor:
+    def denoise(
+        self,
+        noise: Tensor,
+        cond: Tensor,
+        *,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+    ) -> Tensor:
         """Deterministic DDIM sampling (η = 0) from noise latents to autoencoder latents, float32."""
         sampler = DDIMScheduler.from_config(self.scheduler.config)
         return self._run(sampler, noise, cond, num_inference_steps, guidance_scale, "DDIM sampling")
 
-    def _encode(self, images: Tensor, *, cond: Tensor, num_inference_steps: int | None = None, guidance_scale: float | None = None) -> Tensor:
+    def _encode(
+        self,
+        images: Tensor,
+        *,
+        cond: Tensor,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+    ) -> Tensor:
         z0 = self.autoencoder.encode(images).reshape(images.shape[0], *self._shape)
-        return self.invert(z0, cond, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale).to(self.dtype)
+        return self.invert(z0, cond, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale).to(
+            self.dtype
+        )
 
-    def _decode(self, latents: Tensor, *, cond: Tensor, num_inference_steps: int | None = None, guidance_scale: float | None = None) -> Tensor:
+    def _decode(
+        self,
+        latents: Tensor,
+        *,
+        cond: Tensor,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+    ) -> Tensor:
         z0 = self.denoise(latents, cond, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
         return self.autoencoder.decode(z0.reshape(latents.shape[0], *self.autoencoder.latent_shape).to(self.dtype))
 
@@ -269,7 +318,11 @@ class LatentDiffusionBackend(LatentBackend):
                 self.autoencoder.save_pretrained(directory / "vae")
         if self.text_encoder_ref is None:
             self.text_encoder.save_pretrained(directory / "text_encoder", directory / "tokenizer")
-        if self.autoencoder_ref is None and self.text_encoder_ref is None and isinstance(self.autoencoder, AutoencoderKLBackend):
+        if (
+            self.autoencoder_ref is None
+            and self.text_encoder_ref is None
+            and isinstance(self.autoencoder, AutoencoderKLBackend)
+        ):
             (directory / PIPELINE_INDEX).write_text(json.dumps(self._pipeline_index(), indent=2) + "\n")
 
     def _pipeline_index(self) -> dict[str, Any]:
@@ -300,14 +353,23 @@ class LatentDiffusionBackend(LatentBackend):
     @classmethod
     def _load_pipeline_dir(cls, directory: Path, **kwargs) -> "LatentDiffusionBackend":
         index = read_json(directory / PIPELINE_INDEX, "pipeline index")
-        missing = [c for c in PIPELINE_COMPONENTS if not (directory / c).is_dir() or (index.get(c) or [None])[0] is None]
+        missing = [
+            c for c in PIPELINE_COMPONENTS if not (directory / c).is_dir() or (index.get(c) or [None])[0] is None
+        ]
         if missing:
-            raise ValueError(f"pipeline directory {directory} is missing the component(s) {', '.join(missing)} "
-                             f"(a latent-diffusion backend needs {', '.join(PIPELINE_COMPONENTS)})")
+            raise ValueError(
+                f"pipeline directory {directory} is missing the component(s) {', '.join(missing)} "
+                f"(a latent-diffusion backend needs {', '.join(PIPELINE_COMPONENTS)})"
+            )
         refuse_pickles(directory)
         text_encoder = cls._load_text_encoder(directory, None)
-        pipe = SimpleNamespace(vae=_load_weights(AutoencoderKL, directory / "vae"), unet=_load_weights(UNet2DConditionModel, directory / "unet"),
-                               scheduler=cls._load_scheduler(directory), text_encoder=text_encoder.model, tokenizer=text_encoder.tokenizer)
+        pipe = SimpleNamespace(
+            vae=_load_weights(AutoencoderKL, directory / "vae"),
+            unet=_load_weights(UNet2DConditionModel, directory / "unet"),
+            scheduler=cls._load_scheduler(directory),
+            text_encoder=text_encoder.model,
+            tokenizer=text_encoder.tokenizer,
+        )
         return cls.from_pipeline(pipe, **kwargs)
 
     @staticmethod
@@ -323,7 +385,9 @@ class LatentDiffusionBackend(LatentBackend):
             return TextEncoder.from_pretrained(ref, device="cpu")
         if not (directory / "tokenizer").is_dir():
             raise ValueError(f"{directory} is missing the component tokenizer")
-        return TextEncoder.from_pretrained(directory / (ref or "text_encoder"), tokenizer=directory / "tokenizer", device="cpu")
+        return TextEncoder.from_pretrained(
+            directory / (ref or "text_encoder"), tokenizer=directory / "tokenizer", device="cpu"
+        )
 
     @classmethod
     def _load(cls, directory: Path, config: dict[str, Any], **kwargs) -> "LatentDiffusionBackend":
@@ -344,7 +408,10 @@ class LatentDiffusionBackend(LatentBackend):
         kwargs.setdefault("text_max_length", config.get("text_max_length"))
         kwargs.setdefault("text_attention_mask", bool(config.get("text_attention_mask", True)))
         return cls(
-            autoencoder, unet, cls._load_scheduler(directory), text_encoder,
+            autoencoder,
+            unet,
+            cls._load_scheduler(directory),
+            text_encoder,
             autoencoder_ref=None if (directory / vae_ref).is_dir() else vae_ref,
             text_encoder_ref=None if (directory / te_ref).is_dir() else te_ref,
             **kwargs,

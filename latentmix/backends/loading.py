@@ -22,7 +22,11 @@ def embedded_models_dir() -> Path:
 def embedded_models() -> list[str]:
     """Names of the embedded backends, e.g. ``["digits-vae"]``."""
     root = embedded_models_dir()
-    return sorted(p.name for p in root.iterdir() if (p / BACKEND_CONFIG).is_file() and "latentmix_backend" in (p / BACKEND_CONFIG).read_text())
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if (p / BACKEND_CONFIG).is_file() and "latentmix_backend" in (p / BACKEND_CONFIG).read_text()
+    )
 
 
 def _from_directory(path: Path, **kwargs) -> LatentBackend:
@@ -43,8 +47,14 @@ def _from_directory(path: Path, **kwargs) -> LatentBackend:
 
 #: What a hub download fetches: configs, tokenizer files and the default safetensors of each
 #: component (not fp16 / EMA variants, nor the single-file checkpoints beside them).
-HUB_PATTERNS = ["*.json", "*.txt", "*.model", "diffusion_pytorch_model.safetensors", "*/diffusion_pytorch_model.safetensors",
-                "*/model.safetensors"]
+HUB_PATTERNS = [
+    "*.json",
+    "*.txt",
+    "*.model",
+    "diffusion_pytorch_model.safetensors",
+    "*/diffusion_pytorch_model.safetensors",
+    "*/model.safetensors",
+]
 
 
 def _from_hub(repo_id: str, **kwargs) -> LatentBackend:
@@ -54,7 +64,9 @@ def _from_hub(repo_id: str, **kwargs) -> LatentBackend:
     try:
         root = Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
     except Exception as exc:  # network, missing repo, gated model: all end the same way for the user
-        raise ValueError(f"backend {repo_id!r}: not an embedded model or local directory, and fetching it from the hub failed ({type(exc).__name__})") from None
+        raise ValueError(
+            f"backend {repo_id!r}: not an embedded model or local directory, and fetching it from the hub failed ({type(exc).__name__})"
+        ) from None
     return _from_directory(root / subfolder if subfolder else root, **kwargs)
 
 

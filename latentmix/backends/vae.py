@@ -142,7 +142,9 @@ class VAEBackend(LatentBackend):
     def modules(self) -> dict[str, nn.Module]:
         return {"vae": self.model}
 
-    def _encode(self, images: Tensor, *, sample_posterior: bool = False, generator: torch.Generator | None = None) -> Tensor:
+    def _encode(
+        self, images: Tensor, *, sample_posterior: bool = False, generator: torch.Generator | None = None
+    ) -> Tensor:
         mean, logvar = self.model.encode(images)
         if sample_posterior:
             gen_device = generator.device if generator is not None else mean.device
@@ -188,7 +190,9 @@ class AutoencoderKLBackend(LatentBackend):
         self.vae = vae.eval()
         size = int(image_size if image_size is not None else vae.config.sample_size)
         if size % self.downsample_factor:
-            raise ValueError(f"image_size {size} must be divisible by the VAE's downsampling factor {self.downsample_factor}")
+            raise ValueError(
+                f"image_size {size} must be divisible by the VAE's downsampling factor {self.downsample_factor}"
+            )
         self._image_size = size
 
     @classmethod
@@ -241,7 +245,9 @@ class AutoencoderKLBackend(LatentBackend):
         move_modules([self.vae], device, torch.float32 if upcast else dtype)
         return self
 
-    def _encode(self, images: Tensor, *, sample_posterior: bool = False, generator: torch.Generator | None = None) -> Tensor:
+    def _encode(
+        self, images: Tensor, *, sample_posterior: bool = False, generator: torch.Generator | None = None
+    ) -> Tensor:
         dist = self.vae.encode(images).latent_dist
         z = dist.sample(generator=generator) if sample_posterior else dist.mean
         return (z - self.shift_factor) * self.scaling_factor

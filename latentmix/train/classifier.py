@@ -44,7 +44,15 @@ from latentmix.classifiers import MLP, FusionClassifier, SmallCNN
 from latentmix.data import SyntheticDataset, labelled_subset, load_dataset
 from latentmix.interpolate import sample_lambda
 from latentmix.metrics import DEFAULT_TEMPERATURE_PRIOR, classification_report, fit_temperature
-from latentmix.mixup import ManifoldMixup, Mixup, consistency_loss, cross_modal_mixup, modality_dropout, soft_cross_entropy, soft_targets
+from latentmix.mixup import (
+    ManifoldMixup,
+    Mixup,
+    consistency_loss,
+    cross_modal_mixup,
+    modality_dropout,
+    soft_cross_entropy,
+    soft_targets,
+)
 from latentmix.train.common import has_accelerator, load_optimizer_tensors, optimizer_tensors
 
 MIXUP_MODES = ("none", "input", "cutmix", "manifold", "cross-modal")
@@ -93,7 +101,9 @@ class TrainConfig:
             raise ValueError(f"gamma must be > 0, got {self.gamma}")
         if not 0 <= self.modality_dropout <= 0.5:
             raise ValueError(f"modality_dropout must be in [0, 0.5], got {self.modality_dropout}")
-        if self.temperature_prior is not None and not (math.isfinite(self.temperature_prior) and self.temperature_prior > 0):
+        if self.temperature_prior is not None and not (
+            math.isfinite(self.temperature_prior) and self.temperature_prior > 0
+        ):
             raise ValueError(f"temperature_prior must be a number > 0 or None, got {self.temperature_prior!r}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
@@ -123,8 +133,13 @@ def _load_data(config: TrainConfig, arrays: dict | None = None) -> tuple[Split, 
         missing = [k for k in ("X_train", "y_train", "X_test", "y_test") if k not in arrays]
         if missing:
             raise ValueError(f"feature file {path} lacks {', '.join(missing)}")
-        xtr, ytr = torch.as_tensor(arrays["X_train"], dtype=torch.float32), torch.as_tensor(arrays["y_train"], dtype=torch.long)
-        test = Split(torch.as_tensor(arrays["X_test"], dtype=torch.float32), torch.as_tensor(arrays["y_test"], dtype=torch.long))
+        xtr, ytr = (
+            torch.as_tensor(arrays["X_train"], dtype=torch.float32),
+            torch.as_tensor(arrays["y_train"], dtype=torch.long),
+        )
+        test = Split(
+            torch.as_tensor(arrays["X_test"], dtype=torch.float32), torch.as_tensor(arrays["y_test"], dtype=torch.long)
+        )
         texts_tr = None
         is_image = False
     else:
@@ -150,7 +165,13 @@ def _load_data(config: TrainConfig, arrays: dict | None = None) -> tuple[Split, 
         val, labelled = np.sort(order[:n_val]), np.sort(order[n_val:])
     lt, vt = torch.from_numpy(labelled), torch.from_numpy(val)
     pick = (lambda idx: [texts_tr[i] for i in idx]) if texts_tr is not None else (lambda idx: None)  # noqa: E731
-    return Split(xtr[lt], ytr[lt], texts=pick(labelled)), Split(xtr[vt], ytr[vt], texts=pick(val)), test, num_classes, is_image
+    return (
+        Split(xtr[lt], ytr[lt], texts=pick(labelled)),
+        Split(xtr[vt], ytr[vt], texts=pick(val)),
+        test,
+        num_classes,
+        is_image,
+    )
 
 
 def _load_synthetic(config: TrainConfig, num_classes: int, sample_shape: tuple) -> Split | None:
@@ -158,7 +179,9 @@ def _load_synthetic(config: TrainConfig, num_classes: int, sample_shape: tuple) 
         return None
     syn = SyntheticDataset(config.synthetic)
     if len(syn.class_names) != num_classes:
-        raise ValueError(f"synthetic set {config.synthetic} has {len(syn.class_names)} classes, the data has {num_classes}")
+        raise ValueError(
+            f"synthetic set {config.synthetic} has {len(syn.class_names)} classes, the data has {num_classes}"
+        )
     x = syn.images(range(len(syn)))
     if tuple(x.shape[1:]) != tuple(sample_shape):
         raise ValueError(f"synthetic images are {tuple(x.shape[1:])}, the data's are {tuple(sample_shape)}")
@@ -168,7 +191,11 @@ def _load_synthetic(config: TrainConfig, num_classes: int, sample_shape: tuple) 
             raise ValueError("gamma needs the source labels (label_a / label_b) in the synthetic set's metadata.jsonl")
         onehot = lambda labels: nn.functional.one_hot(labels, num_classes).float()  # noqa: E731
         y = soft_labels(onehot(syn.label_a), onehot(syn.label_b), syn.lam, config.gamma)
-    t = torch.stack([syn.embeddings(i)["text_embedding"] for i in range(len(syn))]) if config.mixup == "cross-modal" else None
+    t = (
+        torch.stack([syn.embeddings(i)["text_embedding"] for i in range(len(syn))])
+        if config.mixup == "cross-modal"
+        else None
+    )
     return Split(x, y, t)
 
 
@@ -189,7 +216,9 @@ def _evaluate(accelerator, model, data: Split, num_classes: int, batch_size: int
     with torch.inference_mode():
         for i in range(0, len(mine), batch_size):
             idx = mine[i : i + batch_size]
-            inputs = [data.x[idx].to(accelerator.device)] + ([data.t[idx].to(accelerator.device)] if data.t is not None else [])
+            inputs = [data.x[idx].to(accelerator.device)] + (
+                [data.t[idx].to(accelerator.device)] if data.t is not None else []
+            )
             outs.append(model(*inputs).float())
     local = torch.cat(outs) if outs else torch.empty(0, num_classes, device=accelerator.device)
     if len(local) < width:  # pad to the common length
@@ -199,7 +228,9 @@ def _evaluate(accelerator, model, data: Split, num_classes: int, batch_size: int
     return torch.cat([gathered[p, : counts[p]] for p in range(procs)])
 
 
-def _save_checkpoint(directory: Path, step: int, model, opt, best_state, best_nll: float, bad: int, gens: dict, config: TrainConfig) -> None:
+def _save_checkpoint(
+    directory: Path, step: int, model, opt, best_state, best_nll: float, bad: int, gens: dict, config: TrainConfig
+) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
     tensors.update({f"best.{k}": v.detach().cpu() for k, v in best_state.items()})
@@ -208,7 +239,10 @@ def _save_checkpoint(directory: Path, step: int, model, opt, best_state, best_nl
         tensors[f"rng.{name}"] = gen.get_state()
     tensors["rng.global"] = torch.get_rng_state()
     atomic_save_safetensors(directory / "state.safetensors", tensors)
-    atomic_write_text(directory / "state.json", json.dumps({"config": asdict(config), "step": step, "best_nll": best_nll, "bad_evals": bad}))
+    atomic_write_text(
+        directory / "state.json",
+        json.dumps({"config": asdict(config), "step": step, "best_nll": best_nll, "bad_evals": bad}),
+    )
 
 
 def _load_checkpoint(directory: Path, model, opt, gens: dict, config: TrainConfig):
@@ -242,14 +276,18 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
     torch.manual_seed(config.seed)
     if config.mixup == "cross-modal":
         if not is_image or train.texts is None:
-            raise ValueError("mixup cross-modal needs images with captions (digits, an image folder or an imagefolder with texts)")
+            raise ValueError(
+                "mixup cross-modal needs images with captions (digits, an image folder or an imagefolder with texts)"
+            )
         from latentmix.text import TextEncoder
 
         encoder = TextEncoder.from_pretrained(config.text_encoder)
         for split in (train, val, test):
             split.t = encoder.encode(split.texts)
         if syn is not None and syn.t.shape[1] != train.t.shape[1]:
-            raise ValueError(f"synthetic text embeddings have {syn.t.shape[1]} dims, the text encoder gives {train.t.shape[1]}")
+            raise ValueError(
+                f"synthetic text embeddings have {syn.t.shape[1]} dims, the text encoder gives {train.t.shape[1]}"
+            )
         model = FusionClassifier(train.x.shape[1], train.t.shape[1], num_classes, config.width)
     elif is_image:
         model = SmallCNN(train.x.shape[1], num_classes, config.width)
@@ -263,16 +301,30 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
     ckpt = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     if ckpt is not None and (ckpt / "state.json").is_file():
         start, best_state, best_nll, bad = _load_checkpoint(ckpt, model, opt, gens, config)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s + start, config.steps) / config.steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s + start, config.steps) / config.steps))
+    )
     model, opt = accelerator.prepare(model, opt)
     raw = accelerator.unwrap_model(model)
     alpha = config.alpha or DEFAULT_ALPHA.get(config.mixup, 1.0)
     mixer = None
     if config.mixup in ("input", "cutmix"):
-        mixer = Mixup(num_classes, mixup_alpha=alpha if config.mixup == "input" else 0.0, cutmix_alpha=alpha if config.mixup == "cutmix" else 0.0,
-                      label_smoothing=config.label_smoothing, generator=mix_gen)
+        mixer = Mixup(
+            num_classes,
+            mixup_alpha=alpha if config.mixup == "input" else 0.0,
+            cutmix_alpha=alpha if config.mixup == "cutmix" else 0.0,
+            label_smoothing=config.label_smoothing,
+            generator=mix_gen,
+        )
     elif config.mixup == "manifold":
-        mixer = ManifoldMixup(model, list(raw.manifold_layers), num_classes, alpha=alpha, label_smoothing=config.label_smoothing, generator=mix_gen)
+        mixer = ManifoldMixup(
+            model,
+            list(raw.manifold_layers),
+            num_classes,
+            alpha=alpha,
+            label_smoothing=config.label_smoothing,
+            generator=mix_gen,
+        )
 
     bar = tqdm(range(start, config.steps), desc="train", disable=quiet or not accelerator.is_local_main_process)
     step = start
@@ -294,16 +346,25 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
                 perm = torch.randperm(len(x), generator=mix_gen)
                 lam = sample_lambda(1, alpha, generator=mix_gen).expand(len(x))
                 xi, xt, targets = cross_modal_mixup(x, t.to(x.device), y, lam.to(x.device), perm.to(x.device))
-                keep_i, keep_t = modality_dropout(torch.ones(len(x), 1), torch.ones(len(x), 1), config.modality_dropout, mix_gen)
-                logits, image_only, text_only = model(xi, xt, keep_i[:, 0].to(x.device), keep_t[:, 0].to(x.device), unimodal=True)
-                loss = soft_cross_entropy(logits, targets) + config.consistency_weight * consistency_loss(image_only, text_only)
+                keep_i, keep_t = modality_dropout(
+                    torch.ones(len(x), 1), torch.ones(len(x), 1), config.modality_dropout, mix_gen
+                )
+                logits, image_only, text_only = model(
+                    xi, xt, keep_i[:, 0].to(x.device), keep_t[:, 0].to(x.device), unimodal=True
+                )
+                loss = soft_cross_entropy(logits, targets) + config.consistency_weight * consistency_loss(
+                    image_only, text_only
+                )
             elif config.mixup == "manifold":
                 logits, targets, _ = mixer(x, y)
             elif mixer is not None:
                 out = mixer(x, y)
                 logits, targets = model(out.x), out.y
             else:
-                logits, targets = model(x), soft_targets(y, num_classes, config.label_smoothing) if config.label_smoothing else y
+                logits, targets = (
+                    model(x),
+                    soft_targets(y, num_classes, config.label_smoothing) if config.label_smoothing else y,
+                )
             if config.mixup != "cross-modal":
                 loss = soft_cross_entropy(logits, targets)
         opt.zero_grad(set_to_none=True)
@@ -314,7 +375,11 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
             val_logits = _evaluate(accelerator, model, val, num_classes)
             val_nll = float(nn.functional.cross_entropy(val_logits.double(), val.y))
             if val_nll < best_nll - 1e-4:
-                best_nll, bad, best_state = val_nll, 0, copy.deepcopy({k: v.detach().cpu() for k, v in raw.state_dict().items()})
+                best_nll, bad, best_state = (
+                    val_nll,
+                    0,
+                    copy.deepcopy({k: v.detach().cpu() for k, v in raw.state_dict().items()}),
+                )
             else:
                 bad += 1
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", val_nll=f"{val_nll:.3f}")

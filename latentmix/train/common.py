@@ -40,8 +40,11 @@ def ema_update(ema: torch.nn.Module, live: torch.nn.Module, decay: float) -> Non
 
 def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> dict[str, torch.Tensor]:
     """An optimizer's per-parameter state (Adam moments, steps) as flat tensors for safetensors."""
-    return {f"{prefix}.{pid}.{k}": torch.as_tensor(v).detach().cpu().contiguous()
-            for pid, state in opt.state_dict()["state"].items() for k, v in state.items()}
+    return {
+        f"{prefix}.{pid}.{k}": torch.as_tensor(v).detach().cpu().contiguous()
+        for pid, state in opt.state_dict()["state"].items()
+        for k, v in state.items()
+    }
 
 
 def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], prefix: str) -> None:
@@ -68,10 +71,14 @@ def resume_state(out, config) -> tuple[Path, dict | None]:
     now = json.loads(json.dumps(asdict(config)))  # tuples as lists, as they were saved
     differ = [k for k, v in now.items() if saved["config"].get(k) != v]
     if differ:
-        raise ValueError(f"{train_dir} holds a run with other settings ({', '.join(differ)}); use another --out or delete it")
+        raise ValueError(
+            f"{train_dir} holds a run with other settings ({', '.join(differ)}); use another --out or delete it"
+        )
     return train_dir, saved
 
 
 def metrics_table(metrics: dict) -> list[str]:
     """Markdown rows of a model card's metrics table (floats to 5 significant digits)."""
-    return ["| metric | value |", "|---|---|"] + [f"| {k} | {v:.5g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
+    return ["| metric | value |", "|---|---|"] + [
+        f"| {k} | {v:.5g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()
+    ]

@@ -27,7 +27,15 @@ from tqdm.auto import tqdm
 from latentmix.atomic import atomic_save_safetensors, atomic_write_text
 from latentmix.backends.gan import Discriminator, GANBackend, Generator, InversionEncoder
 from latentmix.data import load_dataset
-from latentmix.train.common import ema_update, has_accelerator, load_optimizer_tensors, metrics_table, optimizer_tensors, random_shift, resume_state
+from latentmix.train.common import (
+    ema_update,
+    has_accelerator,
+    load_optimizer_tensors,
+    metrics_table,
+    optimizer_tensors,
+    random_shift,
+    resume_state,
+)
 from latentmix.version import __version__
 from latentmix.viz import grid_image, save_png
 
@@ -67,8 +75,12 @@ def _save_state(train_dir: Path, config: GANFitConfig, phase: str, epoch: int, n
     for name, opt in opts.items():
         tensors.update(optimizer_tensors(opt, f"opt_{name}"))
     atomic_save_safetensors(train_dir / "state.safetensors", tensors)
-    atomic_write_text(train_dir / "state.json", json.dumps({"config": asdict(config), "phase": phase, "epoch": epoch,
-                                                             "latentmix_version": __version__}, indent=2))
+    atomic_write_text(
+        train_dir / "state.json",
+        json.dumps(
+            {"config": asdict(config), "phase": phase, "epoch": epoch, "latentmix_version": __version__}, indent=2
+        ),
+    )
 
 
 def _load_state(train_dir: Path, nets: dict, opts: dict) -> None:
@@ -79,7 +91,9 @@ def _load_state(train_dir: Path, nets: dict, opts: dict) -> None:
         load_optimizer_tensors(opt, tensors, f"opt_{name}")
 
 
-def fit_gan(config: GANFitConfig, out: str | os.PathLike, *, quiet: bool = False, command: str | None = None) -> tuple[GANBackend, dict]:
+def fit_gan(
+    config: GANFitConfig, out: str | os.PathLike, *, quiet: bool = False, command: str | None = None
+) -> tuple[GANBackend, dict]:
     """Train (or resume training) a GAN with its inversion encoder; save the backend to ``out``."""
     from accelerate import Accelerator
 
@@ -132,7 +146,9 @@ def fit_gan(config: GANFitConfig, out: str | os.PathLike, *, quiet: bool = False
             save_png(grid_image(samples), train_dir / "samples" / f"{phase_name}-epoch-{epoch:04d}.png")
 
     if phase == "gan":
-        bar = tqdm(range(start_epoch, config.epochs), desc="fit gan", disable=quiet or not accelerator.is_local_main_process)
+        bar = tqdm(
+            range(start_epoch, config.epochs), desc="fit gan", disable=quiet or not accelerator.is_local_main_process
+        )
         for epoch in bar:
             G.train(), D.train()
             for x, z in batches(epoch, 0):
@@ -147,13 +163,19 @@ def fit_gan(config: GANFitConfig, out: str | os.PathLike, *, quiet: bool = False
                 ema_update(G_ema, G, config.ema_decay)
             bar.set_postfix(d=f"{float(loss_d.detach()):.3f}", g=f"{float(loss_g.detach()):.3f}")
             if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
-                checkpoint("gan" if epoch + 1 < config.epochs else "encoder", epoch + 1 if epoch + 1 < config.epochs else 0)
+                checkpoint(
+                    "gan" if epoch + 1 < config.epochs else "encoder", epoch + 1 if epoch + 1 < config.epochs else 0
+                )
         phase, start_epoch = "encoder", 0
     G_ema.eval(), D.eval()
     for p in list(G_ema.parameters()) + list(D.parameters()):
         p.requires_grad_(False)
     if phase == "encoder":
-        bar = tqdm(range(start_epoch, config.encoder_epochs), desc="fit encoder", disable=quiet or not accelerator.is_local_main_process)
+        bar = tqdm(
+            range(start_epoch, config.encoder_epochs),
+            desc="fit encoder",
+            disable=quiet or not accelerator.is_local_main_process,
+        )
         for epoch in bar:
             E.train()
             for x, z in batches(epoch, 1):
@@ -189,13 +211,35 @@ def fit_gan(config: GANFitConfig, out: str | os.PathLike, *, quiet: bool = False
 
 
 def _card(config: GANFitConfig, metrics: dict, command: str | None) -> str:
-    lines = ["# GAN backend (latentmix)", "", f"Produced by latentmix {__version__} with:", "", "```",
-             command or "latentmix fit gan (Python API)", "```", "",
-             "Generator (EMA weights), spectral-norm discriminator and inversion encoder, fitted on the"
-             + (" digits train split (1,437 images); the 360-image test split was not used for training." if config.data == "digits" else f" `{config.data}`."),
-             "Samples from fixed latents during training are in `<out>.train/samples/` of the run (not shipped).", "",
-             *metrics_table(metrics)]
-    lines += ["", "Reconstruction MSE is per pixel on the [-1, 1] scale; refined = 200 batched Adam steps from the encoder's guess.",
-              "`latentmix evaluate --backend digits-gan` gives the full quality report (see BENCHMARKS.md).", "",
-              "## Settings", "", "```", *[f"{k} = {v}" for k, v in asdict(config).items()], "```", ""]
+    lines = [
+        "# GAN backend (latentmix)",
+        "",
+        f"Produced by latentmix {__version__} with:",
+        "",
+        "```",
+        command or "latentmix fit gan (Python API)",
+        "```",
+        "",
+        "Generator (EMA weights), spectral-norm discriminator and inversion encoder, fitted on the"
+        + (
+            " digits train split (1,437 images); the 360-image test split was not used for training."
+            if config.data == "digits"
+            else f" `{config.data}`."
+        ),
+        "Samples from fixed latents during training are in `<out>.train/samples/` of the run (not shipped).",
+        "",
+        *metrics_table(metrics),
+    ]
+    lines += [
+        "",
+        "Reconstruction MSE is per pixel on the [-1, 1] scale; refined = 200 batched Adam steps from the encoder's guess.",
+        "`latentmix evaluate --backend digits-gan` gives the full quality report (see BENCHMARKS.md).",
+        "",
+        "## Settings",
+        "",
+        "```",
+        *[f"{k} = {v}" for k, v in asdict(config).items()],
+        "```",
+        "",
+    ]
     return "\n".join(lines)

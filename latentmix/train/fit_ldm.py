@@ -36,7 +36,14 @@ from latentmix.backends.ldm import LatentDiffusionBackend, unet_sample_shape
 from latentmix.backends.loading import load_backend
 from latentmix.data import load_dataset
 from latentmix.text import TextEncoder
-from latentmix.train.common import ema_update, has_accelerator, load_optimizer_tensors, metrics_table, optimizer_tensors, resume_state
+from latentmix.train.common import (
+    ema_update,
+    has_accelerator,
+    load_optimizer_tensors,
+    metrics_table,
+    optimizer_tensors,
+    resume_state,
+)
 from latentmix.version import __version__
 
 
@@ -69,8 +76,17 @@ class LDMFitConfig:
     cpu: bool = False
 
     def validate(self) -> None:
-        for name in ("latent_channels", "layers_per_block", "cross_attention_dim", "attention_head_dim", "text_max_length",
-                     "steps", "batch_size", "num_inference_steps", "checkpoint_every"):
+        for name in (
+            "latent_channels",
+            "layers_per_block",
+            "cross_attention_dim",
+            "attention_head_dim",
+            "text_max_length",
+            "steps",
+            "batch_size",
+            "num_inference_steps",
+            "checkpoint_every",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -79,7 +95,9 @@ class LDMFitConfig:
         if not 0 < self.lr < 1 or not 0 <= self.ema_decay < 1 or not 0 <= self.cond_dropout < 1:
             raise ValueError("lr must be in (0, 1), ema_decay and cond_dropout in [0, 1)")
         if self.beta_schedule not in ("linear", "scaled_linear", "squaredcos_cap_v2"):
-            raise ValueError(f"beta_schedule must be linear, scaled_linear or squaredcos_cap_v2, got {self.beta_schedule!r}")
+            raise ValueError(
+                f"beta_schedule must be linear, scaled_linear or squaredcos_cap_v2, got {self.beta_schedule!r}"
+            )
         if self.guidance_scale < 1:
             raise ValueError(f"guidance_scale must be >= 1, got {self.guidance_scale}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
@@ -90,8 +108,10 @@ def build_unet(config: LDMFitConfig, latent_numel: int, text_dim: int) -> UNet2D
     """A UNet2DConditionModel whose sample is the autoencoder latent reshaped to (channels, s, s)."""
     side = math.isqrt(max(latent_numel // config.latent_channels, 1))
     if config.latent_channels * side * side != latent_numel:
-        raise ValueError(f"latent_channels: the autoencoder's {latent_numel} latent values do not form "
-                         f"{config.latent_channels} square maps; choose a channel count c with {latent_numel}/c a square")
+        raise ValueError(
+            f"latent_channels: the autoencoder's {latent_numel} latent values do not form "
+            f"{config.latent_channels} square maps; choose a channel count c with {latent_numel}/c a square"
+        )
     n = len(config.block_channels)
     return UNet2DConditionModel(
         sample_size=side,
@@ -110,18 +130,32 @@ def build_unet(config: LDMFitConfig, latent_numel: int, text_dim: int) -> UNet2D
 
 
 def build_scheduler(config: LDMFitConfig) -> DDIMScheduler:
-    return DDIMScheduler(num_train_timesteps=1000, beta_schedule=config.beta_schedule, beta_start=0.00085, beta_end=0.012,
-                         clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
+    return DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule=config.beta_schedule,
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="epsilon",
+    )
 
 
 def _encode_train(autoencoder, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Latents of the training images with a fresh posterior sample (means for deterministic encoders)."""
-    kwargs = {"sample_posterior": True, "generator": generator} if autoencoder.backend_name in ("vae", "autoencoder-kl") else {}
+    kwargs = (
+        {"sample_posterior": True, "generator": generator}
+        if autoencoder.backend_name in ("vae", "autoencoder-kl")
+        else {}
+    )
     with torch.inference_mode():
         return autoencoder.encode(images, **kwargs).float()  # the backend chunks by its batch_size
 
 
-def fit_ldm(config: LDMFitConfig, out: str | os.PathLike, *, quiet: bool = False, command: str | None = None) -> tuple[LatentDiffusionBackend, dict]:
+def fit_ldm(
+    config: LDMFitConfig, out: str | os.PathLike, *, quiet: bool = False, command: str | None = None
+) -> tuple[LatentDiffusionBackend, dict]:
     """Train (or resume training) the UNet of a latent-diffusion backend; save the backend to ``out``."""
     from accelerate import Accelerator
 
@@ -130,9 +164,13 @@ def fit_ldm(config: LDMFitConfig, out: str | os.PathLike, *, quiet: bool = False
     train_dir, saved = resume_state(out, config)
     autoencoder = load_backend(config.autoencoder)
     if autoencoder.supports_text_condition or autoencoder.encoder_kind != "amortized":
-        raise ValueError(f"autoencoder: {config.autoencoder!r} is a {autoencoder.backend_name} backend; a latent-diffusion model "
-                         "needs an autoencoder (a VAE or AutoencoderKL)")
-    train = load_dataset(config.data, split="train", image_size=autoencoder.image_size, channels=autoencoder.image_channels)
+        raise ValueError(
+            f"autoencoder: {config.autoencoder!r} is a {autoencoder.backend_name} backend; a latent-diffusion model "
+            "needs an autoencoder (a VAE or AutoencoderKL)"
+        )
+    train = load_dataset(
+        config.data, split="train", image_size=autoencoder.image_size, channels=autoencoder.image_channels
+    )
     if len(train) < 2:
         raise ValueError(f"data {config.data!r} holds {len(train)} training image(s); need at least 2")
     text_encoder = TextEncoder.from_pretrained(config.text_encoder, device="cpu")
@@ -206,15 +244,24 @@ def fit_ldm(config: LDMFitConfig, out: str | os.PathLike, *, quiet: bool = False
 
     autoencoder.to("cpu")
     backend = LatentDiffusionBackend(
-        autoencoder, ema.cpu().float(), scheduler, text_encoder, num_inference_steps=config.num_inference_steps,
-        guidance_scale=config.guidance_scale, text_max_length=config.text_max_length,
+        autoencoder,
+        ema.cpu().float(),
+        scheduler,
+        text_encoder,
+        num_inference_steps=config.num_inference_steps,
+        guidance_scale=config.guidance_scale,
+        text_max_length=config.text_max_length,
         autoencoder_ref=None if Path(config.autoencoder).is_dir() else config.autoencoder,
         text_encoder_ref=None if Path(config.text_encoder).is_dir() else config.text_encoder,
     )
-    metrics = {"train_seconds_this_run": round(time.perf_counter() - started, 1), "train_images": len(train),
-               "final_loss_mean_last_200": round(sum(losses[-200:]) / max(len(losses[-200:]), 1), 5) if losses else None,
-               "unet_parameters": sum(p.numel() for p in backend.unet.parameters()), "processes": world,
-               "device": f"{device.type} ({platform.machine()})"}
+    metrics = {
+        "train_seconds_this_run": round(time.perf_counter() - started, 1),
+        "train_images": len(train),
+        "final_loss_mean_last_200": round(sum(losses[-200:]) / max(len(losses[-200:]), 1), 5) if losses else None,
+        "unet_parameters": sum(p.numel() for p in backend.unet.parameters()),
+        "processes": world,
+        "device": f"{device.type} ({platform.machine()})",
+    }
     if str(config.data) == "digits" and config.evaluate and accelerator.is_main_process:
         metrics.update(_digits_metrics(backend))
     if accelerator.is_main_process:
@@ -229,7 +276,10 @@ def _save_state(train_dir: Path, config: LDMFitConfig, step: int, unet, ema, opt
     tensors.update({f"ema.{k}": v.detach().cpu() for k, v in ema.state_dict().items()})
     tensors.update(optimizer_tensors(optimizer, "opt"))
     atomic_save_safetensors(train_dir / "state.safetensors", tensors)
-    atomic_write_text(train_dir / "state.json", json.dumps({"config": asdict(config), "step": step, "latentmix_version": __version__}, indent=2))
+    atomic_write_text(
+        train_dir / "state.json",
+        json.dumps({"config": asdict(config), "step": step, "latentmix_version": __version__}, indent=2),
+    )
 
 
 def _digits_metrics(backend: LatentDiffusionBackend) -> dict:
@@ -249,20 +299,42 @@ def _digits_metrics(backend: LatentDiffusionBackend) -> dict:
         noise = backend.sample(len(labels), generator=gen)
         images = backend.decode(noise, texts=[f"a handwritten digit {c}" for c in labels.tolist()])
         agree = float((clf(images.float()).argmax(1) == labels).float().mean())
-    return {"test_recon_mse_autoencoder": round(ae, 5), "test_recon_mse_ddim_50": round(ldm, 5),
-            "text_conditional_consistency": round(agree, 4)}
+    return {
+        "test_recon_mse_autoencoder": round(ae, 5),
+        "test_recon_mse_ddim_50": round(ldm, 5),
+        "text_conditional_consistency": round(agree, 4),
+    }
 
 
 def _card(config: LDMFitConfig, metrics: dict, command: str | None) -> str:
-    lines = ["# Latent-diffusion backend (latentmix)", "", f"Produced by latentmix {__version__} with:", "", "```",
-             command or "latentmix fit ldm (Python API)", "```", "",
-             f"A text-conditioned UNet2DConditionModel (EMA weights) and a DDIM scheduler over the latents of `{config.autoencoder}`, "
-             f"conditioned on `{config.text_encoder}` hidden states; both are referenced, not copied."
-             + (" Fitted on the digits train split (1,437 images, captioned); the 360-image test split was not used for training."
-                if config.data == "digits" else f" Fitted on `{config.data}`."), "",
-             *metrics_table(metrics), "",
-             "Reconstruction MSE is per pixel on the [-1, 1] scale: DDIM inversion then DDIM sampling, 50 steps each, against the "
-             "autoencoder's own encode → decode. Text-conditional consistency: the reference classifier's agreement with 50 samples "
-             "per class generated from \"a handwritten digit {c}\".", "",
-             "## Settings", "", "```", *[f"{k} = {v}" for k, v in asdict(config).items()], "```", ""]
+    lines = [
+        "# Latent-diffusion backend (latentmix)",
+        "",
+        f"Produced by latentmix {__version__} with:",
+        "",
+        "```",
+        command or "latentmix fit ldm (Python API)",
+        "```",
+        "",
+        f"A text-conditioned UNet2DConditionModel (EMA weights) and a DDIM scheduler over the latents of `{config.autoencoder}`, "
+        f"conditioned on `{config.text_encoder}` hidden states; both are referenced, not copied."
+        + (
+            " Fitted on the digits train split (1,437 images, captioned); the 360-image test split was not used for training."
+            if config.data == "digits"
+            else f" Fitted on `{config.data}`."
+        ),
+        "",
+        *metrics_table(metrics),
+        "",
+        "Reconstruction MSE is per pixel on the [-1, 1] scale: DDIM inversion then DDIM sampling, 50 steps each, against the "
+        "autoencoder's own encode → decode. Text-conditional consistency: the reference classifier's agreement with 50 samples "
+        'per class generated from "a handwritten digit {c}".',
+        "",
+        "## Settings",
+        "",
+        "```",
+        *[f"{k} = {v}" for k, v in asdict(config).items()],
+        "```",
+        "",
+    ]
     return "\n".join(lines)

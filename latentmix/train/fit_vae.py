@@ -68,10 +68,17 @@ class VAEFitConfig:
 @torch.inference_mode()
 def _posterior_means(model: ConvVAE, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     device = next(model.parameters()).device
-    return torch.cat([model.encode(images[i : i + batch_size].to(device))[0].float().cpu() for i in range(0, len(images), batch_size)])
+    return torch.cat(
+        [
+            model.encode(images[i : i + batch_size].to(device))[0].float().cpu()
+            for i in range(0, len(images), batch_size)
+        ]
+    )
 
 
-def fit_vae(config: VAEFitConfig, out: str | os.PathLike | None = None, *, quiet: bool = False, command: str | None = None) -> tuple[VAEBackend, dict]:
+def fit_vae(
+    config: VAEFitConfig, out: str | os.PathLike | None = None, *, quiet: bool = False, command: str | None = None
+) -> tuple[VAEBackend, dict]:
     """Train a ConvVAE and return ``(backend, metrics)``; save it to ``out`` if given.
 
     Args:
@@ -103,11 +110,19 @@ def fit_vae(config: VAEFitConfig, out: str | os.PathLike | None = None, *, quiet
         layers_per_block=config.layers_per_block,
     )
     loader_gen = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(TensorDataset(images), batch_size=config.batch_size, shuffle=True, generator=loader_gen, drop_last=len(images) > config.batch_size)
+    loader = DataLoader(
+        TensorDataset(images),
+        batch_size=config.batch_size,
+        shuffle=True,
+        generator=loader_gen,
+        drop_last=len(images) > config.batch_size,
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # accelerate steps a prepared scheduler once per process per call: count single-process steps
     total = config.epochs * len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+    )
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     noise_gen = torch.Generator(device=accelerator.device).manual_seed(config.seed * 1000 + accelerator.process_index)
 
@@ -174,8 +189,13 @@ def model_card(config: VAEFitConfig, metrics: dict, command: str | None, device)
         "",
         "## Data",
         "",
-        f"`{config.data}`" + (" train split (1,437 images; fixed split documented in `latentmix/data.py`). "
-                              "The 360-image test split was not used for training." if config.data == "digits" else ""),
+        f"`{config.data}`"
+        + (
+            " train split (1,437 images; fixed split documented in `latentmix/data.py`). "
+            "The 360-image test split was not used for training."
+            if config.data == "digits"
+            else ""
+        ),
         "",
         "## Metrics",
         "",
