@@ -51,11 +51,11 @@ def walk_rows(backend: LatentDiffusionBackend, name: str, guidance: float, per_f
         with torch.inference_mode():
             return decode_walk(backend, za, zb, FRAMES, "slerp", cond_a=ca, cond_b=cb, **kwargs)
 
-    images, path = batched()
+    _images, path = batched()
     cond = torch.lerp(
         ca[:, None], cb[:, None], torch.linspace(0, 1, FRAMES, device=ca.device, dtype=ca.dtype)[None, :, None, None]
     )
-    frames = list(zip(path.flatten(0, 1), cond.flatten(0, 1)))
+    frames = list(zip(path.flatten(0, 1), cond.flatten(0, 1), strict=True))
     t_batched = _time(batched)
     t_single = _time(lambda: per_frame(frames, kwargs), repeat=1)
     return {

@@ -19,9 +19,11 @@ from _timing import report
 
 from latentmix import load_backend
 from latentmix.blend import blend
+from latentmix.configs import SynthesisConfig
 from latentmix.pairing import Pairing, sample_lambdas
-from latentmix.synthesize import SynthesisConfig, _make_shard, _pil, _Source
+from latentmix.sources import SourceData, make_shard
 from latentmix.text import TextEncoder
+from latentmix.viz import to_pil, to_uint8
 
 N_BATCHED, N_PER_PAIR = 8192, 2048
 
@@ -31,14 +33,13 @@ def throughput() -> list[dict]:
     backend = load_backend(config.backend)
     text_encoder = TextEncoder.from_pretrained()
     start = time.perf_counter()
-    src = _Source(config, backend, text_encoder, quiet=True)  # batched: every source encoded once
+    src = SourceData(config, backend, text_encoder, quiet=True)  # batched: every source encoded once
     setup = time.perf_counter() - start
     pairing = Pairing(config.strategy, src.dataset.labels.numpy(), config.seed)
     start = time.perf_counter()
     for shard in range(N_BATCHED // config.shard_size):
-        rows, tensors, images, ids = _make_shard(shard, config, src, pairing, backend, "slerp")
-        for image in images:
-            _pil(image).save(io.BytesIO(), format="PNG")
+        for image in make_shard(shard, config, src, pairing, backend, "slerp").images:
+            to_pil(image).save(io.BytesIO(), format="PNG")
     shards = time.perf_counter() - start
 
     ds = src.dataset
@@ -54,7 +55,7 @@ def throughput() -> list[dict]:
         mix = blend(side_a, side_b, torch.tensor(lam[i : i + 1]), method="slerp", caption_bank=src.bank)
         with torch.inference_mode():
             image = backend.decode(mix.latents)
-        _pil(((image[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)).save(io.BytesIO(), format="PNG")
+        to_pil(to_uint8(image)[0]).save(io.BytesIO(), format="PNG")
     per_pair = N_PER_PAIR / (time.perf_counter() - start)
     with_setup = N_BATCHED / (setup + shards)
     steady = N_BATCHED / shards
@@ -78,7 +79,8 @@ def throughput() -> list[dict]:
 
 CHILD = """
 import resource, sys, tempfile
-from latentmix.synthesize import SynthesisConfig, synthesize
+from latentmix.configs import SynthesisConfig
+from latentmix.synthesize import synthesize
 synthesize(SynthesisConfig(n=int(sys.argv[1]), strategy="inter-class"), tempfile.mkdtemp() + "/set", quiet=True)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """

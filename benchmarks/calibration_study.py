@@ -24,9 +24,10 @@ import numpy as np
 import torch
 
 from latentmix.compare import RECIPES, recipe_config
+from latentmix.configs import TrainConfig
 from latentmix.data import load_dataset
 from latentmix.metrics import expected_calibration_error, fit_temperature
-from latentmix.train.classifier import TrainConfig, low_data_split, train_classifier
+from latentmix.train.classifier import low_data_split, train_classifier
 
 STUDY_RECIPES = ("erm", "blends-intra", "input-mixup", "manifold-mixup")
 RULES = {
@@ -53,7 +54,7 @@ def main() -> None:
             for seed in args.seeds:
                 model = train_classifier(
                     recipe_config(TrainConfig(labels_per_class=k), recipe, seed, work), quiet=True
-                )["_model"].eval()
+                ).model.eval()
                 labelled, val = low_data_split(y.numpy(), k, seed)  # the trainer's own draws
                 held_out = np.setdiff1d(np.arange(len(y)), np.concatenate([labelled, val]))
                 with torch.no_grad():

@@ -1,10 +1,33 @@
-"""latentmix: encode real data into a generative model's latent space, walk, decode."""
+"""latentmix: encode real data into a generative model's latent space, walk, decode.
 
-from latentmix.backends import LatentBackend, embedded_models, load_backend
-from latentmix.data import load_dataset
-from latentmix.grid import GridResult, decode_walk, interpolation_grid
-from latentmix.interpolate import interpolate, interpolation_grid_2d, interpolation_path, lerp, sample_lambda, slerp
+The public names below are imported on first use (PEP 562), so ``import latentmix`` and the
+``latentmix`` command start without loading torch or diffusers until a job needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
 from latentmix.version import __version__
+
+_EXPORTS = {
+    "GridResult": "latentmix.grid",
+    "LatentBackend": "latentmix.backends",
+    "decode_walk": "latentmix.grid",
+    "embedded_models": "latentmix.backends",
+    "interpolate": "latentmix.interpolate",
+    "interpolation_grid": "latentmix.grid",
+    "interpolation_grid_2d": "latentmix.interpolate",
+    "interpolation_path": "latentmix.interpolate",
+    "lerp": "latentmix.interpolate",
+    "load_backend": "latentmix.backends",
+    "load_dataset": "latentmix.data",
+    "sample_lambda": "latentmix.interpolate",
+    "slerp": "latentmix.interpolate",
+}
 
 __all__ = [
     "GridResult",
@@ -22,3 +45,42 @@ __all__ = [
     "sample_lambda",
     "slerp",
 ]
+
+if TYPE_CHECKING:
+    from latentmix.backends import LatentBackend, embedded_models, load_backend
+    from latentmix.data import load_dataset
+    from latentmix.grid import GridResult, decode_walk, interpolation_grid
+    from latentmix.interpolate import (
+        interpolate,
+        interpolation_grid_2d,
+        interpolation_path,
+        lerp,
+        sample_lambda,
+        slerp,
+    )
+
+
+class _Package(types.ModuleType):
+    """``latentmix.interpolate`` is the function (as it always was), although a submodule has the same name:
+    importing the submodule must not replace the package attribute (``from latentmix.interpolate import slerp``
+    still reads the module from ``sys.modules``)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "interpolate" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'latentmix' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

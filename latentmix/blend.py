@@ -60,7 +60,8 @@ class CaptionBank:
     def __init__(self, texts: list[str], embeddings: Tensor):
         if len(texts) != embeddings.shape[0] or not texts:
             raise ValueError(
-                f"caption bank needs one embedding per caption, got {len(texts)} captions and {embeddings.shape[0]} embeddings"
+                f"caption bank needs one embedding per caption, got {len(texts)} captions and {embeddings.shape[0]} "
+                "embeddings"
             )
         self.texts = list(texts)
         self.embeddings = torch.nn.functional.normalize(embeddings.float(), dim=-1)
@@ -154,5 +155,5 @@ def blend(
     text = interpolate(a.text_embeddings.float(), b.text_embeddings.float(), t, text_method)
     labels = soft_labels(a.labels, b.labels, lam.to(a.labels.device), gamma)
     bank = caption_bank or CaptionBank(a.texts + b.texts, torch.cat([a.text_embeddings, b.text_embeddings]))
-    composed = [compose_caption(ta, tb, float(w)) for ta, tb, w in zip(a.texts, b.texts, lam.tolist())]
+    composed = [compose_caption(ta, tb, float(w)) for ta, tb, w in zip(a.texts, b.texts, lam.tolist(), strict=True)]
     return Blend(latents, text, labels, lam.float(), bank.nearest(text), composed)

@@ -18,78 +18,65 @@ import json
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from latentmix.synthesize import SynthesisConfig, synthesize
-from latentmix.train.classifier import TrainConfig, train_classifier
+from latentmix.configs import DEFAULT_RECIPES, RECIPES, CompareConfig, SynthesisConfig, TrainConfig
+from latentmix.synthesize import synthesize
+from latentmix.train.classifier import train_classifier
+
+__all__ = ["DEFAULT_RECIPES", "RECIPES", "CompareConfig", "format_table", "paired_differences", "run_compare"]
 
 METRICS = ("accuracy", "nll", "ece")
 BOOTSTRAP = 500  # test-set resamples for the paired intervals
 
-RECIPES: dict[str, dict] = {
-    "erm": {},
-    "input-mixup": {"mixup": "input"},
-    "manifold-mixup": {"mixup": "manifold"},
-    "cutmix": {"mixup": "cutmix"},
-    "blends-intra": {"synthetic_strategy": "intra-class"},
-    "blends-inter": {"synthetic_strategy": "inter-class"},
-    "blends-intra+manifold": {"synthetic_strategy": "intra-class", "mixup": "manifold"},
-}
-DEFAULT_RECIPES = ("erm", "input-mixup", "manifold-mixup", "blends-intra", "blends-inter", "blends-intra+manifold")
+
+def _mean_std(values: list[float]) -> dict[str, float]:
+    arr = np.array(values)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0}
 
 
-def run_compare(
-    base: TrainConfig,
-    recipes: list[str],
-    seeds: list[int],
-    *,
-    backend: str = "digits-ldm",
-    synthetic_n: int = 2000,
-    workdir: str | None = None,
-    quiet: bool = False,
-) -> dict:
-    """Train every recipe with every seed; return per-seed metrics and mean ± std."""
-    unknown = [r for r in recipes if r not in RECIPES]
-    if unknown:
-        raise ValueError(f"unknown recipe {unknown[0]!r}; recipes: {', '.join(RECIPES)}")
-    if not seeds:
-        raise ValueError("give at least one seed")
+def run_compare(base: TrainConfig, config: CompareConfig | None = None, *, quiet: bool = False, **settings) -> dict:
+    """Train every recipe with every seed; return per-seed metrics, mean ± std and the paired differences.
+
+    Args:
+        base: the :class:`~latentmix.configs.TrainConfig` every recipe starts from.
+        config: a :class:`~latentmix.configs.CompareConfig`; ``settings`` override its fields
+            (``recipes``, ``seeds``, ``backend``, ``synthetic_n``, ``workdir``).
+    """
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+    config = replace(config or CompareConfig(), **settings)
+    config.validate()
+    base.validate()
+    recipes, seeds = list(config.recipes), list(config.seeds)
     if any("synthetic_strategy" in RECIPES[r] for r in recipes) and base.data != "digits":
         raise ValueError(
-            "synthetic recipes in compare blend the digits data with a digits backend; pass --synthetic to train instead"
+            "synthetic recipes in compare blend the digits data with a digits backend; pass --synthetic to train "
+            "instead"
         )
-    work = Path(workdir or tempfile.mkdtemp(prefix="latentmix-compare-"))
+    work = Path(config.workdir or tempfile.mkdtemp(prefix="latentmix-compare-"))
     results: dict = {"recipes": {}, "seeds": seeds, "labels_per_class": base.labels_per_class}
     scaled: dict[str, list] = {r: [] for r in recipes}  # temperature-scaled test logits and labels, per seed
     for recipe in recipes:
-        per_seed = []
+        per_seed: list[dict[str, Any]] = []
         for seed in seeds:
-            config = recipe_config(base, recipe, seed, work, backend=backend, synthetic_n=synthetic_n)
-            report = train_classifier(config, quiet=quiet)
+            run_config = recipe_config(base, recipe, seed, work, backend=config.backend, synthetic_n=config.synthetic_n)
+            report = train_classifier(run_config, quiet=quiet)
             per_seed.append(
                 {
                     "seed": seed,
-                    "before": {m: report["test"][m] for m in METRICS},
-                    "after": {m: report["test_temperature_scaled"][m] for m in METRICS},
-                    "confidence_gap": report["test"]["confidence_gap"],
+                    "before": {m: report.test[m] for m in METRICS},
+                    "after": {m: report.test_temperature_scaled[m] for m in METRICS},
+                    "confidence_gap": report.test["confidence_gap"],
                 }
             )
-            scaled[recipe].append((report["_test_logits"].double() / report["temperature"], report["_test_labels"]))
-        summary = {}
-        for when in ("before", "after"):
-            for m in METRICS:
-                values = np.array([r[when][m] for r in per_seed])
-                summary[f"{m}_{when}"] = {
-                    "mean": float(values.mean()),
-                    "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-                }
-        gaps = np.array([r["confidence_gap"] for r in per_seed])
-        summary["confidence_gap"] = {
-            "mean": float(gaps.mean()),
-            "std": float(gaps.std(ddof=1)) if len(gaps) > 1 else 0.0,
+            scaled[recipe].append((report.test_logits.double() / report.temperature, report.test_labels))
+        summary = {
+            f"{m}_{when}": _mean_std([r[when][m] for r in per_seed]) for when in ("before", "after") for m in METRICS
         }
+        summary["confidence_gap"] = _mean_std([r["confidence_gap"] for r in per_seed])
         results["recipes"][recipe] = {"per_seed": per_seed, "summary": summary}
     results["baseline"] = recipes[0]
     results["paired"] = {r: paired_differences(scaled[recipes[0]], scaled[r]) for r in recipes[1:]}
@@ -138,7 +125,12 @@ def paired_differences(baseline: list, other: list, *, resamples: int = BOOTSTRA
     def diff(idx) -> dict[str, float]:
         return {
             m: float(
-                np.mean([f(o[idx], labels[idx]) - f(b[idx], labels[idx]) for (b, _), (o, _) in zip(baseline, other)])
+                np.mean(
+                    [
+                        f(o[idx], labels[idx]) - f(b[idx], labels[idx])
+                        for (b, _), (o, _) in zip(baseline, other, strict=True)
+                    ]
+                )
             )
             for m, f in fns.items()
         }
@@ -179,7 +171,8 @@ def format_table(results: dict) -> str:
     if results.get("paired"):
         lines += [
             "",
-            f"paired with {results['baseline']} (after temperature scaling; mean over seeds, 95 % interval over test resamples):",
+            f"paired with {results['baseline']} (after temperature scaling; mean over seeds, 95 % interval over test "
+            "resamples):",
             "",
             "| recipe | Δ accuracy (points) | Δ NLL | Δ ECE |",
             "|---|---|---|---|",

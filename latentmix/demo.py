@@ -6,9 +6,11 @@ import os
 from pathlib import Path
 
 from latentmix.backends import load_backend
+from latentmix.configs import DEFAULT_BACKEND, SynthesisConfig
 from latentmix.data import SyntheticDataset
-from latentmix.grid import DEFAULT_BACKEND, interpolation_grid
-from latentmix.synthesize import SynthesisConfig, synthesize
+from latentmix.data.digits import digits_prompt
+from latentmix.grid import interpolation_grid
+from latentmix.synthesize import synthesize
 from latentmix.viz import grid_image, save_png
 
 
@@ -23,18 +25,19 @@ def run_demo(
     out = Path(out)
     model = load_backend(backend)
     written: dict[str, Path] = {}
-    slerp = interpolation_grid(
+    interpolation_grid(
         model, method="slerp", steps=10, seed=seed, out=out / "grid_slerp.png", gif=out / "walk_slerp.gif"
     )
-    written["grid_slerp"], written["walk_gif"] = slerp.png, slerp.gif
-    written["grid_lerp"] = interpolation_grid(model, method="lerp", steps=10, seed=seed, out=out / "grid_lerp.png").png
-    written["grid_prior"] = interpolation_grid(
-        model, method="slerp", steps=10, prior=5, seed=seed, out=out / "grid_prior.png"
-    ).png
-    prompts = [(f"a handwritten digit {a}", f"a handwritten digit {b}") for a, b in ((0, 6), (4, 9), (3, 8))]
-    written["grid_ldm_prompts"] = interpolation_grid(
+    written["grid_slerp"], written["walk_gif"] = out / "grid_slerp.png", out / "walk_slerp.gif"
+    interpolation_grid(model, method="lerp", steps=10, seed=seed, out=out / "grid_lerp.png")
+    written["grid_lerp"] = out / "grid_lerp.png"
+    interpolation_grid(model, method="slerp", steps=10, prior=5, seed=seed, out=out / "grid_prior.png")
+    written["grid_prior"] = out / "grid_prior.png"
+    prompts = [(digits_prompt(a), digits_prompt(b)) for a, b in ((0, 6), (4, 9), (3, 8))]
+    interpolation_grid(
         "digits-ldm", prompts=prompts, steps=10, seed=seed, num_inference_steps=25, out=out / "grid_ldm_prompts.png"
-    ).png
+    )
+    written["grid_ldm_prompts"] = out / "grid_ldm_prompts.png"
 
     paired = out / f"paired_set_seed{seed}"
     synthesize(SynthesisConfig(backend=backend, n=256, strategy="inter-class", seed=seed), paired, quiet=quiet)
@@ -67,12 +70,12 @@ def _training_comparison(out: Path, backend: str, seed: int, quiet: bool) -> dic
     written = {}
     for name, config in [("erm", base), ("erm+blends", replace(base, synthetic=str(blends)))]:
         r = train_classifier(config, quiet=quiet)
-        b, a = r["test"], r["test_temperature_scaled"]
+        b, a = r.test, r.test_temperature_scaled
         lines.append(f"{name:<29} {b['accuracy']:.3f}      {b['nll']:.3f}   {b['ece']:.3f}  {a['ece']:.3f}")
-        logits, labels = r["_test_logits"].double(), r["_test_labels"]
+        logits, labels = r.test_logits.double(), r.test_labels
         written[f"reliability_{name}"] = reliability_diagram(
             calibration_bins(logits.softmax(1), labels),
-            calibration_bins((logits / r["temperature"]).softmax(1), labels),
+            calibration_bins((logits / r.temperature).softmax(1), labels),
             out / f"reliability_{name.replace('+', '_')}.png",
             title=name,
         )

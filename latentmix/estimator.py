@@ -7,8 +7,8 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted, check_X_y, validate_data
 
-from latentmix.metrics import DEFAULT_TEMPERATURE_PRIOR
-from latentmix.train.classifier import TrainConfig, train_classifier
+from latentmix.configs import DEFAULT_TEMPERATURE_PRIOR, TrainConfig
+from latentmix.train.classifier import train_classifier
 
 
 class MixupClassifier(ClassifierMixin, BaseEstimator):
@@ -60,8 +60,8 @@ class MixupClassifier(ClassifierMixin, BaseEstimator):
         )
         arrays = {"X_train": X, "y_train": encoded, "X_test": X[:2], "y_test": encoded[:2]}
         report = train_classifier(config, quiet=True, arrays=arrays)
-        self.model_ = report["_model"].cpu().eval()
-        self.temperature_ = report["temperature"]
+        self.model_ = report.model.cpu().eval()
+        self.temperature_ = report.temperature
         return self
 
     def predict_proba(self, X) -> np.ndarray:

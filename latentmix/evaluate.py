@@ -18,231 +18,265 @@ classifier (``models/digits-classifier``, fitted on the train split):
 
 Text-conditioned backends (latent diffusion) are conditioned on each test image's caption; every
 walk moves the conditioning with the same t as the latent (lerp), prior samples are generated from
-"a handwritten digit {c}" (classes in turn), and the fraction the classifier assigns to
-the prompted class is reported as ``text_conditional`` class consistency.
+the digits prompt ("a handwritten digit {c}", classes in turn), and the fraction the classifier
+assigns to the prompted class is reported as ``text_conditional`` class consistency. A backend built
+on an autoencoder (``first_stage``) also reports that autoencoder's own reconstruction error.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
-from latentmix.backends import LatentBackend, load_backend
-from latentmix.data import DigitsDataset
+from latentmix.backends import LatentBackend, load_backend, mix_conditions
+from latentmix.configs import EvalConfig
+from latentmix.data import DigitsDataset, digits_prompt
 from latentmix.interpolate import METHODS, interpolate, interpolation_path
 from latentmix.metrics import frechet_distance, monotone_fraction, trimmed_mean
 from latentmix.reference import load_reference_classifier
 
+__all__ = ["EvalConfig", "evaluate_backend", "format_report"]
+NUM_CLASSES = 10
+
 
 @dataclass
-class EvalConfig:
-    """Sizes of the evaluation (defaults: the numbers in BENCHMARKS.md)."""
+class _Context:
+    """What every section of the report reads: the backend, the judge, the test data and its encodings."""
 
-    prior_samples: int = 1000  # decoded prior samples for the Fréchet distance
-    intra_pairs_per_class: int = 30  # same-class pairs per class for midpoint consistency
-    inter_paths: int = 200  # different-class paths for monotonicity
-    path_steps: int = 9  # points per inter-class path
-    ppl_pairs: int = 256  # pairs for the path length
-    epsilon: float = 1e-4  # path-length step
-    refine_steps: int = 200  # refinement steps for inversion backends
-    num_inference_steps: int | None = None  # diffusion backends: DDIM steps (default: the backend's)
-    guidance_scale: float | None = None  # diffusion backends: classifier-free guidance (default: the backend's)
-    seed: int = 0
+    backend: LatentBackend
+    clf: Any  # the reference classifier: forward() logits, features() embeddings
+    config: EvalConfig
+    rng: np.random.Generator
+    test: DigitsDataset
+    x_test: Tensor
+    c_test: Tensor | None  # the test captions' conditioning (text-conditioned backends)
+    sampling: dict
+    z_test: Tensor | None = None  # latents of the test images (refined for inversion backends)
+    norm_pairs: tuple[np.ndarray, np.ndarray] | None = None  # the path-length test pairs, reused for midpoint norms
 
-    def validate(self) -> None:
-        for name, value in asdict(self).items():
-            if name in ("epsilon", "seed", "guidance_scale") or (name == "num_inference_steps" and value is None):
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "refine_steps" else 1):
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not 0 < self.epsilon < 0.1:
-            raise ValueError(f"epsilon must be in (0, 0.1), got {self.epsilon}")
+    def feats(self, images: Tensor) -> Tensor:
+        with torch.inference_mode():
+            chunks = [images[i : i + 512].float().cpu() for i in range(0, len(images), 512)]
+            return torch.cat([self.clf.features(chunk) for chunk in chunks])
 
+    def decode(self, latents: Tensor, cond: Tensor | None = None) -> Tensor:
+        with torch.inference_mode():
+            return self.backend.decode(latents, cond=cond, **self.sampling).float().cpu()
 
-PROMPT = "a handwritten digit {c}"
+    def encode(self, images: Tensor, refine_steps: int) -> Tensor:
+        with torch.inference_mode():
+            kwargs = {**self.backend.encode_kwargs(refine_steps), **self.sampling}
+            return self.backend.encode(images, cond=self.c_test, **kwargs)
+
+    def walk(self, ia, ib, t, method: str) -> tuple[Tensor, Tensor | None]:
+        """Latents (and conditionings) at t between test images ia and ib."""
+        assert self.z_test is not None
+        c = self.c_test
+        cond = mix_conditions(None if c is None else c[ia], None if c is None else c[ib], t)
+        return interpolate(self.z_test[ia], self.z_test[ib], t, method), cond
+
+    def prior_samples(self, n: int, gen: torch.Generator) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Prior latents and, for text-conditioned backends, class prompts (class c for sample i % 10 == c)."""
+        classes = torch.arange(n) % NUM_CLASSES
+        cond = self.backend.condition([digits_prompt(c) for c in classes.tolist()])
+        return self.backend.sample(n, generator=gen), cond, classes
 
 
 def evaluate_backend(
-    backend: str | LatentBackend, config: EvalConfig | None = None, *, classifier=None, quiet: bool = False
+    backend: str | LatentBackend | None = None,
+    config: EvalConfig | None = None,
+    *,
+    classifier=None,
+    quiet: bool = False,
 ) -> dict:
-    """Measure a backend's reconstructions, samples and interpolation paths; return a JSON-able dict."""
+    """Measure a backend's reconstructions, samples and interpolation paths; return a JSON-able dict.
+
+    ``backend`` defaults to ``config.backend``; ``classifier`` to the embedded reference classifier.
+    """
     config = config or EvalConfig()
+    if isinstance(backend, (str, type(None))):
+        config = replace(config, backend=backend or config.backend)
     config.validate()
-    if isinstance(backend, str):
-        backend = load_backend(backend)
+    if not isinstance(backend, LatentBackend):
+        backend = load_backend(config.backend)
     if (backend.image_channels, backend.image_size) != (1, 8):
         raise ValueError(
             f"evaluate judges 8x8 grayscale digits; backend {backend.backend_name!r} makes "
             f"{backend.image_channels}x{backend.image_size}x{backend.image_size} images"
         )
-    clf = classifier or load_reference_classifier()
-    rng = np.random.default_rng(config.seed)
-    test, train = DigitsDataset("test"), DigitsDataset("train")
-    x_test = test.images(range(len(test)))
-    steps = tqdm(total=6, desc="evaluate", disable=quiet)
-    sampling = backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale)
-    text = backend.supports_text_condition
-    c_test = backend.encode_text(test.texts) if text else None
-
-    def feats(images: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return torch.cat([clf.features(images[i : i + 512].float().cpu()) for i in range(0, len(images), 512)])
-
-    def decode(latents: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        with torch.inference_mode():
-            return backend.decode(latents, **({"cond": cond} if text else {}), **sampling).float().cpu()
-
-    def encode(images: torch.Tensor, refine_steps: int) -> torch.Tensor:
-        with torch.inference_mode():
-            return backend.encode(
-                images, **({"cond": c_test} if text else {}), **backend.encode_kwargs(refine_steps), **sampling
-            )
-
-    def walk(ia, ib, t, method: str):
-        """Latents (and, for text-conditioned backends, conditionings) at t between test images."""
-        z = interpolate(z_test[ia], z_test[ib], t, method)
-        return z, (interpolate(c_test[ia], c_test[ib], t, "lerp") if text else None)
-
-    def prior_samples(n: int, gen: torch.Generator):
-        """Prior latents and, for text-conditioned backends, class prompts (class c for sample i % 10 == c)."""
-        classes = torch.arange(n) % 10
-        cond = backend.encode_text([PROMPT.format(c=c) for c in classes.tolist()]) if text else None
-        return backend.sample(n, generator=gen), cond, classes
-
+    test = DigitsDataset("test")
+    ctx = _Context(
+        backend=backend,
+        clf=classifier or load_reference_classifier(),
+        config=config,
+        rng=np.random.default_rng(config.seed),
+        test=test,
+        x_test=test.images(range(len(test))),
+        c_test=backend.condition(test.texts),
+        sampling=backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale),
+    )
     report: dict = {
         "backend": backend.backend_name,
         "latent_shape": list(backend.latent_shape),
         "config": asdict(config),
     }
+    sections = (
+        ("reconstruction", _reconstruction),
+        ("frechet_distance", _frechet),
+        ("class_consistency", _consistency),
+        ("path_length", _path_length),
+        ("midpoint_norm_ratio", _midpoint_norms),
+    )
+    bar = tqdm(sections, desc="evaluate", disable=quiet)
+    with backend.progress(not quiet):
+        for name, section in bar:
+            report[name] = section(ctx, report)
+    return report
 
-    # reconstruction
+
+def _reconstruction(ctx: _Context, report: dict) -> dict:
+    """Per-pixel MSE of encode → decode and its time; refined inversion; the first stage's own error."""
     recon: dict = {}
     start = time.perf_counter()
-    z_enc = encode(x_test, 0)
-    recon["encoder"] = {
-        "mse": float((decode(z_enc, c_test) - x_test).pow(2).mean()),
-        "seconds": round(time.perf_counter() - start, 3),
-    }
-    z_test = z_enc
-    if backend.encoder_kind == "inversion" and config.refine_steps > 0:
+    z_enc = ctx.encode(ctx.x_test, 0)
+    err = float((ctx.decode(z_enc, ctx.c_test) - ctx.x_test).pow(2).mean())
+    recon["encoder"] = {"mse": err, "seconds": round(time.perf_counter() - start, 3)}
+    ctx.z_test = z_enc
+    steps = ctx.config.refine_steps
+    if ctx.backend.encoder_kind == "inversion" and steps > 0:
         start = time.perf_counter()
-        z_test = encode(x_test, config.refine_steps)
-        recon["refined"] = {
-            "mse": float((decode(z_test) - x_test).pow(2).mean()),
-            "seconds": round(time.perf_counter() - start, 3),
-            "steps": config.refine_steps,
-        }
-    if backend.encoder_kind == "ddim-inversion":
-        recon["autoencoder"] = {"mse": float(backend.autoencoder.reconstruction_error(x_test).mean())}
-    report["reconstruction"] = recon
-    steps.update()
+        ctx.z_test = ctx.encode(ctx.x_test, steps)
+        err = float((ctx.decode(ctx.z_test) - ctx.x_test).pow(2).mean())
+        recon["refined"] = {"mse": err, "seconds": round(time.perf_counter() - start, 3), "steps": steps}
+    first_stage = ctx.backend.first_stage
+    if first_stage is not None:
+        recon["autoencoder"] = {"mse": float(first_stage.reconstruction_error(ctx.x_test).mean())}
+    return recon
 
-    # Fréchet distances
-    f_test = feats(x_test)
+
+def _frechet(ctx: _Context, report: dict) -> dict:
+    """Fréchet distances to the real test images (train vs test as the yardstick)."""
+    assert ctx.z_test is not None
+    f_test = ctx.feats(ctx.x_test)
+    train = DigitsDataset("train")
     fd = {
-        "real_train_vs_real_test": frechet_distance(feats(train.images(range(len(train)))), f_test),
-        "reconstructions": frechet_distance(feats(decode(z_test, c_test)), f_test),
+        "real_train_vs_real_test": frechet_distance(ctx.feats(train.images(range(len(train)))), f_test),
+        "reconstructions": frechet_distance(ctx.feats(ctx.decode(ctx.z_test, ctx.c_test)), f_test),
     }
-    text_consistency = None
-    if backend.latent_prior == "gaussian":
-        gen = torch.Generator().manual_seed(config.seed)
-        z_prior, c_prior, prior_classes = prior_samples(config.prior_samples, gen)
-        samples = decode(z_prior, c_prior)
-        fd["prior_samples"] = frechet_distance(feats(samples), f_test)
-        if text:
+    if ctx.backend.latent_prior == "gaussian":
+        z_prior, c_prior, prior_classes = ctx.prior_samples(
+            ctx.config.prior_samples, torch.Generator().manual_seed(ctx.config.seed)
+        )
+        samples = ctx.decode(z_prior, c_prior)
+        fd["prior_samples"] = frechet_distance(ctx.feats(samples), f_test)
+        if c_prior is not None:
             with torch.inference_mode():
-                text_consistency = float((clf(samples).argmax(1) == prior_classes).float().mean())
-    pa, pb = rng.integers(0, len(test), size=(2, 1000))
+                agree = float((ctx.clf(samples).argmax(1) == prior_classes).float().mean())
+            report.setdefault("_text_conditional", agree)
+    pa, pb = ctx.rng.integers(0, len(ctx.test), size=(2, 1000))
     keep = pa != pb
     for method in METHODS:
-        fd[f"midpoints_{method}"] = frechet_distance(feats(decode(*walk(pa[keep], pb[keep], 0.5, method))), f_test)
-    report["frechet_distance"] = fd
-    steps.update()
+        fd[f"midpoints_{method}"] = frechet_distance(
+            ctx.feats(ctx.decode(*ctx.walk(pa[keep], pb[keep], 0.5, method))), f_test
+        )
+    return fd
 
-    # class consistency
-    labels = test.labels.numpy()
+
+def _consistency(ctx: _Context, report: dict) -> dict:
+    """Intra-class midpoints given the shared class; inter-class paths whose source probability never rises."""
+    assert ctx.z_test is not None
+    rng, config = ctx.rng, ctx.config
+    labels = ctx.test.labels.numpy()
     ia, ib, cls = [], [], []
-    for c in range(10):
+    for c in range(NUM_CLASSES):
         members = np.flatnonzero(labels == c)
         for _ in range(config.intra_pairs_per_class):
             a, b = rng.choice(members, size=2, replace=False)
-            ia.append(a), ib.append(b), cls.append(c)
-    ca = rng.integers(0, 10, config.inter_paths)
-    cb = (ca + rng.integers(1, 10, config.inter_paths)) % 10
+            ia.append(a)
+            ib.append(b)
+            cls.append(c)
+    ca = rng.integers(0, NUM_CLASSES, config.inter_paths)
+    cb = (ca + rng.integers(1, NUM_CLASSES, config.inter_paths)) % NUM_CLASSES
     ja = np.array([rng.choice(np.flatnonzero(labels == c)) for c in ca])
     jb = np.array([rng.choice(np.flatnonzero(labels == c)) for c in cb])
-    consistency: dict = {} if text_consistency is None else {"text_conditional": text_consistency}
+    consistency: dict = {}
+    if "_text_conditional" in report:
+        consistency["text_conditional"] = report.pop("_text_conditional")
+    captions = ctx.c_test
     for method in METHODS:
         with torch.inference_mode():
-            pred = clf(decode(*walk(ia, ib, 0.5, method))).argmax(1).numpy()
+            pred = ctx.clf(ctx.decode(*ctx.walk(ia, ib, 0.5, method))).argmax(1).numpy()
         consistency[f"intra_class_midpoints_{method}"] = float((pred == np.array(cls)).mean())
-        path = interpolation_path(z_test[ja], z_test[jb], config.path_steps, method)
-        cond = interpolation_path(c_test[ja], c_test[jb], config.path_steps, "lerp").flatten(0, 1) if text else None
+        path = interpolation_path(ctx.z_test[ja], ctx.z_test[jb], config.path_steps, method)
+        cond = None
+        if captions is not None:
+            cond = interpolation_path(captions[ja], captions[jb], config.path_steps, "lerp").flatten(0, 1)
         with torch.inference_mode():
-            probs = clf(decode(path.flatten(0, 1), cond)).softmax(1).reshape(len(ja), config.path_steps, 10)
+            probs = ctx.clf(ctx.decode(path.flatten(0, 1), cond)).softmax(1)
+        probs = probs.reshape(len(ja), config.path_steps, NUM_CLASSES)
         source = probs[torch.arange(len(ja)), :, torch.from_numpy(ca)]
         consistency[f"inter_class_monotone_{method}"] = monotone_fraction(source)
-    report["class_consistency"] = consistency
-    steps.update()
+    return consistency
 
-    # path length (float64) and midpoint norms
+
+def _path_length(ctx: _Context, report: dict) -> dict:
+    """Squared feature distance between decodes at t and t + ε, over ε², in float64 (StyleGAN's PPL)."""
+    assert ctx.z_test is not None
+    backend, config, clf = ctx.backend, ctx.config, ctx.clf
     backend.to(dtype=torch.float64)
     clf64 = clf.double()
     try:
         ppl: dict = {}
         gen = torch.Generator().manual_seed(config.seed + 1)
-        pa, pb = rng.integers(0, len(test), size=(2, config.ppl_pairs))
+        pa, pb = ctx.rng.integers(0, len(ctx.test), size=(2, config.ppl_pairs))
+        ctx.norm_pairs = (pa, pb)
         t = torch.rand(config.ppl_pairs, generator=gen, dtype=torch.float64) * (1 - config.epsilon)
-        sources = {
-            "test_pairs": (
-                z_test[pa].double(),
-                z_test[pb].double(),
-                *((c_test[pa], c_test[pb]) if text else (None, None)),
-            )
-        }
+        c = ctx.c_test
+        test_pairs = (ctx.z_test[pa].double(), ctx.z_test[pb].double())
+        sources = {"test_pairs": (*test_pairs, None if c is None else c[pa], None if c is None else c[pb])}
         if backend.latent_prior == "gaussian":
-            za, ca, _ = prior_samples(config.ppl_pairs, gen)
-            zb, cb, _ = prior_samples(config.ppl_pairs, gen)
+            za, ca, _ = ctx.prior_samples(config.ppl_pairs, gen)
+            zb, cb, _ = ctx.prior_samples(config.ppl_pairs, gen)
             sources["prior_pairs"] = (za.double(), zb.double(), ca, cb)
         for name, (a, b, ca, cb) in sources.items():
+            ca64 = None if ca is None else ca.double()
+            cb64 = None if cb is None else cb.double()
             for method in METHODS:
                 with torch.inference_mode():
                     f1, f2 = (
                         clf64.features(
                             backend.decode(
-                                interpolate(a, b, tt, method),
-                                **sampling,
-                                **({"cond": interpolate(ca.double(), cb.double(), tt, "lerp")} if text else {}),
+                                interpolate(a, b, tt, method), cond=mix_conditions(ca64, cb64, tt), **ctx.sampling
                             )
                         )
                         for tt in (t, t + config.epsilon)
                     )
                     ppl[f"{name}_{method}"] = trimmed_mean((f1 - f2).pow(2).sum(1) / config.epsilon**2)
-        report["path_length"] = ppl
+        return ppl
     finally:
         backend.to(dtype=torch.float32)
         clf.float()
-    steps.update()
-    norms = {}
-    a, b = z_test[pa].float(), z_test[pb].float()
+
+
+def _midpoint_norms(ctx: _Context, report: dict) -> dict:
+    """|midpoint| / mean(|a|, |b|): whether lerp leaves the typical shell."""
+    assert ctx.z_test is not None and ctx.norm_pairs is not None
+    pa, pb = ctx.norm_pairs
+    a, b = ctx.z_test[pa].float(), ctx.z_test[pb].float()
     ends = 0.5 * (a.flatten(1).norm(dim=1) + b.flatten(1).norm(dim=1))
-    for method in METHODS:
-        norms[method] = float((interpolate(a, b, 0.5, method).flatten(1).norm(dim=1) / ends).mean())
-    report["midpoint_norm_ratio"] = norms
-    steps.update(2)
-    steps.close()
-    return report
+    return {method: float((interpolate(a, b, 0.5, method).flatten(1).norm(dim=1) / ends).mean()) for method in METHODS}
 
 
 def format_report(report: dict) -> str:
     """A plain-text table of a report, one line per number."""
-    lines = [
-        f"backend {report.get('backend_name', report['backend'])} ({report['backend']}, latent {tuple(report['latent_shape'])})"
-    ]
+    name, kind, shape = report.get("backend_name", report["backend"]), report["backend"], tuple(report["latent_shape"])
+    lines = [f"backend {name} ({kind}, latent {shape})"]
     for section in ("reconstruction", "frechet_distance", "class_consistency", "path_length", "midpoint_norm_ratio"):
         lines.append(f"{section}:")
         for key, value in report[section].items():

@@ -10,7 +10,7 @@ reconstruction error is visible. All pairs × steps are decoded in one batched c
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +18,12 @@ import torch
 from torch import Tensor
 
 from latentmix.backends import LatentBackend, load_backend
+from latentmix.configs import DEFAULT_BACKEND, GridConfig
 from latentmix.data import ImageTextDataset, load_dataset
-from latentmix.interpolate import check_method, interpolation_path
+from latentmix.interpolate import interpolation_path
 from latentmix.viz import grid_image, save_gif, save_png
 
-DEFAULT_BACKEND = "digits-vae"
+__all__ = ["DEFAULT_BACKEND", "GridConfig", "GridResult", "decode_walk", "interpolation_grid", "render_grid"]
 
 
 @dataclass
@@ -52,7 +53,7 @@ class GridResult:
 
     def cells(self) -> Tensor:
         """(P, K, C, H, W) cells of the PNG: [real a,] decoded steps, [real b]."""
-        if self.real_a is None:
+        if self.real_a is None or self.real_b is None:
             return self.images
         return torch.cat([self.real_a[:, None], self.images, self.real_b[:, None]], dim=1)
 
@@ -72,7 +73,7 @@ def decode_walk(
     """Walk from ``za`` to ``zb`` (P paths of ``steps`` points) and decode every frame of every path
     in the same batched calls (chunked by ``backend.batch_size``).
 
-    Text-conditioned backends take the endpoints' conditionings (``backend.encode_text``); they
+    Text-conditioned backends take the endpoints' conditionings (``backend.condition(texts)``); they
     move with the same t as the latents, by ``text_method``.
 
     Returns:
@@ -81,10 +82,10 @@ def decode_walk(
     path = interpolation_path(za, zb, steps, method)  # (P, T, *latent)
     if (cond_a is None) != (cond_b is None):
         raise ValueError("give both cond_a and cond_b, or neither")
-    if cond_a is not None:
+    cond = None
+    if cond_a is not None and cond_b is not None:
         cond = interpolation_path(cond_a, cond_b, steps, text_method).flatten(0, 1)
-        decode_kwargs["cond"] = cond
-    decoded = backend.decode(path.flatten(0, 1), **decode_kwargs).float().cpu()
+    decoded = backend.decode(path.flatten(0, 1), cond=cond, **decode_kwargs).float().cpu()
     return decoded.reshape(path.shape[0], steps, *decoded.shape[1:]), path
 
 
@@ -115,24 +116,70 @@ def _pick_by_class(
     return ia, ib, labels
 
 
+@dataclass
+class _Endpoints:
+    za: Tensor
+    zb: Tensor
+    cond_a: Tensor | None
+    cond_b: Tensor | None
+    labels: list[str]
+    real_a: Tensor | None = None
+    real_b: Tensor | None = None
+
+
+def _prior_endpoints(backend: LatentBackend, config: GridConfig) -> _Endpoints:
+    prompts = _check_prompts(config.prompts, backend) if config.prompts is not None else None
+    count = config.prior
+    if prompts is not None:
+        if count is not None and count != len(prompts):
+            raise ValueError(f"prior ({count}) must equal the number of prompt pairs ({len(prompts)}), or be left out")
+        count = len(prompts)
+    assert count is not None
+    gen = torch.Generator().manual_seed(config.seed)
+    za, zb = backend.sample(count, generator=gen), backend.sample(count, generator=gen)
+    labels = [f"prior {i}" for i in range(count)]
+    if backend.supports_text_condition:
+        prompts = prompts or [("", "")] * count
+        labels = [f"{a or '(none)'} -> {b or '(none)'}" for a, b in prompts]
+    texts_a = [p[0] for p in prompts] if prompts else None
+    texts_b = [p[1] for p in prompts] if prompts else None
+    return _Endpoints(za, zb, backend.condition(texts_a), backend.condition(texts_b), labels)
+
+
+def _pick_pairs(dataset: ImageTextDataset, config: GridConfig) -> tuple[list[int], list[int], list[str]]:
+    rng = np.random.default_rng(config.seed)
+    if config.pairs is not None:
+        ia, ib = [int(p[0]) for p in config.pairs], [int(p[1]) for p in config.pairs]
+        return ia, ib, [f"#{a} -> #{b}" for a, b in zip(ia, ib, strict=True)]
+    chosen = config.classes if config.classes is not None else _default_class_pairs(dataset)
+    if chosen:
+        return _pick_by_class(dataset, chosen, rng)
+    if len(dataset) < 2:  # unlabelled data: random pairs
+        raise ValueError(f"data {config.data!r} needs at least 2 images for a grid, found {len(dataset)}")
+    picks = rng.choice(len(dataset), size=(min(4, len(dataset) // 2), 2), replace=False)
+    ia, ib = picks[:, 0].tolist(), picks[:, 1].tolist()
+    return ia, ib, [f"#{a} -> #{b}" for a, b in zip(ia, ib, strict=True)]
+
+
+def _real_endpoints(backend: LatentBackend, config: GridConfig, encode_kwargs: dict) -> _Endpoints:
+    dataset = load_dataset(
+        config.data, split=config.split, image_size=backend.image_size, channels=backend.image_channels
+    )
+    ia, ib, labels = _pick_pairs(dataset, config)
+    real = dataset.images(ia + ib)
+    cond = backend.condition([dataset.texts[i] for i in ia + ib])  # real endpoints: their own captions
+    z = backend.encode(real, cond=cond, **encode_kwargs)
+    n = len(ia)
+    cond_a, cond_b = (None, None) if cond is None else (cond[:n], cond[n:])
+    return _Endpoints(z[:n], z[n:], cond_a, cond_b, labels, real[:n], real[n:])
+
+
 def interpolation_grid(
-    backend: str | LatentBackend = DEFAULT_BACKEND,
+    backend: str | LatentBackend | None = None,
+    config: GridConfig | None = None,
     *,
-    method: str | None = None,
-    steps: int = 8,
-    pairs: list[tuple[int, int]] | None = None,
-    classes: list[tuple[int | str, int | str]] | None = None,
-    prior: int | None = None,
-    data: str | os.PathLike = "digits",
-    split: str = "test",
-    seed: int = 0,
-    out: str | os.PathLike | None = None,
-    gif: str | os.PathLike | None = None,
-    refine_steps: int | None = None,
-    prompts: list[tuple[str, str]] | None = None,
-    text_method: str = "lerp",
-    num_inference_steps: int | None = None,
-    guidance_scale: float | None = None,
+    quiet: bool = True,
+    **settings,
 ) -> GridResult:
     """Walk between pairs of endpoints in latent space and decode every step.
 
@@ -140,111 +187,55 @@ def interpolation_grid(
     one random image of each of up to five class pairs (0 -> 1, 2 -> 3, …) is used.
 
     Args:
-        backend: a backend, or a name / path for :func:`~latentmix.load_backend`.
-        method: ``"slerp"`` or ``"lerp"``; default: the backend's ``default_method``.
-        steps: points per walk, endpoints included (>= 2).
-        pairs: ``[(i, j), ...]`` dataset indices of the endpoints.
-        classes: ``[(class_a, class_b), ...]`` by index or name; one random image of each
-            (seeded; two different images when the classes are the same).
-        prior: number of pairs drawn from the backend's prior (Gaussian backends).
-        data, split: where real endpoints come from (default: digits test split, unseen by the
-            embedded models).
-        seed: seeds the choice of images and the prior draws.
-        out: PNG path to write (optional); gif: animated GIF path (optional).
-        refine_steps: for inversion backends (GANs), optimisation steps after the encoder's guess
-            (default: ``backend.DEFAULT_REFINE_STEPS``).
-        prompts: text-conditioned backends: ``[(text_a, text_b), ...]``, one pair per row, walked
-            between prior noise endpoints (``prior`` draws are the default; with a count, it
-            must match). Real endpoints are conditioned on their captions instead.
-        text_method: how the conditioning walks (``"lerp"`` or ``"slerp"``), with the same t.
-        num_inference_steps, guidance_scale: diffusion backends: DDIM steps and classifier-free
-            guidance (default: the backend's).
+        backend: a backend, or a name / path for :func:`~latentmix.load_backend` (default: ``config.backend``).
+        config: a :class:`~latentmix.configs.GridConfig`; ``settings`` override its fields, so
+            ``interpolation_grid("digits-vae", steps=10, classes=[(3, 8)], out="grid.png")`` works too.
+            The fields: ``method`` (default: the backend's), ``steps``, ``pairs`` (dataset indices),
+            ``classes`` (by index or name; seeded picks), ``prior`` (pairs from the prior), ``data`` /
+            ``split`` (default: the digits test split), ``seed``, ``out`` (PNG) / ``gif``,
+            ``refine_steps`` (GANs), ``prompts`` (text-conditioned backends: pairs of texts walked between
+            prior endpoints; real endpoints use their captions), ``text_method``, and the diffusion sampler's
+            ``num_inference_steps`` / ``guidance_scale``.
+        quiet: hide progress bars of long decodes (latent diffusion).
 
     Returns:
         A :class:`GridResult`.
     """
-    if sum(x is not None for x in (pairs, classes, prior)) > 1:
-        raise ValueError("choose endpoints with only one of pairs, classes and prior")
-    if prompts is not None and (pairs is not None or classes is not None):
-        raise ValueError("prompts condition prior endpoints; real endpoints (pairs, classes) use their captions")
-    if out is not None and Path(out).suffix.lower() != ".png":
-        raise ValueError(f"out must be a .png path, got {out}")
-    if gif is not None and Path(gif).suffix.lower() != ".gif":
-        raise ValueError(f"gif must be a .gif path, got {gif}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise ValueError(f"steps must be an int >= 2 (both endpoints are included), got {steps!r}")
-    if isinstance(backend, (str, os.PathLike)):
-        backend = load_backend(backend)
-    elif not isinstance(backend, LatentBackend):
+    config = replace(config or GridConfig(), **settings)
+    if isinstance(backend, LatentBackend):
+        pass
+    elif backend is None or isinstance(backend, (str, os.PathLike)):
+        backend = load_backend(config.backend if backend is None else backend)
+    else:
         raise TypeError(f"backend must be a LatentBackend or a name/path, got {type(backend).__name__}")
-    method = check_method(method or backend.default_method)
-    check_method(text_method)
-    sampling = backend.sampling_kwargs(num_inference_steps, guidance_scale)
-    encode_kwargs = {**backend.encode_kwargs(refine_steps), **sampling}
-    rng = np.random.default_rng(seed)
-    if prompts is not None:
-        prompts = _check_prompts(prompts, backend)
-        if prior is not None and prior != len(prompts):
-            raise ValueError(f"prior ({prior}) must equal the number of prompt pairs ({len(prompts)}), or be left out")
-        prior = len(prompts)
-    conds: tuple[Tensor, Tensor] | None = None
-
-    real_a = real_b = None
-    with torch.inference_mode():
-        if prior is not None:
-            if isinstance(prior, bool) or not isinstance(prior, int) or prior < 1:
-                raise ValueError(f"prior must be a positive number of pairs, got {prior!r}")
-            gen = torch.Generator().manual_seed(seed)
-            za, zb = backend.sample(prior, generator=gen), backend.sample(prior, generator=gen)
-            labels = [f"prior {i}" for i in range(prior)]
-            if backend.supports_text_condition:
-                prompts = prompts or [("", "")] * prior
-                conds = (backend.encode_text([p[0] for p in prompts]), backend.encode_text([p[1] for p in prompts]))
-                labels = [f"{a or '(none)'} -> {b or '(none)'}" for a, b in prompts]
+    config.validate()
+    if config.classes is not None and not config.classes:
+        raise ValueError("classes is empty")
+    method = config.method or backend.default_method
+    sampling = backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale)
+    encode_kwargs = {**backend.encode_kwargs(config.refine_steps), **sampling}
+    with torch.inference_mode(), backend.progress(not quiet):
+        if config.prior is not None or config.prompts is not None:
+            ends = _prior_endpoints(backend, config)
         else:
-            dataset = load_dataset(data, split=split, image_size=backend.image_size, channels=backend.image_channels)
-            if pairs is not None:
-                if not pairs:
-                    raise ValueError("pairs is empty")
-                ia, ib = [int(p[0]) for p in pairs], [int(p[1]) for p in pairs]
-                labels = [f"#{a} -> #{b}" for a, b in zip(ia, ib)]
-            else:
-                chosen = classes if classes is not None else _default_class_pairs(dataset)
-                if classes is not None and not classes:
-                    raise ValueError("classes is empty")
-                if chosen:
-                    ia, ib, labels = _pick_by_class(dataset, chosen, rng)
-                else:  # unlabelled data: random pairs
-                    if len(dataset) < 2:
-                        raise ValueError(f"data {data!r} needs at least 2 images for a grid, found {len(dataset)}")
-                    picks = rng.choice(len(dataset), size=(min(4, len(dataset) // 2), 2), replace=False)
-                    ia, ib = picks[:, 0].tolist(), picks[:, 1].tolist()
-                    labels = [f"#{a} -> #{b}" for a, b in zip(ia, ib)]
-            real = dataset.images(ia + ib)
-            real_a, real_b = real[: len(ia)], real[len(ia) :]
-            if backend.supports_text_condition:
-                cond = backend.encode_text([dataset.texts[i] for i in ia + ib])
-                conds = (cond[: len(ia)], cond[len(ia) :])
-                encode_kwargs["cond"] = cond
-            z = backend.encode(real, **encode_kwargs)
-            za, zb = z[: len(ia)], z[len(ia) :]
-        cond_a, cond_b = conds if conds is not None else (None, None)
+            ends = _real_endpoints(backend, config, encode_kwargs)
         images, path = decode_walk(
-            backend, za, zb, steps, method, cond_a=cond_a, cond_b=cond_b, text_method=text_method, **sampling
-        )
+            backend, ends.za, ends.zb, config.steps, method, cond_a=ends.cond_a, cond_b=ends.cond_b,
+            text_method=config.text_method, **sampling,
+        )  # fmt: skip
     result = GridResult(
         images=images,
         latents=path.float().cpu(),
-        t=torch.linspace(0.0, 1.0, steps),
+        t=torch.linspace(0.0, 1.0, config.steps),
         method=method,
-        real_a=None if real_a is None else real_a.float().cpu(),
-        real_b=None if real_b is None else real_b.float().cpu(),
-        row_labels=labels,
+        real_a=None if ends.real_a is None else ends.real_a.float().cpu(),
+        real_b=None if ends.real_b is None else ends.real_b.float().cpu(),
+        row_labels=ends.labels,
     )
-    if out is not None:
-        result.png = save_png(render_grid(result), out)
-    if gif is not None:
-        result.gif = save_gif(result.images.transpose(0, 1), gif)
+    if config.out is not None:
+        result.png = save_png(render_grid(result), config.out)
+    if config.gif is not None:
+        result.gif = save_gif(result.images.transpose(0, 1), config.gif)
     return result
 
 

@@ -29,7 +29,9 @@ import math
 import torch
 from torch import Tensor
 
-METHODS = ("lerp", "slerp")
+from latentmix.configs import METHODS
+from latentmix.validation import non_negative_int, positive_number
+
 DOT_THRESHOLD = 0.9995
 # Below this sine of the angle (cos < -(1 - 5e-7)) a row counts as antipodal.
 _ANTIPODAL_SIN = 1e-3
@@ -327,11 +329,8 @@ def sample_lambda(
         generator: a ``torch.Generator``; samples are drawn on its device.
         device, dtype: where and how the result is returned.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be a non-negative int, got {n!r}")
-    alpha = float(alpha)
-    if not math.isfinite(alpha) or alpha <= 0:
-        raise ValueError(f"alpha must be a finite number > 0, got {alpha}")
+    non_negative_int(n, "n")
+    alpha = positive_number(alpha, "alpha")
     gen_device = generator.device if generator is not None else torch.device("cpu")
     log_x = _log_standard_gamma(alpha, n, generator, gen_device)
     log_y = _log_standard_gamma(alpha, n, generator, gen_device)

@@ -10,6 +10,8 @@ import torch
 from scipy import linalg
 from torch import Tensor
 
+from latentmix.configs import DEFAULT_TEMPERATURE_PRIOR
+
 
 def frechet_distance(features_a: Tensor, features_b: Tensor) -> float:
     """Fréchet distance between Gaussians fitted to two sets of feature vectors (N, D).
@@ -99,9 +101,6 @@ def confidence_gap(probs: Tensor, labels: Tensor) -> float:
     """Mean confidence minus accuracy: > 0 over-confident, < 0 under-confident (mixup's usual side)."""
     _check_probs(probs, labels)
     return float(probs.double().max(1).values.mean()) - accuracy(probs, labels)
-
-
-DEFAULT_TEMPERATURE_PRIOR = 0.3  # σ of the log-normal prior on T; chosen on held-out digits (BENCHMARKS.md)
 
 
 def fit_temperature(

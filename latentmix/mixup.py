@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from latentmix.interpolate import sample_lambda
+from latentmix.validation import int_at_least
 
 MODES = ("batch", "elem")
 
@@ -159,8 +160,7 @@ class Mixup:
         label_smoothing: float = 0.0,
         generator: torch.Generator | None = None,
     ):
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        int_at_least(num_classes, "num_classes", 2)
         self.mixup_alpha = _check_alpha("mixup_alpha", mixup_alpha)
         self.cutmix_alpha = _check_alpha("cutmix_alpha", cutmix_alpha)
         if self.mixup_alpha == 0 and self.cutmix_alpha == 0:
@@ -289,7 +289,7 @@ def mixgen(images: Tensor, texts: list[str], perm: Tensor, lam: float = 0.5) -> 
     if len(texts) != images.shape[0]:
         raise ValueError(f"texts must have one caption per image, got {len(texts)} for {images.shape[0]}")
     lam_t = torch.full((images.shape[0],), float(lam), device=images.device)
-    return mix_tensors(images, perm, lam_t), [f"{a} {texts[int(j)]}" for a, j in zip(texts, perm.tolist())]
+    return mix_tensors(images, perm, lam_t), [f"{a} {texts[int(j)]}" for a, j in zip(texts, perm.tolist(), strict=True)]
 
 
 def modality_dropout(

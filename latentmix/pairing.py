@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import betaincinv
 
-STRATEGIES = ("random", "intra-class", "inter-class", "knn")
+from latentmix.configs import STRATEGIES
+
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 _STREAMS = {"a": 1, "b": 2, "lambda": 3, "class": 4}
 

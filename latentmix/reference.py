@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -20,9 +19,12 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from latentmix.backends.base import atomic_directory, refuse_pickles
+from latentmix.backends.files import atomic_directory, load_weights
+from latentmix.cards import model_card
+from latentmix.configs import ReferenceFitConfig
 from latentmix.data import DigitsDataset
-from latentmix.version import __version__
+from latentmix.data.digits import DIGITS_TRAIN_DESCRIPTION
+from latentmix.train.common import FitResult
 
 REFERENCE = "digits-classifier"
 
@@ -55,44 +57,40 @@ class DigitsClassifier(ModelMixin, ConfigMixin):
 
 
 def load_reference_classifier(path: str | os.PathLike | None = None) -> DigitsClassifier:
-    """Load the shipped reference classifier (or one fitted elsewhere), in eval mode."""
+    """Load the shipped reference classifier (or one fitted elsewhere), whole or not at all, in eval mode."""
     from latentmix.backends.loading import embedded_models_dir
 
     path = Path(path) if path is not None else embedded_models_dir() / REFERENCE
     if not path.is_dir():
         raise ValueError(
-            f"reference classifier {path} does not exist; fit one with `latentmix fit reference-classifier --out {path}`"
+            f"reference classifier {path} does not exist; fit one with `latentmix fit reference-classifier --out "
+            f"{path}`"
         )
-    refuse_pickles(path)
-    try:
-        return DigitsClassifier.from_pretrained(str(path), use_safetensors=True).eval()
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"could not load the reference classifier from {path}: {str(exc).splitlines()[0]}") from None
+    return load_weights(DigitsClassifier, path).eval()
 
 
 def fit_reference_classifier(
+    config: ReferenceFitConfig | None = None,
     out: str | os.PathLike | None = None,
     *,
-    epochs: int = 60,
-    seed: int = 0,
     quiet: bool = False,
     command: str | None = None,
-) -> tuple[DigitsClassifier, dict]:
+) -> FitResult:
     """Fit the reference classifier on the digits train split; report test accuracy; save to ``out``."""
-    from latentmix.train.common import metrics_table, random_shift
+    from latentmix.train.common import random_shift
 
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    torch.manual_seed(seed)
+    config = config or ReferenceFitConfig()
+    config.validate()
+    torch.manual_seed(config.seed)
     train, test = DigitsDataset("train"), DigitsDataset("test")
     x, y = train.images(range(len(train))), train.labels
     model = DigitsClassifier()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
-    steps = epochs * math.ceil(len(x) / 128)
+    steps = config.epochs * math.ceil(len(x) / 128)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(config.seed)
     start = time.perf_counter()
-    for _ in tqdm(range(epochs), desc="fit reference classifier", disable=quiet):
+    for _ in tqdm(range(config.epochs), desc="fit reference classifier", disable=quiet):
         model.train()
         order = torch.randperm(len(x), generator=gen)
         for i in range(0, len(x), 128):
@@ -112,24 +110,16 @@ def fit_reference_classifier(
         "test_images": len(test),
     }
     if out is not None:
-        card = "\n".join(
-            [
-                "# Reference digits classifier (latentmix)",
-                "",
-                f"Produced by latentmix {__version__} with:",
-                "",
-                "```",
-                command or "latentmix fit reference-classifier (Python API)",
-                "```",
-                "",
-                "Fitted on the digits train split (1,437 images; fixed split in `latentmix/data.py`); the 360-image test split",
-                "was used only for the accuracy below. `latentmix evaluate` uses its 128-d penultimate features and predictions.",
-                "",
-                *metrics_table(metrics),
-                "",
-                f"Trained on CPU ({platform.machine()}, torch {torch.__version__}), seed {seed}, {epochs} epochs.",
-                "",
-            ]
+        card = model_card(
+            title="Reference digits classifier",
+            command=command,
+            default_command="latentmix fit reference-classifier (Python API)",
+            description=(
+                f"A small CNN fitted on {DIGITS_TRAIN_DESCRIPTION} (the test split was used only for the accuracy "
+                "below). `latentmix evaluate` uses its 128-d penultimate features and predictions."
+            ),
+            metrics=metrics,
+            settings=config,
         )
 
         def write(tmp: Path) -> None:
@@ -137,4 +127,4 @@ def fit_reference_classifier(
             (tmp / "MODEL_CARD.md").write_text(card)
 
         atomic_directory(Path(out), write, marker="_class_name")
-    return model, metrics
+    return FitResult(model, metrics, None if out is None else Path(out))

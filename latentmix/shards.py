@@ -12,16 +12,16 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
 from latentmix.atomic import atomic_file, atomic_save_safetensors, atomic_write_text, replace_dir, tmp_name
-
-SHARDS = "shards"
-IMAGES = "images"
+from latentmix.data.synthetic import IMAGES, SHARDS
 
 
 def remove_temporaries(root: Path) -> None:
@@ -48,7 +48,11 @@ def shard_rows(root: Path, shard: int) -> int:
 
 
 def write_shard(
-    root: Path, shard: int, rows: list[dict], tensors: dict[str, torch.Tensor], images: list[tuple[str, object]]
+    root: Path,
+    shard: int,
+    rows: list[dict],
+    tensors: dict[str, torch.Tensor],
+    images: Sequence[tuple[str, Image.Image]],
 ) -> None:
     """Write one shard: images (directory rename), then embeddings, then the jsonl marker."""
     meta, emb, image_dir = shard_paths(root, shard)

@@ -18,8 +18,20 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"
+from latentmix.configs import DEFAULT_TEXT_ENCODER
+
+DEFAULT_TEXT_ENCODER_NAMES = (DEFAULT_TEXT_ENCODER, "minilm")
 POOLINGS = ("mean", "cls", "pooler")
+
+
+def check_texts(texts) -> list[str]:
+    """A list (or tuple) of strings, as a list; anything else is a ``TypeError`` naming ``texts``."""
+    if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
+        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise TypeError(f"texts must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}")
+    return list(texts)
 
 
 def default_text_encoder_path() -> Path:
@@ -72,25 +84,48 @@ class TextEncoder:
         *,
         tokenizer: str | os.PathLike | None = None,
         device=None,
+        trust_remote_code: bool = False,
         **kwargs,
-    ) -> "TextEncoder":
+    ) -> TextEncoder:
         """Load from a hub id or local directory; ``None`` or ``"all-MiniLM-L6-v2"`` is the offline default.
 
         ``tokenizer`` is where the tokenizer lives when it is not beside the model (a Stable
-        Diffusion pipeline keeps them in ``text_encoder/`` and ``tokenizer/``).
+        Diffusion pipeline keeps them in ``text_encoder/`` and ``tokenizer/``). Weights must be
+        safetensors and complete (a missing tensor is an error, not a random initialisation).
+        ``trust_remote_code`` allows a model whose config maps to Python files in the directory
+        (``auto_map``) to run them; without it such a model is refused and no code runs.
         """
         from transformers import AutoModel, AutoTokenizer
 
-        if name_or_path is None or str(name_or_path) in (DEFAULT_TEXT_ENCODER, "minilm"):
+        path: str | os.PathLike
+        if name_or_path is None or str(name_or_path) in DEFAULT_TEXT_ENCODER_NAMES:
             path, name = default_text_encoder_path(), DEFAULT_TEXT_ENCODER
         else:
             path, name = name_or_path, str(name_or_path)
+        where = str(path)
         try:
-            tok = AutoTokenizer.from_pretrained(str(tokenizer if tokenizer is not None else path))
-            model = AutoModel.from_pretrained(str(path), use_safetensors=True)
-        except (OSError, ValueError, KeyError) as exc:
+            tok = AutoTokenizer.from_pretrained(
+                str(tokenizer if tokenizer is not None else path), trust_remote_code=trust_remote_code
+            )
+            model, info = AutoModel.from_pretrained(
+                where, use_safetensors=True, trust_remote_code=trust_remote_code, output_loading_info=True
+            )
+        except (OSError, ValueError, KeyError, ImportError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"could not load a text encoder from {str(path)!r}: {first}") from None
+            if "trust_remote_code" in str(exc) or "custom code" in str(exc):
+                first = (
+                    "it needs to run Python code from its directory; pass trust_remote_code (--trust-remote-code) "
+                    "only if you trust that code"
+                )
+            raise ValueError(f"could not load a text encoder from {where!r}: {first}") from None
+        missing = [k for k in info.get("missing_keys", []) if "position_ids" not in k]
+        mismatched = info.get("mismatched_keys") or []
+        if missing or mismatched:
+            key = missing[0] if missing else mismatched[0][0]
+            raise ValueError(
+                f"text encoder {where!r}: the weights lack or mis-shape the tensor {key!r}; refusing an incomplete "
+                "model"
+            )
         if device is None:
             from accelerate import PartialState
 
@@ -114,15 +149,6 @@ class TextEncoder:
         batch = self.tokenizer(texts, padding=padding, truncation=True, max_length=self.max_length, return_tensors="pt")
         return {k: v.to(self.device) for k, v in batch.items()}
 
-    @staticmethod
-    def _check_texts(texts) -> list[str]:
-        if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
-            raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
-        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-        if bad:
-            raise TypeError(f"texts must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}")
-        return list(texts)
-
     @torch.inference_mode()
     def hidden_states(
         self, texts: list[str], *, pad_to_max_length: bool = False, attention_mask: bool = True
@@ -134,7 +160,7 @@ class TextEncoder:
         and can be blended position by position. ``attention_mask=False`` runs the model without
         the mask, as Stable Diffusion runs CLIP (padding tokens then carry the prompt too).
         """
-        texts = self._check_texts(texts)
+        texts = check_texts(texts)
         batch = self._tokenize(texts, "max_length" if pad_to_max_length else True)
         out = self.model(**(batch if attention_mask else {k: v for k, v in batch.items() if k != "attention_mask"}))
         return out.last_hidden_state, batch["attention_mask"]
@@ -157,12 +183,12 @@ class TextEncoder:
 
     def encode(self, texts: list[str], *, batch_size: int = 64) -> Tensor:
         """Sentence embeddings (N, D), float32 on CPU; each unique text is encoded once and cached."""
-        texts = self._check_texts(texts)
+        texts = check_texts(texts)
         if not texts:
             return torch.empty(0, self.embedding_dim)
         todo = sorted({t for t in texts if t not in self._cache})
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
-            for text, emb in zip(chunk, self._embed(chunk)):
+            for text, emb in zip(chunk, self._embed(chunk), strict=True):
                 self._cache[text] = emb
         return torch.stack([self._cache[t] for t in texts])

@@ -22,14 +22,18 @@ def to_uint8(images: Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).numpy()
 
 
+def to_pil(array: np.ndarray) -> Image.Image:
+    """One (H, W, C) uint8 image from :func:`to_uint8` as a PIL image: mode L for 1 channel, RGB for 3."""
+    return Image.fromarray(array[:, :, 0], "L") if array.shape[2] == 1 else Image.fromarray(array, "RGB")
+
+
 def _cell_scale(size: int) -> int:
     """Upscale tiny images (8x8 digits) so a cell is at least 64 pixels wide."""
     return max(1, 64 // size) if size < 64 else 1
 
 
 def _to_pil(array: np.ndarray, scale: int) -> Image.Image:
-    image = Image.fromarray(array[:, :, 0], "L") if array.shape[2] == 1 else Image.fromarray(array, "RGB")
-    image = image.convert("RGB")
+    image = to_pil(array).convert("RGB")
     if scale > 1:
         image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     return image
@@ -114,7 +118,7 @@ def reliability_diagram(
     canvas = Image.new("RGB", (len(panels) * (size + pad) + pad, size + 2 * pad + 14), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
-    for p, (acc, conf, share) in enumerate(panels):
+    for p, (acc, _conf, share) in enumerate(panels):
         x0, y0 = pad + p * (size + pad), pad + 14
         draw.rectangle([x0, y0, x0 + size, y0 + size], outline=TEXT)
         n_bins = len(acc) - 1

@@ -49,7 +49,7 @@ def test_grid_command_with_pairs_prior_and_lerp(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "args, message",
+    ("args", "message"),
     [
         (["grid", "--steps", "1"], "steps must be an int >= 2"),
         (["grid", "--backend", "no-such-model"], "unknown backend 'no-such-model'"),

@@ -37,8 +37,10 @@ def test_digits_images_labels_and_captions():
     assert item.image.shape == (1, 8, 8) and item.image.dtype == torch.float32
     assert float(ds.images(range(len(ds))).min()) == -1.0 and float(ds.images(range(len(ds))).max()) == 1.0
     assert item.text in [t.format(name=item.label) for t in DIGIT_TEMPLATES]
-    assert all(ds.class_names[y] in text for y, text in zip(ds.labels.tolist(), ds.texts))
-    assert len({t.split(str(y))[0] for y, t in zip(ds.labels.tolist(), ds.texts)}) >= 3  # several templates
+    assert all(ds.class_names[y] in text for y, text in zip(ds.labels.tolist(), ds.texts, strict=True))
+    assert (
+        len({t.split(str(y))[0] for y, t in zip(ds.labels.tolist(), ds.texts, strict=True)}) >= 3
+    )  # several templates
     rgb = DigitsDataset("test", image_size=16, channels=3)
     assert rgb[0].image.shape == (3, 16, 16)
     assert set(ds.indices_of_class("3").tolist()) == set(np.flatnonzero(ds.labels.numpy() == 3).tolist())
@@ -46,7 +48,7 @@ def test_digits_images_labels_and_captions():
 
 def _write_class_folders(root):
     photos = {"astronaut": skimage.data.astronaut(), "coffee": skimage.data.coffee(), "camera": skimage.data.camera()}
-    for cls, (name, pixels) in zip(["a", "a", "b"], photos.items()):
+    for cls, (name, pixels) in zip(["a", "a", "b"], photos.items(), strict=True):
         (root / cls).mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(root / cls / f"{name}.png")
     Image.fromarray(skimage.data.chelsea()).save(root / "b" / "chelsea.jpg")
@@ -67,7 +69,7 @@ def test_image_folder_with_class_subfolders_mixed_modes_and_sizes(tmp_path):
 
 def test_imagefolder_metadata_layout_with_texts_and_labels(tmp_path):
     rows = []
-    for i, (name, pixels) in enumerate([("astronaut", skimage.data.astronaut()), ("coffee", skimage.data.coffee())]):
+    for _i, (name, pixels) in enumerate([("astronaut", skimage.data.astronaut()), ("coffee", skimage.data.coffee())]):
         Image.fromarray(pixels).save(tmp_path / f"{name}.png")
         rows.append({"file_name": f"{name}.png", "text": f"a photo of {name}", "label": name})
     (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
@@ -129,7 +131,7 @@ def test_bad_data_raises_naming_the_problem(tmp_path):
         load_dataset(meta)
     with pytest.raises(ValueError, match="split must be one of"):
         DigitsDataset("validation")
-    with pytest.raises(ValueError, match="channels must be 1 or 3"):
+    with pytest.raises(ValueError, match="channels must be one of 1, 3"):
         DigitsDataset("train", channels=2)
     with pytest.raises(ValueError, match="out of range"):
         DigitsDataset("test").images([360])

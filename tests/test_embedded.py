@@ -47,10 +47,10 @@ def test_gan_card_numbers_are_reproduced_and_refinement_halves_the_error():
 
 
 def test_ldm_card_numbers_are_reproduced_and_meet_the_targets():
-    from latentmix.train.fit_ldm import _digits_metrics
+    from latentmix.train.fit_ldm import digits_metrics
 
     card = (embedded_models_dir() / "digits-ldm" / "MODEL_CARD.md").read_text()
-    measured = _digits_metrics(load_backend("digits-ldm"))
+    measured = digits_metrics(load_backend("digits-ldm"))
     for key, value in measured.items():
         assert value == pytest.approx(card_metric(card, key), rel=2e-3, abs=1e-4), key
     assert measured["test_recon_mse_ddim_50"] <= 2 * measured["test_recon_mse_autoencoder"]  # issue 6 target

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from latentmix.backends import LatentDiffusionBackend, load_backend
+from latentmix.checkpoint import read_meta
 from latentmix.cli import main
 from latentmix.train.fit_ldm import LDMFitConfig, fit_ldm
 
@@ -19,7 +20,8 @@ TINY = dict(
 def test_fit_resumes_exactly_after_an_interruption_and_saves_references(tmp_path, monkeypatch, crash_on_call):
     import latentmix.train.fit_ldm as fl
 
-    full, metrics = fit_ldm(LDMFitConfig(**TINY), tmp_path / "full", quiet=True)
+    result = fit_ldm(LDMFitConfig(**TINY), tmp_path / "full", quiet=True)
+    full, metrics = result.backend, result.metrics
     assert isinstance(full, LatentDiffusionBackend) and full.latent_shape == (4, 2, 2)
     for key in ("test_recon_mse_autoencoder", "test_recon_mse_ddim_50", "text_conditional_consistency"):
         assert 0 <= metrics[key] < 1, key
@@ -31,28 +33,26 @@ def test_fit_resumes_exactly_after_an_interruption_and_saves_references(tmp_path
     real = crash_on_call(fl, "ema_update", 6)  # after the first checkpoint (step 4), before the second
     with pytest.raises(KeyboardInterrupt):
         fit_ldm(LDMFitConfig(**TINY), tmp_path / "cut", quiet=True)
-    assert json.loads((tmp_path / "cut.train" / "state.json").read_text())["step"] == 4
+    assert read_meta(tmp_path / "cut.train")["progress"]["step"] == 4
     monkeypatch.setattr(fl, "ema_update", real)
-    resumed, _ = fit_ldm(LDMFitConfig(**TINY), tmp_path / "cut", quiet=True)
-    for a, b in zip(full.unet.state_dict().values(), resumed.unet.state_dict().values()):
+    resumed = fit_ldm(LDMFitConfig(**TINY), tmp_path / "cut", quiet=True).backend
+    for a, b in zip(full.unet.state_dict().values(), resumed.unet.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="other settings"):
         fit_ldm(LDMFitConfig(**{**TINY, "lr": 1e-4}), tmp_path / "cut", quiet=True)
 
 
 def test_training_lowers_the_denoising_loss(tmp_path):
-    _, short = fit_ldm(LDMFitConfig(**{**TINY, "steps": 2, "evaluate": False}), tmp_path / "a", quiet=True)
-    _, longer = fit_ldm(
-        LDMFitConfig(**{**TINY, "steps": 40, "lr": 3e-3, "evaluate": False}), tmp_path / "b", quiet=True
-    )
-    assert longer["final_loss_mean_last_200"] < short["final_loss_mean_last_200"]
+    short = fit_ldm(LDMFitConfig(**{**TINY, "steps": 2, "evaluate": False}), tmp_path / "a", quiet=True)
+    longer = fit_ldm(LDMFitConfig(**{**TINY, "steps": 40, "lr": 3e-3, "evaluate": False}), tmp_path / "b", quiet=True)
+    assert longer.metrics["final_loss_mean_last_200"] < short.metrics["final_loss_mean_last_200"]
 
 
 @pytest.mark.parametrize(
-    "override, message",
+    ("override", "message"),
     [
         ({"steps": 0}, "steps must be a positive int"),
-        ({"guidance_scale": 0.5}, "guidance_scale must be >= 1"),
+        ({"guidance_scale": 0.5}, "guidance_scale must be a finite number >= 1"),
         ({"latent_channels": 3}, "latent_channels: .*16 latent values"),
         ({"autoencoder": "digits-gan"}, "autoencoder: .*needs an autoencoder"),
         ({"beta_schedule": "cosine"}, "beta_schedule must be"),

@@ -17,9 +17,9 @@ TINY = dict(epochs=2, batch_size=256, latent_dim=4, block_channels=(8, 16), kl_w
 
 
 def test_fit_saves_a_backend_with_card_and_measured_metrics(tmp_path):
-    backend, metrics = fit_vae(
-        VAEFitConfig(**TINY), tmp_path / "vae", quiet=True, command="latentmix fit vae --epochs 2"
-    )
+    result = fit_vae(VAEFitConfig(**TINY), tmp_path / "vae", quiet=True, command="latentmix fit vae --epochs 2")
+    backend, metrics = result.backend, result.metrics
+    assert result.out == tmp_path / "vae"
     assert metrics["train_images"] == 1437 and metrics["test_images"] == 360
     assert 0 < metrics["test_recon_mse"] < 1.5 and metrics["scaling_factor"] > 0
     card = (tmp_path / "vae" / "MODEL_CARD.md").read_text()
@@ -37,15 +37,15 @@ def test_fit_saves_a_backend_with_card_and_measured_metrics(tmp_path):
 
 
 def test_training_reduces_the_reconstruction_error():
-    _, short = fit_vae(VAEFitConfig(**{**TINY, "epochs": 1}), quiet=True)
-    _, longer = fit_vae(VAEFitConfig(**{**TINY, "epochs": 8}), quiet=True)
+    short = fit_vae(VAEFitConfig(**{**TINY, "epochs": 1}), quiet=True).metrics
+    longer = fit_vae(VAEFitConfig(**{**TINY, "epochs": 8}), quiet=True).metrics
     assert longer["test_recon_mse"] < short["test_recon_mse"]
 
 
 def test_fit_is_reproducible_from_the_seed():
-    b1, _ = fit_vae(VAEFitConfig(**TINY, seed=3), quiet=True)
-    b2, _ = fit_vae(VAEFitConfig(**TINY, seed=3), quiet=True)
-    b3, _ = fit_vae(VAEFitConfig(**TINY, seed=4), quiet=True)
+    b1 = fit_vae(VAEFitConfig(**TINY, seed=3), quiet=True).backend
+    b2 = fit_vae(VAEFitConfig(**TINY, seed=3), quiet=True).backend
+    b3 = fit_vae(VAEFitConfig(**TINY, seed=4), quiet=True).backend
     w1, w2, w3 = (b.model.to_moments.weight for b in (b1, b2, b3))
     assert torch.equal(w1, w2) and not torch.equal(w1, w3)
 
@@ -99,7 +99,7 @@ def test_random_shift_moves_each_image_by_at_most_the_limit():
 
 
 @pytest.mark.parametrize(
-    "override, message",
+    ("override", "message"),
     [
         (dict(epochs=0), "epochs must be a positive int"),
         (dict(lr=-1.0), "lr must be"),

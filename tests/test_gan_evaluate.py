@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
 
 from latentmix import load_backend
 from latentmix.backends import Discriminator, GANBackend, Generator, InversionEncoder
+from latentmix.checkpoint import read_meta
 from latentmix.cli import main
 from latentmix.data import DigitsDataset
 from latentmix.evaluate import EvalConfig, evaluate_backend
@@ -75,19 +74,19 @@ def test_gan_save_load_and_missing_parts(tiny_gan, tmp_path):
 def test_fit_gan_resumes_exactly_after_an_interruption(tmp_path, monkeypatch, crash_on_call):
     import latentmix.train.fit_gan as fg
 
-    full, _ = fit_gan(GANFitConfig(**TINY_FIT), tmp_path / "full", quiet=True)
+    full = fit_gan(GANFitConfig(**TINY_FIT), tmp_path / "full", quiet=True).backend
     assert (tmp_path / "full" / "MODEL_CARD.md").is_file() and list((tmp_path / "full.train" / "samples").glob("*.png"))
     real = crash_on_call(
         fg, "ema_update", 7
     )  # 5 steps per epoch: during the second GAN epoch, after the first checkpoint
     with pytest.raises(KeyboardInterrupt):
         fit_gan(GANFitConfig(**TINY_FIT), tmp_path / "cut", quiet=True)
-    assert json.loads((tmp_path / "cut.train" / "state.json").read_text())["epoch"] == 1
+    assert read_meta(tmp_path / "cut.train")["progress"]["epoch"] == 1
     monkeypatch.setattr(fg, "ema_update", real)
-    resumed, _ = fit_gan(GANFitConfig(**TINY_FIT), tmp_path / "cut", quiet=True)
-    for a, b in zip(full.generator.state_dict().values(), resumed.generator.state_dict().values()):
+    resumed = fit_gan(GANFitConfig(**TINY_FIT), tmp_path / "cut", quiet=True).backend
+    for a, b in zip(full.generator.state_dict().values(), resumed.generator.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    for a, b in zip(full.encoder.state_dict().values(), resumed.encoder.state_dict().values()):
+    for a, b in zip(full.encoder.state_dict().values(), resumed.encoder.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="other settings"):
         fit_gan(GANFitConfig(**{**TINY_FIT, "lr": 1e-3}), tmp_path / "cut", quiet=True)

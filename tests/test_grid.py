@@ -73,7 +73,7 @@ def test_grid_on_an_rgb_autoencoder_kl_and_image_folder(tiny_akl_backend, tmp_pa
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
+    ("kwargs", "message"),
     [
         (dict(steps=1), "steps must be an int >= 2"),
         (dict(method="cubic"), "method must be one of"),

@@ -162,7 +162,7 @@ def test_grid_2d_corners_and_edges():
     corners = [randn(2, 6, seed=s) for s in range(23, 27)]
     grid = interpolation_grid_2d(*corners, rows=3, cols=5, method="slerp")
     assert grid.shape == (2, 3, 5, 6)
-    for got, want in zip((grid[:, 0, 0], grid[:, 0, -1], grid[:, -1, 0], grid[:, -1, -1]), corners):
+    for got, want in zip((grid[:, 0, 0], grid[:, 0, -1], grid[:, -1, 0], grid[:, -1, -1]), corners, strict=True):
         assert torch.equal(got, want)
     torch.testing.assert_close(grid[:, 0], interpolation_path(corners[0], corners[1], 5))
     bilinear = interpolation_grid_2d(*corners, rows=3, cols=3, method="lerp")
@@ -175,7 +175,7 @@ def test_works_on_meta_like_devices_via_device_preservation():
 
 
 @pytest.mark.parametrize(
-    "call, message",
+    ("call", "message"),
     [
         (lambda: slerp(torch.zeros(2, 3), torch.zeros(2, 4), 0.5), "same shape"),
         (lambda: slerp(torch.zeros(3), torch.zeros(3), 0.5), r"\(B, \*latent_shape\)"),

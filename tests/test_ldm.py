@@ -91,7 +91,7 @@ def test_batched_walk_equals_one_call_per_frame(ldm):
 
 def test_chunking_does_not_change_results(ldm):
     z = noise(ldm, 5)
-    texts = PROMPTS + ["x"]
+    texts = [*PROMPTS, "x"]
     with torch.inference_mode():
         whole = ldm.decode(z, texts=texts, guidance_scale=2.0)
         ldm.batch_size = 2
@@ -166,7 +166,7 @@ def test_float16_keeps_a_force_upcast_vae_in_float32(ldm):
 
 
 @pytest.mark.parametrize(
-    "call, message",
+    ("call", "message"),
     [
         (lambda b: b.decode(noise(b, 2)), "texts: .*text-conditioned"),
         (lambda b: b.decode(noise(b, 2), texts=["one"]), "texts: .*one text per item \\(2\\)"),
@@ -181,10 +181,13 @@ def test_float16_keeps_a_force_upcast_vae_in_float32(ldm):
             lambda b: b.decode(noise(b, 1), texts=[""], num_inference_steps=-3),
             "num_inference_steps must be a positive int",
         ),
-        (lambda b: b.decode(noise(b, 1), texts=[""], guidance_scale=0.5), "guidance_scale must be >= 1"),
+        (
+            lambda b: b.decode(noise(b, 1), texts=[""], guidance_scale=0.5),
+            "guidance_scale must be a finite number >= 1",
+        ),
         (lambda b: b.decode(noise(b, 1), cond=torch.zeros(1, 5, 32)), "cond must have shape \\(1, 12, 32\\)"),
         (lambda b: b.decode(noise(b, 1), texts=[""], cond=b.encode_text([""])), "texts or cond, not both"),
-        (lambda b: b.sampling_kwargs(guidance_scale=0.9), "guidance_scale must be >= 1"),
+        (lambda b: b.sampling_kwargs(guidance_scale=0.9), "guidance_scale must be a finite number >= 1"),
     ],
 )
 def test_bad_input_is_a_clear_error(ldm, call, message):

@@ -60,7 +60,7 @@ def test_synthesis_decodes_with_the_blended_text_conditioning(digits_ldm, tmp_pa
     syn = SyntheticDataset(tmp_path / "set")
     assert len(syn) == 12 and syn.manifest["backend_class"] == "latent-diffusion"
     train = DigitsDataset("train")
-    text_of = dict(zip(train.ids, train.texts))
+    text_of = dict(zip(train.ids, train.texts, strict=True))
     latents = torch.stack([syn.embeddings(i)["latent"] for i in range(len(syn))])
     cond_a = digits_ldm.encode_text([text_of[s] for s in syn.source_a])
     cond_b = digits_ldm.encode_text([text_of[s] for s in syn.source_b])
@@ -126,4 +126,4 @@ def test_synthesize_cli_with_the_ldm_and_sampler_flags(tmp_path, capsys):
         )
         == 2
     )
-    assert "guidance_scale must be >= 1" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert "guidance_scale must be a finite number >= 1" in capsys.readouterr().err and not (tmp_path / "bad").exists()

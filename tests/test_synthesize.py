@@ -43,7 +43,7 @@ def test_layout_metadata_and_manifest(reference):
     names = {p.name for p in reference.iterdir()}
     assert {"images", "metadata.jsonl", "embeddings.safetensors", "manifest.json", "shards"} <= names
     rows = [json.loads(line) for line in (reference / "metadata.jsonl").read_text().splitlines()]
-    assert len(rows) == 40 and len(set(r["id"] for r in rows)) == 40
+    assert len(rows) == 40 and len({r["id"] for r in rows}) == 40
     manifest = json.loads((reference / "manifest.json").read_text())
     assert (
         manifest["num_samples"] == 40
@@ -148,7 +148,7 @@ def test_killed_process_resumes_without_gaps_or_duplicates(tmp_path):
     rows = [json.loads(line)["id"] for line in (out / "metadata.jsonl").read_text().splitlines()]
     assert rows == [f"syn-{i:08d}" for i in range(3000)]
     assert len(list((out / "images").rglob("*.png"))) == 3000
-    assert not [p for p in out.rglob(".*tmp-*")]
+    assert not list(out.rglob(".*tmp-*"))
     clean = tmp_path / "clean"
     assert main(["--quiet", "synthesize", "--num-samples", "3000", "--shard-size", "50", "--out", str(clean)]) == 0
     assert tree_digest(out) == tree_digest(clean)
@@ -215,7 +215,7 @@ def test_a_full_disk_loses_nothing_already_written(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "config, message",
+    ("config", "message"),
     [
         (dict(lam=1.4), r"lam must be in \[0, 1\], got 1.4"),
         (dict(strategy="shuffle"), "strategy must be one of"),

@@ -89,7 +89,7 @@ def test_strategy_semantics():
     a, b = Pairing("intra-class", LABELS, 0).pairs(np.arange(400))
     assert (LABELS[a] == LABELS[b]).all() and 2 not in set(LABELS[a])  # class 2 has one example
     a, b = Pairing("inter-class", LABELS, 0).pairs(np.arange(400))
-    assert (LABELS[a] != LABELS[b]).all() and len(set(zip(LABELS[a], LABELS[b]))) == 20
+    assert (LABELS[a] != LABELS[b]).all() and len(set(zip(LABELS[a], LABELS[b], strict=True))) == 20
     a, b = Pairing("inter-class", LABELS, 0, class_pairs=[(0, 3)]).pairs(np.arange(100))
     assert set(LABELS[a]) == {0} and set(LABELS[b]) == {3}
     latents = np.random.default_rng(1).normal(size=(len(LABELS), 4))
@@ -98,7 +98,7 @@ def test_strategy_semantics():
     dist = ((latents[:, None] - latents[None]) ** 2).sum(-1)
     np.fill_diagonal(dist, np.inf)
     nearest2 = np.argsort(dist, axis=1)[:, :2]
-    assert all(bi in nearest2[ai] for ai, bi in zip(a, b))
+    assert all(bi in nearest2[ai] for ai, bi in zip(a, b, strict=True))
 
 
 def test_counter_based_draws_are_uniform_and_beta_distributed():
@@ -110,7 +110,7 @@ def test_counter_based_draws_are_uniform_and_beta_distributed():
 
 
 @pytest.mark.parametrize(
-    "args, kwargs, message",
+    ("args", "kwargs", "message"),
     [
         (("inter-class", np.zeros(5, dtype=int)), {}, "at least 2 classes"),
         (("intra-class", np.arange(5)), {}, "a class with at least 2 examples"),

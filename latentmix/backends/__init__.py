@@ -1,9 +1,14 @@
-"""Generative backends behind one encode/decode contract, and ``load_backend``."""
+"""Generative backends behind one encode/decode contract, and ``load_backend``.
 
-from latentmix.backends.base import LatentBackend, register_backend, registered_backends
+Importing this package registers the built-in backend classes (VAE, AutoencoderKL, GAN, latent diffusion).
+"""
+
+from latentmix.backends.base import LatentBackend, mix_conditions
+from latentmix.backends.files import load_weights
 from latentmix.backends.gan import Discriminator, GANBackend, Generator, InversionEncoder
 from latentmix.backends.ldm import LatentDiffusionBackend
-from latentmix.backends.loading import embedded_models, load_backend
+from latentmix.backends.loading import embedded_models, embedded_models_dir, load_backend, load_directory
+from latentmix.backends.registry import register_backend, registered_backends
 from latentmix.backends.vae import AutoencoderKLBackend, ConvVAE, VAEBackend
 
 __all__ = [
@@ -17,7 +22,11 @@ __all__ = [
     "LatentDiffusionBackend",
     "VAEBackend",
     "embedded_models",
+    "embedded_models_dir",
     "load_backend",
+    "load_directory",
+    "load_weights",
+    "mix_conditions",
     "register_backend",
     "registered_backends",
 ]

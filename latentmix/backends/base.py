@@ -1,4 +1,4 @@
-"""The backend contract every generative model in latentmix answers, plus the registry.
+"""The backend contract every generative model in latentmix answers.
 
 A backend maps images to latents and back:
 
@@ -6,134 +6,67 @@ A backend maps images to latents and back:
   ``image_channels`` channels; latents have shape ``(N, *latent_shape)`` in the backend's
   documented, normalised space (the backend owns its scaling factors). A VAE encodes with its
   encoder, a GAN by inversion, a latent-diffusion model by DDIM inversion; keyword arguments
-  that only some backends take (``texts``, ``refine_steps``, ``num_inference_steps``) pass
-  through ``**kwargs`` to the backend's own ``_encode``.
+  that only some backends take (``refine_steps``, ``num_inference_steps``) pass through
+  ``**kwargs`` to the backend's own ``_encode``.
 * ``decode(latents) -> images`` in [-1, 1], batched.
 * ``sample(n, generator=...) -> latents`` drawn from the prior (``latent_prior``).
+* ``condition(texts)``: the conditioning of ``texts`` for text-conditioned backends and ``None`` for
+  the others, so callers pass ``cond=backend.condition(texts)`` to any backend without asking which
+  kind it is; :func:`mix_conditions` blends two conditionings (or two Nones).
+* ``encode_distribution(images) -> (mean, std)``: the posterior over latents (``std`` is None for a
+  deterministic encoder), for training on latents with fresh posterior samples.
 * ``reconstruction_error(images)``: how faithfully encode → decode reproduces the input.
 
-Capabilities are class attributes that callers read instead of ``isinstance`` checks:
+Capabilities are attributes that callers read instead of ``isinstance`` checks:
 
 * ``latent_prior``: ``"gaussian"`` if ``sample`` draws N(0, I) latents that decode to data,
   ``None`` if the latent space has no generative prior (a bare autoencoder);
 * ``default_method``: the interpolator grids and blends use when none is asked for;
 * ``supports_text_condition`` / ``requires_text``: whether ``encode`` and ``decode`` take
-  (or need) ``texts=``;
-* ``encoder_kind``: ``"amortized"`` (one network pass), ``"inversion"`` or ``"ddim-inversion"``.
+  (or need) ``texts=`` / ``cond=``;
+* ``encoder_kind``: ``"amortized"`` (one network pass), ``"inversion"`` or ``"ddim-inversion"``;
+* ``first_stage``: the autoencoder a backend works on top of (latent diffusion), or None — its
+  reconstruction error is the floor of the backend's own;
+* ``show_progress``: per instance, whether long calls (diffusion sampling) show a progress bar
+  (:meth:`progress` sets it for a block).
 
 Saved form: a directory with ``config.json`` (``latentmix_backend`` names the registered class)
 and the backend's weights as safetensors (one diffusers-style subfolder per module). Pickled
-weights are refused.
+weights are refused and weights are loaded whole or not at all (:mod:`latentmix.backends.files`).
+``latentmix.testing.check_backend`` checks a backend against this contract.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import json
 import os
-import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from latentmix.atomic import replace_dir, tmp_name
+from latentmix.backends.files import BACKEND_CONFIG, atomic_directory, move_modules, read_json, refuse_pickles
+from latentmix.backends.registry import get_backend_class
+from latentmix.validation import positive_int
 from latentmix.version import __version__
 
-BACKEND_CONFIG = "config.json"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-
-_REGISTRY: dict[str, type["LatentBackend"]] = {}
+ENCODER_KINDS = ("amortized", "inversion", "ddim-inversion")
 
 
-def register_backend(name: str):
-    """Class decorator: make a backend loadable by ``name`` (stored in its config.json)."""
+def mix_conditions(cond_a: Tensor | None, cond_b: Tensor | None, t, method: str = "lerp") -> Tensor | None:
+    """Blend two conditionings from :meth:`LatentBackend.condition` with the same t as the latents
+    (None for backends without text conditioning)."""
+    if (cond_a is None) != (cond_b is None):
+        raise ValueError("give both conditionings, or neither")
+    if cond_a is None or cond_b is None:
+        return None
+    from latentmix.interpolate import interpolate
 
-    def wrap(cls: type[LatentBackend]) -> type[LatentBackend]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"a backend named {name!r} is already registered ({_REGISTRY[name].__name__})")
-        cls.backend_name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
-
-
-def registered_backends() -> dict[str, type["LatentBackend"]]:
-    return dict(_REGISTRY)
-
-
-def get_backend_class(name: str) -> type["LatentBackend"]:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown backend class {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
-
-
-def refuse_pickles(directory: Path) -> None:
-    """Raise if ``directory`` holds pickled weights and no safetensors beside them."""
-    files = [p for p in directory.rglob("*") if p.is_file()]
-    pickles = [p for p in files if p.suffix in PICKLE_SUFFIXES]
-    if pickles and not any(p.suffix == ".safetensors" for p in files):
-        raise ValueError(
-            f"{directory} holds pickled weights ({pickles[0].name}) and no .safetensors; latentmix refuses "
-            "to load pickles (they can run arbitrary code): convert them to safetensors first"
-        )
-
-
-def read_json(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise ValueError(f"{what}: {path} is missing")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{what}: {path} is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{what}: {path} must hold a JSON object")
-    return data
-
-
-def atomic_directory(target: Path, write, *, marker: str = "latentmix_backend") -> Path:
-    """Call ``write(tmp_dir)`` and move the finished directory to ``target`` in one rename.
-
-    An interrupted save leaves a hidden ``.tmp-*`` directory, never a half-written ``target``.
-    An existing ``target`` is replaced only if it is empty or a saved model (its config.json
-    names ``marker``); anything else is refused, so no user files are lost.
-    """
-    target = Path(target)
-    if target.exists():
-        if not target.is_dir():
-            raise ValueError(f"save directory {target} exists and is not a directory")
-        cfg = target / BACKEND_CONFIG
-        is_saved = cfg.is_file() and marker in cfg.read_text()
-        if any(target.iterdir()) and not is_saved:
-            raise ValueError(
-                f"save directory {target} is not empty and does not hold a saved latentmix model; choose another"
-            )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(target)
-    tmp.mkdir()
-    try:
-        write(tmp)
-        replace_dir(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def move_modules(modules, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
-    """``module.to(device, dtype)`` for each module, without diffusers' dtype-cast warnings (not for our modules)."""
-    from diffusers.utils import logging as diffusers_logging
-
-    kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
-    verbosity = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    try:
-        for module in modules:
-            module.to(**kwargs)
-    finally:
-        diffusers_logging.set_verbosity(verbosity)
+    return interpolate(cond_a, cond_b, t, method)
 
 
 class LatentBackend(abc.ABC):
@@ -145,11 +78,40 @@ class LatentBackend(abc.ABC):
     supports_text_condition: ClassVar[bool] = False
     requires_text: ClassVar[bool] = False
     encoder_kind: ClassVar[str] = "amortized"
+    #: Whether long calls show a progress bar; set per instance (or for a block with :meth:`progress`).
+    show_progress: bool = False
 
     #: Largest number of images or latents sent through a network at once.
     batch_size: int = 256
     #: Refinement steps that grids and synthesis use for inversion backends by default.
     DEFAULT_REFINE_STEPS: ClassVar[int] = 100
+
+    @classmethod
+    def claims(cls, directory: Path) -> bool:
+        """Whether ``directory`` holds a model this class loads. The default claims latentmix saves of
+        this class; adapters of foreign layouts (diffusers folders, pipelines) override it."""
+        config = Path(directory) / BACKEND_CONFIG
+        if not config.is_file():
+            return False
+        try:
+            return json.loads(config.read_text(encoding="utf-8")).get("latentmix_backend") == cls.backend_name
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            return False
+
+    @property
+    def first_stage(self) -> LatentBackend | None:
+        """The autoencoder this backend works on top of, or None (see the module docstring)."""
+        return None
+
+    @contextlib.contextmanager
+    def progress(self, enabled: bool = True) -> Iterator[LatentBackend]:
+        """Show (or hide) progress bars of this backend inside a ``with`` block."""
+        before = self.show_progress
+        self.show_progress = bool(enabled)
+        try:
+            yield self
+        finally:
+            self.show_progress = before
 
     def encode_kwargs(self, refine_steps: int | None = None) -> dict:
         """Keyword arguments for :meth:`encode` in high-level jobs (grids, synthesis, evaluation).
@@ -160,7 +122,8 @@ class LatentBackend(abc.ABC):
         if self.encoder_kind != "inversion":
             if refine_steps:
                 raise ValueError(
-                    f"refine_steps applies to inversion backends (GANs); {self.backend_name!r} encodes with {self.encoder_kind} encoding"
+                    f"refine_steps applies to inversion backends (GANs); {self.backend_name!r} encodes with "
+                    f"{self.encoder_kind} encoding"
                 )
             return {}
         return {"refine_steps": self.DEFAULT_REFINE_STEPS if refine_steps is None else refine_steps}
@@ -200,29 +163,30 @@ class LatentBackend(abc.ABC):
 
     @property
     def device(self) -> torch.device:
-        return next(iter(self.modules().values())).device
+        return next(next(iter(self.modules().values())).parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(iter(self.modules().values())).dtype
+        return next(next(iter(self.modules().values())).parameters()).dtype
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "LatentBackend":
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> LatentBackend:
         move_modules(self.modules().values(), device, dtype)
         return self
 
-    def eval(self) -> "LatentBackend":
+    def eval(self) -> LatentBackend:
         for module in self.modules().values():
             module.eval()
         return self
 
     # -- the contract --------------------------------------------------------------------
     @abc.abstractmethod
-    def _encode(self, images: Tensor, **kwargs) -> Tensor:
-        """Encode one validated batch (on the backend's device and dtype)."""
+    def _encode(self, *args: Any, **kwargs: Any) -> Tensor:
+        """Encode one validated batch of images (on the backend's device and dtype); each backend names the
+        keyword arguments it takes."""
 
     @abc.abstractmethod
-    def _decode(self, latents: Tensor, **kwargs) -> Tensor:
-        """Decode one validated batch."""
+    def _decode(self, *args: Any, **kwargs: Any) -> Tensor:
+        """Decode one validated batch of latents."""
 
     def encode(self, images: Tensor, *, texts: list[str] | None = None, cond: Tensor | None = None, **kwargs) -> Tensor:
         """Encode images (N, C, H, W) in [-1, 1] to latents (N, *latent_shape), in chunks of ``batch_size``.
@@ -247,10 +211,22 @@ class LatentBackend(abc.ABC):
         """
         raise ValueError(f"backend {self.backend_name!r} is not text-conditioned; it takes no texts")
 
+    def condition(self, texts: list[str] | None) -> Tensor | None:
+        """:meth:`encode_text` for text-conditioned backends, None for the others (``texts`` ignored)."""
+        if not self.supports_text_condition:
+            return None
+        if texts is None:
+            raise ValueError(f"texts: backend {self.backend_name!r} is text-conditioned and needs one text per item")
+        return self.encode_text(list(texts))
+
+    def encode_distribution(self, images: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor | None]:
+        """(mean, std) of the posterior over latents; the default is a deterministic encoder (std None)
+        whose mean is :meth:`encode` (``kwargs`` go to it)."""
+        return self.encode(images, **kwargs), None
+
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         """Draw ``n`` latents from the prior (N(0, I) for ``latent_prior == "gaussian"``)."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
+        positive_int(n, "n")
         if self.latent_prior != "gaussian":
             raise ValueError(
                 f"backend {self.backend_name!r} has no generative prior to sample from "
@@ -323,12 +299,9 @@ class LatentBackend(abc.ABC):
                 f"texts: backend {self.backend_name!r} is text-conditioned and needs one text per item ({n}); "
                 'pass texts=[...] ("" for unconditional) or cond='
             )
-        if texts is not None:
-            if isinstance(texts, str) or not isinstance(texts, (list, tuple)) or len(texts) != n:
-                got = f"a {type(texts).__name__}" if not isinstance(texts, (list, tuple)) else len(texts)
-                raise ValueError(
-                    f"texts: backend {self.backend_name!r} needs a list of one text per item ({n}), got {got}"
-                )
+        if texts is not None and (isinstance(texts, str) or not isinstance(texts, (list, tuple)) or len(texts) != n):
+            got = f"a {type(texts).__name__}" if not isinstance(texts, (list, tuple)) else len(texts)
+            raise ValueError(f"texts: backend {self.backend_name!r} needs a list of one text per item ({n}), got {got}")
         if cond is not None:
             cond = self.check_cond(cond, n)
         outs = []
@@ -349,7 +322,8 @@ class LatentBackend(abc.ABC):
         expected = tuple(self.encode_text([""]).shape[1:])
         if tuple(cond.shape) != (n, *expected):
             raise ValueError(
-                f"cond must have shape ({n}, {', '.join(map(str, expected))}) (one conditioning per item), got {tuple(cond.shape)}"
+                f"cond must have shape ({n}, {', '.join(map(str, expected))}) (one conditioning per item), got "
+                f"{tuple(cond.shape)}"
             )
         if not bool(torch.isfinite(cond).all()):
             raise ValueError("cond contains non-finite values (NaN or inf)")
@@ -366,7 +340,7 @@ class LatentBackend(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def _load(cls, directory: Path, config: dict[str, Any], **kwargs) -> "LatentBackend":
+    def _load(cls, directory: Path, config: dict[str, Any], **kwargs) -> LatentBackend:
         """Build the backend from a saved directory and its config.json."""
 
     def save_pretrained(self, directory: str | os.PathLike, *, extra_files: dict[str, str] | None = None) -> Path:
@@ -385,8 +359,12 @@ class LatentBackend(abc.ABC):
         return atomic_directory(Path(directory), write)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, **kwargs) -> "LatentBackend":
-        """Load a backend saved by :meth:`save_pretrained` (safetensors only)."""
+    def from_pretrained(cls, directory: str | os.PathLike, **kwargs) -> LatentBackend:
+        """Load a backend saved by :meth:`save_pretrained` (safetensors only, loaded whole or not at all).
+
+        ``trust_remote_code`` (default False) is passed on to backends that load transformers components;
+        no Python code from the directory runs unless it is True.
+        """
         directory = Path(directory)
         if not directory.is_dir():
             raise ValueError(f"backend directory {directory} does not exist")
@@ -394,7 +372,7 @@ class LatentBackend(abc.ABC):
         name = config.get("latentmix_backend")
         if name is None:
             raise ValueError(f"{directory / BACKEND_CONFIG} has no 'latentmix_backend' entry; not a latentmix backend")
-        klass = get_backend_class(name)
+        klass = get_backend_class(str(name))
         if cls is not LatentBackend and not issubclass(klass, cls):
             raise ValueError(f"{directory} holds a {name!r} backend, not a {cls.backend_name!r} one")
         refuse_pickles(directory)

@@ -24,8 +24,10 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from latentmix.backends.base import LatentBackend, register_backend
-from latentmix.backends.vae import _load_weights
+from latentmix.backends.base import LatentBackend
+from latentmix.backends.files import load_weights
+from latentmix.backends.registry import register_backend
+from latentmix.validation import non_negative_int
 
 
 def _check_size(image_size: int) -> int:
@@ -163,8 +165,7 @@ class GANBackend(LatentBackend):
 
     def encode(self, images: Tensor, *, texts=None, refine_steps: int = 0, **kwargs) -> Tensor:
         """Invert images: the encoder's guess, refined by ``refine_steps`` batched optimisation steps."""
-        if isinstance(refine_steps, bool) or not isinstance(refine_steps, int) or refine_steps < 0:
-            raise ValueError(f"refine_steps must be an int >= 0, got {refine_steps!r}")
+        non_negative_int(refine_steps, "refine_steps")
         if self.encoder is None:
             raise ValueError(
                 "this GAN checkpoint has no inversion encoder: `latentmix fit gan --out DIR` fits one after the GAN "
@@ -175,6 +176,7 @@ class GANBackend(LatentBackend):
         return super().encode(images, texts=texts, refine_steps=refine_steps, **kwargs)
 
     def _encode(self, images: Tensor, *, refine_steps: int = 0) -> Tensor:
+        assert self.encoder is not None  # encode() says so in one line
         with torch.no_grad():
             z = self.encoder(images)
         return self.refine(images, z, refine_steps) if refine_steps else z
@@ -182,18 +184,19 @@ class GANBackend(LatentBackend):
     def refine(self, images: Tensor, z: Tensor, steps: int) -> Tensor:
         """Optimise latents ``z`` (N, d) so that ``G(z)`` matches ``images``, all rows at once."""
         d = z.shape[1]
+        disc = self.discriminator
+        if self.feature_weight > 0 and disc is None:
+            raise ValueError("refinement with a feature loss needs the discriminator, which this checkpoint lacks")
         with torch.inference_mode(False), torch.enable_grad():
             images = images.detach().clone()
             z = z.detach().clone().requires_grad_(True)
-            target = self.discriminator.features(images).detach() if self.feature_weight > 0 else None
+            target = disc.features(images).detach() if disc is not None and self.feature_weight > 0 else None
             opt = torch.optim.Adam([z], lr=self.refine_lr)
             for _ in range(steps):
                 x = self.generator(z)
                 per_image = (x - images).pow(2).flatten(1).mean(1)
-                if target is not None:
-                    per_image = per_image + self.feature_weight * (self.discriminator.features(x) - target).pow(2).mean(
-                        1
-                    )
+                if disc is not None and target is not None:
+                    per_image = per_image + self.feature_weight * (disc.features(x) - target).pow(2).mean(1)
                 shell = z.norm(dim=1) / d**0.5 - 1.0
                 loss = (per_image + self.prior_weight * shell.pow(2)).sum()  # a sum: each row's gradient is its own
                 (z.grad,) = torch.autograd.grad(loss, [z])  # no gradients left in the networks' weights
@@ -208,13 +211,13 @@ class GANBackend(LatentBackend):
 
     def _save_weights(self, directory: Path) -> None:
         for name, module in self.modules().items():
-            module.save_pretrained(directory / name, safe_serialization=True)
+            module.save_pretrained(directory / name, safe_serialization=True)  # type: ignore[operator]
 
     @classmethod
-    def _load(cls, directory: Path, config: dict[str, Any], **kwargs) -> "GANBackend":
+    def _load(cls, directory: Path, config: dict[str, Any], **kwargs) -> GANBackend:
         parts = {}
         for name, klass in (("generator", Generator), ("discriminator", Discriminator), ("encoder", InversionEncoder)):
-            parts[name] = _load_weights(klass, directory / name) if (directory / name).is_dir() else None
+            parts[name] = load_weights(klass, directory / name) if (directory / name).is_dir() else None
         if parts["generator"] is None:
             raise ValueError(f"{directory} has no generator/ folder; not a complete GAN checkpoint")
         settings = {k: config[k] for k in ("refine_lr", "feature_weight", "prior_weight") if k in config}

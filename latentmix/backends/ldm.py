@@ -41,31 +41,16 @@ from diffusers import AutoencoderKL, DDIMInverseScheduler, DDIMScheduler, UNet2D
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from latentmix.backends.base import (
-    BACKEND_CONFIG,
-    LatentBackend,
-    move_modules,
-    read_json,
-    refuse_pickles,
-    register_backend,
-)
-from latentmix.backends.vae import AutoencoderKLBackend, _load_weights, downsample_factor
-from latentmix.text import TextEncoder
+from latentmix import validation
+from latentmix.backends.base import LatentBackend
+from latentmix.backends.files import BACKEND_CONFIG, load_weights, move_modules, read_json, refuse_pickles
+from latentmix.backends.loading import embedded_models, embedded_models_dir, load_directory, load_hub
+from latentmix.backends.registry import register_backend
+from latentmix.backends.vae import AutoencoderKLBackend, downsample_factor
+from latentmix.text import DEFAULT_TEXT_ENCODER_NAMES, TextEncoder, check_texts
 
 PIPELINE_INDEX = "model_index.json"
 PIPELINE_COMPONENTS = ("vae", "unet", "scheduler", "text_encoder", "tokenizer")
-
-
-def check_steps(value, name: str = "num_inference_steps") -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def check_guidance(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1.0:
-        raise ValueError(f"guidance_scale must be >= 1 (1 turns classifier-free guidance off), got {value!r}")
-    return float(value)
 
 
 def unet_sample_shape(unet: UNet2DConditionModel) -> tuple[int, int, int]:
@@ -103,8 +88,6 @@ class LatentDiffusionBackend(LatentBackend):
     requires_text = True
     encoder_kind = "ddim-inversion"
     batch_size = 128
-    #: Show a progress bar over denoising steps (the CLI turns it on unless --quiet).
-    show_progress: bool = False
 
     def __init__(
         self,
@@ -122,7 +105,8 @@ class LatentDiffusionBackend(LatentBackend):
     ):
         if not isinstance(autoencoder, LatentBackend) or autoencoder.supports_text_condition:
             raise TypeError(
-                f"autoencoder must be an unconditional LatentBackend (VAE or AutoencoderKL), got {type(autoencoder).__name__}"
+                "autoencoder must be an unconditional LatentBackend (VAE or AutoencoderKL), got "
+                f"{type(autoencoder).__name__}"
             )
         if not isinstance(unet, UNet2DConditionModel):
             raise TypeError(f"unet must be a diffusers UNet2DConditionModel, got {type(unet).__name__}")
@@ -143,7 +127,8 @@ class LatentDiffusionBackend(LatentBackend):
         text_dim = int(cfg.encoder_hid_dim) if cfg.encoder_hid_dim_type == "text_proj" else int(cfg.cross_attention_dim)
         if text_dim != text_encoder.embedding_dim:
             raise ValueError(
-                f"unet: expects text hidden states of size {text_dim}, the text encoder gives {text_encoder.embedding_dim}"
+                f"unet: expects text hidden states of size {text_dim}, the text encoder gives "
+                f"{text_encoder.embedding_dim}"
             )
         self.autoencoder = autoencoder
         self.unet = unet.eval()
@@ -152,14 +137,14 @@ class LatentDiffusionBackend(LatentBackend):
         self.text_max_length = int(text_max_length or min(text_encoder.max_length, 77))
         text_encoder.max_length = self.text_max_length
         self.text_attention_mask = bool(text_attention_mask)
-        self.num_inference_steps = check_steps(num_inference_steps)
-        self.guidance_scale = check_guidance(guidance_scale)
+        self.num_inference_steps = validation.positive_int(num_inference_steps, "num_inference_steps")
+        self.guidance_scale = validation.guidance_scale(guidance_scale)
         self.autoencoder_ref, self.text_encoder_ref = autoencoder_ref, text_encoder_ref
         self._shape = shape
         self._text_cache: dict[str, Tensor] = {}
 
     @classmethod
-    def from_pipeline(cls, pipe, **kwargs) -> "LatentDiffusionBackend":
+    def from_pipeline(cls, pipe, **kwargs) -> LatentDiffusionBackend:
         """Wrap an already loaded diffusers pipeline (``StableDiffusionPipeline`` or one with the
         same components: ``vae``, ``unet``, ``scheduler``, ``text_encoder``, ``tokenizer``)."""
         missing = [c for c in PIPELINE_COMPONENTS if getattr(pipe, c, None) is None]
@@ -188,6 +173,11 @@ class LatentDiffusionBackend(LatentBackend):
     def latent_shape(self) -> tuple[int, ...]:
         return self._shape
 
+    @property
+    def first_stage(self) -> LatentBackend:
+        """The autoencoder whose latents the UNet denoises."""
+        return self.autoencoder
+
     def modules(self) -> dict[str, nn.Module]:
         return {
             "unet": self.unet,
@@ -195,7 +185,7 @@ class LatentDiffusionBackend(LatentBackend):
             **{f"autoencoder.{k}": m for k, m in self.autoencoder.modules().items()},
         }
 
-    def to(self, device=None, dtype=None) -> "LatentDiffusionBackend":
+    def to(self, device=None, dtype=None) -> LatentDiffusionBackend:
         move_modules([self.unet, self.text_encoder.model], device, dtype)
         self.autoencoder.to(
             device, dtype
@@ -206,7 +196,7 @@ class LatentDiffusionBackend(LatentBackend):
     # -- text conditioning ---------------------------------------------------------------
     def encode_text(self, texts: list[str]) -> Tensor:
         """Per-token hidden states (N, text_max_length, D) of ``texts``, cached per text."""
-        texts = TextEncoder._check_texts(texts)
+        texts = check_texts(texts)
         if not texts:
             raise ValueError("texts is empty")
         todo = sorted({t for t in texts if t not in self._text_cache})
@@ -215,15 +205,15 @@ class LatentDiffusionBackend(LatentBackend):
             hidden, _ = self.text_encoder.hidden_states(
                 chunk, pad_to_max_length=True, attention_mask=self.text_attention_mask
             )
-            for text, h in zip(chunk, hidden):
+            for text, h in zip(chunk, hidden, strict=True):
                 self._text_cache[text] = h.float().cpu()
         return torch.stack([self._text_cache[t] for t in texts]).to(device=self.device, dtype=self.dtype)
 
     def sampling_kwargs(self, num_inference_steps: int | None = None, guidance_scale: float | None = None) -> dict:
         if num_inference_steps is not None:
-            check_steps(num_inference_steps)
+            validation.positive_int(num_inference_steps, "num_inference_steps")
         if guidance_scale is not None:
-            check_guidance(guidance_scale)
+            validation.guidance_scale(guidance_scale)
         return super().sampling_kwargs(num_inference_steps, guidance_scale)
 
     # -- diffusion -----------------------------------------------------------------------
@@ -238,11 +228,12 @@ class LatentDiffusionBackend(LatentBackend):
         return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 
     def _run(self, scheduler, x: Tensor, cond: Tensor, steps, guidance_scale, desc: str) -> Tensor:
-        steps = check_steps(self.num_inference_steps if steps is None else steps)
-        guidance_scale = check_guidance(self.guidance_scale if guidance_scale is None else guidance_scale)
+        steps = validation.positive_int(self.num_inference_steps if steps is None else steps, "num_inference_steps")
+        guidance_scale = validation.guidance_scale(self.guidance_scale if guidance_scale is None else guidance_scale)
         if steps > scheduler.config.num_train_timesteps:
             raise ValueError(
-                f"num_inference_steps must be <= {scheduler.config.num_train_timesteps} (the training timesteps), got {steps}"
+                f"num_inference_steps must be <= {scheduler.config.num_train_timesteps} (the training timesteps), got "
+                f"{steps}"
             )
         scheduler.set_timesteps(steps, device=x.device)
         x = x.float()
@@ -343,15 +334,31 @@ class LatentDiffusionBackend(LatentBackend):
         }
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, **kwargs) -> "LatentDiffusionBackend":
-        """Load a saved backend, or a diffusers Stable Diffusion pipeline directory (``model_index.json``)."""
+    def claims(cls, directory: Path) -> bool:
+        """A latentmix save of this class, or a diffusers pipeline directory (``model_index.json``)."""
         directory = Path(directory)
-        if directory.is_dir() and (directory / PIPELINE_INDEX).is_file() and not (directory / BACKEND_CONFIG).is_file():
-            return cls._load_pipeline_dir(directory, **kwargs)
-        return super().from_pretrained(directory, **kwargs)
+        plain_pipeline = (directory / PIPELINE_INDEX).is_file() and not (directory / BACKEND_CONFIG).is_file()
+        return plain_pipeline or super().claims(directory)
 
     @classmethod
-    def _load_pipeline_dir(cls, directory: Path, **kwargs) -> "LatentDiffusionBackend":
+    def from_pretrained(
+        cls, directory: str | os.PathLike, *, trust_remote_code: bool = False, **kwargs
+    ) -> LatentDiffusionBackend:
+        """Load a saved backend, or a diffusers Stable Diffusion pipeline directory (``model_index.json``).
+
+        Components are read from inside ``directory`` only (or named: an embedded autoencoder, the default
+        text encoder, a hub id). ``trust_remote_code`` lets a text encoder with custom code run it; off by
+        default, and that code is never run without it.
+        """
+        directory = Path(directory)
+        if directory.is_dir() and (directory / PIPELINE_INDEX).is_file() and not (directory / BACKEND_CONFIG).is_file():
+            return cls._load_pipeline_dir(directory, trust_remote_code=trust_remote_code, **kwargs)
+        return super().from_pretrained(directory, trust_remote_code=trust_remote_code, **kwargs)  # type: ignore[return-value]
+
+    @classmethod
+    def _load_pipeline_dir(
+        cls, directory: Path, *, trust_remote_code: bool = False, **kwargs
+    ) -> LatentDiffusionBackend:
         index = read_json(directory / PIPELINE_INDEX, "pipeline index")
         missing = [
             c for c in PIPELINE_COMPONENTS if not (directory / c).is_dir() or (index.get(c) or [None])[0] is None
@@ -362,57 +369,106 @@ class LatentDiffusionBackend(LatentBackend):
                 f"(a latent-diffusion backend needs {', '.join(PIPELINE_COMPONENTS)})"
             )
         refuse_pickles(directory)
-        text_encoder = cls._load_text_encoder(directory, None)
+        text_encoder = _load_text_encoder(directory, "text_encoder", trust_remote_code)
         pipe = SimpleNamespace(
-            vae=_load_weights(AutoencoderKL, directory / "vae"),
-            unet=_load_weights(UNet2DConditionModel, directory / "unet"),
-            scheduler=cls._load_scheduler(directory),
+            vae=load_weights(AutoencoderKL, directory / "vae"),
+            unet=load_weights(UNet2DConditionModel, directory / "unet"),
+            scheduler=_load_scheduler(directory),
             text_encoder=text_encoder.model,
             tokenizer=text_encoder.tokenizer,
         )
         return cls.from_pipeline(pipe, **kwargs)
 
-    @staticmethod
-    def _load_scheduler(directory: Path) -> DDIMScheduler:
-        config = read_json(directory / "scheduler" / "scheduler_config.json", "scheduler config")
-        return DDIMScheduler.from_config(config)
-
-    @staticmethod
-    def _load_text_encoder(directory: Path, ref: str | None) -> TextEncoder:
-        """The saved text encoder (``text_encoder/`` + ``tokenizer/``) or the one ``ref`` names; on CPU
-        (``load_backend(device=...)`` places the whole backend)."""
-        if ref is not None and not (directory / ref).is_dir():
-            return TextEncoder.from_pretrained(ref, device="cpu")
-        if not (directory / "tokenizer").is_dir():
-            raise ValueError(f"{directory} is missing the component tokenizer")
-        return TextEncoder.from_pretrained(
-            directory / (ref or "text_encoder"), tokenizer=directory / "tokenizer", device="cpu"
-        )
-
     @classmethod
-    def _load(cls, directory: Path, config: dict[str, Any], **kwargs) -> "LatentDiffusionBackend":
-        from latentmix.backends.loading import _from_directory, load_backend
-
+    def _load(
+        cls, directory: Path, config: dict[str, Any], *, trust_remote_code: bool = False, **kwargs
+    ) -> LatentDiffusionBackend:
         for part in ("unet", "scheduler"):
             if not (directory / part).is_dir():
                 raise ValueError(f"{directory} is missing the component {part}")
         vae_ref, te_ref = str(config.get("vae", "vae")), str(config.get("text_encoder", "text_encoder"))
-        for ref, default in ((vae_ref, "vae"), (te_ref, "text_encoder")):
-            if ref == default and not (directory / ref).is_dir():
-                raise ValueError(f"{directory} is missing the component {ref}")
-        unet = _load_weights(UNet2DConditionModel, directory / "unet")
-        autoencoder = _from_directory(directory / vae_ref) if (directory / vae_ref).is_dir() else load_backend(vae_ref)
-        text_encoder = cls._load_text_encoder(directory, te_ref)
+        vae_dir, te_dir = (
+            component_dir(directory, ref, key) for ref, key in ((vae_ref, "vae"), (te_ref, "text_encoder"))
+        )
+        unet = load_weights(UNet2DConditionModel, directory / "unet")
+        if vae_dir is not None:
+            autoencoder = load_directory(vae_dir)
+        elif vae_ref in embedded_models():
+            autoencoder = load_directory(embedded_models_dir() / vae_ref)
+        else:
+            autoencoder = load_hub(vae_ref)
+        if te_dir is not None:
+            text_encoder = _load_text_encoder(directory, te_ref, trust_remote_code)
+        else:
+            text_encoder = TextEncoder.from_pretrained(te_ref, device="cpu", trust_remote_code=trust_remote_code)
         kwargs.setdefault("num_inference_steps", int(config.get("num_inference_steps", 50)))
         kwargs.setdefault("guidance_scale", float(config.get("guidance_scale", 1.0)))
         kwargs.setdefault("text_max_length", config.get("text_max_length"))
         kwargs.setdefault("text_attention_mask", bool(config.get("text_attention_mask", True)))
-        return cls(
-            autoencoder,
-            unet,
-            cls._load_scheduler(directory),
-            text_encoder,
-            autoencoder_ref=None if (directory / vae_ref).is_dir() else vae_ref,
-            text_encoder_ref=None if (directory / te_ref).is_dir() else te_ref,
-            **kwargs,
+        try:
+            return cls(
+                autoencoder,
+                unet,
+                _load_scheduler(directory),
+                text_encoder,
+                autoencoder_ref=None if vae_dir is not None else vae_ref,
+                text_encoder_ref=None if te_dir is not None else te_ref,
+                **kwargs,
+            )
+        except TypeError as exc:  # components of the wrong kind: a problem of the directory, not of the code
+            raise ValueError(f"{directory}: {exc}") from None
+
+
+def component_dir(directory: Path, ref: str, key: str) -> Path | None:
+    """The folder of component ``ref`` inside the pipeline ``directory``, or None when ``ref`` is a name
+    (an embedded backend, the default text encoder, a hub id). A reference that leads outside the
+    directory (an absolute path, ``..``, a symlink out) is refused: a saved backend's config.json must not
+    make latentmix read arbitrary places on disk."""
+    where = directory / BACKEND_CONFIG
+    if Path(ref).is_absolute() or ".." in Path(ref).parts:
+        raise ValueError(
+            f"{where}: '{key}' = {ref!r} points outside the backend directory; components must live inside it "
+            "(to combine parts from elsewhere, load them and build LatentDiffusionBackend(...) in Python)"
         )
+    candidate = directory / ref
+    if candidate.exists():
+        if not candidate.resolve().is_relative_to(directory.resolve()):
+            raise ValueError(
+                f"{where}: '{key}' = {ref!r} is a link to {candidate.resolve()}, outside the backend directory"
+            )
+        if not candidate.is_dir():
+            raise ValueError(f"{where}: '{key}' = {ref!r} is not a directory")
+        return candidate
+    if ref == key:
+        raise ValueError(f"{directory} is missing the component {key}")
+    known = ref in embedded_models() or ref in DEFAULT_TEXT_ENCODER_NAMES or _is_hub_id(ref)
+    if not known:
+        raise ValueError(
+            f"{where}: '{key}' = {ref!r} is neither a folder inside {directory}, an embedded model, nor a hub id"
+        )
+    if Path(ref).exists():
+        raise ValueError(
+            f"{where}: '{key}' = {ref!r} names a folder outside the backend directory (relative to the current "
+            "directory); components must live inside it"
+        )
+    return None
+
+
+def _is_hub_id(ref: str) -> bool:
+    parts = ref.split("/")
+    return len(parts) == 2 and all(parts) and not ref.startswith((".", "~"))
+
+
+def _load_scheduler(directory: Path) -> DDIMScheduler:
+    config = read_json(directory / "scheduler" / "scheduler_config.json", "scheduler config")
+    return DDIMScheduler.from_config(config)
+
+
+def _load_text_encoder(directory: Path, folder: str, trust_remote_code: bool) -> TextEncoder:
+    """The text encoder saved in ``directory/folder`` with its ``tokenizer/``; on CPU
+    (``load_backend(device=...)`` places the whole backend)."""
+    if not (directory / "tokenizer").is_dir():
+        raise ValueError(f"{directory} is missing the component tokenizer")
+    return TextEncoder.from_pretrained(
+        directory / folder, tokenizer=directory / "tokenizer", device="cpu", trust_remote_code=trust_remote_code
+    )

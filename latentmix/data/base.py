@@ -1,0 +1,133 @@
+"""The dataset interface every latentmix job reads: per item an image in [-1, 1], a label, a caption, an id.
+
+Also the low-data draw (:func:`labelled_subset`) and :class:`Subset`, a view of some items.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from latentmix.configs import SPLITS
+from latentmix.validation import choice, positive_int
+
+GENERIC_TEMPLATES = ("a photo of a {name}", "an image of a {name}", "a picture of a {name}", "a {name}")
+
+
+def caption(class_name: str, index: int, templates: tuple[str, ...] = GENERIC_TEMPLATES) -> str:
+    """Caption for a sample of ``class_name``; the template is chosen by ``index`` (deterministic)."""
+    return templates[index % len(templates)].format(name=class_name)
+
+
+def check_split(split: str) -> str:
+    return choice(split, "split", SPLITS)
+
+
+def check_shape(image_size: int, channels: int) -> None:
+    positive_int(image_size, "image_size")
+    choice(channels, "channels", (1, 3))
+
+
+def labelled_subset(
+    labels: Tensor | np.ndarray, per_class: int, seed: int, *, exclude: np.ndarray | None = None
+) -> np.ndarray:
+    """Sorted indices of ``per_class`` examples of every class, drawn with ``seed`` (low-data runs).
+
+    The same (labels, per_class, seed) always gives the same subset, so a classifier and a
+    synthetic set built for it use exactly the same labelled examples. ``exclude`` removes indices
+    from the pool first (e.g. to draw a disjoint validation set).
+    """
+    positive_int(per_class, "labels_per_class")
+    array = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    banned = np.asarray([] if exclude is None else exclude, dtype=np.int64)
+    chosen = []
+    for c in np.unique(array[array >= 0]):
+        pool = np.setdiff1d(np.flatnonzero(array == c), banned)  # sorted, as before
+        if len(pool) < per_class:
+            raise ValueError(
+                f"class {int(c)} has {len(pool)} examples available, fewer than labels_per_class={per_class}"
+            )
+        chosen.extend(rng.choice(pool, size=per_class, replace=False).tolist())
+    return np.sort(np.array(chosen, dtype=np.int64))
+
+
+@dataclass
+class Item:
+    image: Tensor
+    label: int
+    text: str
+    id: str
+
+
+class ImageTextDataset(Dataset):
+    """Base of latentmix datasets: per item an image in [-1, 1], a label, a caption and an id.
+
+    Attributes:
+        labels: LongTensor (N,) of class indices (-1 where unlabelled).
+        texts: one caption per item.
+        ids: one stable string id per item.
+        class_names: names of the classes, indexed by label.
+        image_size, channels: the shape every image is converted to.
+    """
+
+    labels: Tensor
+    texts: list[str]
+    ids: list[str]
+    class_names: list[str]
+    image_size: int
+    channels: int
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def load_image(self, index: int) -> Tensor:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> Item:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} is out of range for a dataset of {len(self)} items")
+        index = index % len(self)
+        return Item(self.load_image(index), int(self.labels[index]), self.texts[index], self.ids[index])
+
+    def images(self, indices) -> Tensor:
+        """Stack the images at ``indices`` into an (N, C, H, W) batch."""
+        indices = [int(i) for i in indices]
+        for i in indices:
+            if not 0 <= i < len(self):
+                raise ValueError(f"index {i} is out of range for a dataset of {len(self)} items")
+        if not indices:
+            return torch.empty(0, self.channels, self.image_size, self.image_size)
+        return torch.stack([self.load_image(i) for i in indices])
+
+    def indices_of_class(self, label: int | str) -> np.ndarray:
+        """Indices of the items of one class, given by index or name."""
+        if isinstance(label, str) and not label.lstrip("-").isdigit():
+            if label not in self.class_names:
+                raise ValueError(f"unknown class {label!r}; classes: {', '.join(self.class_names)}")
+            label = self.class_names.index(label)
+        label = int(label)
+        if not 0 <= label < len(self.class_names):
+            raise ValueError(f"class {label} is out of range; classes are 0..{len(self.class_names) - 1}")
+        return np.flatnonzero(self.labels.numpy() == label)
+
+
+class Subset(ImageTextDataset):
+    """A view of some items of another dataset (same classes, shapes and ids)."""
+
+    def __init__(self, base: ImageTextDataset, indices):
+        self.base, self.indices = base, np.asarray(indices, dtype=np.int64)
+        self.labels = base.labels[torch.from_numpy(self.indices)]
+        self.texts = [base.texts[i] for i in self.indices]
+        self.ids = [base.ids[i] for i in self.indices]
+        self.class_names, self.image_size, self.channels = base.class_names, base.image_size, base.channels
+
+    def load_image(self, index: int) -> Tensor:
+        return self.base.load_image(int(self.indices[index]))
+
+    def images(self, indices) -> Tensor:
+        return self.base.images([int(self.indices[int(i)]) for i in indices])

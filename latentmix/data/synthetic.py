@@ -1,0 +1,122 @@
+"""Synthetic paired sets on disk: the schema (one home for file and key names) and the reader.
+
+``latentmix synthesize`` writes, and :class:`SyntheticDataset` reads, this layout (a Hugging Face
+imagefolder that other tools load without latentmix):
+
+* ``images/NNNNNN/syn-XXXXXXXX.png`` — decoded images, one folder per shard;
+* ``metadata.jsonl`` — one row per sample with the :data:`ROW_FIELDS`;
+* ``embeddings.safetensors`` — ``latent/<id>`` and ``text_embedding/<id>`` (:data:`EMBEDDING_FIELDS`);
+* ``manifest.json`` — settings and counts; written last, it counts only complete samples;
+* ``shards/`` and ``.latentmix-run.json`` — what a run needs to resume or extend the set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from latentmix.data.base import ImageTextDataset, check_shape
+from latentmix.data.images import open_image, pil_to_tensor
+
+METADATA = "metadata.jsonl"
+EMBEDDINGS = "embeddings.safetensors"
+MANIFEST = "manifest.json"
+RUN_FILE = ".latentmix-run.json"
+SHARDS = "shards"
+IMAGES = "images"
+EMBEDDING_FIELDS = ("latent", "text_embedding")
+ROW_FIELDS = (
+    "file_name",  # images/NNNNNN/<id>.png, relative to the set
+    "text",  # caption nearest to the blended text embedding
+    "composed_text",  # "a blend of … (70%) and … (30%)"
+    "label",  # dominant class
+    "soft_label",  # λ·y_a + (1 − λ)·y_b (or Diff-Mix sharpened)
+    "lambda",  # weight of source a
+    "source_a",
+    "source_b",  # ids of the two source examples
+    "label_a",
+    "label_b",  # their classes
+    "id",  # syn-XXXXXXXX
+)
+
+
+def sample_id(index: int) -> str:
+    return f"syn-{index:08d}"
+
+
+def image_path(shard: int, sid: str) -> str:
+    return f"{IMAGES}/{shard:06d}/{sid}.png"
+
+
+def embedding_key(field: str, sid: str) -> str:
+    return f"{field}/{sid}"
+
+
+class SyntheticDataset(ImageTextDataset):
+    """A paired set written by ``latentmix synthesize``, for training.
+
+    Each item is an :class:`Item` (image in [-1, 1], dominant label, caption, id); the soft labels,
+    λ, source ids and (lazily) the embeddings are available per index. A set whose manifest is
+    missing or does not count every row is refused: it is not complete.
+
+    Args:
+        root: the output directory of ``synthesize``.
+        image_size, channels: convert images to this shape (default: as written).
+    """
+
+    def __init__(self, root: str | os.PathLike, image_size: int | None = None, channels: int | None = None):
+        root = Path(root)
+        manifest_path = root / MANIFEST
+        if not manifest_path.is_file():
+            raise ValueError(
+                f"{root} is not a complete synthetic set (no manifest.json); finish or resume its synthesize run"
+            )
+        self.manifest = json.loads(manifest_path.read_text())
+        rows = [json.loads(line) for line in (root / METADATA).read_text().splitlines() if line.strip()]
+        if len(rows) != self.manifest.get("num_samples"):
+            raise ValueError(
+                f"{root}: metadata.jsonl has {len(rows)} rows but the manifest counts "
+                f"{self.manifest.get('num_samples')}"
+            )
+        self.root = root
+        self.class_names = list(self.manifest["class_names"])
+        self.image_size = image_size or int(self.manifest["image_size"])
+        self.channels = channels or int(self.manifest["channels"])
+        check_shape(self.image_size, self.channels)
+        self.files = [root / r["file_name"] for r in rows]
+        self.ids = [r["id"] for r in rows]
+        self.texts = [r["text"] for r in rows]
+        self.composed_texts = [r["composed_text"] for r in rows]
+        self.labels = torch.tensor([r["label"] for r in rows], dtype=torch.long)
+        self.soft_labels = torch.tensor([r["soft_label"] for r in rows], dtype=torch.float32)
+        self.lam = torch.tensor([r["lambda"] for r in rows], dtype=torch.float32)
+        self.source_a = [r["source_a"] for r in rows]
+        self.source_b = [r["source_b"] for r in rows]
+        self.label_a = torch.tensor([r.get("label_a", -1) for r in rows], dtype=torch.long)
+        self.label_b = torch.tensor([r.get("label_b", -1) for r in rows], dtype=torch.long)
+        self._embeddings: Any = None  # safetensors handle, opened on first use
+
+    def load_image(self, index: int) -> Tensor:
+        return pil_to_tensor(open_image(self.files[index]), self.image_size, self.channels)
+
+    def _tensors(self) -> Any:
+        from safetensors import safe_open
+
+        if self._embeddings is None:
+            self._embeddings = safe_open(str(self.root / EMBEDDINGS), framework="pt")
+        return self._embeddings
+
+    def text_embeddings(self) -> Tensor:
+        """(N, D) blended text embeddings of every sample, in row order."""
+        f = self._tensors()
+        return torch.stack([f.get_tensor(embedding_key("text_embedding", sid)) for sid in self.ids])
+
+    def embeddings(self, index: int) -> dict[str, Tensor]:
+        """``{"latent": ..., "text_embedding": ...}`` of one sample, read lazily from embeddings.safetensors."""
+        sid = self.ids[index]
+        return {k: self._tensors().get_tensor(embedding_key(k, sid)) for k in EMBEDDING_FIELDS}

@@ -1,0 +1,122 @@
+"""What the classifier trainer trains and judges on: the labelled / validation / test splits and a synthetic set.
+
+* ``digits`` (its fixed train/test split), an image folder with ``train/`` and ``test/``, or a feature
+  file (``.npz`` with ``X_train``, ``y_train``, ``X_test``, ``y_test``) for an MLP;
+* low-data runs: ``labels_per_class`` K examples per class drawn with ``seed``
+  (:func:`latentmix.data.labelled_subset`) and a **disjoint** validation set of the same size drawn from
+  the rest of the train split (:func:`low_data_split`), for early stopping and temperature fitting — the
+  test split is used only for the final numbers;
+* a synthetic set (``latentmix synthesize`` output): images and soft labels, optionally re-sharpened
+  Diff-Mix style, and for cross-modal training the blended text embeddings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from latentmix.blend import soft_labels
+from latentmix.configs import TrainConfig
+from latentmix.data import SyntheticDataset, labelled_subset, load_dataset
+
+VALIDATION_SEED_OFFSET = 10_000  # the validation draw of seed s uses seed s + 10,000
+
+
+@dataclass
+class Split:
+    x: Tensor
+    y: Tensor  # class indices, or soft labels (N, K) for synthetic sets
+    t: Tensor | None = None  # text embeddings (cross-modal training)
+    texts: list[str] | None = None
+
+
+@dataclass
+class TrainData:
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    is_image: bool
+
+
+def low_data_split(labels: np.ndarray, labels_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(labelled, validation) indices of a low-data run: K per class each, disjoint, drawn with ``seed``."""
+    labelled = labelled_subset(labels, labels_per_class, seed)
+    return labelled, labelled_subset(labels, labels_per_class, seed + VALIDATION_SEED_OFFSET, exclude=labelled)
+
+
+def _feature_arrays(config: TrainConfig, arrays: dict | None) -> tuple[Tensor, Tensor, Split, None]:
+    path = Path(config.data)
+    if arrays is None and not path.is_file():
+        raise ValueError(f"feature file {path} does not exist")
+    arrays = arrays if arrays is not None else dict(np.load(path, allow_pickle=False))
+    missing = [k for k in ("X_train", "y_train", "X_test", "y_test") if k not in arrays]
+    if missing:
+        raise ValueError(f"feature file {path} lacks {', '.join(missing)}")
+    xtr = torch.as_tensor(arrays["X_train"], dtype=torch.float32)
+    ytr = torch.as_tensor(arrays["y_train"], dtype=torch.long)
+    test = Split(
+        torch.as_tensor(arrays["X_test"], dtype=torch.float32), torch.as_tensor(arrays["y_test"], dtype=torch.long)
+    )
+    return xtr, ytr, test, None
+
+
+def _image_splits(config: TrainConfig) -> tuple[Tensor, Tensor, Split, list[str]]:
+    train_ds = load_dataset(config.data, split="train", image_size=8 if config.data == "digits" else 32)
+    test_ds = load_dataset(config.data, split="test", image_size=train_ds.image_size, channels=train_ds.channels)
+    if config.data != "digits" and getattr(test_ds, "root", None) == getattr(train_ds, "root", None):
+        raise ValueError(f"data {config.data} needs train/ and test/ subfolders so the test split stays separate")
+    test = Split(test_ds.images(range(len(test_ds))), test_ds.labels, texts=list(test_ds.texts))
+    return train_ds.images(range(len(train_ds))), train_ds.labels, test, list(train_ds.texts)
+
+
+def load_data(config: TrainConfig, arrays: dict | None = None) -> TrainData:
+    """The labelled, validation and test splits of ``config.data`` (or of in-memory ``arrays``)."""
+    is_image = arrays is None and Path(config.data).suffix != ".npz"
+    xtr, ytr, test, texts_tr = _image_splits(config) if is_image else _feature_arrays(config, arrays)
+    if len(xtr) == 0 or len(test.x) == 0:
+        raise ValueError("the train and test data must not be empty")
+    num_classes = int(max(ytr.max(), test.y.max())) + 1
+    if int(ytr.min()) < 0 or int(test.y.min()) < 0:
+        raise ValueError("labels must be >= 0 for training")
+    if config.labels_per_class is not None:
+        labelled, val = low_data_split(ytr.numpy(), config.labels_per_class, config.seed)
+    else:
+        order = np.random.default_rng(config.seed).permutation(len(ytr))
+        n_val = max(num_classes, len(ytr) // 10)
+        val, labelled = np.sort(order[:n_val]), np.sort(order[n_val:])
+
+    def split(idx: np.ndarray) -> Split:
+        t = torch.from_numpy(idx)
+        return Split(xtr[t], ytr[t], texts=None if texts_tr is None else [texts_tr[i] for i in idx])
+
+    return TrainData(split(labelled), split(val), test, num_classes, is_image)
+
+
+def load_synthetic(config: TrainConfig, num_classes: int, sample_shape: tuple) -> Split | None:
+    """The synthetic set of ``config.synthetic`` as a split with soft labels (None without one)."""
+    if config.synthetic is None:
+        return None
+    syn = SyntheticDataset(config.synthetic)
+    if len(syn.class_names) != num_classes:
+        raise ValueError(
+            f"synthetic set {config.synthetic} has {len(syn.class_names)} classes, the data has {num_classes}"
+        )
+    x = syn.images(range(len(syn)))
+    if tuple(x.shape[1:]) != tuple(sample_shape):
+        raise ValueError(f"synthetic images are {tuple(x.shape[1:])}, the data's are {tuple(sample_shape)}")
+    y = syn.soft_labels
+    if config.gamma is not None:
+        if bool((syn.label_a < 0).any()):
+            raise ValueError("gamma needs the source labels (label_a / label_b) in the synthetic set's metadata.jsonl")
+
+        def onehot(labels: Tensor) -> Tensor:
+            return nn.functional.one_hot(labels, num_classes).float()
+
+        y = soft_labels(onehot(syn.label_a), onehot(syn.label_b), syn.lam, config.gamma)
+    t = syn.text_embeddings() if config.mixup == "cross-modal" else None
+    return Split(x, y, t)

@@ -1,0 +1,119 @@
+"""Input checks shared by every module: each names the argument and what was expected.
+
+A check takes ``(value, name)`` and returns the value (converted where that is lossless) or raises
+``ValueError`` / ``TypeError`` with a message such as ``"steps must be a positive int, got 0"``. Config
+dataclasses attach checks to their fields (:func:`latentmix.options.option`), library functions call them
+directly. Only the standard library is imported here, so the CLI can use these without loading torch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def int_at_least(value: Any, name: str, minimum: int) -> int:
+    """An int >= ``minimum`` (bools are not ints here)."""
+    if not _is_int(value) or value < minimum:
+        kind = {0: "an int >= 0", 1: "a positive int"}.get(minimum, f"an int >= {minimum}")
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return int(value)
+
+
+def positive_int(value: Any, name: str) -> int:
+    return int_at_least(value, name, 1)
+
+
+def non_negative_int(value: Any, name: str) -> int:
+    return int_at_least(value, name, 0)
+
+
+def integer(value: Any, name: str) -> int:
+    if not _is_int(value):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    return int(value)
+
+
+def number(
+    value: Any,
+    name: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: bool = False,
+    exclusive_maximum: bool = False,
+) -> float:
+    """A finite number within the given bounds (NaN and ±inf are refused)."""
+    ok = _is_number(value) and math.isfinite(value)
+    if ok and minimum is not None:
+        ok = value > minimum if exclusive_minimum else value >= minimum
+    if ok and maximum is not None:
+        ok = value < maximum if exclusive_maximum else value <= maximum
+    if not ok:
+        bounds = []
+        if minimum is not None:
+            bounds.append(f"{'>' if exclusive_minimum else '>='} {minimum:g}")
+        if maximum is not None:
+            bounds.append(f"{'<' if exclusive_maximum else '<='} {maximum:g}")
+        raise ValueError(f"{name} must be a finite number{' ' + ' and '.join(bounds) if bounds else ''}, got {value!r}")
+    return float(value)
+
+
+def positive_number(value: Any, name: str) -> float:
+    return number(value, name, minimum=0, exclusive_minimum=True)
+
+
+def non_negative_number(value: Any, name: str) -> float:
+    return number(value, name, minimum=0)
+
+
+def guidance_scale(value: Any, name: str = "guidance_scale") -> float:
+    """Classifier-free guidance scale: a finite number >= 1 (1 turns guidance off)."""
+    if not (_is_number(value) and math.isfinite(value) and value >= 1):
+        raise ValueError(f"{name} must be a finite number >= 1 (1 turns classifier-free guidance off), got {value!r}")
+    return float(value)
+
+
+def probability(value: Any, name: str) -> float:
+    return number(value, name, minimum=0, maximum=1)
+
+
+def choice(value: Any, name: str, choices: Iterable[Any]) -> Any:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+    return value
+
+
+def text(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def int_tuple(value: Any, name: str, *, minimum: int = 1) -> tuple[int, ...]:
+    """A non-empty sequence of ints >= ``minimum``, as a tuple."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ValueError(f"{name} must be a sequence of ints, got {value!r}")
+    items = tuple(value)
+    if not items or not all(_is_int(v) and v >= minimum for v in items):
+        raise ValueError(f"{name} must be a non-empty sequence of ints >= {minimum}, got {value!r}")
+    return items
+
+
+def suffix(value: Any, name: str, suffixes: tuple[str, ...]) -> str:
+    """A path ending in one of ``suffixes`` (case-insensitive), e.g. ``--json`` must be a .json path."""
+    if not isinstance(value, (str, os.PathLike)) or Path(value).suffix.lower() not in suffixes:
+        raise ValueError(f"{name} must be a {' or '.join(suffixes)} path, got {value}")
+    return os.fspath(value)
