@@ -61,9 +61,10 @@ def _demo(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _grid(args: argparse.Namespace, argv: list[str]) -> int:
+    config = from_args(configs.GridConfig, args)
+    config.validate()  # before the heavy imports: a bad flag answers at once
     from latentmix.grid import interpolation_grid
 
-    config = from_args(configs.GridConfig, args)
     result = interpolation_grid(config=config, quiet=args.quiet)
     print(f"wrote {result.png} ({len(result.row_labels)} pairs x {config.steps} steps, {result.method})")
     if result.gif:
@@ -72,9 +73,11 @@ def _grid(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _synthesize(args: argparse.Namespace, argv: list[str]) -> int:
+    config = from_args(configs.SynthesisConfig, args)
+    config.validate()
     from latentmix.synthesize import synthesize
 
-    result = synthesize(from_args(configs.SynthesisConfig, args), args.out, quiet=args.quiet)
+    result = synthesize(config, args.out, quiet=args.quiet)
     if _is_main_process():
         print(
             f"wrote {result.num_samples} samples to {result.out} ({result.written} new this run): "
@@ -100,11 +103,13 @@ def _evaluate(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _train(args: argparse.Namespace, argv: list[str]) -> int:
-    from latentmix.train.classifier import train_classifier
-
     outputs = from_args(configs.ReportOutputs, args)
     outputs.validate()
-    report = train_classifier(from_args(configs.TrainConfig, args), quiet=args.quiet)
+    config = from_args(configs.TrainConfig, args)
+    config.validate()
+    from latentmix.train.classifier import train_classifier
+
+    report = train_classifier(config, quiet=args.quiet)
     if not _is_main_process():
         return 0
     for name, numbers in (("test", report.test), ("test_temperature_scaled", report.test_temperature_scaled)):
@@ -140,25 +145,21 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _fit(args: argparse.Namespace, argv: list[str]) -> int:
-    config_class, fit = _fitters()[args.model]
-    result = fit(from_args(config_class, args), args.out, quiet=args.quiet, command=_command(argv))
+    config = from_args(FIT_HELP[args.model][0], args)
+    config.validate()
+    result = _fitters()[args.model](config, args.out, quiet=args.quiet, command=_command(argv))
     if _is_main_process():
         print(_saved(args.out, result.metrics))
     return 0
 
 
-def _fitters() -> dict[str, tuple[type, Callable]]:
+def _fitters() -> dict[str, Callable]:
     from latentmix.reference import fit_reference_classifier
     from latentmix.train.fit_gan import fit_gan
     from latentmix.train.fit_ldm import fit_ldm
     from latentmix.train.fit_vae import fit_vae
 
-    return {
-        "vae": (configs.VAEFitConfig, fit_vae),
-        "gan": (configs.GANFitConfig, fit_gan),
-        "ldm": (configs.LDMFitConfig, fit_ldm),
-        "reference-classifier": (configs.ReferenceFitConfig, fit_reference_classifier),
-    }
+    return {"vae": fit_vae, "gan": fit_gan, "ldm": fit_ldm, "reference-classifier": fit_reference_classifier}
 
 
 # -- the parser --------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.validation import check_is_fitted, check_X_y, validate_data
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from latentmix.configs import DEFAULT_TEMPERATURE_PRIOR, TrainConfig
 from latentmix.train.classifier import train_classifier
@@ -40,13 +41,14 @@ class MixupClassifier(ClassifierMixin, BaseEstimator):
         self.lr, self.width, self.random_state, self.temperature_prior = lr, width, random_state, temperature_prior
 
     def fit(self, X, y):
-        X, y = check_X_y(X, y, dtype=np.float32)
-        self.classes_, encoded = np.unique(y, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise ValueError(f"need at least 2 classes, got {len(self.classes_)}")
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        check_classification_targets(y)
+        classes, encoded = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(f"need at least 2 classes, got {len(classes)} class")
         if self.mixup == "cutmix":
             raise ValueError("mixup cutmix needs images; use input or manifold for feature vectors")
-        self.n_features_in_ = X.shape[1]
+        self.classes_ = classes
         config = TrainConfig(
             mixup=self.mixup,
             alpha=self.alpha,
@@ -72,4 +74,5 @@ class MixupClassifier(ClassifierMixin, BaseEstimator):
         return (logits / self.temperature_).softmax(1).numpy()
 
     def predict(self, X) -> np.ndarray:
+        check_is_fitted(self, "model_")
         return self.classes_[self.predict_proba(X).argmax(1)]

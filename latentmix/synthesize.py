@@ -141,13 +141,31 @@ def synthesize(
     )
 
     if root is not None and state.is_main_process:
-        root.mkdir(parents=True, exist_ok=True)
-        (root / SHARDS).mkdir(exist_ok=True)
-        (root / IMAGES).mkdir(exist_ok=True)
-        remove_temporaries(root)
-        atomic_write_text(root / RUN_FILE, json.dumps(config.identity(), indent=2) + "\n")
+        _start_run(root, config)
+    state.wait_for_everyone()
+    collected, written = _run_shards(config, root, state, src, pairing, backend, method, keep, show)
     state.wait_for_everyone()
 
+    if root is not None and state.is_main_process:
+        _finish(root, config, math.ceil(config.n / config.shard_size), backend, text_encoder, src)
+    state.wait_for_everyone()
+    samples = _gather(collected) if keep and state.num_processes == 1 else None
+    if root is None:
+        written = config.n
+    return SynthesisResult(out=root, num_samples=config.n, written=written, samples=samples)
+
+
+def _start_run(root: Path, config: SynthesisConfig) -> None:
+    """Create the layout, drop an interrupted run's temporaries, and record the run's identity."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / SHARDS).mkdir(exist_ok=True)
+    (root / IMAGES).mkdir(exist_ok=True)
+    remove_temporaries(root)
+    atomic_write_text(root / RUN_FILE, json.dumps(config.identity(), indent=2) + "\n")
+
+
+def _run_shards(config, root, state, src, pairing, backend, method, keep: bool, show: bool) -> tuple[list[Shard], int]:
+    """This process's shards (every ``num_processes``-th): make the missing ones, write them; keep them if asked."""
     num_shards = math.ceil(config.n / config.shard_size)
     mine = list(range(state.process_index, num_shards, state.num_processes))
 
@@ -168,15 +186,7 @@ def synthesize(
             collected.append(shard)
         bar.update(len(shard.rows))
     bar.close()
-    state.wait_for_everyone()
-
-    if root is not None and state.is_main_process:
-        _finish(root, config, num_shards, backend, text_encoder, src)
-    state.wait_for_everyone()
-    samples = _gather(collected) if keep and state.num_processes == 1 else None
-    if root is None:
-        written = config.n
-    return SynthesisResult(out=root, num_samples=config.n, written=written, samples=samples)
+    return collected, written
 
 
 def _finish(

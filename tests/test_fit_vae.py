@@ -120,6 +120,7 @@ def test_fit_runs_in_two_real_processes_with_torchrun(tmp_path):
         sys.executable,
         "-m",
         "torch.distributed.run",
+        "--standalone",
         "--nproc_per_node",
         "2",
         "-m",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -161,3 +163,35 @@ def test_grids_and_synthesis_take_gan_backends_unchanged(tiny_gan, tiny_vae, tmp
     assert len(SyntheticDataset(tmp_path / "set")) == 8
     with pytest.raises(ValueError, match="refine_steps applies to inversion backends"):
         interpolation_grid(tiny_vae, refine_steps=3)
+
+
+def test_fit_gan_under_torchrun_trains_one_model_on_the_global_batch(tmp_path):
+    """DDP: both processes end with the same generator, and an epoch has as many steps as one process would
+    take with the same global batch."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parent / "scripts" / "fit_gan_ranks.py"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        str(tmp_path / "gan"),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ranks = sorted(
+        (json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")), key=lambda r: r["rank"]
+    )
+    assert [r["rank"] for r in ranks] == [0, 1]
+    # each process saw its own half of every batch and drew its own noise, yet both hold the same weights:
+    # the gradients were averaged (DDP), so this is one model trained on the global batch of 64
+    assert all(r["processes"] == 2 and r["batch_per_process"] == 32 for r in ranks)
+    assert all(r["steps_per_epoch"] == 1437 // 64 for r in ranks)
+    assert ranks[0]["digest"] == ranks[1]["digest"]
+    assert load_backend(tmp_path / "gan").latent_shape == (8,)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from PIL import Image
+
 ROOT = Path(__file__).parent.parent
 
 
@@ -27,12 +29,25 @@ def test_quickstart_installs_then_runs_the_demo(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
-    written = lines[lines.index("latentmix demo: wrote") + 1 :]
-    assert len(written) >= 8
-    for line in written:
-        assert (tmp_path / line.split()[-1]).exists(), line
+    written = {
+        line.split()[0]: tmp_path / line.split()[-1] for line in lines[lines.index("latentmix demo: wrote") + 1 :]
+    }
+    expected = {"grid_slerp", "grid_lerp", "walk_gif", "grid_prior", "grid_ldm_prompts", "paired_set", "paired_preview"}
+    assert expected <= set(written) and "training_comparison" in written
+    for name, path in written.items():
+        assert path.exists(), name
+    from latentmix.data import SyntheticDataset
+
+    assert len(SyntheticDataset(written["paired_set"])) == 256
+    assert Image.open(written["walk_gif"]).n_frames > 2 and "accuracy" in written["training_comparison"].read_text()
 
 
-def test_ci_runs_the_readme_test_command():
+def test_ci_runs_the_readme_test_command_with_lint_and_types_first():
     assert block("test-command") == 'pip install torch==2.13.0 ".[test]" && pytest'
-    assert "test-command" in (ROOT / ".ci" / "run").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "test-command" in ci
+    order = [
+        ci.index(step)
+        for step in ('eval "$install"', "ruff check .", "ruff format --check .", "\nmypy", 'eval "$tests"')
+    ]
+    assert order == sorted(order)

@@ -160,6 +160,7 @@ def test_two_processes_give_a_byte_identical_set(tmp_path, reference):
         sys.executable,
         "-m",
         "torch.distributed.run",
+        "--standalone",
         "--nproc_per_node",
         "2",
         "-m",

@@ -237,6 +237,7 @@ def test_training_in_two_processes_gathers_every_test_prediction(tmp_path):
         sys.executable,
         "-m",
         "torch.distributed.run",
+        "--standalone",
         "--nproc_per_node",
         "2",
         "-m",

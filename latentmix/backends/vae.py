@@ -27,6 +27,11 @@ from latentmix.backends.files import BACKEND_CONFIG, load_weights, move_modules,
 from latentmix.backends.registry import register_backend
 
 
+def _no_arguments(kwargs: dict[str, Any]) -> None:
+    if kwargs:
+        raise TypeError(f"encode_distribution takes no keyword arguments here, got {', '.join(kwargs)}")
+
+
 def _groups(channels: int) -> int:
     for g in (8, 4, 2):
         if channels % g == 0:
@@ -149,8 +154,9 @@ class VAEBackend(LatentBackend):
         return self.model.decode(latents / self.scaling_factor)
 
     @torch.no_grad()
-    def encode_distribution(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def encode_distribution(self, images: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor]:
         """Posterior mean and std in latent space (both × ``scaling_factor``)."""
+        _no_arguments(kwargs)
         images = self.check_images(images)
         means, stds = [], []
         for start in range(0, images.shape[0], self.batch_size):
@@ -281,8 +287,9 @@ class AutoencoderKLBackend(LatentBackend):
         return self.vae.decode(latents / self.scaling_factor + self.shift_factor).sample.clamp(-1.0, 1.0)
 
     @torch.no_grad()
-    def encode_distribution(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def encode_distribution(self, images: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor]:
         """Posterior mean and std in latent space (shifted and scaled as the latents are)."""
+        _no_arguments(kwargs)
         images = self.check_images(images)
         means, stds = [], []
         for start in range(0, images.shape[0], self.batch_size):

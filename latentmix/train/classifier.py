@@ -194,27 +194,8 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
     step_fn = _make_step(config, model, raw, num_classes, gens["mixing"])
     batches = _Batches(config, train, syn, num_classes, gens["batches"])
 
-    todo = range(start, config.steps) if not state.finished else range(0)  # a finished run reports again
-    bar = tqdm(todo, desc="train", disable=quiet or not accelerator.is_local_main_process)
-    for step in bar:
-        x, y, t = batches()
-        with accelerator.autocast():
-            loss = step_fn(x.to(accelerator.device), y.to(accelerator.device), t)
-        check_finite_loss(loss, step, ckpt_dir)
-        opt.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        opt.step()
-        sched.step()
-        state.step = step + 1
-        if state.step % config.eval_every == 0 or state.step == config.steps:
-            val_nll = float(nn.functional.cross_entropy(evaluate["val"](model).double(), val.y))
-            state.record(val_nll, raw)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", val_nll=f"{val_nll:.3f}")
-            state.finished = state.bad >= config.patience or state.step == config.steps
-            if ckpt_dir is not None and accelerator.is_main_process:
-                state.save(ckpt_dir, config, raw, opt, gens)
-            if state.finished:
-                break
+    loop = _Loop(config, accelerator, model, opt, sched, evaluate["val"], val.y, ckpt_dir, gens)
+    loop.run(state, batches, step_fn, quiet)
     raw.load_state_dict(state.best)
     temperature = fit_temperature(evaluate["val"](model), val.y, config.temperature_prior)
     test_logits = evaluate["test"](model)
@@ -232,6 +213,46 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
         test_logits=test_logits,
         test_labels=test.y,
     )
+
+
+@dataclass
+class _Loop:
+    """The optimisation loop: steps, periodic validation (early stopping), checkpoints."""
+
+    config: TrainConfig
+    accelerator: Any
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    sched: Any
+    evaluate_val: _Evaluator
+    val_labels: Tensor
+    ckpt_dir: Path | None
+    gens: dict[str, torch.Generator]
+
+    def run(self, state: _RunState, next_batch, step_fn, quiet: bool) -> None:
+        config, acc = self.config, self.accelerator
+        raw = acc.unwrap_model(self.model)
+        todo = range(state.step, config.steps) if not state.finished else range(0)  # a finished run reports again
+        bar = tqdm(todo, desc="train", disable=quiet or not acc.is_local_main_process)
+        for step in bar:
+            x, y, t = next_batch()
+            with acc.autocast():
+                loss = step_fn(x.to(acc.device), y.to(acc.device), t)
+            check_finite_loss(loss, step, self.ckpt_dir)
+            self.opt.zero_grad(set_to_none=True)
+            acc.backward(loss)
+            self.opt.step()
+            self.sched.step()
+            state.step = step + 1
+            if state.step % config.eval_every == 0 or state.step == config.steps:
+                val_nll = float(nn.functional.cross_entropy(self.evaluate_val(self.model).double(), self.val_labels))
+                state.record(val_nll, raw)
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", val_nll=f"{val_nll:.3f}")
+                state.finished = state.bad >= config.patience or state.step == config.steps
+                if self.ckpt_dir is not None and acc.is_main_process:
+                    state.save(self.ckpt_dir, config, raw, self.opt, self.gens)
+                if state.finished:
+                    break
 
 
 @dataclass

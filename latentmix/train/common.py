@@ -21,6 +21,24 @@ def has_accelerator() -> bool:
     return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
 
 
+def split_batch_accelerator(batch_size: int, seed: int, cpu: bool = False, mixed_precision: str = "no"):
+    """An ``Accelerator`` whose prepared loaders split each **global** batch of ``batch_size`` between the
+    processes and shuffle with a per-epoch seed (``loader.set_epoch``), so a resumed epoch repeats exactly."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+
+    accelerator = Accelerator(
+        cpu=cpu or not has_accelerator(),
+        mixed_precision=mixed_precision,
+        dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True, data_seed=seed),
+    )
+    if batch_size % accelerator.num_processes:
+        raise ValueError(
+            f"batch_size ({batch_size}) must be divisible by the number of processes ({accelerator.num_processes})"
+        )
+    return accelerator
+
+
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
     """Translate each image by its own random offset in [-max_shift, max_shift], replicating edges."""
     if max_shift == 0:

@@ -42,7 +42,14 @@ from latentmix.checkpoint import (
 from latentmix.configs import GANFitConfig
 from latentmix.data import load_dataset
 from latentmix.data.digits import DIGITS_TRAIN_DESCRIPTION
-from latentmix.train.common import FitResult, check_finite_loss, ema_decay, ema_update, has_accelerator, random_shift
+from latentmix.train.common import (
+    FitResult,
+    check_finite_loss,
+    ema_decay,
+    ema_update,
+    random_shift,
+    split_batch_accelerator,
+)
 from latentmix.viz import grid_image, save_png
 
 __all__ = ["GANFitConfig", "fit_gan"]
@@ -83,21 +90,10 @@ def fit_gan(
     config: GANFitConfig, out: str | os.PathLike, *, quiet: bool = False, command: str | None = None
 ) -> FitResult:
     """Train (or resume training) a GAN with its inversion encoder; save the backend to ``out``."""
-    from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration
-
     config.validate()
     out = Path(out)
     train_dir = Path(f"{out}.train")
-    accelerator = Accelerator(
-        cpu=config.cpu or not has_accelerator(),
-        dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True, data_seed=config.seed),
-    )
-    if config.batch_size % accelerator.num_processes:
-        raise ValueError(
-            f"batch_size ({config.batch_size}) must be divisible by the number of processes "
-            f"({accelerator.num_processes})"
-        )
+    accelerator = split_batch_accelerator(config.batch_size, config.seed, config.cpu)
     ckpt = load_checkpoint(train_dir, config)
     train = load_dataset(config.data, split="train", image_size=config.image_size, channels=config.channels)
     size, ch = train.image_size, train.channels
@@ -137,6 +133,7 @@ def fit_gan(
         "train_images": len(train),
         "processes": accelerator.num_processes,
         "steps_per_epoch": len(loader),
+        "batch_per_process": run.local_batch,
     }
     if accelerator.is_main_process:
         if str(config.data) == "digits":
@@ -154,6 +151,7 @@ class _Run:
     ):
         self.config, self.accelerator, self.nets, self.loader = config, accelerator, nets, loader
         self.train_dir, self.ch, self.size = train_dir, ch, size
+        self.local_batch = 0  # real images per step on this process (the global batch split across processes)
         self.quiet = quiet or not accelerator.is_local_main_process
         gen = torch.Generator().manual_seed(config.seed + 99)
         self.fixed_z = torch.randn(32, config.latent_dim, generator=gen).to(accelerator.device)
@@ -164,6 +162,7 @@ class _Run:
         gen = torch.Generator().manual_seed(config.seed * 1_000_003 + phase_id * 10_007 + epoch + 7 * acc.process_index)
         self.loader.set_epoch(epoch)
         for (x,) in self.loader:
+            self.local_batch = len(x)
             x = random_shift(x, config.augment_shift, gen)
             yield x, torch.randn(len(x), config.latent_dim, generator=gen).to(acc.device)
 

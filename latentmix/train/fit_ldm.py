@@ -45,7 +45,7 @@ from latentmix.configs import LDMFitConfig
 from latentmix.data import digits_prompt, load_dataset
 from latentmix.data.digits import DIGITS_TRAIN_DESCRIPTION
 from latentmix.text import TextEncoder
-from latentmix.train.common import FitResult, check_finite_loss, ema_decay, ema_update, has_accelerator
+from latentmix.train.common import FitResult, check_finite_loss, ema_decay, ema_update, split_batch_accelerator
 
 __all__ = ["LDMFitConfig", "build_scheduler", "build_unet", "fit_ldm"]
 WARMUP_STEPS = 200  # linear learning-rate warm-up before the cosine decay
@@ -125,7 +125,8 @@ class _Examples:
         self.count = len(train)
         with torch.inference_mode(), autoencoder.progress(not quiet):
             mean, std = autoencoder.encode_distribution(train.images(range(len(train))))
-        self.shape = unet_shape(config, tuple(autoencoder.latent_shape))
+        self.latent_shape = tuple(autoencoder.latent_shape)
+        self.shape = unet_shape(config, self.latent_shape)
         self.mean = mean.float().reshape(len(train), *self.shape).to(device)
         self.std = None if std is None else std.float().reshape(len(train), *self.shape).to(device)
         captions = [*sorted(set(train.texts)), ""]
@@ -143,93 +144,104 @@ class _Examples:
         return self.mean[idx] + self.std[idx] * eps
 
 
+class _UNetRun:
+    """The UNet, its EMA, optimiser and prepared loader of one run; ``train`` runs the remaining steps."""
+
+    def __init__(self, config: LDMFitConfig, accelerator, examples: _Examples, text_dim: int, ckpt, train_dir: Path):
+        self.config, self.accelerator, self.examples, self.train_dir = config, accelerator, examples, train_dir
+        torch.manual_seed(config.seed)
+        unet = build_unet(config, examples.latent_shape, text_dim)
+        self.scheduler = build_scheduler(config)
+        self.ema = copy.deepcopy(unet).eval().requires_grad_(False)
+        optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.step = 0
+        if ckpt is not None:
+            load_module(unet, ckpt.tensors, "unet")
+            load_module(self.ema, ckpt.tensors, "ema")
+            load_optimizer(optimizer, ckpt.tensors, "opt")
+            self.step = int(ckpt.progress["step"])
+        self.batch = min(config.batch_size, examples.count - examples.count % accelerator.num_processes)
+        loader = DataLoader(TensorDataset(torch.arange(examples.count)), batch_size=self.batch, shuffle=True,
+                            drop_last=True, generator=torch.Generator().manual_seed(config.seed))  # fmt: skip
+        self.unet, self.optimizer, self.loader = accelerator.prepare(unet, optimizer, loader)
+        self.ema.to(accelerator.device)
+        self.losses: list[float] = []
+
+    def train(self, show: bool) -> None:
+        config, acc = self.config, self.accelerator
+        per_epoch = len(self.loader)
+        bar = tqdm(total=config.steps, initial=self.step, desc="fit ldm", disable=not show)
+        while self.step < config.steps:
+            epoch, skip = divmod(self.step, per_epoch)
+            self.loader.set_epoch(epoch)  # the shuffle of an epoch depends on (seed, epoch) only
+            for (idx,) in acc.skip_first_batches(self.loader, skip) if skip else self.loader:
+                if self.step >= config.steps:
+                    break
+                self.losses.append(self._step(idx))
+                self.step += 1
+                bar.update()
+                if self.step % 50 == 0:
+                    bar.set_postfix(loss=f"{sum(self.losses[-50:]) / len(self.losses[-50:]):.4f}")
+                if (self.step % config.checkpoint_every == 0 or self.step == config.steps) and acc.is_main_process:
+                    self._save()
+        bar.close()
+
+    def _step(self, idx: torch.Tensor) -> float:
+        """One optimisation step on examples ``idx``; its randomness depends on (seed, step, process) only."""
+        config, acc, ex, step = self.config, self.accelerator, self.examples, self.step
+        device = acc.device
+        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + 7_919 * (step + 1) + acc.process_index)
+        z0 = ex.latents(idx, gen)
+        noise = torch.randn(z0.shape, generator=gen).to(device)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(idx),), generator=gen).to(device)
+        drop = torch.rand(len(idx), generator=gen).to(device) < config.cond_dropout
+        cond = ex.hidden[torch.where(drop, ex.empty, ex.caption_index[idx])]
+        x_t = self.scheduler.add_noise(z0, noise, t)
+        warm = min(1.0, (step + 1) / WARMUP_STEPS)
+        for group in self.optimizer.param_groups:
+            group["lr"] = config.lr * warm * 0.5 * (1 + math.cos(math.pi * step / config.steps))
+        with acc.autocast():
+            loss = (self.unet(x_t, t, encoder_hidden_states=cond).sample.float() - noise).pow(2).mean()
+        check_finite_loss(loss, step, self.train_dir)
+        self.optimizer.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        acc.clip_grad_norm_(self.unet.parameters(), 1.0)
+        self.optimizer.step()
+        ema_update(self.ema, acc.unwrap_model(self.unet), ema_decay(step, config.ema_decay, config.ema_warmup))
+        return float(loss.detach())
+
+    def _save(self) -> None:
+        tensors = {
+            **module_tensors("unet", self.accelerator.unwrap_model(self.unet)),
+            **module_tensors("ema", self.ema),
+        }
+        tensors.update(optimizer_tensors(self.optimizer, "opt"))
+        save_checkpoint(self.train_dir, self.config, tensors, {"step": self.step})
+
+
 def fit_ldm(
     config: LDMFitConfig, out: str | os.PathLike, *, quiet: bool = False, command: str | None = None
 ) -> FitResult:
     """Train (or resume training) the UNet of a latent-diffusion backend; save the backend to ``out``."""
-    from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration
-
     config.validate()
     out = Path(out)
     train_dir = Path(f"{out}.train")
-    accelerator = Accelerator(
-        cpu=config.cpu or not has_accelerator(),
-        mixed_precision=config.mixed_precision,
-        dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True, data_seed=config.seed),
-    )
-    if config.batch_size % accelerator.num_processes:
-        raise ValueError(
-            f"batch_size ({config.batch_size}) must be divisible by the number of processes "
-            f"({accelerator.num_processes})"
-        )
+    accelerator = split_batch_accelerator(config.batch_size, config.seed, config.cpu, config.mixed_precision)
     ckpt = load_checkpoint(train_dir, config)
     autoencoder, text_encoder = _load_parts(config)
-    device = accelerator.device
-    autoencoder.to(device)
+    autoencoder.to(accelerator.device)
     show = not quiet and accelerator.is_local_main_process
-    examples = _Examples(config, autoencoder, text_encoder, device, quiet=not show)
-    torch.manual_seed(config.seed)
-    unet = build_unet(config, tuple(autoencoder.latent_shape), text_encoder.embedding_dim)
-    scheduler = build_scheduler(config)
-    ema = copy.deepcopy(unet).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    step = 0
-    if ckpt is not None:
-        load_module(unet, ckpt.tensors, "unet")
-        load_module(ema, ckpt.tensors, "ema")
-        load_optimizer(optimizer, ckpt.tensors, "opt")
-        step = int(ckpt.progress["step"])
-    batch = min(config.batch_size, examples.count - examples.count % accelerator.num_processes)
-    loader = DataLoader(TensorDataset(torch.arange(examples.count)), batch_size=batch, shuffle=True, drop_last=True,
-                        generator=torch.Generator().manual_seed(config.seed))  # fmt: skip
-    unet, optimizer, loader = accelerator.prepare(unet, optimizer, loader)
-    ema.to(device)
-    per_epoch = len(loader)
-    started, losses = time.perf_counter(), []
-    bar = tqdm(total=config.steps, initial=step, desc="fit ldm", disable=not show)
-    while step < config.steps:
-        epoch, skip = divmod(step, per_epoch)
-        loader.set_epoch(epoch)
-        for (idx,) in accelerator.skip_first_batches(loader, skip) if skip else loader:
-            if step >= config.steps:
-                break
-            gen = torch.Generator().manual_seed(
-                config.seed * 1_000_003 + 7_919 * (step + 1) + accelerator.process_index
-            )
-            z0 = examples.latents(idx, gen)
-            noise = torch.randn(z0.shape, generator=gen).to(device)
-            t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=gen).to(device)
-            drop = torch.rand(len(idx), generator=gen).to(device) < config.cond_dropout
-            cond = examples.hidden[torch.where(drop, examples.empty, examples.caption_index[idx])]
-            x_t = scheduler.add_noise(z0, noise, t)
-            warm = min(1.0, (step + 1) / WARMUP_STEPS)
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr * warm * 0.5 * (1 + math.cos(math.pi * step / config.steps))
-            with accelerator.autocast():
-                loss = (unet(x_t, t, encoder_hidden_states=cond).sample.float() - noise).pow(2).mean()
-            check_finite_loss(loss, step, train_dir)
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(unet.parameters(), 1.0)
-            optimizer.step()
-            ema_update(ema, accelerator.unwrap_model(unet), ema_decay(step, config.ema_decay, config.ema_warmup))
-            losses.append(float(loss.detach()))
-            step += 1
-            bar.update()
-            if step % 50 == 0:
-                bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
-            if (step % config.checkpoint_every == 0 or step == config.steps) and accelerator.is_main_process:
-                tensors = {**module_tensors("unet", accelerator.unwrap_model(unet)), **module_tensors("ema", ema)}
-                save_checkpoint(train_dir, config, {**tensors, **optimizer_tensors(optimizer, "opt")}, {"step": step})
-    bar.close()
+    examples = _Examples(config, autoencoder, text_encoder, accelerator.device, quiet=not show)
+    run = _UNetRun(config, accelerator, examples, text_encoder.embedding_dim, ckpt, train_dir)
+    started = time.perf_counter()
+    run.train(show)
     accelerator.wait_for_everyone()
 
     autoencoder.to("cpu")
     backend = LatentDiffusionBackend(
         autoencoder,
-        ema.cpu().float(),
-        scheduler,
+        run.ema.cpu().float(),
+        run.scheduler,
         text_encoder,
         num_inference_steps=config.num_inference_steps,
         guidance_scale=config.guidance_scale,
@@ -237,14 +249,15 @@ def fit_ldm(
         autoencoder_ref=None if Path(config.autoencoder).is_dir() else config.autoencoder,
         text_encoder_ref=None if Path(config.text_encoder).is_dir() else config.text_encoder,
     )
+    last = run.losses[-200:]
     metrics = {
         "train_seconds_this_run": round(time.perf_counter() - started, 1),
         "train_images": examples.count,
-        "final_loss_mean_last_200": round(sum(losses[-200:]) / max(len(losses[-200:]), 1), 5) if losses else None,
+        "final_loss_mean_last_200": round(sum(last) / len(last), 5) if last else None,
         "unet_parameters": sum(p.numel() for p in backend.unet.parameters()),
         "processes": accelerator.num_processes,
-        "global_batch": batch,
-        "device": f"{device.type} ({platform.machine()})",
+        "global_batch": run.batch,
+        "device": f"{accelerator.device.type} ({platform.machine()})",
     }
     if str(config.data) == "digits" and config.evaluate and accelerator.is_main_process:
         metrics.update(digits_metrics(backend))

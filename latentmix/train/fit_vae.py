@@ -74,23 +74,42 @@ def fit_vae(
         block_channels=tuple(config.block_channels),
         layers_per_block=config.layers_per_block,
     )
+    model, stats, train_seconds = _train(config, accelerator, model, images, quiet)
+    means = _posterior_means(model, images)
+    scaling_factor = float(1.0 / means.std().clamp_min(1e-6))
+    backend = VAEBackend(model, scaling_factor=scaling_factor)
+    metrics = {
+        "train_seconds": round(train_seconds, 1),
+        "train_images": len(train),
+        "processes": accelerator.num_processes,
+        "train_recon_mse": float(backend.reconstruction_error(images).mean()),
+        "scaling_factor": scaling_factor,
+        "final_kl": stats.get("kl"),
+    }
+    if test is not None:
+        metrics["test_images"] = len(test)
+        metrics["test_recon_mse"] = float(backend.reconstruction_error(test.images(range(len(test)))).mean())
+    if out is not None and accelerator.is_main_process:
+        backend.save_pretrained(out, extra_files={"MODEL_CARD.md": _card(config, metrics, command, accelerator.device)})
+    accelerator.wait_for_everyone()
+    return FitResult(backend, metrics, None if out is None else Path(out))
+
+
+def _train(config: VAEFitConfig, accelerator, model: ConvVAE, images: torch.Tensor, quiet: bool):
+    """The training loop: returns the unwrapped model (eval mode), the last step's loss terms and the seconds taken."""
     loader_gen = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(
-        TensorDataset(images),
-        batch_size=config.batch_size,
-        shuffle=True,
-        generator=loader_gen,
-        drop_last=len(images) > config.batch_size,
-    )
+    loader = DataLoader(TensorDataset(images), batch_size=config.batch_size, shuffle=True, generator=loader_gen,
+                        drop_last=len(images) > config.batch_size)  # fmt: skip
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # accelerate steps a prepared scheduler once per process per call: count single-process steps
     total = config.epochs * len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
-    )
+
+    def cosine(step: int) -> float:
+        return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     noise_gen = torch.Generator(device=accelerator.device).manual_seed(config.seed * 1000 + accelerator.process_index)
-
     start = time.perf_counter()
     bar = tqdm(range(config.epochs), desc="fit vae", disable=quiet or not accelerator.is_local_main_process)
     stats: dict = {}
@@ -110,28 +129,9 @@ def fit_vae(
             optimizer.step()
             scheduler.step()
         bar.set_postfix(loss=f"{float(loss.detach()):.2f}", mse=f"{stats['mse']:.4f}", kl=f"{stats['kl']:.1f}")
-    train_seconds = time.perf_counter() - start
-
+    seconds = time.perf_counter() - start
     accelerator.wait_for_everyone()
-    model = accelerator.unwrap_model(model).float().eval()
-    means = _posterior_means(model, images)
-    scaling_factor = float(1.0 / means.std().clamp_min(1e-6))
-    backend = VAEBackend(model, scaling_factor=scaling_factor)
-    metrics = {
-        "train_seconds": round(train_seconds, 1),
-        "train_images": len(train),
-        "processes": accelerator.num_processes,
-        "train_recon_mse": float(backend.reconstruction_error(images).mean()),
-        "scaling_factor": scaling_factor,
-        "final_kl": stats.get("kl"),
-    }
-    if test is not None:
-        metrics["test_images"] = len(test)
-        metrics["test_recon_mse"] = float(backend.reconstruction_error(test.images(range(len(test)))).mean())
-    if out is not None and accelerator.is_main_process:
-        backend.save_pretrained(out, extra_files={"MODEL_CARD.md": _card(config, metrics, command, accelerator.device)})
-    accelerator.wait_for_everyone()
-    return FitResult(backend, metrics, None if out is None else Path(out))
+    return accelerator.unwrap_model(model).float().eval(), stats, seconds
 
 
 def _vae_loss(model, x, beta: float, sigma: float, generator) -> tuple[torch.Tensor, dict]:

@@ -1,0 +1,20 @@
+"""Run by tests/test_gan_evaluate.py under torchrun: fit a tiny GAN and print what each process trained."""
+
+import hashlib
+import json
+import sys
+
+import torch
+from accelerate import PartialState
+
+from latentmix.configs import GANFitConfig
+from latentmix.train.fit_gan import fit_gan
+
+result = fit_gan(
+    GANFitConfig(latent_dim=8, width=16, epochs=1, encoder_epochs=1, batch_size=64, checkpoint_every=1), sys.argv[1],
+    quiet=True,
+)  # fmt: skip
+weights = torch.cat([p.detach().flatten() for p in result.backend.generator.parameters()]).numpy().tobytes()
+print(
+    json.dumps({"rank": PartialState().process_index, "digest": hashlib.sha256(weights).hexdigest(), **result.metrics})
+)

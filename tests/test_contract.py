@@ -1,0 +1,57 @@
+"""Every registered backend class passes latentmix.testing.check_backend on a tiny instance built from config."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from latentmix.backends import GANBackend, LatentDiffusionBackend, registered_backends
+from latentmix.backends.gan import Discriminator, Generator, InversionEncoder
+from latentmix.testing import BACKEND_CHECKS, check_backend
+
+
+@pytest.fixture
+def tiny_gan() -> GANBackend:
+    torch.manual_seed(0)
+    return GANBackend(Generator(8, 1, 8, 16), Discriminator(1, 8, 16), InversionEncoder(8, 1, 8, 16))
+
+
+@pytest.fixture
+def tiny_ldm(tiny_sd_pipeline) -> LatentDiffusionBackend:
+    return LatentDiffusionBackend.from_pipeline(tiny_sd_pipeline, num_inference_steps=2)
+
+
+#: one tiny instance per registered backend class (a fixture name), and the keyword arguments its calls need
+FACTORIES = {
+    "vae": ("tiny_vae", {}),
+    "autoencoder-kl": ("tiny_akl_backend", {}),
+    "gan": ("tiny_gan", {}),
+    "latent-diffusion": ("tiny_ldm", {"num_inference_steps": 2}),
+}
+
+
+def test_every_registered_backend_class_is_checked():
+    assert set(registered_backends()) == set(FACTORIES)
+
+
+@pytest.mark.parametrize("check", list(BACKEND_CHECKS))
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_backend_follows_the_contract(name, check, request, tmp_path):
+    fixture, call_kwargs = FACTORIES[name]
+    backend = request.getfixturevalue(fixture)
+    assert check_backend(backend, checks=[check], call_kwargs=call_kwargs, tmp_dir=tmp_path) == [check]
+
+
+def test_a_broken_backend_fails_with_the_check_named(tiny_vae, tmp_path):
+    """The suite can fail: a backend whose decode ignores the batch breaks 'batched_equals_per_item'."""
+    real_decode = tiny_vae._decode
+    tiny_vae._decode = lambda latents: real_decode(latents.mean(0, keepdim=True).expand_as(latents))
+    with pytest.raises(AssertionError, match=r"check_backend\[batched_equals_per_item\]"):
+        check_backend(tiny_vae, checks=["batched_equals_per_item"], tmp_dir=tmp_path)
+    tiny_vae._decode = real_decode
+    tiny_vae.latent_prior = None  # claims no prior, yet samples
+    tiny_vae.sample = lambda n, generator=None: torch.zeros(n, 6)
+    with pytest.raises(AssertionError, match=r"check_backend\[prior\]: sample\(\) without a prior did not raise"):
+        check_backend(tiny_vae, checks=["prior"], tmp_dir=tmp_path)
+    with pytest.raises(ValueError, match="unknown check"):
+        check_backend(tiny_vae, checks=["nope"])
