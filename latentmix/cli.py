@@ -15,6 +15,7 @@ import json
 import os
 import shlex
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,6 +47,8 @@ def _write_json(path: str, data: dict) -> None:
     atomic_write_text(Path(path), json.dumps(data, indent=2) + "\n")
     print(f"wrote {path}")
 
+
+_default_showwarning = warnings.showwarning
 
 # -- handlers: one library call each ---------------------------------------------------------------------
 
@@ -79,8 +82,9 @@ def _synthesize(args: argparse.Namespace, argv: list[str]) -> int:
 
     result = synthesize(config, args.out, quiet=args.quiet)
     if _is_main_process():
+        kept = f" (kept {result.num_samples} of {result.generated} by the filter)" if config.filter_classifier else ""
         print(
-            f"wrote {result.num_samples} samples to {result.out} ({result.written} new this run): "
+            f"wrote {result.num_samples} samples to {result.out} ({result.written} new this run){kept}: "
             "images/, metadata.jsonl, embeddings.safetensors, manifest.json"
         )
     return 0
@@ -115,6 +119,9 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     for name, numbers in (("test", report.test), ("test_temperature_scaled", report.test_temperature_scaled)):
         print(f"{name:<24} " + "  ".join(f"{k}={v:.4f}" for k, v in numbers.items()))
     print(f"temperature {report.temperature:.3f} (fitted on {report.val_examples} validation examples)")
+    if report.synthetic_agreement is not None:
+        share = 100 * report.synthetic_agreement
+        print(f"synthetic set: the trained classifier predicts the dominant label of {share:.1f} % of its samples")
     if outputs.reliability:
         from latentmix.metrics import calibration_bins
         from latentmix.viz import reliability_diagram
@@ -177,6 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="latentmix", description="Generative latent interpolation.")
     parser.add_argument("--version", action="version", version=f"latentmix {__version__}")
     parser.add_argument("--quiet", action="store_true", help="hide progress bars")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let a model directory's own Python code run when its text encoder needs it (auto_map). RISK: that code "
+        "runs with your rights; only for directories you trust. Off: such directories are refused",
+    )
+    parser.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="largest image (width x height) read from data folders; larger ones are refused as possible "
+        "decompression bombs (default: 50,000,000)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run the main jobs on the embedded default models")
@@ -221,9 +242,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """latentmix's own warnings (a fit that cannot converge) as one line; others as Python shows them."""
+    from latentmix.train.common import FitWarning
+
+    if issubclass(category, FitWarning):
+        print(f"latentmix: warning: {message}", file=sys.stderr)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
+    if args.trust_remote_code:
+        from latentmix.text import set_trust_remote_code
+
+        set_trust_remote_code(True)
+    if args.max_image_pixels is not None:
+        from latentmix.data.images import set_max_image_pixels
+
+        try:
+            set_max_image_pixels(args.max_image_pixels)
+        except ValueError as exc:
+            print(f"latentmix: error: {exc}", file=sys.stderr)
+            return 2
     if args.quiet:
         os.environ["TQDM_DISABLE"] = "1"
         from huggingface_hub.utils import disable_progress_bars

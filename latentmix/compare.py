@@ -41,6 +41,11 @@ def _mean_std(values: list[float]) -> dict[str, float]:
 def run_compare(base: TrainConfig, config: CompareConfig | None = None, *, quiet: bool = False, **settings) -> dict:
     """Train every recipe with every seed; return per-seed metrics, mean ± std and the paired differences.
 
+    Synthetic recipes blend the seed's labelled examples of ``base.data`` with ``config.backend`` (fitted on
+    that data). Each synthetic set is judged by the seed's ERM classifier (fitted on the same labels, no
+    others): ``erm_agreement`` is the share of blends whose dominant label it predicts; ``+filter`` recipes keep
+    only those (:class:`latentmix.sources.BlendFilter`, threshold 0.5).
+
     Args:
         base: the :class:`~latentmix.configs.TrainConfig` every recipe starts from.
         config: a :class:`~latentmix.configs.CompareConfig`; ``settings`` override its fields
@@ -51,57 +56,117 @@ def run_compare(base: TrainConfig, config: CompareConfig | None = None, *, quiet
     config.validate()
     base.validate()
     recipes, seeds = list(config.recipes), list(config.seeds)
-    if any("synthetic_strategy" in RECIPES[r] for r in recipes) and base.data != "digits":
-        raise ValueError(
-            "synthetic recipes in compare blend the digits data with a digits backend; pass --synthetic to train "
-            "instead"
-        )
     work = Path(config.workdir or tempfile.mkdtemp(prefix="latentmix-compare-"))
-    results: dict = {"recipes": {}, "seeds": seeds, "labels_per_class": base.labels_per_class}
+    synthetic = any("synthetic_strategy" in RECIPES[r] for r in recipes)
+    erm_models = {seed: _erm_model(base, seed, work, quiet) for seed in seeds} if synthetic else {}
+    results: dict = {"recipes": {}, "seeds": seeds, "labels_per_class": base.labels_per_class, "data": base.data}
     scaled: dict[str, list] = {r: [] for r in recipes}  # temperature-scaled test logits and labels, per seed
     for recipe in recipes:
         per_seed: list[dict[str, Any]] = []
         for seed in seeds:
-            run_config = recipe_config(base, recipe, seed, work, backend=config.backend, synthetic_n=config.synthetic_n)
+            run_config = recipe_config(base, recipe, seed, work, backend=config.backend, synthetic_n=config.synthetic_n,
+                                       filter_classifier=erm_models.get(seed))  # fmt: skip
             report = train_classifier(run_config, quiet=quiet)
-            per_seed.append(
-                {
-                    "seed": seed,
-                    "before": {m: report.test[m] for m in METRICS},
-                    "after": {m: report.test_temperature_scaled[m] for m in METRICS},
-                    "confidence_gap": report.test["confidence_gap"],
-                }
-            )
+            row: dict[str, Any] = {
+                "seed": seed,
+                "before": {m: report.test[m] for m in METRICS},
+                "after": {m: report.test_temperature_scaled[m] for m in METRICS},
+                "confidence_gap": report.test["confidence_gap"],
+            }
+            if run_config.synthetic is not None:
+                row["erm_agreement"] = _agreement(erm_models[seed], run_config.synthetic)
+                row["synthetic_examples"] = report.synthetic_examples
+            per_seed.append(row)
             scaled[recipe].append((report.test_logits.double() / report.temperature, report.test_labels))
         summary = {
             f"{m}_{when}": _mean_std([r[when][m] for r in per_seed]) for when in ("before", "after") for m in METRICS
         }
         summary["confidence_gap"] = _mean_std([r["confidence_gap"] for r in per_seed])
+        if "erm_agreement" in per_seed[0]:
+            summary["erm_agreement"] = _mean_std([r["erm_agreement"] for r in per_seed])
         results["recipes"][recipe] = {"per_seed": per_seed, "summary": summary}
     results["baseline"] = recipes[0]
     results["paired"] = {r: paired_differences(scaled[recipes[0]], scaled[r]) for r in recipes[1:]}
+    results["verdicts"] = verdicts(results)
     return results
 
 
+def _erm_model(base: TrainConfig, seed: int, work: Path, quiet: bool) -> str:
+    """The seed's ERM classifier (the same labelled examples, no synthetic data), saved under ``work``."""
+    out = work / f"erm-k{base.labels_per_class}-seed{seed}"
+    if not (out / "config.json").is_file():
+        train_classifier(replace(base, seed=seed, save_model=str(out)), quiet=quiet)
+    return str(out)
+
+
+def _agreement(classifier: str, synthetic: str) -> float:
+    """Share of a synthetic set's samples whose dominant label ``classifier`` predicts."""
+    from latentmix.classifiers import load_classifier
+    from latentmix.data import SyntheticDataset
+
+    model, syn = load_classifier(classifier), SyntheticDataset(synthetic)
+    if len(syn) == 0:
+        return float("nan")
+    with torch.inference_mode():
+        predicted = model(syn.images(range(len(syn)))).argmax(1)
+    return float((predicted == syn.soft_labels.argmax(1)).float().mean())
+
+
+def verdicts(results: dict) -> dict[str, str]:
+    """One plain sentence per recipe compared with the baseline: helped, hurt, or no measurable difference."""
+    out = {}
+    base = results["baseline"]
+    for recipe, d in results.get("paired", {}).items():
+        acc = d["accuracy"]
+        mean, (lo, hi) = 100 * acc["mean"], (100 * acc["ci95"][0], 100 * acc["ci95"][1])
+        agreement = results["recipes"][recipe]["summary"].get("erm_agreement")
+        said = f"{mean:+.1f} accuracy points vs {base} [{lo:+.1f}, {hi:+.1f}]"
+        if hi < 0:
+            text = f"{recipe} HURT: {said}"
+            if agreement is not None:
+                text += (f"; {base}'s classifier agrees with only {100 * agreement['mean']:.0f} % of its blends "
+                         "(off-class blends): try the filtered recipe (+filter) or another backend")  # fmt: skip
+        elif lo > 0:
+            text = f"{recipe} helped: {said}"
+        else:
+            text = f"{recipe}: no measurable difference, {said}"
+        out[recipe] = text
+    return out
+
+
 def recipe_config(
-    base: TrainConfig, recipe: str, seed: int, work: Path, *, backend: str = "digits-ldm", synthetic_n: int = 2000
+    base: TrainConfig,
+    recipe: str,
+    seed: int,
+    work: Path,
+    *,
+    backend: str = "digits-ldm",
+    synthetic_n: int = 2000,
+    filter_classifier: str | None = None,
 ) -> TrainConfig:
     """``base`` with ``recipe``'s overrides and ``seed``; a synthetic recipe first writes (or resumes)
-    that seed's set under ``work``, blended from exactly the seed's labelled examples."""
+    that seed's set under ``work``, blended from exactly the seed's labelled examples (and, for ``+filter``
+    recipes, filtered by ``filter_classifier``)."""
     spec = dict(RECIPES[recipe])
     strategy = spec.pop("synthetic_strategy", None)
+    use_filter = spec.pop("synthetic_filter", False)
     config = replace(base, seed=seed, **spec)
     if strategy is None:
         return config
-    out = work / f"{strategy}-k{base.labels_per_class}-seed{seed}"
+    if use_filter and filter_classifier is None:
+        raise ValueError(f"recipe {recipe} filters its blends with the seed's ERM classifier; none was given")
+    tag = "-filtered" if use_filter else ""
+    out = work / f"{strategy}{tag}-k{base.labels_per_class}-seed{seed}"
     synthesize(
         SynthesisConfig(
             backend=backend,
+            data=base.data,
             n=synthetic_n,
             strategy=strategy,
             seed=seed,
             labels_per_class=base.labels_per_class,
             subset_seed=seed,
+            filter_classifier=filter_classifier if use_filter else None,
         ),
         out,
         quiet=True,
@@ -151,14 +216,15 @@ def format_table(results: dict) -> str:
         return f"{s['mean'] * scale:.{digits}f} ± {s['std'] * scale:.{digits}f}"
 
     lines = [
-        "| recipe | accuracy % | NLL | ECE | NLL (T-scaled) | ECE (T-scaled) | conf − acc |",
-        "|---|---|---|---|---|---|---|",
+        "| recipe | accuracy % | NLL | ECE | NLL (T-scaled) | ECE (T-scaled) | conf − acc | ERM agrees % |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results["recipes"].items():
         s = r["summary"]
+        agree = ms(s["erm_agreement"], 100, 1) if "erm_agreement" in s else "–"
         lines.append(
             f"| {name} | {ms(s['accuracy_before'], 100, 1)} | {ms(s['nll_before'])} | {ms(s['ece_before'])} | "
-            f"{ms(s['nll_after'])} | {ms(s['ece_after'])} | {ms(s['confidence_gap'])} |"
+            f"{ms(s['nll_after'])} | {ms(s['ece_after'])} | {ms(s['confidence_gap'])} | {agree} |"
         )
     lines.append("")
     lines.append(
@@ -168,6 +234,8 @@ def format_table(results: dict) -> str:
             for name, r in results["recipes"].items()
         )
     )
+    if results.get("verdicts"):
+        lines += ["", *results["verdicts"].values()]
     if results.get("paired"):
         lines += [
             "",

@@ -51,6 +51,8 @@ RECIPES: dict[str, dict] = {
     "blends-intra": {"synthetic_strategy": "intra-class"},
     "blends-inter": {"synthetic_strategy": "inter-class"},
     "blends-intra+manifold": {"synthetic_strategy": "intra-class", "mixup": "manifold"},
+    # intra-class blends that the seed's ERM classifier (fitted on the same labels) agrees with
+    "blends-intra+filter": {"synthetic_strategy": "intra-class", "synthetic_filter": True},
 }
 DEFAULT_RECIPES = ("erm", "input-mixup", "manifold-mixup", "blends-intra", "blends-inter", "blends-intra+manifold")
 
@@ -115,6 +117,7 @@ class GridConfig:
     data: str = option("digits", "'digits' or an image folder, where real endpoints come from", path=True)
     split: str = option("test", "which split of the data", check=one_of(SPLITS))
     seed: int = option(0, "seeds the choice of images and the prior draws", check=INT)
+    resize: bool = option(False, "convert data whose image size or channels differ from the model's (else an error)")
     out: str | None = option(None, "PNG path to write", identity=False)
     gif: str | None = option(None, "also write an animated GIF here", identity=False)
     refine_steps: int | None = option(
@@ -185,6 +188,16 @@ class SynthesisConfig:
         None, _SAMPLER_HELP + "classifier-free guidance, >= 1 (default: the backend's)", check=GUIDANCE
     )
     allow_extrapolation: bool = option(False, "accept a fixed --lam outside [0, 1]")
+    filter_classifier: str | None = option(
+        None,
+        "keep only blends this classifier agrees with: a directory from `latentmix train --save-model` or "
+        "`fit reference-classifier`, or 'reference' (the embedded digits classifier, for digits)",
+        path=True,
+    )
+    filter_threshold: float = option(
+        0.5, "a blend is kept when the classifier gives its dominant class at least this probability", check=PROBABILITY
+    )
+    resize: bool = option(False, "convert data whose image size or channels differ from the model's (else an error)")
 
     def validate(self) -> None:
         validate_fields(self)
@@ -277,6 +290,17 @@ class TrainConfig:
         0.5, "cross-modal: weight of the image-only vs text-only agreement loss", check=NON_NEGATIVE_NUMBER
     )
     text_encoder: str = option(DEFAULT_TEXT_ENCODER, "cross-modal: embeds the real captions", path=True)
+    image_size: int | None = option(
+        None, "image folders: the side images are converted to (default: the data's own)", check=POSITIVE_INT
+    )
+    channels: int | None = option(
+        None, "image folders: 1 or 3 channels (default: the data's own)", check=one_of((1, 3)), parse=int
+    )
+    save_model: str | None = option(
+        None,
+        "save the trained classifier here (with its class names and temperature), e.g. to filter blends",
+        identity=False,
+    )
 
     def validate(self) -> None:
         validate_fields(self)
@@ -318,21 +342,35 @@ class VAEFitConfig:
     """Settings of ``latentmix fit vae`` (defaults fit the embedded digits model)."""
 
     data: str = option("digits", "'digits' (its train split) or an image folder", path=True)
-    image_size: int | None = option(
-        None, "image side (default: 8 for digits; required for folders)", check=POSITIVE_INT
-    )
+    image_size: int | None = option(None, "image side (default: the data's own, 8 for digits)", check=POSITIVE_INT)
     channels: int | None = option(
-        None, "1 or 3 (default: 1 for digits, 3 for folders)", check=one_of((1, 3)), parse=int
+        None, "1 or 3 (default: the data's own: 3 if any image has colour)", check=one_of((1, 3)), parse=int
     )
-    latent_dim: int = option(16, "size of the flat Gaussian latent", check=POSITIVE_INT)
-    block_channels: tuple[int, ...] = option((32, 64), "channels per resolution", check=POSITIVE_INTS)
-    layers_per_block: int = option(2, "3x3 convs per resolution", check=POSITIVE_INT)
-    epochs: int = option(300, "passes over the training set", check=POSITIVE_INT)
+    latent_channels: int | None = option(
+        None,
+        "channels of a spatial latent map at 1/4 of the side (default: 4 for images larger than 16 px, "
+        "else 0 = a flat latent_dim vector)",
+        check=NON_NEGATIVE_INT,
+    )
+    latent_dim: int = option(16, "size of the flat Gaussian latent (when latent_channels is 0)", check=POSITIVE_INT)
+    block_channels: tuple[int, ...] | None = option(
+        None, "channels per resolution (default: 32 64 up to 16 px, 32 64 128 above)", check=POSITIVE_INTS
+    )
+    layers_per_block: int | None = option(
+        None, "3x3 convs per resolution (default: 2 up to 16 px, 1 above)", check=POSITIVE_INT
+    )
+    epochs: int | None = option(
+        None,
+        "passes over the training set (default: about 100,000 image passes at 32x32, in [20, 300]; 300 for digits)",
+        check=POSITIVE_INT,
+    )
     batch_size: int = option(128, "images per step", check=POSITIVE_INT)
     lr: float = option(2e-3, "AdamW learning rate, cosine decay to 0", check=POSITIVE_NUMBER)
     weight_decay: float = option(0.05, "AdamW weight decay", check=NON_NEGATIVE_NUMBER)
     kl_weight: float = option(0.5, "β on the KL term (summed over latent dims, per image)", check=NON_NEGATIVE_NUMBER)
-    kl_warmup_epochs: int = option(20, "β ramps up linearly over these epochs", check=NON_NEGATIVE_INT)
+    kl_warmup_epochs: int | None = option(
+        None, "β ramps up linearly over these epochs (default: a fifteenth of the run, 1 to 20)", check=NON_NEGATIVE_INT
+    )
     pixel_sigma: float = option(0.2, "Gaussian decoder std on the [-1, 1] scale", check=POSITIVE_NUMBER)
     augment_shift: int = option(1, "random translations of up to this many pixels", check=NON_NEGATIVE_INT)
     seed: int = option(0, "seeds the weights, the shuffling and the noise", check=INT)
@@ -349,10 +387,10 @@ class GANFitConfig:
 
     data: str = option("digits", "'digits' (its train split) or an image folder", path=True)
     image_size: int | None = option(
-        None, "image side, a power of two (default: 8 for digits; required for folders)", check=POSITIVE_INT
+        None, "image side, a power of two (default: the data's own, 8 for digits)", check=POSITIVE_INT
     )
     channels: int | None = option(
-        None, "1 or 3 (default: 1 for digits, 3 for folders)", check=one_of((1, 3)), parse=int
+        None, "1 or 3 (default: the data's own: 3 if any image has colour)", check=one_of((1, 3)), parse=int
     )
     latent_dim: int = option(32, "size of the Gaussian latent", check=POSITIVE_INT)
     width: int = option(64, "generator channels at 4x4", check=POSITIVE_INT)
@@ -384,18 +422,34 @@ class LDMFitConfig:
     """Settings of ``latentmix fit ldm`` (defaults fit the embedded digits model)."""
 
     data: str = option("digits", "'digits' (its train split, captioned) or an image folder", path=True)
-    autoencoder: str = option("digits-vae", "an embedded backend, or a saved VAE / AutoencoderKL directory", path=True)
+    autoencoder: str | None = option(
+        None,
+        "a VAE / AutoencoderKL fitted on the data (an embedded name or a directory; default: digits-vae for digits)",
+        path=True,
+    )
     text_encoder: str = option(DEFAULT_TEXT_ENCODER, "any transformers text encoder (MiniLM, CLIP, ...)", path=True)
-    latent_channels: int = option(4, "the autoencoder's latent is reshaped to (channels, s, s)", check=POSITIVE_INT)
-    block_channels: tuple[int, ...] = option(
-        (64,), "UNet channels per resolution (multiples of 8)", check=POSITIVE_INTS
+    latent_channels: int = option(
+        4,
+        "a flat autoencoder latent is reshaped to (channels, s, s) (a spatial one is used as it is)",
+        check=POSITIVE_INT,
+    )
+    block_channels: tuple[int, ...] | None = option(
+        None,
+        "UNet channels per resolution, multiples of 8 (default: 64 for latent maps up to 4 x 4, else 32 64)",
+        check=POSITIVE_INTS,
     )
     layers_per_block: int = option(1, "UNet layers per block", check=POSITIVE_INT)
     cross_attention_dim: int = option(64, "text hidden states are projected to this size", check=POSITIVE_INT)
     attention_head_dim: int = option(8, "channels per attention head", check=POSITIVE_INT)
     text_max_length: int = option(16, "tokens per caption (padded / truncated)", check=POSITIVE_INT)
-    steps: int = option(8000, "optimisation steps", check=POSITIVE_INT)
-    batch_size: int = option(256, "global batch (split across processes)", check=POSITIVE_INT)
+    steps: int | None = option(
+        None, "optimisation steps (default: 8000 for latent maps up to 4 x 4, else 1500)", check=POSITIVE_INT
+    )
+    batch_size: int | None = option(
+        None,
+        "global batch, split across processes (default: 256 for latent maps up to 4 x 4, else 128)",
+        check=POSITIVE_INT,
+    )
     lr: float = option(
         1e-3,
         "AdamW learning rate: 200 warm-up steps, then cosine decay to 0",
@@ -418,13 +472,14 @@ class LDMFitConfig:
     guidance_scale: float = option(1.0, "the saved backend's default guidance (>= 1; 1 is off)", check=GUIDANCE)
     checkpoint_every: int = option(1000, "steps between checkpoints", check=POSITIVE_INT)
     evaluate: bool = option(True, "digits: measure the round trip and text-conditional consistency after training")
+    resize: bool = option(False, "convert data whose image size or channels differ from the model's (else an error)")
     seed: int = option(0, "seeds the weights and every draw", check=INT)
     mixed_precision: str = option("no", "accelerate mixed precision", check=one_of(MIXED_PRECISION))
     cpu: bool = option(False, "force the CPU even where a GPU is present")
 
     def validate(self) -> None:
         validate_fields(self)
-        if any(c < 8 or c % 8 for c in self.block_channels):
+        if self.block_channels is not None and any(c < 8 or c % 8 for c in self.block_channels):
             raise ValueError(f"block_channels must be multiples of 8, got {self.block_channels!r}")
 
 
@@ -432,7 +487,9 @@ class LDMFitConfig:
 class ReferenceFitConfig:
     """Settings of ``latentmix fit reference-classifier``."""
 
+    data: str = option("digits", "'digits' or a labelled data set with train/ and test/", path=True)
     epochs: int = option(60, "passes over the training set", check=POSITIVE_INT)
+    width: int = option(64, "channels of the convolutions", check=POSITIVE_INT)
     seed: int = option(0, "seeds the weights and the shuffling", check=INT)
 
     def validate(self) -> None:

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from latentmix.backends import LatentBackend, load_backend
 from latentmix.configs import DEFAULT_BACKEND, GridConfig
-from latentmix.data import ImageTextDataset, load_dataset
+from latentmix.data import ImageTextDataset, load_matching
 from latentmix.interpolate import interpolation_path
 from latentmix.viz import grid_image, save_gif, save_png
 
@@ -162,9 +162,10 @@ def _pick_pairs(dataset: ImageTextDataset, config: GridConfig) -> tuple[list[int
 
 
 def _real_endpoints(backend: LatentBackend, config: GridConfig, encode_kwargs: dict) -> _Endpoints:
-    dataset = load_dataset(
-        config.data, split=config.split, image_size=backend.image_size, channels=backend.image_channels
-    )
+    dataset = load_matching(
+        config.data, config.split, backend.image_size, backend.image_channels, resize=config.resize,
+        who=f"backend {backend.backend_name!r}", fix="fit a backend on this data (latentmix fit vae --data ...)",
+    )  # fmt: skip
     ia, ib, labels = _pick_pairs(dataset, config)
     real = dataset.images(ia + ib)
     cond = backend.condition([dataset.texts[i] for i in ia + ib])  # real endpoints: their own captions

@@ -1,9 +1,10 @@
-"""The reference digits classifier: the judge in backend quality reports.
+"""Reference classifiers: the judges in backend quality reports, for the digits and for any labelled data.
 
-A small CNN fitted on the digits **train** split (``latentmix fit reference-classifier``) and shipped
-in ``models/digits-classifier``. ``latentmix evaluate`` uses its 128-d penultimate features for
-Fréchet distances and path lengths, and its predictions for class consistency. It never sees the
-test split during fitting.
+``models/digits-classifier`` (a :class:`DigitsClassifier`, fitted on the digits **train** split) judges the
+digits; ``latentmix fit reference-classifier --data DIR --out DIR`` fits a :class:`ReferenceClassifier` on any
+labelled data set (its train split; the test split only measures it). ``latentmix evaluate`` uses a
+reference's penultimate features for Fréchet distances and path lengths and its predictions for class
+consistency; a reference records the class names (and factor names, where the data has factors) it knows.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -19,12 +21,13 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from latentmix.backends.files import atomic_directory, load_weights
+from latentmix.backends.files import BACKEND_CONFIG, atomic_directory, load_weights, read_json
 from latentmix.cards import model_card
 from latentmix.configs import ReferenceFitConfig
-from latentmix.data import DigitsDataset
+from latentmix.data import ImageTextDataset, load_dataset
 from latentmix.data.digits import DIGITS_TRAIN_DESCRIPTION
-from latentmix.train.common import FitResult
+from latentmix.locks import holds_outputs
+from latentmix.train.common import FitResult, random_shift
 
 REFERENCE = "digits-classifier"
 
@@ -49,6 +52,14 @@ class DigitsClassifier(ModelMixin, ConfigMixin):
         )
         self.head = nn.Linear(feature_dim, num_classes)
 
+    @property
+    def class_names(self) -> list[str]:
+        return [str(i) for i in range(int(self.config.num_classes))]
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return 1, 8
+
     def features(self, x: Tensor) -> Tensor:
         return self.body(x)
 
@@ -56,19 +67,99 @@ class DigitsClassifier(ModelMixin, ConfigMixin):
         return self.head(self.features(x))
 
 
-def load_reference_classifier(path: str | os.PathLike | None = None) -> DigitsClassifier:
-    """Load the shipped reference classifier (or one fitted elsewhere), whole or not at all, in eval mode."""
+class ReferenceClassifier(ModelMixin, ConfigMixin):
+    """Conv net for square images of any size in [-1, 1]: strided convs down to 4 x 4, a ``feature_dim``
+    embedding (``features``), a class head (``forward``) and, where the data has factors, one head per factor
+    (``factor_logits``).
+
+    Args:
+        in_channels: 1 or 3.
+        image_size: the side it judges.
+        class_names: the classes, in label order.
+        width: channels after the first downsampling.
+        feature_dim: size of the embedding.
+        factors: factor name -> value names, for a head per factor (e.g. ``{"colour": ["red", ...]}``).
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 3,
+        image_size: int = 32,
+        class_names: list[str] | None = None,
+        width: int = 64,
+        feature_dim: int = 128,
+        factors: dict[str, list[str]] | None = None,
+    ):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, width // 2, 3, padding=1), nn.SiLU()]
+        side, ch = image_size, width // 2
+        while side > 4:
+            layers += [nn.Conv2d(ch, width, 3, stride=2, padding=1), nn.GroupNorm(8, width), nn.SiLU()]
+            side, ch = (side + 1) // 2, width
+        layers += [nn.Conv2d(ch, width, 3, padding=1), nn.SiLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten()]
+        layers += [nn.Dropout(0.2), nn.Linear(width * 16, feature_dim), nn.SiLU()]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(feature_dim, len(class_names or []) or 1)
+        self.factor_heads = nn.ModuleDict({name: nn.Linear(feature_dim, len(v)) for name, v in (factors or {}).items()})
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.config.class_names or [])
+
+    @property
+    def factors(self) -> dict[str, list[str]]:
+        return {k: list(v) for k, v in (self.config.factors or {}).items()}
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return int(self.config.in_channels), int(self.config.image_size)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+    def factor_logits(self, x: Tensor) -> dict[str, Tensor]:
+        f = self.features(x)
+        return {name: head(f) for name, head in self.factor_heads.items()}
+
+
+def load_reference_classifier(path: str | os.PathLike | None = None) -> Any:
+    """Load a reference classifier (the shipped digits one by default), whole or not at all, in eval mode."""
     from latentmix.backends.loading import embedded_models_dir
 
     path = Path(path) if path is not None else embedded_models_dir() / REFERENCE
     if not path.is_dir():
         raise ValueError(
-            f"reference classifier {path} does not exist; fit one with `latentmix fit reference-classifier --out "
-            f"{path}`"
+            f"reference classifier {path} does not exist; fit one with "
+            f"`latentmix fit reference-classifier --data DATA --out {path}`"
         )
-    return load_weights(DigitsClassifier, path).eval()
+    kind = read_json(path / BACKEND_CONFIG, "reference classifier config").get("_class_name")
+    classes = {"DigitsClassifier": DigitsClassifier, "ReferenceClassifier": ReferenceClassifier}
+    if kind not in classes:
+        raise ValueError(f"{path} is not a reference classifier (_class_name={kind!r})")
+    return load_weights(classes[kind], path).eval()
 
 
+def _build(config: ReferenceFitConfig, train: ImageTextDataset) -> Any:
+    if str(config.data) == "digits":
+        return DigitsClassifier(width=config.width)
+    factors = getattr(train, "factor_values", None)
+    return ReferenceClassifier(train.channels, train.image_size, list(train.class_names), config.width, factors=factors)
+
+
+def _loss(model: Any, x: Tensor, y: Tensor, factors: Tensor | None) -> Tensor:
+    features = model.features(x)
+    loss = nn.functional.cross_entropy(model.head(features), y, label_smoothing=0.05)
+    if factors is not None:
+        for j, head in enumerate(model.factor_heads.values()):
+            loss = loss + nn.functional.cross_entropy(head(features), factors[:, j], label_smoothing=0.05)
+    return loss
+
+
+@holds_outputs(lambda out, **_: [out])
 def fit_reference_classifier(
     config: ReferenceFitConfig | None = None,
     out: str | os.PathLike | None = None,
@@ -76,55 +167,71 @@ def fit_reference_classifier(
     quiet: bool = False,
     command: str | None = None,
 ) -> FitResult:
-    """Fit the reference classifier on the digits train split; report test accuracy; save to ``out``."""
-    from latentmix.train.common import random_shift
-
+    """Fit a reference classifier on ``config.data``'s train split; report its test accuracy; save to ``out``."""
     config = config or ReferenceFitConfig()
     config.validate()
+    train, test = load_dataset(config.data, split="train"), load_dataset(config.data, split="test")
+    if getattr(test, "root", "test") == getattr(train, "root", "train"):
+        raise ValueError(f"data {config.data} needs train/ and test/ subfolders so the reference is measured apart")
+    if not train.class_names or bool((train.labels < 0).any()):
+        raise ValueError(f"data {config.data!r} has unlabelled images; a reference classifier needs a label per image")
+    test = load_dataset(config.data, split="test", image_size=train.image_size, channels=train.channels)
     torch.manual_seed(config.seed)
-    train, test = DigitsDataset("train"), DigitsDataset("test")
     x, y = train.images(range(len(train))), train.labels
-    model = DigitsClassifier()
+    factors = train.factor_labels() if hasattr(train, "factor_labels") else None
+    model = _build(config, train)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
-    steps = config.epochs * math.ceil(len(x) / 128)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
+    batch = 128
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=config.epochs * math.ceil(len(x) / batch))
     gen = torch.Generator().manual_seed(config.seed)
+    shift = max(1, train.image_size // 16)
     start = time.perf_counter()
     for _ in tqdm(range(config.epochs), desc="fit reference classifier", disable=quiet):
         model.train()
         order = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x), 128):
-            idx = order[i : i + 128]
-            loss = nn.functional.cross_entropy(model(random_shift(x[idx], 1, gen)), y[idx], label_smoothing=0.05)
+        for i in range(0, len(x), batch):
+            idx = order[i : i + batch]
+            loss = _loss(model, random_shift(x[idx], shift, gen), y[idx], None if factors is None else factors[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
     model.eval()
-    with torch.inference_mode():
-        accuracy = float((model(test.images(range(len(test)))).argmax(1) == test.labels).float().mean())
-    metrics = {
-        "train_seconds": round(time.perf_counter() - start, 1),
-        "test_accuracy": accuracy,
-        "train_images": len(train),
-        "test_images": len(test),
-    }
+    metrics = {"train_seconds": round(time.perf_counter() - start, 1), **measure_reference(model, test)}
+    metrics.update({"train_images": len(train), "test_images": len(test)})
     if out is not None:
-        card = model_card(
-            title="Reference digits classifier",
-            command=command,
-            default_command="latentmix fit reference-classifier (Python API)",
-            description=(
-                f"A small CNN fitted on {DIGITS_TRAIN_DESCRIPTION} (the test split was used only for the accuracy "
-                "below). `latentmix evaluate` uses its 128-d penultimate features and predictions."
-            ),
-            metrics=metrics,
-            settings=config,
-        )
-
-        def write(tmp: Path) -> None:
-            model.save_pretrained(tmp, safe_serialization=True)
-            (tmp / "MODEL_CARD.md").write_text(card)
-
-        atomic_directory(Path(out), write, marker="_class_name")
+        _save(model, config, metrics, command, Path(out))
     return FitResult(model, metrics, None if out is None else Path(out))
+
+
+def measure_reference(model: Any, test: ImageTextDataset) -> dict[str, float]:
+    """Test accuracy of the class head (and of each factor head, where the data has factors)."""
+    x = test.images(range(len(test)))
+    with torch.inference_mode():
+        metrics = {"test_accuracy": float((model(x).argmax(1) == test.labels).float().mean())}
+        if hasattr(test, "factor_labels") and getattr(model, "factor_heads", None):
+            truth = test.factor_labels()
+            for j, (name, logits) in enumerate(model.factor_logits(x).items()):
+                metrics[f"test_accuracy_{name}"] = float((logits.argmax(1) == truth[:, j]).float().mean())
+    return metrics
+
+
+def _save(model: Any, config: ReferenceFitConfig, metrics: dict, command: str | None, out: Path) -> None:
+    data = DIGITS_TRAIN_DESCRIPTION if str(config.data) == "digits" else f"`{config.data}` (its train split)"
+    card = model_card(
+        title="Reference classifier",
+        command=command,
+        default_command="latentmix fit reference-classifier (Python API)",
+        description=(
+            f"A small CNN fitted on {data}; the test split was used only for the accuracy below. `latentmix "
+            "evaluate` uses its penultimate features and predictions to judge backends."
+        ),
+        metrics=metrics,
+        settings=config,
+    )
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "MODEL_CARD.md").write_text(card)
+
+    atomic_directory(out, write, marker="_class_name")

@@ -1,7 +1,9 @@
 """Crash-safe files for synthetic sets: atomic writes, per-shard storage, streaming merges.
 
-A synthetic set is written shard by shard. A shard is complete when its ``shards/NNNNNN.jsonl``
-exists — written last, by rename, after its images directory and its embeddings. A run killed
+A synthetic set is written shard by shard. A shard is complete when its marker ``shards/NNNNNN.done``
+exists — written last, by rename, after its images directory, its embeddings and its ``.jsonl`` — and every
+image its rows name is there (a deleted image makes the shard incomplete, so a resume rewrites it). The
+marker records how many samples the shard generated and how many it kept (a filter may drop some). A run killed
 at any point leaves only complete shards plus hidden temporaries, which the next run removes.
 The merged ``metadata.jsonl`` and ``embeddings.safetensors`` are streamed from the shards (memory
 does not grow with the number of samples) and renamed into place.
@@ -39,12 +41,30 @@ def shard_paths(root: Path, shard: int) -> tuple[Path, Path, Path]:
     return root / SHARDS / f"{name}.jsonl", root / SHARDS / f"{name}.safetensors", root / IMAGES / name
 
 
-def shard_rows(root: Path, shard: int) -> int:
-    """Samples in a complete shard, or 0 if the shard is missing or incomplete."""
+def _marker(root: Path, shard: int) -> Path:
+    return root / SHARDS / f"{shard:06d}.done"
+
+
+def shard_state(root: Path, shard: int) -> dict | None:
+    """``{"generated": g, "kept": k}`` of a complete shard, or None if the shard is missing or incomplete."""
     meta, emb, images = shard_paths(root, shard)
-    if not (meta.is_file() and emb.is_file() and images.is_dir()):
-        return 0
-    return sum(1 for line in meta.read_text().splitlines() if line.strip())
+    if not (_marker(root, shard).is_file() and meta.is_file() and emb.is_file() and images.is_dir()):
+        return None
+    try:
+        state = json.loads(_marker(root, shard).read_text(encoding="utf-8"))
+        rows = [json.loads(line) for line in meta.read_text(encoding="utf-8").split("\n") if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    present = {p.name for p in images.iterdir()}
+    if len(rows) != state.get("kept") or any(Path(r["file_name"]).name not in present for r in rows):
+        return None  # a row or an image went missing: redo the shard
+    return state
+
+
+def shard_rows(root: Path, shard: int) -> int:
+    """Samples kept by a complete shard, or 0 if the shard is missing or incomplete."""
+    state = shard_state(root, shard)
+    return 0 if state is None else int(state["kept"])
 
 
 def write_shard(
@@ -53,8 +73,9 @@ def write_shard(
     rows: list[dict],
     tensors: dict[str, torch.Tensor],
     images: Sequence[tuple[str, Image.Image]],
+    generated: int | None = None,
 ) -> None:
-    """Write one shard: images (directory rename), then embeddings, then the jsonl marker."""
+    """Write one shard: images (directory rename), embeddings, the jsonl, then the completion marker."""
     meta, emb, image_dir = shard_paths(root, shard)
     meta.parent.mkdir(parents=True, exist_ok=True)
     image_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -69,6 +90,8 @@ def write_shard(
             shutil.rmtree(tmp, ignore_errors=True)
     atomic_save_safetensors(emb, tensors)
     atomic_write_text(meta, "".join(json.dumps(r) + "\n" for r in rows))
+    done = {"generated": len(rows) if generated is None else generated, "kept": len(rows)}
+    atomic_write_text(_marker(root, shard), json.dumps(done) + "\n")
 
 
 def merge_metadata(root: Path, shards: int, out: Path) -> int:
@@ -76,7 +99,7 @@ def merge_metadata(root: Path, shards: int, out: Path) -> int:
     count = 0
     with atomic_file(out, "w") as f:
         for s in range(shards):
-            for line in shard_paths(root, s)[0].read_text().splitlines():
+            for line in shard_paths(root, s)[0].read_text(encoding="utf-8").split("\n"):
                 if line.strip():
                     f.write(line + "\n")
                     count += 1
@@ -91,7 +114,8 @@ def merge_embeddings(root: Path, shards: int, fields: list[str], out: Path, meta
     header: dict = {"__metadata__": metadata}
     offset = 0
     for s in range(shards):
-        ids = [json.loads(line)["id"] for line in shard_paths(root, s)[0].read_text().splitlines() if line.strip()]
+        lines = shard_paths(root, s)[0].read_text(encoding="utf-8").split("\n")
+        ids = [json.loads(line)["id"] for line in lines if line.strip()]
         with safe_open(str(shard_paths(root, s)[1]), framework="pt") as f:
             shapes = {k: f.get_slice(k).get_shape() for k in fields}
             dtypes = {k: f.get_slice(k).get_dtype() for k in fields}

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from latentmix.backends import LatentBackend, mix_conditions
 from latentmix.blend import CaptionBank, Pairs, blend
 from latentmix.configs import SynthesisConfig
-from latentmix.data import Subset, labelled_subset, load_dataset
+from latentmix.data import ImageTextDataset, Subset, labelled_subset, load_matching
 from latentmix.data.synthetic import EMBEDDING_FIELDS, image_path, sample_id
 from latentmix.pairing import Pairing, sample_lambdas
 from latentmix.text import TextEncoder
@@ -39,9 +39,10 @@ class SourceData:
     """
 
     def __init__(self, config: SynthesisConfig, backend: LatentBackend, text_encoder: TextEncoder, quiet: bool):
-        self.dataset = load_dataset(
-            config.data, split=config.split, image_size=backend.image_size, channels=backend.image_channels
-        )
+        self.dataset: ImageTextDataset = load_matching(
+            config.data, config.split, backend.image_size, backend.image_channels, resize=config.resize,
+            who=f"backend {config.backend!r}", fix="fit a backend on this data (latentmix fit vae --data ...)",
+        )  # fmt: skip
         if config.labels_per_class is not None:
             chosen = labelled_subset(self.dataset.labels.numpy(), config.labels_per_class, config.subset_seed)
             self.dataset = Subset(self.dataset, chosen)
@@ -79,12 +80,63 @@ class SourceData:
 
 @dataclass
 class Shard:
-    """One shard of synthetic samples: metadata rows, embeddings, images (N, H, W, C) uint8, ids."""
+    """One shard of synthetic samples: metadata rows, embeddings, images (N, H, W, C) uint8, ids — the kept
+    ones — and how many the shard generated before a filter dropped some."""
 
     rows: list[dict]
     tensors: dict[str, Tensor]
     images: np.ndarray
     ids: list[str]
+    generated: int
+
+
+class BlendFilter:
+    """Keeps a blend when a classifier gives its dominant class (the argmax of its soft label) at least
+    ``threshold`` probability (after the classifier's own temperature), e.g. a classifier fitted on the real
+    labelled examples: blends that left their class are dropped.
+
+    Args:
+        classifier: a directory (``latentmix train --save-model``, ``fit reference-classifier``) or
+            ``"reference"`` for the embedded digits classifier.
+        threshold: the smallest probability of the dominant class that keeps a blend.
+        class_names: the source data's classes, which the classifier must name in the same order.
+        image_shape: (channels, side) of the decoded blends, which the classifier must take.
+    """
+
+    def __init__(
+        self, classifier: str, threshold: float, class_names: list[str], image_shape: tuple[int, int], data: str
+    ):
+        from latentmix.classifiers import load_classifier
+        from latentmix.reference import load_reference_classifier
+
+        if classifier == "reference":
+            if str(data) != "digits":
+                raise ValueError(
+                    "filter_classifier: 'reference' is the digits classifier; for other data pass a classifier "
+                    "directory (latentmix train --save-model DIR, or latentmix fit reference-classifier)"
+                )
+            self.model = load_reference_classifier()
+        else:
+            self.model = load_classifier(classifier)
+        config = self.model.config
+        names = list(getattr(self.model, "class_names", None) or config.get("class_names") or [])
+        if names != list(class_names):
+            raise ValueError(
+                f"filter_classifier {classifier}: it names the classes {names[:5]}…, the data {class_names[:5]}…"
+            )
+        shape = tuple(getattr(self.model, "image_shape", None) or config.get("image_shape") or ())[-2:]
+        want = (image_shape[0], image_shape[1]) if len(shape) == 2 and shape[0] in (1, 3) else None
+        if len(shape) == 2 and shape[0] in (1, 3) and tuple(shape) != tuple(image_shape):
+            raise ValueError(f"filter_classifier {classifier}: it takes {shape} images, the blends are {want}")
+        self.temperature = float(config.get("temperature", 1.0) or 1.0)
+        self.threshold = threshold
+
+    def keep(self, images: Tensor, soft_labels: Tensor) -> Tensor:
+        """A boolean mask over the batch: which blends the classifier agrees with."""
+        with torch.inference_mode():
+            probs = (self.model(images.float().cpu()).double() / self.temperature).softmax(1)
+        dominant = soft_labels.argmax(1)
+        return probs[torch.arange(len(dominant)), dominant] >= self.threshold
 
 
 def shard_indices(shard: int, config: SynthesisConfig) -> np.ndarray:
@@ -93,7 +145,13 @@ def shard_indices(shard: int, config: SynthesisConfig) -> np.ndarray:
 
 
 def make_shard(
-    shard: int, config: SynthesisConfig, src: SourceData, pairing: Pairing, backend: LatentBackend, method: str
+    shard: int,
+    config: SynthesisConfig,
+    src: SourceData,
+    pairing: Pairing,
+    backend: LatentBackend,
+    method: str,
+    blend_filter: BlendFilter | None = None,
 ) -> Shard:
     """Samples ``shard * shard_size …`` of the run: pair, λ, blend (one λ for latent, text and label), decode."""
     idx = shard_indices(shard, config)
@@ -120,11 +178,16 @@ def make_shard(
     )
     sampling = backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale)
     with torch.inference_mode():
-        images = to_uint8(backend.decode(mix.latents.to(backend.device), cond=cond, **sampling))
-    ids = [sample_id(int(i)) for i in idx]
+        decoded = backend.decode(mix.latents.to(backend.device), cond=cond, **sampling)
+    keep = np.ones(len(idx), dtype=bool)
+    if blend_filter is not None:
+        keep = blend_filter.keep(decoded, mix.soft_labels).numpy()
+    images = to_uint8(decoded)[keep]
+    ids = [sample_id(int(i)) for i in idx[keep]]
+    kept = np.flatnonzero(keep)
     ds = src.dataset
     rows = []
-    for j, sid in enumerate(ids):
+    for j, sid in zip(kept, ids, strict=True):
         soft = [round(float(v), 6) for v in mix.soft_labels[j]]
         rows.append(
             {
@@ -142,5 +205,6 @@ def make_shard(
             }
         )
     latent, text_embedding = EMBEDDING_FIELDS
-    tensors = {latent: mix.latents.float().cpu(), text_embedding: mix.text_embeddings.float().cpu()}
-    return Shard(rows, tensors, images, ids)
+    pick = torch.from_numpy(kept)
+    tensors = {latent: mix.latents.float().cpu()[pick], text_embedding: mix.text_embeddings.float().cpu()[pick]}
+    return Shard(rows, tensors, images, ids, generated=len(idx))

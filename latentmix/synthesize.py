@@ -17,6 +17,7 @@ and λ, but a decoded pixel may differ by one gray level (batched convolutions r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -32,9 +33,10 @@ from latentmix.atomic import atomic_write_text
 from latentmix.backends import LatentBackend, load_backend
 from latentmix.configs import SynthesisConfig
 from latentmix.data.synthetic import EMBEDDING_FIELDS, EMBEDDINGS, IMAGES, MANIFEST, METADATA, RUN_FILE, SHARDS
+from latentmix.locks import exclusive
 from latentmix.pairing import Pairing
-from latentmix.shards import merge_embeddings, merge_metadata, remove_temporaries, shard_rows, write_shard
-from latentmix.sources import Shard, SourceData, make_shard
+from latentmix.shards import merge_embeddings, merge_metadata, remove_temporaries, shard_state, write_shard
+from latentmix.sources import BlendFilter, Shard, SourceData, make_shard
 from latentmix.text import TextEncoder
 from latentmix.version import __version__
 from latentmix.viz import to_pil
@@ -64,9 +66,10 @@ class SyntheticSamples:
 @dataclass
 class SynthesisResult:
     out: Path | None
-    num_samples: int
-    written: int  # samples computed by this call (0 when everything was already there)
+    num_samples: int  # samples in the set (those a filter kept)
+    written: int  # samples computed and kept by this call (0 when everything was already there)
     samples: SyntheticSamples | None = None
+    generated: int = 0  # candidates generated (``config.n``); num_samples / generated is the kept fraction
 
 
 def _check_output_dir(out: Path, config: SynthesisConfig) -> None:
@@ -76,6 +79,8 @@ def _check_output_dir(out: Path, config: SynthesisConfig) -> None:
     if not out.exists() or not any(out.iterdir()):
         return
     run = out / RUN_FILE
+    if not run.is_file() and _only_empty_layout(out):
+        return  # a run killed before it wrote its run file (latentmix < 0.2 made the folders first)
     if not run.is_file():
         raise ValueError(
             f"out {out} is not empty and holds no latentmix synthesis run; choose an empty or new directory"
@@ -87,8 +92,8 @@ def _check_output_dir(out: Path, config: SynthesisConfig) -> None:
         shown = ", ".join(f"{k}: {previous.get(k)!r} there vs {now[k]!r} now" for k in differ[:3])
         raise ValueError(f"out {out} holds a different run's set ({shown}); choose another directory")
     done, shard = 0, 0
-    while (rows := shard_rows(out, shard)) > 0:
-        done += rows
+    while (state := shard_state(out, shard)) is not None:
+        done += int(state["generated"])
         shard += 1
     if done > config.n:
         raise ValueError(f"out {out} already holds {done} samples; ask for n >= {done} or use a new directory")
@@ -122,15 +127,25 @@ def synthesize(
         )
     state = PartialState(cpu=not has_accelerator())
     root = Path(out) if out is not None else None
-    if root is not None:
-        _check_output_dir(root, config)
+    guard = exclusive(root, "out") if root is not None and state.is_main_process else contextlib.nullcontext()
+    with guard:  # one writer per output directory
+        if root is not None:
+            _check_output_dir(root, config)
+        return _synthesize(config, root, state, keep, quiet)
 
+
+def _synthesize(config: SynthesisConfig, root: Path | None, state, keep: bool, quiet: bool) -> SynthesisResult:
     backend = load_backend(config.backend, device=state.device)
     method = config.method or backend.default_method
     text_encoder = TextEncoder.from_pretrained(config.text_encoder, device=state.device)
     show = not quiet and state.is_local_main_process
     with backend.progress(show):
         src = SourceData(config, backend, text_encoder, quiet=not show)
+    blend_filter = None
+    if config.filter_classifier is not None:
+        shape = (backend.image_channels, backend.image_size)
+        names = src.dataset.class_names
+        blend_filter = BlendFilter(config.filter_classifier, config.filter_threshold, names, shape, config.data)
     pairing = Pairing(
         config.strategy,
         src.dataset.labels.numpy(),
@@ -143,7 +158,7 @@ def synthesize(
     if root is not None and state.is_main_process:
         _start_run(root, config)
     state.wait_for_everyone()
-    collected, written = _run_shards(config, root, state, src, pairing, backend, method, keep, show)
+    collected, written = _run_shards(config, root, state, src, pairing, backend, method, blend_filter, keep, show)
     state.wait_for_everyone()
 
     if root is not None and state.is_main_process:
@@ -151,20 +166,32 @@ def synthesize(
     state.wait_for_everyone()
     samples = _gather(collected) if keep and state.num_processes == 1 else None
     if root is None:
-        written = config.n
-    return SynthesisResult(out=root, num_samples=config.n, written=written, samples=samples)
+        written = sum(len(s.rows) for s in collected)
+    count = json.loads((root / MANIFEST).read_text())["num_samples"] if root is not None else written
+    return SynthesisResult(out=root, num_samples=count, written=written, samples=samples, generated=config.n)
+
+
+def _only_empty_layout(out: Path) -> bool:
+    for p in out.iterdir():
+        hidden_temporary = p.name.startswith(".") and ".tmp-" in p.name
+        empty_folder = p.name in (SHARDS, IMAGES) and p.is_dir() and not any(p.iterdir())
+        if not (hidden_temporary or empty_folder):
+            return False
+    return True
 
 
 def _start_run(root: Path, config: SynthesisConfig) -> None:
     """Create the layout, drop an interrupted run's temporaries, and record the run's identity."""
     root.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(root)
+    atomic_write_text(root / RUN_FILE, json.dumps(config.identity(), indent=2) + "\n")  # first: the dir is a run's
     (root / SHARDS).mkdir(exist_ok=True)
     (root / IMAGES).mkdir(exist_ok=True)
-    remove_temporaries(root)
-    atomic_write_text(root / RUN_FILE, json.dumps(config.identity(), indent=2) + "\n")
 
 
-def _run_shards(config, root, state, src, pairing, backend, method, keep: bool, show: bool) -> tuple[list[Shard], int]:
+def _run_shards(
+    config, root, state, src, pairing, backend, method, blend_filter, keep: bool, show: bool
+) -> tuple[list[Shard], int]:
     """This process's shards (every ``num_processes``-th): make the missing ones, write them; keep them if asked."""
     num_shards = math.ceil(config.n / config.shard_size)
     mine = list(range(state.process_index, num_shards, state.num_processes))
@@ -172,19 +199,23 @@ def _run_shards(config, root, state, src, pairing, backend, method, keep: bool, 
     def expected(s: int) -> int:
         return min(config.shard_size, config.n - s * config.shard_size)
 
-    todo = [s for s in mine if keep or root is None or shard_rows(root, s) != expected(s)]
+    def done(s: int) -> bool:
+        state = shard_state(root, s) if root is not None else None
+        return state is not None and state["generated"] == expected(s)
+
+    todo = [s for s in mine if keep or not done(s)]
     collected: list[Shard] = []
     written = 0
     bar = tqdm(total=sum(expected(s) for s in todo), desc="synthesize", unit="sample", disable=not show)
     for s in todo:
-        shard = make_shard(s, config, src, pairing, backend, method)
-        if root is not None and shard_rows(root, s) != expected(s):
+        shard = make_shard(s, config, src, pairing, backend, method, blend_filter)
+        if root is not None and not done(s):
             files = [(f"{sid}.png", to_pil(img)) for sid, img in zip(shard.ids, shard.images, strict=True)]
-            write_shard(root, s, shard.rows, shard.tensors, files)
+            write_shard(root, s, shard.rows, shard.tensors, files, generated=shard.generated)
             written += len(shard.rows)
         if keep:
             collected.append(shard)
-        bar.update(len(shard.rows))
+        bar.update(shard.generated)
     bar.close()
     return collected, written
 
@@ -198,6 +229,7 @@ def _finish(
     src: SourceData,
 ) -> None:
     count = merge_metadata(root, num_shards, root / METADATA)
+    generated = sum(int((shard_state(root, s) or {}).get("generated", 0)) for s in range(num_shards))
     merge_embeddings(
         root,
         num_shards,
@@ -208,6 +240,15 @@ def _finish(
     manifest = {
         "latentmix_version": __version__,
         "num_samples": count,
+        "generated": generated,
+        "filter": None
+        if config.filter_classifier is None
+        else {
+            "classifier": config.filter_classifier,
+            "threshold": config.filter_threshold,
+            "kept": count,
+            "kept_fraction": round(count / max(generated, 1), 6),
+        },
         "settings": config.identity(),
         "backend_class": backend.backend_name,
         "interpolation": config.method or backend.default_method,

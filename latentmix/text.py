@@ -21,6 +21,17 @@ from torch import Tensor
 from latentmix.configs import DEFAULT_TEXT_ENCODER
 
 DEFAULT_TEXT_ENCODER_NAMES = (DEFAULT_TEXT_ENCODER, "minilm")
+#: Whether a text encoder whose directory maps its classes to Python files (``auto_map``) may run that code.
+#: Off: such a directory is refused and nothing in it runs. ``latentmix --trust-remote-code`` turns it on.
+TRUST_REMOTE_CODE = False
+
+
+def set_trust_remote_code(allowed: bool) -> None:
+    """Allow (or forbid) Python code shipped in a model directory to run when a text encoder is loaded."""
+    global TRUST_REMOTE_CODE
+    TRUST_REMOTE_CODE = bool(allowed)
+
+
 POOLINGS = ("mean", "cls", "pooler")
 
 
@@ -84,7 +95,7 @@ class TextEncoder:
         *,
         tokenizer: str | os.PathLike | None = None,
         device=None,
-        trust_remote_code: bool = False,
+        trust_remote_code: bool | None = None,
         **kwargs,
     ) -> TextEncoder:
         """Load from a hub id or local directory; ``None`` or ``"all-MiniLM-L6-v2"`` is the offline default.
@@ -93,8 +104,10 @@ class TextEncoder:
         Diffusion pipeline keeps them in ``text_encoder/`` and ``tokenizer/``). Weights must be
         safetensors and complete (a missing tensor is an error, not a random initialisation).
         ``trust_remote_code`` allows a model whose config maps to Python files in the directory
-        (``auto_map``) to run them; without it such a model is refused and no code runs.
+        (``auto_map``) to run them; without it (default: :data:`TRUST_REMOTE_CODE`, off) such a model is
+        refused and no code runs — transformers is never left to ask on a terminal.
         """
+        trust_remote_code = TRUST_REMOTE_CODE if trust_remote_code is None else bool(trust_remote_code)
         from transformers import AutoModel, AutoTokenizer
 
         path: str | os.PathLike

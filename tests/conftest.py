@@ -148,3 +148,15 @@ def crash_on_call(monkeypatch):
         return real
 
     return install
+
+
+@pytest.fixture(scope="session")
+def photo_patches(tmp_path_factory):
+    """A user's captioned RGB folder (benchmarks/photo_patches.py), small: 16 x 16, 60 train / 24 test, 6 classes."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+    from photo_patches import write_photo_patches
+
+    return write_photo_patches(tmp_path_factory.mktemp("user") / "photo-patches", n_train=60, n_test=24, size=16)

@@ -19,7 +19,7 @@ def run_cli(*args, cwd=None):
     """Run the installed command in a scratch directory (not the source tree)."""
     cwd = cwd or Path(tempfile.mkdtemp())
     return subprocess.run(
-        [sys.executable, "-m", "latentmix", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+        [sys.executable, "-m", "latentmix", *args], capture_output=True, text=True, cwd=cwd, timeout=1800
     )
 
 

@@ -127,8 +127,11 @@ def test_bad_data_raises_naming_the_problem(tmp_path):
     (meta / "metadata.jsonl").write_text('{"file_name": "a.png"}\nnot json\n')
     with pytest.raises(ValueError, match="metadata.jsonl:2: not valid JSON"):
         ImageFolderDataset(meta, image_size=8)
-    with pytest.raises(ValueError, match="image_size is required"):
+    Image.fromarray(skimage.data.camera()[:300]).save(meta / "b.png")  # 512 x 300: no single square size
+    (meta / "metadata.jsonl").write_text('{"file_name": "a.png"}\n{"file_name": "b.png"}\n')
+    with pytest.raises(ValueError, match=r"no single square size \(512x300, 512x512\); pass image_size"):
         load_dataset(meta)
+    assert load_dataset(meta, image_size=8).native_size is None
     with pytest.raises(ValueError, match="split must be one of"):
         DigitsDataset("validation")
     with pytest.raises(ValueError, match="channels must be one of 1, 3"):

@@ -146,7 +146,7 @@ def test_fit_ldm_runs_in_two_real_processes_with_torchrun(tmp_path):
         "--out",
         str(tmp_path / "ddp"),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("saved") == 1 and "processes=2" in proc.stdout
     assert load_backend(tmp_path / "ddp").latent_shape == (4, 2, 2)

@@ -183,7 +183,7 @@ def test_fit_gan_under_torchrun_trains_one_model_on_the_global_batch(tmp_path):
         str(script),
         str(tmp_path / "gan"),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-2000:]
     ranks = sorted(
         (json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")), key=lambda r: r["rank"]

@@ -25,7 +25,7 @@ def test_quickstart_installs_then_runs_the_demo(tmp_path):
     assert install.startswith("pip install") and run.startswith("latentmix ")
     argv = shlex.split(run)[1:]
     proc = subprocess.run(
-        [sys.executable, "-m", "latentmix", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "latentmix", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=1800
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()

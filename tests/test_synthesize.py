@@ -176,7 +176,7 @@ def test_two_processes_give_a_byte_identical_set(tmp_path, reference):
         "--out",
         str(out),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tempfile.mkdtemp())
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=tempfile.mkdtemp())
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("wrote 40 samples") == 1
     assert tree_digest(out) == tree_digest(reference)
@@ -283,7 +283,7 @@ def test_cli_bad_input_is_one_line(tmp_path):
         capture_output=True,
         text=True,
         cwd=tempfile.mkdtemp(),
-        timeout=300,
+        timeout=1800,
     )
     assert (
         proc.returncode == 2

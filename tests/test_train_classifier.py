@@ -251,7 +251,7 @@ def test_training_in_two_processes_gathers_every_test_prediction(tmp_path):
         "--json",
         str(tmp_path / "r.json"),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tempfile.mkdtemp())
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=tempfile.mkdtemp())
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((tmp_path / "r.json").read_text())
     correct = report["test"]["accuracy"] * 360  # all 360 test digits, each counted once

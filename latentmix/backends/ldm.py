@@ -342,7 +342,7 @@ class LatentDiffusionBackend(LatentBackend):
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | os.PathLike, *, trust_remote_code: bool = False, **kwargs
+        cls, directory: str | os.PathLike, *, trust_remote_code: bool | None = None, **kwargs
     ) -> LatentDiffusionBackend:
         """Load a saved backend, or a diffusers Stable Diffusion pipeline directory (``model_index.json``).
 
@@ -357,7 +357,7 @@ class LatentDiffusionBackend(LatentBackend):
 
     @classmethod
     def _load_pipeline_dir(
-        cls, directory: Path, *, trust_remote_code: bool = False, **kwargs
+        cls, directory: Path, *, trust_remote_code: bool | None = None, **kwargs
     ) -> LatentDiffusionBackend:
         index = read_json(directory / PIPELINE_INDEX, "pipeline index")
         missing = [
@@ -381,7 +381,7 @@ class LatentDiffusionBackend(LatentBackend):
 
     @classmethod
     def _load(
-        cls, directory: Path, config: dict[str, Any], *, trust_remote_code: bool = False, **kwargs
+        cls, directory: Path, config: dict[str, Any], *, trust_remote_code: bool | None = None, **kwargs
     ) -> LatentDiffusionBackend:
         for part in ("unet", "scheduler"):
             if not (directory / part).is_dir():
@@ -464,7 +464,7 @@ def _load_scheduler(directory: Path) -> DDIMScheduler:
     return DDIMScheduler.from_config(config)
 
 
-def _load_text_encoder(directory: Path, folder: str, trust_remote_code: bool) -> TextEncoder:
+def _load_text_encoder(directory: Path, folder: str, trust_remote_code: bool | None) -> TextEncoder:
     """The text encoder saved in ``directory/folder`` with its ``tokenizer/``; on CPU
     (``load_backend(device=...)`` places the whole backend)."""
     if not (directory / "tokenizer").is_dir():

@@ -44,14 +44,17 @@ def _conv_block(cin: int, cout: int) -> nn.Sequential:
 
 
 class ConvVAE(ModelMixin, ConfigMixin):
-    """A small convolutional VAE with a flat Gaussian latent.
+    """A small convolutional VAE with a Gaussian latent: a flat vector, or a spatial map.
 
     Args:
         in_channels: 1 (grayscale) or 3 (RGB).
         image_size: square input size; must be divisible by ``2 ** (len(block_channels) - 1)``.
-        latent_dim: size of the flat latent vector.
+        latent_dim: size of the flat latent vector (when ``latent_channels`` is None).
         block_channels: channels per resolution; each block after the first halves the size.
         layers_per_block: 3x3 conv layers per resolution.
+        latent_channels: a spatial latent of this many channels at the lowest resolution (as Stable
+            Diffusion's VAE keeps 4 channels at 1/8 of the side), instead of a flat vector; latent
+            diffusion then denoises a real map.
     """
 
     @register_to_config
@@ -62,6 +65,7 @@ class ConvVAE(ModelMixin, ConfigMixin):
         latent_dim: int = 16,
         block_channels: tuple[int, ...] = (32, 64),
         layers_per_block: int = 1,
+        latent_channels: int | None = None,
     ):
         super().__init__()
         factor = 2 ** (len(block_channels) - 1)
@@ -74,9 +78,14 @@ class ConvVAE(ModelMixin, ConfigMixin):
                 enc.append(nn.Conv2d(block_channels[i - 1], ch, 3, stride=2, padding=1))
             enc.extend(_conv_block(ch, ch) for _ in range(layers_per_block))
         self.encoder = nn.Sequential(*enc)
-        flat = block_channels[-1] * self.bottom**2
-        self.to_moments = nn.Linear(flat, 2 * latent_dim)
-        self.from_latent = nn.Linear(latent_dim, flat)
+        self.spatial = latent_channels is not None
+        top = block_channels[-1]
+        if latent_channels is not None:
+            self.to_moments: nn.Module = nn.Conv2d(top, 2 * latent_channels, 3, padding=1)
+            self.from_latent: nn.Module = nn.Conv2d(latent_channels, top, 3, padding=1)
+        else:
+            self.to_moments = nn.Linear(top * self.bottom**2, 2 * latent_dim)
+            self.from_latent = nn.Linear(latent_dim, top * self.bottom**2)
         dec: list[nn.Module] = []
         rev = list(reversed(block_channels))
         for i, ch in enumerate(rev):
@@ -86,16 +95,24 @@ class ConvVAE(ModelMixin, ConfigMixin):
         dec.append(nn.Conv2d(rev[-1], in_channels, 3, padding=1))
         self.decoder = nn.Sequential(*dec)
 
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        if self.spatial:
+            return (int(self.config.latent_channels), self.bottom, self.bottom)
+        return (int(self.config.latent_dim),)
+
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Return the posterior mean and log-variance, each (N, latent_dim)."""
-        h = self.encoder(x).flatten(1)
-        mean, logvar = self.to_moments(h).chunk(2, dim=1)
+        """Return the posterior mean and log-variance, each (N, *latent_shape)."""
+        h = self.encoder(x)
+        mean, logvar = self.to_moments(h if self.spatial else h.flatten(1)).chunk(2, dim=1)
         return mean, logvar.clamp(-30.0, 20.0)
 
     def decode(self, z: Tensor) -> Tensor:
         """Images in [-1, 1] from raw (unscaled) latents."""
         ch = self.config.block_channels[-1]
-        h = self.from_latent(z).view(z.shape[0], ch, self.bottom, self.bottom)
+        h = self.from_latent(z)
+        if not self.spatial:
+            h = h.view(z.shape[0], ch, self.bottom, self.bottom)
         return torch.tanh(self.decoder(h))
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
@@ -135,7 +152,7 @@ class VAEBackend(LatentBackend):
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
-        return (int(self.model.config.latent_dim),)
+        return self.model.latent_shape
 
     def modules(self) -> dict[str, nn.Module]:
         return {"vae": self.model}
@@ -222,7 +239,7 @@ class AutoencoderKLBackend(LatentBackend):
         return cls(vae, image_size=image_size)
 
     @classmethod
-    def from_pretrained(cls, directory, *, trust_remote_code: bool = False, **kwargs) -> AutoencoderKLBackend:
+    def from_pretrained(cls, directory, *, trust_remote_code: bool | None = None, **kwargs) -> AutoencoderKLBackend:
         """A latentmix save of this class, or a plain diffusers ``AutoencoderKL`` folder (no code is run either way)."""
         directory = Path(directory)
         config = directory / BACKEND_CONFIG

@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-from latentmix.data.base import GENERIC_TEMPLATES, ImageTextDataset, Item, Subset, caption, labelled_subset
+from latentmix.data.base import GENERIC_TEMPLATES, Concat, ImageTextDataset, Item, Subset, caption, labelled_subset
 from latentmix.data.digits import (
     DIGIT_TEMPLATES,
     DIGITS_PROMPT,
@@ -18,8 +19,8 @@ from latentmix.data.digits import (
     digits_prompt,
     digits_split_indices,
 )
-from latentmix.data.folder import ImageFolderDataset
-from latentmix.data.images import IMAGE_SUFFIXES, open_image, pil_to_tensor
+from latentmix.data.folder import ImageFolderDataset, split_dirs
+from latentmix.data.images import IMAGE_SUFFIXES, open_image, pil_to_tensor, set_max_image_pixels
 from latentmix.data.synthetic import SyntheticDataset
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "DIGIT_TEMPLATES",
     "GENERIC_TEMPLATES",
     "IMAGE_SUFFIXES",
+    "Concat",
     "DigitsDataset",
     "ImageFolderDataset",
     "ImageTextDataset",
@@ -40,8 +42,10 @@ __all__ = [
     "digits_split_indices",
     "labelled_subset",
     "load_dataset",
+    "load_matching",
     "open_image",
     "pil_to_tensor",
+    "set_max_image_pixels",
 ]
 
 
@@ -52,13 +56,45 @@ def load_dataset(
     image_size: int | None = None,
     channels: int | None = None,
 ) -> ImageTextDataset:
-    """Open a dataset by name or path: ``"digits"`` or a directory (see the module docstring).
+    """Open a dataset by name or path: ``"digits"`` or a directory (see :mod:`latentmix.data.folder`).
 
-    ``image_size`` and ``channels`` default to 8 and 1 for digits and must be given for folders
-    (they usually come from the backend: ``backend.image_size``, ``backend.image_channels``).
+    ``image_size`` and ``channels`` convert every image (default: the data's own — 8 × 8 grayscale for digits;
+    for a folder, its images' common size and whether any has colour). ``split="all"`` on a folder with
+    ``train/`` and ``test/`` is both splits.
     """
     if str(data) == "digits":
         return DigitsDataset(split, image_size or 8, channels or 1)
-    if image_size is None:
-        raise ValueError(f"image_size is required to load the image folder {data}")
-    return ImageFolderDataset(data, image_size, channels or 3, split)
+    root = Path(data)
+    if split == "all" and root.is_dir() and split_dirs(root):
+        first = ImageFolderDataset(root, image_size, channels, split_dirs(root)[0])
+        rest = [ImageFolderDataset(root, first.image_size, first.channels, s) for s in split_dirs(root)[1:]]
+        return Concat([first, *rest], split_dirs(root))
+    return ImageFolderDataset(root, image_size, channels, split)
+
+
+def load_matching(
+    data: str | os.PathLike,
+    split: str,
+    image_size: int,
+    channels: int,
+    *,
+    who: str,
+    fix: str,
+    resize: bool = False,
+) -> ImageTextDataset:
+    """The dataset converted to a model's image shape — refused when the data's own shape differs, unless
+    ``resize``: no silent conversion of, say, an RGB 32 × 32 folder to the 8 × 8 grayscale of a digits model.
+
+    ``who`` names the model ("backend 'digits-vae'"), ``fix`` says what to pass instead.
+    """
+    dataset = load_dataset(data, split=split, image_size=image_size, channels=channels)
+    if resize:
+        return dataset
+    own_size, own_channels = dataset.native_size, dataset.native_channels
+    if own_channels != channels or (own_size is not None and own_size != image_size):
+        shape = f"{own_channels}-channel " + (f"{own_size}x{own_size}" if own_size is not None else "mixed-size")
+        raise ValueError(
+            f"{who} makes {channels}-channel {image_size}x{image_size} images but data {str(data)!r} holds {shape} "
+            f"images; {fix}, or pass --resize to convert the data to the model's shape on purpose"
+        )
+    return dataset

@@ -81,6 +81,9 @@ class ImageTextDataset(Dataset):
     class_names: list[str]
     image_size: int
     channels: int
+    #: the data's own square side (None when images differ in size) and channels, before any conversion
+    native_size: int | None
+    native_channels: int
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -125,9 +128,39 @@ class Subset(ImageTextDataset):
         self.texts = [base.texts[i] for i in self.indices]
         self.ids = [base.ids[i] for i in self.indices]
         self.class_names, self.image_size, self.channels = base.class_names, base.image_size, base.channels
+        self.native_size, self.native_channels = base.native_size, base.native_channels
 
     def load_image(self, index: int) -> Tensor:
         return self.base.load_image(int(self.indices[index]))
 
     def images(self, indices) -> Tensor:
         return self.base.images([int(self.indices[int(i)]) for i in indices])
+
+
+class Concat(ImageTextDataset):
+    """Several datasets as one (the splits of a folder with ``train/`` and ``test/``): classes matched by name."""
+
+    def __init__(self, parts: list[ImageTextDataset], names: list[str]):
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        first = parts[0]
+        self.parts, self.image_size, self.channels = parts, first.image_size, first.channels
+        labelled = [p for p in parts if p.class_names]
+        self.class_names = sorted({c for p in labelled for c in p.class_names}) if labelled else []
+        index = {c: i for i, c in enumerate(self.class_names)}
+        labels, self.texts, self.ids, self.where = [], [], [], []
+        for name, part in zip(names, parts, strict=True):
+            if (part.image_size, part.channels) != (self.image_size, self.channels):
+                raise ValueError(f"split {name} converts to another image shape than {names[0]}")
+            labels += [index[part.class_names[y]] if y >= 0 else -1 for y in part.labels.tolist()]
+            self.texts += part.texts
+            self.ids += [f"{name}/{i}" for i in part.ids]
+            self.where += [(part, i) for i in range(len(part))]
+        self.labels = torch.tensor(labels, dtype=torch.long)
+        sizes = {p.native_size for p in parts}
+        self.native_size = next(iter(sizes)) if len(sizes) == 1 else None
+        self.native_channels = max(p.native_channels for p in parts)
+
+    def load_image(self, index: int) -> Tensor:
+        part, i = self.where[index]
+        return part.load_image(i)

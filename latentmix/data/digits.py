@@ -80,6 +80,7 @@ class DigitsDataset(ImageTextDataset):
             caption(self.class_names[y], int(i), DIGIT_TEMPLATES) for y, i in zip(self.labels, index, strict=True)
         ]
         self.image_size, self.channels, self.split = image_size, channels, split
+        self.native_size, self.native_channels = 8, 1
 
     def load_image(self, index: int) -> Tensor:
         return self._images[index]

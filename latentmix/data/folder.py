@@ -1,54 +1,87 @@
 """Users' image folders: one subfolder per class, or a Hugging Face imagefolder with ``metadata.jsonl``.
 
 * an image folder: one subfolder per class (``root/cat/001.png``), captions from templates;
-* a Hugging Face imagefolder: ``metadata.jsonl`` with ``file_name`` and optionally ``text`` and
-  ``label`` (an int or a class name) for each image.
+* a Hugging Face imagefolder: ``metadata.jsonl`` with ``file_name`` and optionally ``text`` and ``label``
+  for each image. A label is a class name (classes are the sorted names) or an int ``0 … K-1``; int labels
+  take their names from an optional ``class_names.json`` (a JSON list, index = label) beside the metadata
+  (or in the data root), else the names are "0", "1", ….
 
-A ``train/`` (or ``test/``) subfolder is used for that split when present. Images may be RGB or
-grayscale and of any size: each is converted to the requested channel count, centre-cropped to a
-square and resized. Pixels are float in [-1, 1], NCHW.
+``train/`` and ``test/`` subfolders hold the splits; ``split="all"`` then means train + test (classes matched
+by name). Images may be RGB or grayscale (8 or 16 bits) and of any size: each is converted to the requested
+channel count, centre-cropped to a square and resized. Without an ``image_size`` / ``channels`` the data's
+own are used (every image the same square size; colour if any image has colour).
+
+Reads stay inside the data root: a ``file_name`` that is absolute, climbs out with ``..`` or is a link to a
+place outside is refused, naming the row. Hidden files are not images. Metadata is read as UTF-8 and split on
+newlines only (a caption may contain U+2028), as the ``datasets`` library reads it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from latentmix.data.base import GENERIC_TEMPLATES, ImageTextDataset, caption, check_shape, check_split
-from latentmix.data.images import IMAGE_SUFFIXES, open_image, pil_to_tensor
+from latentmix.data.images import ImageInfo, common_shape, image_info, is_image_file, open_image, pil_to_tensor
+
+METADATA = "metadata.jsonl"
+CLASS_NAMES = "class_names.json"
+MAX_CLASSES = 100_000
+
+
+def split_dirs(root: Path) -> list[str]:
+    """The split subfolders (``train``, ``test``) a data root has."""
+    return [s for s in ("train", "test") if (root / s).is_dir()]
 
 
 class ImageFolderDataset(ImageTextDataset):
     """A user's directory of images, loaded lazily (see the module docstring for the layouts).
 
     Args:
-        root: the directory.
-        image_size: side of the square images produced.
-        channels: 1 (grayscale) or 3 (RGB).
-        split: use ``root/<split>`` if it exists (otherwise the whole of ``root``).
+        root: the directory (a split subfolder is chosen by ``split``).
+        image_size: side of the square images produced (default: the data's own).
+        channels: 1 (grayscale) or 3 (RGB) (default: the data's own).
+        split: ``train`` / ``test`` (that subfolder when present, else the whole root) or ``all``.
     """
 
-    def __init__(self, root: str | os.PathLike, image_size: int, channels: int = 3, split: str = "all"):
+    def __init__(
+        self, root: str | os.PathLike, image_size: int | None = None, channels: int | None = None, split: str = "all"
+    ):
         check_split(split)
-        check_shape(image_size, channels)
         root = Path(root)
         if not root.is_dir():
             raise ValueError(f"data directory {root} does not exist")
+        self.data_root = root
         if split != "all" and (root / split).is_dir():
             root = root / split
-        self.root, self.image_size, self.channels, self.split = root, image_size, channels, split
-        if (root / "metadata.jsonl").is_file():
-            self._read_metadata(root / "metadata.jsonl")
+        elif split == "all" and split_dirs(root):
+            raise ValueError(f"{root} has split subfolders; load them with load_dataset(..., split='all')")
+        self.root, self.split = root, split
+        if (root / METADATA).is_file():
+            self._read_metadata(root / METADATA)
         else:
             self._read_class_folders(root)
         if not self.files:
-            raise ValueError(f"data directory {root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        for f in self.files:
-            open_image(f).close()  # fail now, naming the file, not in the middle of a job
+            raise ValueError(f"data directory {root} holds no images")
+        self.infos: list[ImageInfo] = []
+        for f in self.files:  # decode every image now: fail naming the file, not in the middle of a job
+            with open_image(f) as image:
+                self.infos.append(ImageInfo(image.size[0], image.size[1], image.mode))
+        native_size, native_channels = common_shape(self.infos)
+        self.native_size, self.native_channels = native_size, native_channels
+        if image_size is None and native_size is None:
+            sizes = sorted({(i.width, i.height) for i in self.infos})
+            shown = ", ".join(f"{w}x{h}" for w, h in sizes[:3]) + (", ..." if len(sizes) > 3 else "")
+            raise ValueError(f"images in {root} have no single square size ({shown}); pass image_size (--image-size)")
+        self.image_size = image_size if image_size is not None else int(native_size)  # type: ignore[arg-type]
+        self.channels = channels if channels is not None else native_channels
+        check_shape(self.image_size, self.channels)
         self.ids = [str(f.relative_to(root)) for f in self.files]
 
     def _read_class_folders(self, root: Path) -> None:
@@ -57,7 +90,9 @@ class ImageFolderDataset(ImageTextDataset):
             raise ValueError(f"data directory {root} has neither a metadata.jsonl nor one subfolder per class")
         files, labels = [], []
         for label, name in enumerate(classes):
-            found = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = [p for p in _walk(root / name) if is_image_file(p) and _inside(p, root)]
+            if not found:
+                warnings.warn(f"class folder {root / name} holds no images; the class has no examples", stacklevel=3)
             files += found
             labels += [label] * len(found)
         self.files, self.class_names = files, classes
@@ -65,45 +100,26 @@ class ImageFolderDataset(ImageTextDataset):
         self.texts = [caption(classes[y], i, GENERIC_TEMPLATES) for i, y in enumerate(labels)]
 
     def _read_metadata(self, path: Path) -> None:
-        rows = []
-        for n, line in enumerate(path.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or "file_name" not in row:
-                raise ValueError(f"{path}:{n}: each line needs a 'file_name'")
-            rows.append(row)
-        has_text = [("text" in r and r["text"] is not None) for r in rows]
+        rows = _read_jsonl(path)
+        for n, row in rows:
+            if not isinstance(row, dict) or not isinstance(row.get("file_name"), str):
+                raise ValueError(f"{path}:{n}: each line needs a 'file_name' (a relative path)")
+        has_text = [("text" in r and r["text"] is not None) for _, r in rows]
         if any(has_text) and not all(has_text):
-            missing = rows[has_text.index(False)]["file_name"]
+            missing = rows[has_text.index(False)][1]["file_name"]
             raise ValueError(
                 f"{path}: 'text' is missing for some images (first: {missing}); give every image a text or none"
             )
-        has_label = [("label" in r and r["label"] is not None) for r in rows]
+        has_label = [("label" in r and r["label"] is not None) for _, r in rows]
         if any(has_label) and not all(has_label):
-            missing = rows[has_label.index(False)]["file_name"]
+            missing = rows[has_label.index(False)][1]["file_name"]
             raise ValueError(f"{path}: 'label' is missing for some images (first: {missing})")
-        raw = [r["label"] for r in rows] if rows and all(has_label) else []
-        if raw and all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
-            if min(raw) < 0:
-                raise ValueError(f"{path}: labels must be >= 0, got {min(raw)}")
-            self.class_names = [str(i) for i in range(max(raw) + 1)]
-            labels = raw
-        elif raw:
-            self.class_names = sorted({str(v) for v in raw})
-            labels = [self.class_names.index(str(v)) for v in raw]
-        else:
-            self.class_names, labels = [], [-1] * len(rows)
-        self.files = [path.parent / r["file_name"] for r in rows]
-        for f in self.files:
-            if not f.is_file():
-                raise ValueError(f"{path}: image {f} listed in metadata.jsonl does not exist")
+        raw = [(n, r["label"]) for n, r in rows] if rows and all(has_label) else []
+        self.class_names, labels = _labels(path, raw, len(rows))
+        self.files = [_safe_file(path, n, r["file_name"]) for n, r in rows]
         self.labels = torch.tensor(labels, dtype=torch.long)
         if rows and all(has_text):
-            self.texts = [str(r["text"]) for r in rows]
+            self.texts = [str(r["text"]) for _, r in rows]
         else:
             self.texts = [
                 caption(self.class_names[y], i, GENERIC_TEMPLATES) if y >= 0 else "an image"
@@ -112,3 +128,96 @@ class ImageFolderDataset(ImageTextDataset):
 
     def load_image(self, index: int) -> Tensor:
         return pil_to_tensor(open_image(self.files[index]), self.image_size, self.channels)
+
+
+def _walk(folder: Path) -> list[Path]:
+    """Every file under ``folder`` (sorted), skipping hidden folders; an unreadable folder is an error, not a
+    silent gap (``Path.rglob`` skips what it cannot read)."""
+
+    def fail(exc: OSError) -> None:
+        raise ValueError(f"folder {exc.filename or folder} cannot be read ({exc.strerror or exc})")
+
+    files = []
+    for here, dirs, names in os.walk(folder, onerror=fail, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        files += [Path(here) / n for n in names]
+    return sorted(files)
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
+    """(line number, row) of every non-empty line, read as UTF-8 and split on newlines only."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    rows = []
+    for n, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((n, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+    return rows
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path.resolve().is_relative_to(root.resolve())
+
+
+def _safe_file(metadata: Path, line: int, name: str) -> Path:
+    """The image a row names, which must lie inside the data root (no absolute paths, no ``..``, no links out)."""
+    root = metadata.parent
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        raise ValueError(f"{metadata}:{line}: file_name {name!r} leaves the data directory; use a path relative to it")
+    file = root / name
+    if not _inside(file, root):
+        raise ValueError(
+            f"{metadata}:{line}: file_name {name!r} is a link to {file.resolve()}, outside the data directory"
+        )
+    if not file.is_file():
+        raise ValueError(f"{metadata}:{line}: image {file} listed in metadata.jsonl does not exist")
+    return file
+
+
+def _labels(path: Path, raw: list[tuple[int, object]], count: int) -> tuple[list[str], list[int]]:
+    """Class names and label indices of the metadata's labels (class names, or ints named by class_names.json)."""
+    if not raw:
+        return [], [-1] * count
+    values = [v for _, v in raw]
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        names = _class_names_file(path)
+        limit = len(names) if names is not None else MAX_CLASSES
+        for n, v in raw:
+            if not 0 <= int(v) < limit:  # type: ignore[call-overload]
+                where = f"the {limit} names of {CLASS_NAMES}" if names is not None else f"{MAX_CLASSES:,} classes"
+                raise ValueError(f"{path}:{n}: label {v} is outside 0..{limit - 1} ({where})")
+        ints = [int(v) for v in values]  # type: ignore[call-overload]
+        return (names if names is not None else [str(i) for i in range(max(ints) + 1)]), ints
+    bad = next(((n, v) for n, v in raw if not isinstance(v, (str, int)) or isinstance(v, bool)), None)
+    if bad is not None:
+        raise ValueError(f"{path}:{bad[0]}: label {bad[1]!r} must be a class name or an int")
+    names = sorted({str(v) for v in values})
+    index = {name: i for i, name in enumerate(names)}
+    return names, [index[str(v)] for v in values]
+
+
+def _class_names_file(metadata: Path) -> list[str] | None:
+    for folder in (metadata.parent, metadata.parent.parent):
+        file = folder / CLASS_NAMES
+        if file.is_file():
+            try:
+                names = json.loads(file.read_bytes().decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ValueError(f"{file} is not a JSON list of class names ({exc})") from None
+            if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+                raise ValueError(f"{file} must hold a JSON list of class names (strings)")
+            if len(set(names)) != len(names) or len(names) > MAX_CLASSES:
+                raise ValueError(f"{file}: class names must be distinct and at most {MAX_CLASSES:,}")
+            return names
+    return None
+
+
+def image_folder_infos(root: Path) -> list[ImageInfo]:
+    """Header information of every image under ``root`` (for the data's own size and channels)."""
+    return [image_info(p) for p in sorted(root.rglob("*")) if p.is_file() and is_image_file(p)]

@@ -1,7 +1,16 @@
-"""Reading users' image files: one conversion for every loader (channels, centre crop, resize, [-1, 1])."""
+"""Reading users' image files: one conversion for every loader (channels, centre crop, resize, [-1, 1]).
+
+* A file is opened with a stated pixel limit (:data:`MAX_IMAGE_PIXELS`, 50 megapixels by default; raise it
+  with :func:`set_max_image_pixels` or ``latentmix --max-image-pixels N``): a decompression bomb — a small file
+  whose header claims 20,000 × 20,000 pixels — is a one-line error, not a PIL traceback or an exhausted memory.
+* 16-bit and 32-bit grayscale (PNG ``I;16``, ``I``, ``F``) are scaled to 8 bits by their bit depth, not clipped.
+* Hidden files (``.DS_Store``, macOS's ``._x.png``) are not images.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,21 +19,105 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+MAX_IMAGE_PIXELS = DEFAULT_MAX_IMAGE_PIXELS
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+_WIDE_GRAY = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0}
+
+
+def set_max_image_pixels(limit: int) -> None:
+    """Raise (or lower) the largest image, in pixels, that latentmix opens (default 50,000,000)."""
+    from latentmix.validation import positive_int
+
+    global MAX_IMAGE_PIXELS
+    MAX_IMAGE_PIXELS = positive_int(limit, "max_image_pixels")
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def _open_header(path: Path) -> Image.Image:
+    pil_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # latentmix's own limit below replaces PIL's (and names the option that raises it)
+    try:
+        image = Image.open(path)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise ValueError(f"cannot read image {path}: {exc}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        image.close()
+        raise ValueError(
+            f"image {path} is {width} x {height} = {width * height:,} pixels, above the limit of {MAX_IMAGE_PIXELS:,} "
+            "(a decompression bomb?); raise it with --max-image-pixels if the file is trusted"
+        )
+    return image
 
 
 def open_image(path: Path) -> Image.Image:
     """Open and decode an image file, or raise a one-line ``ValueError`` naming it."""
+    image = _open_header(path)
+    pil_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # the header passed latentmix's limit
     try:
-        image = Image.open(path)
         image.load()
-        return image
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ValueError(f"cannot read image {path}: {exc}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit
+    return image
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What an image's header says: size (width, height) and mode."""
+
+    width: int
+    height: int
+    mode: str
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.mode in GRAY_MODES else 3
+
+
+def image_info(path: Path) -> ImageInfo:
+    """Size and mode from the header (the pixel data are not decoded)."""
+    with _open_header(path) as image:
+        return ImageInfo(image.size[0], image.size[1], image.mode)
+
+
+def common_shape(infos: Iterable[ImageInfo]) -> tuple[int | None, int]:
+    """(side, channels) of a collection: the side when every image is the same square, else None; 3 channels
+    when any image has colour, else 1."""
+    infos = list(infos)
+    sizes = {(i.width, i.height) for i in infos}
+    side = next(iter(sizes))[0] if len(sizes) == 1 and next(iter(sizes))[0] == next(iter(sizes))[1] else None
+    channels = 3 if any(i.channels == 3 for i in infos) else 1
+    return side, channels
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """Scale wide grayscale (16-bit PNG, 32-bit int or float) to 8-bit L by its depth, not by clipping."""
+    if image.mode not in ("I", "F") and image.mode not in _WIDE_GRAY:
+        return image
+    array = np.asarray(image, dtype=np.float64)
+    if image.mode in _WIDE_GRAY:
+        top = _WIDE_GRAY[image.mode]
+    else:  # "I" (often a 16-bit PNG decoded to 32-bit) or "F": the depth the values need
+        peak = float(array.max()) if array.size else 0.0
+        top = (
+            1.0 if image.mode == "F" and peak <= 1.0 else (255.0 if peak <= 255 else 65535.0 if peak <= 65535 else peak)
+        )
+    scaled = np.clip(np.round(array / max(top, 1e-12) * 255.0), 0, 255).astype(np.uint8)
+    return Image.fromarray(scaled, "L")
 
 
 def pil_to_tensor(image: Image.Image, image_size: int, channels: int) -> Tensor:
     """Convert a PIL image to (C, S, S) float in [-1, 1]: channels, centre square crop, resize."""
-    image = image.convert("L" if channels == 1 else "RGB")
+    image = _to_8bit(image).convert("L" if channels == 1 else "RGB")
     w, h = image.size
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2

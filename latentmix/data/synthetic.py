@@ -13,6 +13,7 @@ imagefolder that other tools load without latentmix):
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -71,29 +72,21 @@ class SyntheticDataset(ImageTextDataset):
 
     def __init__(self, root: str | os.PathLike, image_size: int | None = None, channels: int | None = None):
         root = Path(root)
-        manifest_path = root / MANIFEST
-        if not manifest_path.is_file():
-            raise ValueError(
-                f"{root} is not a complete synthetic set (no manifest.json); finish or resume its synthesize run"
-            )
-        self.manifest = json.loads(manifest_path.read_text())
-        rows = [json.loads(line) for line in (root / METADATA).read_text().splitlines() if line.strip()]
-        if len(rows) != self.manifest.get("num_samples"):
-            raise ValueError(
-                f"{root}: metadata.jsonl has {len(rows)} rows but the manifest counts "
-                f"{self.manifest.get('num_samples')}"
-            )
+        self.manifest = _read_manifest(root)
+        rows = _read_rows(root, self.manifest)
         self.root = root
         self.class_names = list(self.manifest["class_names"])
-        self.image_size = image_size or int(self.manifest["image_size"])
-        self.channels = channels or int(self.manifest["channels"])
+        self.native_size, self.native_channels = int(self.manifest["image_size"]), int(self.manifest["channels"])
+        self.image_size = image_size or self.native_size
+        self.channels = channels or self.native_channels
         check_shape(self.image_size, self.channels)
         self.files = [root / r["file_name"] for r in rows]
         self.ids = [r["id"] for r in rows]
         self.texts = [r["text"] for r in rows]
         self.composed_texts = [r["composed_text"] for r in rows]
         self.labels = torch.tensor([r["label"] for r in rows], dtype=torch.long)
-        self.soft_labels = torch.tensor([r["soft_label"] for r in rows], dtype=torch.float32)
+        soft = [r["soft_label"] for r in rows]
+        self.soft_labels = torch.tensor(soft, dtype=torch.float32).reshape(len(rows), len(self.class_names))
         self.lam = torch.tensor([r["lambda"] for r in rows], dtype=torch.float32)
         self.source_a = [r["source_a"] for r in rows]
         self.source_b = [r["source_b"] for r in rows]
@@ -120,3 +113,82 @@ class SyntheticDataset(ImageTextDataset):
         """``{"latent": ..., "text_embedding": ...}`` of one sample, read lazily from embeddings.safetensors."""
         sid = self.ids[index]
         return {k: self._tensors().get_tensor(embedding_key(k, sid)) for k in EMBEDDING_FIELDS}
+
+
+REQUIRED_ROW_FIELDS = (
+    "file_name",
+    "text",
+    "composed_text",
+    "label",
+    "soft_label",
+    "lambda",
+    "source_a",
+    "source_b",
+    "id",
+)
+MANIFEST_FIELDS = {"num_samples": int, "class_names": list, "image_size": int, "channels": int}
+
+
+def _read_manifest(root: Path) -> dict[str, Any]:
+    """The manifest of a complete set, with the fields the reader needs (a one-line error naming what is missing)."""
+    path = root / MANIFEST
+    if not path.is_file():
+        raise ValueError(
+            f"{root} is not a complete synthetic set (no manifest.json); finish or resume its synthesize run"
+        )
+    try:
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    for field, kind in MANIFEST_FIELDS.items():
+        if not isinstance(manifest.get(field), kind) or isinstance(manifest.get(field), bool):
+            raise ValueError(f"{path} lacks '{field}' ({kind.__name__}); not a set written by latentmix synthesize")
+    names = manifest["class_names"]
+    if not names or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{path}: 'class_names' must be a non-empty list of names")
+    return manifest
+
+
+def _read_rows(root: Path, manifest: dict[str, Any]) -> list[dict]:
+    """The metadata rows, each checked: every field present, a finite soft label over the classes, files inside."""
+    path = root / METADATA
+    if not path.is_file():
+        raise ValueError(f"{root} has no {METADATA}; not a complete synthetic set")
+    rows = []
+    k = len(manifest["class_names"])
+    for n, line in enumerate(path.read_bytes().decode("utf-8", errors="strict").split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+        missing = [f for f in REQUIRED_ROW_FIELDS if not isinstance(row, dict) or f not in row]
+        if missing:
+            raise ValueError(f"{path}:{n}: the row lacks '{missing[0]}'")
+        soft = row["soft_label"]
+        if not isinstance(soft, list) or len(soft) != k or not all(_finite_number(v) and v >= 0 for v in soft):
+            raise ValueError(f"{path}:{n}: 'soft_label' must be {k} finite, non-negative numbers (one per class)")
+        if not _finite_number(row["lambda"]):
+            raise ValueError(f"{path}:{n}: 'lambda' must be a finite number")
+        if not isinstance(row["label"], int) or not 0 <= row["label"] < k:
+            raise ValueError(f"{path}:{n}: 'label' must be a class index 0..{k - 1}")
+        name = str(row["file_name"])
+        if (
+            Path(name).is_absolute()
+            or ".." in Path(name).parts
+            or not (root / name).resolve().is_relative_to(root.resolve())
+        ):
+            raise ValueError(f"{path}:{n}: file_name {name!r} leaves the set's directory")
+        rows.append(row)
+    if len(rows) != manifest["num_samples"]:
+        raise ValueError(
+            f"{root}: metadata.jsonl has {len(rows)} rows but the manifest counts {manifest['num_samples']}"
+        )
+    return rows
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

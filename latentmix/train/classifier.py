@@ -46,6 +46,7 @@ from latentmix.checkpoint import (
 from latentmix.classifiers import MLP, FusionClassifier, SmallCNN
 from latentmix.configs import DEFAULT_ALPHA, TrainConfig
 from latentmix.interpolate import sample_lambda
+from latentmix.locks import holds_outputs
 from latentmix.metrics import classification_report, fit_temperature
 from latentmix.mixup import (
     ManifoldMixup,
@@ -75,6 +76,7 @@ class TrainResult:
     train_examples: int
     val_examples: int
     synthetic_examples: int
+    synthetic_agreement: float | None  # share of synthetic samples whose dominant label the trained model predicts
     config: TrainConfig
     model: nn.Module  # the best weights, unwrapped
     test_logits: Tensor  # (N, K) before temperature scaling
@@ -82,7 +84,7 @@ class TrainResult:
 
     def to_dict(self) -> dict[str, Any]:
         keep = ["test", "test_temperature_scaled", "temperature", "val_nll", "steps_run"]
-        keep += ["train_examples", "val_examples", "synthetic_examples"]
+        keep += ["train_examples", "val_examples", "synthetic_examples", "synthetic_agreement"]
         return {**{k: getattr(self, k) for k in keep}, "config": asdict(self.config)}
 
 
@@ -154,6 +156,7 @@ class _Batches:
         return x, y, t
 
 
+@holds_outputs(lambda config, **_: [config.checkpoint_dir, config.save_model])
 def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict | None = None) -> TrainResult:
     """Train, early-stop on validation NLL, fit a temperature, and report test metrics.
 
@@ -199,6 +202,12 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
     raw.load_state_dict(state.best)
     temperature = fit_temperature(evaluate["val"](model), val.y, config.temperature_prior)
     test_logits = evaluate["test"](model)
+    agreement = None
+    if syn is not None:
+        predicted = _Evaluator(accelerator, syn)(model).argmax(1)
+        agreement = float((predicted == syn.y.argmax(1)).float().mean())
+    if config.save_model is not None and accelerator.is_main_process:
+        save_classifier(raw, config.save_model, data.class_names, temperature, tuple(train.x.shape[1:]))
     return TrainResult(
         test=classification_report(test_logits, test.y),
         test_temperature_scaled=classification_report(test_logits, test.y, temperature),
@@ -208,6 +217,7 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
         train_examples=len(train.x),
         val_examples=len(val.x),
         synthetic_examples=0 if syn is None else len(syn.x),
+        synthetic_agreement=agreement,
         config=config,
         model=raw,
         test_logits=test_logits,
@@ -253,6 +263,19 @@ class _Loop:
                     state.save(self.ckpt_dir, config, raw, self.opt, self.gens)
                 if state.finished:
                     break
+
+
+def save_classifier(model: nn.Module, out: str, class_names: list[str], temperature: float, shape: tuple) -> Path:
+    """Save a trained classifier (config.json with class names, temperature, input shape + safetensors), atomically."""
+    from latentmix.backends.files import atomic_directory
+    from latentmix.classifiers import describe
+
+    describe(model, class_names, temperature, shape)
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)  # type: ignore[operator]
+
+    return atomic_directory(Path(out), write, marker="_class_name")
 
 
 @dataclass

@@ -41,6 +41,7 @@ class TrainData:
     test: Split
     num_classes: int
     is_image: bool
+    class_names: list[str]
 
 
 def low_data_split(labels: np.ndarray, labels_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -49,7 +50,7 @@ def low_data_split(labels: np.ndarray, labels_per_class: int, seed: int) -> tupl
     return labelled, labelled_subset(labels, labels_per_class, seed + VALIDATION_SEED_OFFSET, exclude=labelled)
 
 
-def _feature_arrays(config: TrainConfig, arrays: dict | None) -> tuple[Tensor, Tensor, Split, None]:
+def _feature_arrays(config: TrainConfig, arrays: dict | None) -> tuple[Tensor, Tensor, Split, None, None]:
     path = Path(config.data)
     if arrays is None and not path.is_file():
         raise ValueError(f"feature file {path} does not exist")
@@ -57,27 +58,39 @@ def _feature_arrays(config: TrainConfig, arrays: dict | None) -> tuple[Tensor, T
     missing = [k for k in ("X_train", "y_train", "X_test", "y_test") if k not in arrays]
     if missing:
         raise ValueError(f"feature file {path} lacks {', '.join(missing)}")
+    for x_key, y_key in (("X_train", "y_train"), ("X_test", "y_test")):
+        x, y = np.asarray(arrays[x_key]), np.asarray(arrays[y_key])
+        if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
+            raise ValueError(
+                f"feature file {path}: {x_key} {x.shape} and {y_key} {y.shape} must have one row per label"
+            )
+        if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
+            raise ValueError(f"feature file {path}: {x_key} holds non-finite or non-numeric values")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"feature file {path}: {y_key} must hold integer class labels, got {y.dtype}")
     xtr = torch.as_tensor(arrays["X_train"], dtype=torch.float32)
     ytr = torch.as_tensor(arrays["y_train"], dtype=torch.long)
     test = Split(
         torch.as_tensor(arrays["X_test"], dtype=torch.float32), torch.as_tensor(arrays["y_test"], dtype=torch.long)
     )
-    return xtr, ytr, test, None
+    return xtr, ytr, test, None, None
 
 
-def _image_splits(config: TrainConfig) -> tuple[Tensor, Tensor, Split, list[str]]:
-    train_ds = load_dataset(config.data, split="train", image_size=8 if config.data == "digits" else 32)
+def _image_splits(config: TrainConfig) -> tuple[Tensor, Tensor, Split, list[str], list[str]]:
+    train_ds = load_dataset(config.data, split="train", image_size=config.image_size, channels=config.channels)
     test_ds = load_dataset(config.data, split="test", image_size=train_ds.image_size, channels=train_ds.channels)
     if config.data != "digits" and getattr(test_ds, "root", None) == getattr(train_ds, "root", None):
         raise ValueError(f"data {config.data} needs train/ and test/ subfolders so the test split stays separate")
+    if test_ds.class_names != train_ds.class_names:
+        raise ValueError(f"data {config.data}: the test split's classes differ from the train split's")
     test = Split(test_ds.images(range(len(test_ds))), test_ds.labels, texts=list(test_ds.texts))
-    return train_ds.images(range(len(train_ds))), train_ds.labels, test, list(train_ds.texts)
+    return train_ds.images(range(len(train_ds))), train_ds.labels, test, list(train_ds.texts), train_ds.class_names
 
 
 def load_data(config: TrainConfig, arrays: dict | None = None) -> TrainData:
     """The labelled, validation and test splits of ``config.data`` (or of in-memory ``arrays``)."""
     is_image = arrays is None and Path(config.data).suffix != ".npz"
-    xtr, ytr, test, texts_tr = _image_splits(config) if is_image else _feature_arrays(config, arrays)
+    xtr, ytr, test, texts_tr, names = _image_splits(config) if is_image else _feature_arrays(config, arrays)
     if len(xtr) == 0 or len(test.x) == 0:
         raise ValueError("the train and test data must not be empty")
     num_classes = int(max(ytr.max(), test.y.max())) + 1
@@ -94,7 +107,8 @@ def load_data(config: TrainConfig, arrays: dict | None = None) -> TrainData:
         t = torch.from_numpy(idx)
         return Split(xtr[t], ytr[t], texts=None if texts_tr is None else [texts_tr[i] for i in idx])
 
-    return TrainData(split(labelled), split(val), test, num_classes, is_image)
+    class_names = list(names) if names else [str(i) for i in range(num_classes)]
+    return TrainData(split(labelled), split(val), test, num_classes, is_image, class_names)
 
 
 def load_synthetic(config: TrainConfig, num_classes: int, sample_shape: tuple) -> Split | None:
@@ -102,6 +116,12 @@ def load_synthetic(config: TrainConfig, num_classes: int, sample_shape: tuple) -
     if config.synthetic is None:
         return None
     syn = SyntheticDataset(config.synthetic)
+    if len(syn) == 0:
+        import warnings
+
+        warnings.warn(f"synthetic set {config.synthetic} holds no samples (its filter kept none); training on the "
+                      "real data only", stacklevel=2)  # fmt: skip
+        return None
     if len(syn.class_names) != num_classes:
         raise ValueError(
             f"synthetic set {config.synthetic} has {len(syn.class_names)} classes, the data has {num_classes}"

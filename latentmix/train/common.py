@@ -10,6 +10,16 @@ from typing import Any
 import torch
 
 
+class FitWarning(UserWarning):
+    """A fit's settings cannot converge as they are (a warm-up longer than the run, too few steps, …)."""
+
+
+def warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, FitWarning, stacklevel=3)
+
+
 class TrainingDiverged(ValueError):
     """The loss became NaN or infinite; the run stopped (its last good checkpoint is kept)."""
 

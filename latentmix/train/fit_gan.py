@@ -42,13 +42,16 @@ from latentmix.checkpoint import (
 from latentmix.configs import GANFitConfig
 from latentmix.data import load_dataset
 from latentmix.data.digits import DIGITS_TRAIN_DESCRIPTION
+from latentmix.locks import holds_outputs
 from latentmix.train.common import (
     FitResult,
     check_finite_loss,
     ema_decay,
     ema_update,
+    initial_weight_share,
     random_shift,
     split_batch_accelerator,
+    warn,
 )
 from latentmix.viz import grid_image, save_png
 
@@ -86,6 +89,19 @@ def _build(config: GANFitConfig, channels: int, size: int) -> _Nets:
     )  # fmt: skip
 
 
+def convergence_warnings(config: GANFitConfig, count: int) -> None:
+    """Warn (``FitWarning``) where the settings cannot converge as they are."""
+    steps = config.epochs * max(1, count // config.batch_size)
+    if config.epochs < 50 or steps < 1000:
+        warn(f"{config.epochs} GAN epochs ({steps} steps) are few for a generator to converge "
+             "(at least 50 epochs and 1,000 steps are advised)")  # fmt: skip
+    share = initial_weight_share(steps, config.ema_decay, config.ema_warmup)
+    if share > 0.1:
+        warn(f"the saved generator (an EMA) would still be {100 * share:.0f} % its random initial weights after "
+             f"{steps} steps; keep --ema-warmup on or lower --ema-decay")  # fmt: skip
+
+
+@holds_outputs(lambda out, **_: [out])
 def fit_gan(
     config: GANFitConfig, out: str | os.PathLike, *, quiet: bool = False, command: str | None = None
 ) -> FitResult:
@@ -102,6 +118,7 @@ def fit_gan(
         raise ValueError(
             f"data {config.data!r} has {len(images)} training images, fewer than batch_size={config.batch_size}"
         )
+    convergence_warnings(config, len(images))
     nets = _build(config, ch, size)
     phase, start_epoch = "gan", 0
     if ckpt is not None:

@@ -24,6 +24,7 @@ import math
 import os
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -42,10 +43,19 @@ from latentmix.checkpoint import (
     save_checkpoint,
 )
 from latentmix.configs import LDMFitConfig
-from latentmix.data import digits_prompt, load_dataset
+from latentmix.data import digits_prompt, load_matching
 from latentmix.data.digits import DIGITS_TRAIN_DESCRIPTION
+from latentmix.locks import holds_outputs
 from latentmix.text import TextEncoder
-from latentmix.train.common import FitResult, check_finite_loss, ema_decay, ema_update, split_batch_accelerator
+from latentmix.train.common import (
+    FitResult,
+    check_finite_loss,
+    ema_decay,
+    ema_update,
+    initial_weight_share,
+    split_batch_accelerator,
+    warn,
+)
 
 __all__ = ["LDMFitConfig", "build_scheduler", "build_unet", "fit_ldm"]
 WARMUP_STEPS = 200  # linear learning-rate warm-up before the cosine decay
@@ -69,6 +79,7 @@ def unet_shape(config: LDMFitConfig, latent_shape: tuple[int, ...]) -> tuple[int
 def build_unet(config: LDMFitConfig, latent_shape: tuple[int, ...], text_dim: int) -> UNet2DConditionModel:
     """A UNet2DConditionModel over the autoencoder's latents (see :func:`unet_shape`), cross-attending to text."""
     channels, side, _ = unet_shape(config, latent_shape)
+    assert config.block_channels is not None, "resolve the config first"
     n = len(config.block_channels)
     return UNet2DConditionModel(
         sample_size=side,
@@ -99,11 +110,24 @@ def build_scheduler(config: LDMFitConfig) -> DDIMScheduler:
     )
 
 
+def autoencoder_name(config: LDMFitConfig) -> str:
+    """The autoencoder to fit on: the one given, or digits-vae for the digits — never a digits model for other data."""
+    if config.autoencoder is not None:
+        return config.autoencoder
+    if str(config.data) == "digits":
+        return "digits-vae"
+    raise ValueError(
+        f"autoencoder: fit ldm --data {config.data} needs an autoencoder fitted on that data: first "
+        f"`latentmix fit vae --data {config.data} --out my-vae`, then pass --autoencoder my-vae"
+    )
+
+
 def _load_parts(config: LDMFitConfig) -> tuple[LatentBackend, TextEncoder]:
-    autoencoder = load_backend(config.autoencoder)
+    name = autoencoder_name(config)
+    autoencoder = load_backend(name)
     if autoencoder.supports_text_condition or autoencoder.encoder_kind != "amortized":
         raise ValueError(
-            f"autoencoder: {config.autoencoder!r} is a {autoencoder.backend_name} backend; a latent-diffusion model "
+            f"autoencoder: {name!r} is a {autoencoder.backend_name} backend; a latent-diffusion model "
             "needs an autoencoder (a VAE or AutoencoderKL)"
         )
     text_encoder = TextEncoder.from_pretrained(config.text_encoder, device="cpu")
@@ -117,9 +141,11 @@ class _Examples:
     def __init__(
         self, config: LDMFitConfig, autoencoder: LatentBackend, text_encoder: TextEncoder, device, quiet: bool
     ):
-        train = load_dataset(
-            config.data, split="train", image_size=autoencoder.image_size, channels=autoencoder.image_channels
-        )
+        name = autoencoder_name(config)
+        train = load_matching(
+            config.data, "train", autoencoder.image_size, autoencoder.image_channels, resize=config.resize,
+            who=f"autoencoder {name!r}", fix=f"fit one on this data (latentmix fit vae --data {config.data} ...)",
+        )  # fmt: skip
         if len(train) < 2:
             raise ValueError(f"data {config.data!r} holds {len(train)} training image(s); need at least 2")
         self.count = len(train)
@@ -160,6 +186,8 @@ class _UNetRun:
             load_module(self.ema, ckpt.tensors, "ema")
             load_optimizer(optimizer, ckpt.tensors, "opt")
             self.step = int(ckpt.progress["step"])
+        assert config.steps is not None and config.batch_size is not None, "resolve the config first"
+        self.total = config.steps
         self.batch = min(config.batch_size, examples.count - examples.count % accelerator.num_processes)
         loader = DataLoader(TensorDataset(torch.arange(examples.count)), batch_size=self.batch, shuffle=True,
                             drop_last=True, generator=torch.Generator().manual_seed(config.seed))  # fmt: skip
@@ -170,19 +198,19 @@ class _UNetRun:
     def train(self, show: bool) -> None:
         config, acc = self.config, self.accelerator
         per_epoch = len(self.loader)
-        bar = tqdm(total=config.steps, initial=self.step, desc="fit ldm", disable=not show)
-        while self.step < config.steps:
+        bar = tqdm(total=self.total, initial=self.step, desc="fit ldm", disable=not show)
+        while self.step < self.total:
             epoch, skip = divmod(self.step, per_epoch)
             self.loader.set_epoch(epoch)  # the shuffle of an epoch depends on (seed, epoch) only
             for (idx,) in acc.skip_first_batches(self.loader, skip) if skip else self.loader:
-                if self.step >= config.steps:
+                if self.step >= self.total:
                     break
                 self.losses.append(self._step(idx))
                 self.step += 1
                 bar.update()
                 if self.step % 50 == 0:
                     bar.set_postfix(loss=f"{sum(self.losses[-50:]) / len(self.losses[-50:]):.4f}")
-                if (self.step % config.checkpoint_every == 0 or self.step == config.steps) and acc.is_main_process:
+                if (self.step % config.checkpoint_every == 0 or self.step == self.total) and acc.is_main_process:
                     self._save()
         bar.close()
 
@@ -199,7 +227,7 @@ class _UNetRun:
         x_t = self.scheduler.add_noise(z0, noise, t)
         warm = min(1.0, (step + 1) / WARMUP_STEPS)
         for group in self.optimizer.param_groups:
-            group["lr"] = config.lr * warm * 0.5 * (1 + math.cos(math.pi * step / config.steps))
+            group["lr"] = config.lr * warm * 0.5 * (1 + math.cos(math.pi * step / self.total))
         with acc.autocast():
             loss = (self.unet(x_t, t, encoder_hidden_states=cond).sample.float() - noise).pow(2).mean()
         check_finite_loss(loss, step, self.train_dir)
@@ -219,6 +247,36 @@ class _UNetRun:
         save_checkpoint(self.train_dir, self.config, tensors, {"step": self.step})
 
 
+def resolve(config: LDMFitConfig, latent_shape: tuple[int, ...]) -> LDMFitConfig:
+    """The settings a run uses, with the defaults that depend on the autoencoder filled in: a tiny latent map
+    (up to 4 x 4, the digits VAE's) gets one UNet level of 64 channels and 8,000 steps of 256; a larger map two
+    levels (32, 64) and 1,500 steps of 128 — about 15 minutes on 2 CPU cores for an 8 x 8 map."""
+    side = unet_shape(config, latent_shape)[1]
+    tiny = side <= 4
+    return replace(
+        config,
+        block_channels=config.block_channels or ((64,) if tiny else (32, 64)),
+        steps=config.steps or (8000 if tiny else 1500),
+        batch_size=config.batch_size or (256 if tiny else 128),
+    )
+
+
+def convergence_warnings(config: LDMFitConfig, count: int) -> None:
+    """Warn (``FitWarning``) where the settings cannot converge as they are."""
+    assert config.steps is not None and config.batch_size is not None
+    if config.steps <= WARMUP_STEPS:
+        warn(f"the learning-rate warm-up ({WARMUP_STEPS} steps) is as long as the run ({config.steps} steps)")
+    passes = config.steps * min(config.batch_size, count) / max(count, 1)
+    if passes < 50:
+        warn(f"{config.steps} steps of {config.batch_size} are {passes:.0f} passes over {count} images: too few "
+             "for a denoiser to learn its captions (at least 50 are advised)")  # fmt: skip
+    share = initial_weight_share(config.steps, config.ema_decay, config.ema_warmup)
+    if share > 0.1:
+        warn(f"the saved EMA weights would still be {100 * share:.0f} % the random initial ones after "
+             f"{config.steps} steps; keep --ema-warmup on or lower --ema-decay")  # fmt: skip
+
+
+@holds_outputs(lambda out, **_: [out])
 def fit_ldm(
     config: LDMFitConfig, out: str | os.PathLike, *, quiet: bool = False, command: str | None = None
 ) -> FitResult:
@@ -226,12 +284,15 @@ def fit_ldm(
     config.validate()
     out = Path(out)
     train_dir = Path(f"{out}.train")
+    autoencoder, text_encoder = _load_parts(config)
+    config = resolve(config, tuple(autoencoder.latent_shape))
+    assert config.batch_size is not None
     accelerator = split_batch_accelerator(config.batch_size, config.seed, config.cpu, config.mixed_precision)
     ckpt = load_checkpoint(train_dir, config)
-    autoencoder, text_encoder = _load_parts(config)
     autoencoder.to(accelerator.device)
     show = not quiet and accelerator.is_local_main_process
     examples = _Examples(config, autoencoder, text_encoder, accelerator.device, quiet=not show)
+    convergence_warnings(config, examples.count)
     run = _UNetRun(config, accelerator, examples, text_encoder.embedding_dim, ckpt, train_dir)
     started = time.perf_counter()
     run.train(show)
@@ -246,7 +307,7 @@ def fit_ldm(
         num_inference_steps=config.num_inference_steps,
         guidance_scale=config.guidance_scale,
         text_max_length=config.text_max_length,
-        autoencoder_ref=None if Path(config.autoencoder).is_dir() else config.autoencoder,
+        autoencoder_ref=None if Path(autoencoder_name(config)).is_dir() else autoencoder_name(config),
         text_encoder_ref=None if Path(config.text_encoder).is_dir() else config.text_encoder,
     )
     last = run.losses[-200:]
@@ -299,7 +360,7 @@ def _card(config: LDMFitConfig, metrics: dict, command: str | None) -> str:
         default_command="latentmix fit ldm (Python API)",
         description=(
             "A text-conditioned UNet2DConditionModel (EMA weights) and a DDIM scheduler over the latents of "
-            f"`{config.autoencoder}`, conditioned on `{config.text_encoder}` hidden states (both referenced, not "
+            f"`{autoencoder_name(config)}`, conditioned on `{config.text_encoder}` hidden states (both referenced, not "
             f"copied), fitted on {data} with its captions."
         ),
         metrics=metrics,

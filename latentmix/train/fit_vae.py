@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -22,7 +23,8 @@ from latentmix.cards import model_card
 from latentmix.configs import VAEFitConfig
 from latentmix.data import load_dataset
 from latentmix.data.digits import DIGITS_TRAIN_DESCRIPTION
-from latentmix.train.common import FitResult, check_finite_loss, has_accelerator, random_shift
+from latentmix.locks import holds_outputs
+from latentmix.train.common import FitResult, check_finite_loss, has_accelerator, random_shift, warn
 
 __all__ = ["VAEFitConfig", "fit_vae"]
 
@@ -38,6 +40,47 @@ def _posterior_means(model: ConvVAE, images: torch.Tensor, batch_size: int = 512
     )
 
 
+IMAGE_PASSES = 100_000  # default run length: image passes at 32 x 32 (fewer for larger images, more for smaller)
+MIN_EPOCHS, MAX_EPOCHS = 20, 300
+
+
+def resolve(config: VAEFitConfig, count: int, side: int, channels: int) -> VAEFitConfig:
+    """The settings a run uses: every "default: from the data" field filled in (recorded in the model card).
+
+    Images up to 16 px (digits) get a flat 16-d latent, blocks 32 64 with 2 convs each; larger images a
+    4-channel latent map at 1/4 of the side (blocks 32 64 128, 1 conv each), as latent diffusion wants.
+    The run lasts about 100,000 image passes of a 32 x 32 image's cost (at least 20 and at most 300 epochs;
+    300 for the digits), and the KL weight warms up over a fifteenth of it.
+    """
+    small = side <= 16
+    latent_channels = config.latent_channels if config.latent_channels is not None else (0 if small else 4)
+    blocks = config.block_channels if config.block_channels is not None else ((32, 64) if small else (32, 64, 128))
+    layers = config.layers_per_block if config.layers_per_block is not None else (2 if small else 1)
+    epochs = config.epochs
+    if epochs is None:
+        epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(IMAGE_PASSES * (32 / side) ** 2 / max(count, 1))))
+    warmup = config.kl_warmup_epochs
+    if warmup is None:
+        warmup = min(20, max(1, round(epochs / 15)))
+    return replace(
+        config, image_size=side, channels=channels, latent_channels=latent_channels, block_channels=tuple(blocks),
+        layers_per_block=layers, epochs=epochs, kl_warmup_epochs=warmup,
+    )  # fmt: skip
+
+
+def convergence_warnings(config: VAEFitConfig, count: int) -> None:
+    """Warn (``FitWarning``) where the settings cannot converge as they are."""
+    assert config.epochs is not None and config.kl_warmup_epochs is not None
+    if config.kl_warmup_epochs >= config.epochs and config.kl_weight > 0:
+        warn(f"the KL warm-up ({config.kl_warmup_epochs} epochs) is as long as the run ({config.epochs} epochs): "
+             "the KL weight never reaches kl_weight; lower kl_warmup_epochs")  # fmt: skip
+    steps = config.epochs * max(1, count // config.batch_size)
+    if config.epochs < MIN_EPOCHS or steps < 200:
+        warn(f"{config.epochs} epochs ({steps} steps) over {count} images are few to fit a VAE; "
+             f"at least {MIN_EPOCHS} epochs and 200 steps are advised")  # fmt: skip
+
+
+@holds_outputs(lambda out, **_: [out])
 def fit_vae(
     config: VAEFitConfig, out: str | os.PathLike | None = None, *, quiet: bool = False, command: str | None = None
 ) -> FitResult:
@@ -59,6 +102,8 @@ def fit_vae(
     train = load_dataset(config.data, split="train", image_size=config.image_size, channels=config.channels)
     if len(train) < 2:
         raise ValueError(f"data {config.data!r} holds {len(train)} image(s); need at least 2 to fit a VAE")
+    config = resolve(config, len(train), train.image_size, train.channels)
+    convergence_warnings(config, len(train))
     test = None
     if str(config.data) == "digits":
         test = load_dataset("digits", split="test", image_size=train.image_size, channels=train.channels)
@@ -67,12 +112,18 @@ def fit_vae(
     accelerator = Accelerator(cpu=config.cpu or not has_accelerator(), mixed_precision=config.mixed_precision)
     set_seed(config.seed)
     torch.manual_seed(config.seed)
+    blocks = config.block_channels
+    assert blocks is not None
+    factor = 2 ** (len(blocks) - 1)
+    if train.image_size % factor:
+        raise ValueError(f"image_size {train.image_size} must be divisible by {factor} for {len(blocks)} blocks")
     model = ConvVAE(
         in_channels=train.channels,
         image_size=train.image_size,
         latent_dim=config.latent_dim,
-        block_channels=tuple(config.block_channels),
+        block_channels=tuple(blocks),
         layers_per_block=config.layers_per_block,
+        latent_channels=config.latent_channels or None,
     )
     model, stats, train_seconds = _train(config, accelerator, model, images, quiet)
     means = _posterior_means(model, images)
@@ -102,6 +153,7 @@ def _train(config: VAEFitConfig, accelerator, model: ConvVAE, images: torch.Tens
                         drop_last=len(images) > config.batch_size)  # fmt: skip
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # accelerate steps a prepared scheduler once per process per call: count single-process steps
+    assert config.epochs is not None and config.kl_warmup_epochs is not None
     total = config.epochs * len(loader)
 
     def cosine(step: int) -> float:
@@ -138,7 +190,7 @@ def _vae_loss(model, x, beta: float, sigma: float, generator) -> tuple[torch.Ten
     """Negative ELBO per image: SSE / (2 sigma^2) + beta * KL(q(z|x) || N(0, I))."""
     recon, mean, logvar = model(x, generator=generator)
     sse = (recon.float() - x.float()).pow(2).flatten(1).sum(dim=1)
-    kl = 0.5 * (mean.float().pow(2) + logvar.float().exp() - 1.0 - logvar.float()).sum(dim=1)
+    kl = 0.5 * (mean.float().pow(2) + logvar.float().exp() - 1.0 - logvar.float()).flatten(1).sum(dim=1)
     loss = (sse / (2 * sigma**2) + beta * kl).mean()
     return loss, {"mse": float(sse.detach().mean()) / x[0].numel(), "kl": float(kl.detach().mean())}
 
@@ -149,7 +201,8 @@ def _card(config: VAEFitConfig, metrics: dict, command: str | None, device) -> s
         title="ConvVAE backend",
         command=command,
         default_command="latentmix fit vae (Python API)",
-        description=f"A convolutional VAE with a Gaussian latent, fitted on {data}.",
+        description=f"A convolutional VAE with a Gaussian latent, fitted on {data}. The settings below are the ones "
+        "the run used (defaults resolved from the data).",
         metrics=metrics,
         notes=("Reconstruction MSE is per pixel on the [-1, 1] scale, encoding with the posterior mean.",),
         settings=config,
