@@ -25,6 +25,8 @@ def tiny_ldm(tiny_sd_pipeline) -> LatentDiffusionBackend:
 FACTORIES = {
     "vae": ("tiny_vae", {}),
     "autoencoder-kl": ("tiny_akl_backend", {}),
+    "autoencoder-tiny": ("tiny_taesd_backend", {}),
+    "vq": ("tiny_vq_backend", {}),
     "gan": ("tiny_gan", {}),
     "latent-diffusion": ("tiny_ldm", {"num_inference_steps": 2}),
 }

@@ -1,18 +1,21 @@
 """Generative backends behind one encode/decode contract, and ``load_backend``.
 
-Importing this package registers the built-in backend classes (VAE, AutoencoderKL, GAN, latent diffusion).
+Importing this package registers the built-in backend classes (VAE, diffusers' AutoencoderKL, AutoencoderTiny
+and VQModel, GAN, latent diffusion).
 """
 
+from latentmix.backends.autoencoders import AutoencoderKLBackend, AutoencoderTinyBackend, VQModelBackend
 from latentmix.backends.base import LatentBackend, mix_conditions
 from latentmix.backends.files import load_weights
 from latentmix.backends.gan import Discriminator, GANBackend, Generator, InversionEncoder
 from latentmix.backends.ldm import LatentDiffusionBackend
 from latentmix.backends.loading import embedded_models, embedded_models_dir, load_backend, load_directory
 from latentmix.backends.registry import register_backend, registered_backends
-from latentmix.backends.vae import AutoencoderKLBackend, ConvVAE, VAEBackend
+from latentmix.backends.vae import ConvVAE, VAEBackend
 
 __all__ = [
     "AutoencoderKLBackend",
+    "AutoencoderTinyBackend",
     "ConvVAE",
     "Discriminator",
     "GANBackend",
@@ -21,6 +24,7 @@ __all__ = [
     "LatentBackend",
     "LatentDiffusionBackend",
     "VAEBackend",
+    "VQModelBackend",
     "embedded_models",
     "embedded_models_dir",
     "load_backend",

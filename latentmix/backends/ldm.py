@@ -1,8 +1,8 @@
 """Latent diffusion behind the backend contract: autoencoder + text-conditioned UNet + DDIM.
 
-``LatentDiffusionBackend`` wraps an autoencoder backend (latentmix's VAE or any diffusers
-``AutoencoderKL``), a diffusers ``UNet2DConditionModel`` that cross-attends to per-token text
-hidden states, a text encoder and a DDIM scheduler:
+``LatentDiffusionBackend`` wraps an autoencoder backend (latentmix's VAE or a diffusers
+``AutoencoderKL``, ``AutoencoderTiny`` or ``VQModel``), a diffusers ``UNet2DConditionModel`` that
+cross-attends to per-token text hidden states, a text encoder and a DDIM scheduler:
 
 * ``encode(images, texts=...)``: autoencoder latents, then deterministic DDIM inversion
   (``DDIMInverseScheduler``) to the noise latent; ``decode(noise, texts=...)``: deterministic
@@ -21,7 +21,7 @@ An autoencoder with flat latents (the digits VAE's 16-d vector) is reshaped to t
 ``(in_channels, sample_size, sample_size)``; the sizes must agree.
 
 Saved layout: a diffusers Stable Diffusion pipeline directory (``unet/``, ``scheduler/``,
-``vae/``, ``text_encoder/``, ``tokenizer/`` and, when the autoencoder is an ``AutoencoderKL``,
+``vae/``, ``text_encoder/``, ``tokenizer/`` and, when the autoencoder is a diffusers model,
 ``model_index.json``) plus latentmix's ``config.json``. The autoencoder and the text encoder may
 be *references* instead of copies (``"vae": "digits-vae"``, ``"text_encoder": "all-MiniLM-L6-v2"``),
 which is how the embedded ``digits-ldm`` stays small. ``from_pretrained`` also reads a plain
@@ -37,16 +37,22 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, DDIMInverseScheduler, DDIMScheduler, UNet2DConditionModel
+from diffusers import DDIMInverseScheduler, DDIMScheduler, UNet2DConditionModel
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from latentmix import validation
+from latentmix.backends.autoencoders import (
+    AutoencoderKLBackend,
+    AutoencoderTinyBackend,
+    DiffusersAutoencoderBackend,
+    VQModelBackend,
+    downsample_factor,
+)
 from latentmix.backends.base import LatentBackend
 from latentmix.backends.files import BACKEND_CONFIG, load_weights, move_modules, read_json, refuse_pickles
 from latentmix.backends.loading import embedded_models, embedded_models_dir, load_directory, load_hub
 from latentmix.backends.registry import register_backend
-from latentmix.backends.vae import AutoencoderKLBackend, downsample_factor
 from latentmix.text import DEFAULT_TEXT_ENCODER_NAMES, TextEncoder, check_texts
 
 PIPELINE_INDEX = "model_index.json"
@@ -105,8 +111,8 @@ class LatentDiffusionBackend(LatentBackend):
     ):
         if not isinstance(autoencoder, LatentBackend) or autoencoder.supports_text_condition:
             raise TypeError(
-                "autoencoder must be an unconditional LatentBackend (VAE or AutoencoderKL), got "
-                f"{type(autoencoder).__name__}"
+                "autoencoder must be an unconditional LatentBackend (a VAE, AutoencoderKL, AutoencoderTiny or "
+                f"VQModel), got {type(autoencoder).__name__}"
             )
         if not isinstance(unet, UNet2DConditionModel):
             raise TypeError(f"unet must be a diffusers UNet2DConditionModel, got {type(unet).__name__}")
@@ -150,11 +156,13 @@ class LatentDiffusionBackend(LatentBackend):
         missing = [c for c in PIPELINE_COMPONENTS if getattr(pipe, c, None) is None]
         if missing:
             raise ValueError(f"pipeline {type(pipe).__name__} lacks the component(s) {', '.join(missing)}")
-        if not isinstance(pipe.vae, AutoencoderKL):
-            raise TypeError(f"pipeline vae must be an AutoencoderKL, got {type(pipe.vae).__name__}")
-        autoencoder = AutoencoderKLBackend(
-            pipe.vae, image_size=unet_sample_shape(pipe.unet)[1] * downsample_factor(pipe.vae)
-        )
+        adapters = {a.model_class: a for a in (AutoencoderKLBackend, AutoencoderTinyBackend, VQModelBackend)}
+        adapter = adapters.get(type(pipe.vae))
+        if adapter is None:
+            raise TypeError(
+                f"pipeline vae must be an AutoencoderKL, AutoencoderTiny or VQModel, got {type(pipe.vae).__name__}"
+            )
+        autoencoder = adapter(pipe.vae, image_size=unet_sample_shape(pipe.unet)[1] * downsample_factor(pipe.vae))
         text_encoder = TextEncoder(pipe.text_encoder, pipe.tokenizer, name=type(pipe.text_encoder).__name__)
         kwargs.setdefault("text_max_length", getattr(pipe.tokenizer, "model_max_length", 77))
         kwargs.setdefault("text_attention_mask", bool(getattr(pipe.text_encoder.config, "use_attention_mask", False)))
@@ -302,19 +310,23 @@ class LatentDiffusionBackend(LatentBackend):
     def _save_weights(self, directory: Path) -> None:
         self.unet.save_pretrained(directory / "unet", safe_serialization=True)
         self.scheduler.save_pretrained(directory / "scheduler")
+        plain = self._plain_diffusers_autoencoder()
         if self.autoencoder_ref is None:
-            if isinstance(self.autoencoder, AutoencoderKLBackend):
-                self.autoencoder.vae.save_pretrained(directory / "vae", safe_serialization=True)
+            if plain:
+                model: Any = getattr(self.autoencoder, "vae")  # noqa: B009 (a diffusers adapter's model)
+                model.save_pretrained(directory / "vae", safe_serialization=True)
             else:
                 self.autoencoder.save_pretrained(directory / "vae")
         if self.text_encoder_ref is None:
             self.text_encoder.save_pretrained(directory / "text_encoder", directory / "tokenizer")
-        if (
-            self.autoencoder_ref is None
-            and self.text_encoder_ref is None
-            and isinstance(self.autoencoder, AutoencoderKLBackend)
-        ):
+        if self.autoencoder_ref is None and self.text_encoder_ref is None and plain:
             (directory / PIPELINE_INDEX).write_text(json.dumps(self._pipeline_index(), indent=2) + "\n")
+
+    def _plain_diffusers_autoencoder(self) -> bool:
+        """Whether the autoencoder is a diffusers model saved as a plain diffusers folder (nothing of latentmix's
+        own to keep: a VQ backend that decodes without re-quantizing is saved as a latentmix backend)."""
+        ae = self.autoencoder
+        return isinstance(ae, DiffusersAutoencoderBackend) and getattr(ae, "requantize", True)
 
     def _pipeline_index(self) -> dict[str, Any]:
         import diffusers
@@ -330,7 +342,7 @@ class LatentDiffusionBackend(LatentBackend):
             "text_encoder": ["transformers", type(self.text_encoder.model).__name__],
             "tokenizer": ["transformers", type(self.text_encoder.tokenizer).__name__],
             "unet": ["diffusers", "UNet2DConditionModel"],
-            "vae": ["diffusers", "AutoencoderKL"],
+            "vae": ["diffusers", type(self.autoencoder.vae).__name__],  # type: ignore[attr-defined]
         }
 
     @classmethod
@@ -370,8 +382,11 @@ class LatentDiffusionBackend(LatentBackend):
             )
         refuse_pickles(directory)
         text_encoder = _load_text_encoder(directory, "text_encoder", trust_remote_code)
+        vae = load_directory(directory / "vae")
+        if not isinstance(vae, DiffusersAutoencoderBackend):
+            raise ValueError(f"{directory / 'vae'} is not a diffusers autoencoder (AutoencoderKL, Tiny or VQModel)")
         pipe = SimpleNamespace(
-            vae=load_weights(AutoencoderKL, directory / "vae"),
+            vae=vae.vae,
             unet=load_weights(UNet2DConditionModel, directory / "unet"),
             scheduler=_load_scheduler(directory),
             text_encoder=text_encoder.model,

@@ -81,10 +81,12 @@ def load_backend(name_or_path: str | os.PathLike, *, device=None, **kwargs) -> L
 
     Args:
         name_or_path: an embedded model (``"digits-vae"``, see :func:`embedded_models`), a directory
-            saved by ``save_pretrained`` or holding a diffusers ``AutoencoderKL``, or a hub id such
-            as ``"stabilityai/sd-vae-ft-mse"`` (needs network access).
+            saved by ``save_pretrained`` or holding a diffusers ``AutoencoderKL``, ``AutoencoderTiny`` or
+            ``VQModel`` (or a Stable Diffusion pipeline), or a hub id such as ``"stabilityai/sd-vae-ft-mse"``
+            or ``"madebyollin/taesd"`` (needs network access).
         device: where to place the backend (default: CPU).
-        **kwargs: passed to the backend's loader (e.g. ``subfolder="vae"`` for a pipeline repo).
+        **kwargs: ``subfolder="vae"`` loads one component of a pipeline directory or repo; the rest go to the
+            backend's loader (e.g. ``requantize=False`` for a VQModel).
 
     Returns:
         A :class:`~latentmix.backends.base.LatentBackend` in eval mode.
@@ -94,10 +96,13 @@ def load_backend(name_or_path: str | os.PathLike, *, device=None, **kwargs) -> L
     text = os.fspath(name_or_path)
     embedded = embedded_models()
     path = Path(text).expanduser()
+    subfolder = kwargs.get("subfolder")
+    if subfolder is not None and (Path(subfolder).is_absolute() or ".." in Path(subfolder).parts):
+        raise ValueError(f"subfolder {subfolder!r} must be a folder inside the model directory")
     if text in embedded:
-        backend = load_directory(embedded_models_dir() / text, **kwargs)
+        backend = load_directory(embedded_models_dir() / text / kwargs.pop("subfolder", ""), **kwargs)
     elif path.is_dir():
-        backend = load_directory(path, **kwargs)
+        backend = load_directory(path / kwargs.pop("subfolder", ""), **kwargs)
     elif path.exists():
         raise ValueError(f"backend {text!r} is a file; expected a directory with config.json and safetensors")
     elif text.count("/") == 1 and not text.startswith((".", "/", "~")) and os.environ.get("HF_HUB_OFFLINE") != "1":

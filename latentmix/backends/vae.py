@@ -1,14 +1,10 @@
-"""VAE backends: latentmix's own small convolutional VAE, and an adapter for diffusers' AutoencoderKL.
+"""latentmix's own small convolutional VAE (the adapters for diffusers' autoencoders live in
+:mod:`latentmix.backends.autoencoders`).
 
 ``VAEBackend`` latents are posterior means multiplied by ``scaling_factor``, which ``fit vae``
 sets so that the encoded training set has unit variance per dimension (the same idea as the
 0.18215 of Stable Diffusion's VAE). In that space the prior is N(0, I) and slerp is the default
 interpolator.
-
-``AutoencoderKLBackend`` puts any diffusers ``AutoencoderKL`` (a Stable Diffusion VAE from a hub
-id or a local directory) behind the same contract: latents are ``(mean - shift_factor) *
-scaling_factor`` as in diffusers' pipelines. A bare autoencoder has no generative prior, so its
-``latent_prior`` is ``None`` and ``sample`` refuses.
 """
 
 from __future__ import annotations
@@ -17,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
 from latentmix.backends.base import LatentBackend
-from latentmix.backends.files import BACKEND_CONFIG, load_weights, move_modules, read_json
+from latentmix.backends.files import load_weights
 from latentmix.backends.registry import register_backend
 
 
@@ -192,136 +187,3 @@ class VAEBackend(LatentBackend):
     def _load(cls, directory: Path, config: dict[str, Any], **kwargs) -> VAEBackend:
         model = load_weights(ConvVAE, directory / "vae")
         return cls(model, scaling_factor=float(config.get("scaling_factor", 1.0)))
-
-
-def downsample_factor(vae: AutoencoderKL) -> int:
-    """How much an AutoencoderKL shrinks each side: 2 per block after the first."""
-    return 2 ** (len(vae.config.block_out_channels) - 1)
-
-
-@register_backend("autoencoder-kl")
-class AutoencoderKLBackend(LatentBackend):
-    """Any diffusers ``AutoencoderKL`` behind the backend contract.
-
-    Args:
-        vae: a loaded ``diffusers.AutoencoderKL``.
-        image_size: size images are resized to; defaults to ``vae.config.sample_size``.
-    """
-
-    latent_prior = None
-    default_method = "slerp"
-
-    def __init__(self, vae: AutoencoderKL, image_size: int | None = None):
-        if not isinstance(vae, AutoencoderKL):
-            raise TypeError(f"vae must be a diffusers AutoencoderKL, got {type(vae).__name__}")
-        self.vae = vae.eval()
-        size = int(image_size if image_size is not None else vae.config.sample_size)
-        if size % self.downsample_factor:
-            raise ValueError(
-                f"image_size {size} must be divisible by the VAE's downsampling factor {self.downsample_factor}"
-            )
-        self._image_size = size
-
-    @classmethod
-    def from_diffusers(
-        cls, name_or_path: str, *, subfolder: str | None = None, image_size: int | None = None, **kwargs
-    ) -> AutoencoderKLBackend:
-        """Load an AutoencoderKL from a local directory (whole or not at all) or a hub id (safetensors only)."""
-        path = Path(name_or_path)
-        if path.is_dir():
-            vae = load_weights(AutoencoderKL, path / subfolder if subfolder else path, **kwargs)
-            return cls(vae, image_size=image_size)
-        try:
-            vae = AutoencoderKL.from_pretrained(name_or_path, subfolder=subfolder, use_safetensors=True, **kwargs)
-        except (OSError, ValueError, RuntimeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"could not load an AutoencoderKL from {name_or_path!r}: {first}") from None
-        return cls(vae, image_size=image_size)
-
-    @classmethod
-    def from_pretrained(cls, directory, *, trust_remote_code: bool | None = None, **kwargs) -> AutoencoderKLBackend:
-        """A latentmix save of this class, or a plain diffusers ``AutoencoderKL`` folder (no code is run either way)."""
-        directory = Path(directory)
-        config = directory / BACKEND_CONFIG
-        if config.is_file() and "latentmix_backend" not in read_json(config, "backend config"):
-            return cls.from_diffusers(str(directory), **kwargs)
-        return super().from_pretrained(directory, **kwargs)  # type: ignore[return-value]
-
-    @classmethod
-    def claims(cls, directory: Path) -> bool:
-        """A latentmix save of this class, or a plain diffusers ``AutoencoderKL`` folder."""
-        if super().claims(directory):
-            return True
-        config = Path(directory) / BACKEND_CONFIG
-        try:
-            return config.is_file() and read_json(config, "config").get("_class_name") == "AutoencoderKL"
-        except ValueError:
-            return False
-
-    @property
-    def downsample_factor(self) -> int:
-        return downsample_factor(self.vae)
-
-    @property
-    def scaling_factor(self) -> float:
-        return float(self.vae.config.scaling_factor)
-
-    @property
-    def shift_factor(self) -> float:
-        return float(self.vae.config.shift_factor or 0.0)
-
-    @property
-    def image_size(self) -> int:
-        return self._image_size
-
-    @property
-    def image_channels(self) -> int:
-        return int(self.vae.config.in_channels)
-
-    @property
-    def latent_shape(self) -> tuple[int, ...]:
-        side = self._image_size // self.downsample_factor
-        return (int(self.vae.config.latent_channels), side, side)
-
-    def modules(self) -> dict[str, nn.Module]:
-        return {"vae": self.vae}
-
-    def to(self, device=None, dtype=None) -> AutoencoderKLBackend:
-        """Place the VAE; a VAE whose config sets ``force_upcast`` (Stable Diffusion's overflow in
-        float16) stays in float32 when float16 is asked for, as diffusers' pipelines run it."""
-        upcast = dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False)
-        move_modules([self.vae], device, torch.float32 if upcast else dtype)
-        return self
-
-    def _encode(
-        self, images: Tensor, *, sample_posterior: bool = False, generator: torch.Generator | None = None
-    ) -> Tensor:
-        dist = self.vae.encode(images).latent_dist
-        z = dist.sample(generator=generator) if sample_posterior else dist.mean
-        return (z - self.shift_factor) * self.scaling_factor
-
-    def _decode(self, latents: Tensor) -> Tensor:
-        return self.vae.decode(latents / self.scaling_factor + self.shift_factor).sample.clamp(-1.0, 1.0)
-
-    @torch.no_grad()
-    def encode_distribution(self, images: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor]:
-        """Posterior mean and std in latent space (shifted and scaled as the latents are)."""
-        _no_arguments(kwargs)
-        images = self.check_images(images)
-        means, stds = [], []
-        for start in range(0, images.shape[0], self.batch_size):
-            dist = self.vae.encode(images[start : start + self.batch_size]).latent_dist
-            means.append((dist.mean - self.shift_factor) * self.scaling_factor)
-            stds.append(dist.std * self.scaling_factor)
-        return torch.cat(means), torch.cat(stds)
-
-    def _config(self) -> dict[str, Any]:
-        return {"image_size": self._image_size}
-
-    def _save_weights(self, directory: Path) -> None:
-        self.vae.save_pretrained(directory / "vae", safe_serialization=True)
-
-    @classmethod
-    def _load(cls, directory: Path, config: dict[str, Any], **kwargs) -> AutoencoderKLBackend:
-        vae = load_weights(AutoencoderKL, directory / "vae")
-        return cls(vae, image_size=config.get("image_size"))
