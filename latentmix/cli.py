@@ -99,10 +99,32 @@ def _evaluate(args: argparse.Namespace, argv: list[str]) -> int:
 
         suffix(args.json, "--json", (".json",))
     report = evaluate_backend(config=config, quiet=args.quiet)
-    report["backend_name"] = config.backend
+    report["backend_name"] = report["config"]["backend"]
     print(format_report(report))
     if args.json:
         _write_json(args.json, report)
+    return 0
+
+
+def _export(args: argparse.Namespace, argv: list[str]) -> int:
+    config = from_args(configs.ExportConfig, args)
+    config.validate()
+    from latentmix.export import export_dataset
+
+    out = export_dataset(config.data, args.out, split=config.split, image_size=config.image_size, quiet=args.quiet)
+    print(f"wrote {out}: " + ", ".join(s for s in ("train", "test") if (out / s).is_dir()) + " (metadata.jsonl each)")
+    return 0
+
+
+def _edit(args: argparse.Namespace, argv: list[str]) -> int:
+    config = from_args(configs.EditConfig, args)
+    config.validate()
+    from latentmix.edit import edit
+
+    result = edit(config, args.out, quiet=args.quiet)
+    d = result.direction
+    print(f"wrote {len(result.files)} images edited along {d.factor} {d.source} -> {d.target} to {result.out}")
+    print(f"wrote {result.sheet}")
     return 0
 
 
@@ -176,7 +198,10 @@ FIT_HELP = {
     "vae": (configs.VAEFitConfig, "fit latentmix's convolutional VAE"),
     "gan": (configs.GANFitConfig, "fit a GAN with its inversion encoder (resumes an interrupted run)"),
     "ldm": (configs.LDMFitConfig, "fit a text-conditioned latent-diffusion UNet on an autoencoder's latents (resumes)"),
-    "reference-classifier": (configs.ReferenceFitConfig, "fit the digits classifier that judges `latentmix evaluate`"),
+    "reference-classifier": (
+        configs.ReferenceFitConfig,
+        "fit the classifier that judges `latentmix evaluate` (one head per factor where the data has factors)",
+    ),
 }
 
 
@@ -214,10 +239,22 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--out", required=True, help="output directory (an existing run with the same settings resumes)")
     syn.set_defaults(handler=_synthesize)
 
-    ev = sub.add_parser("evaluate", help="quality report of a backend on the digits test split")
+    ev = sub.add_parser("evaluate", help="quality report of a backend on a data set's test split")
     add_flags(ev, configs.EvalConfig)
     ev.add_argument("--json", help="also write the full report here (.json)")
     ev.set_defaults(handler=_evaluate)
+
+    ed = sub.add_parser(
+        "edit", help="latent arithmetic: move your images along an attribute direction (e.g. red -> blue)"
+    )
+    add_flags(ed, configs.EditConfig, required=("images", "factor", "source", "target"))
+    ed.add_argument("--out", required=True, help="output directory (new or empty): edited PNGs and edits.png")
+    ed.set_defaults(handler=_edit)
+
+    ex = sub.add_parser("export", help="write a data set (e.g. shapes) as an imagefolder with metadata.jsonl")
+    add_flags(ex, configs.ExportConfig)
+    ex.add_argument("--out", required=True, help="output directory (new or empty)")
+    ex.set_defaults(handler=_export)
 
     tr = sub.add_parser(
         "train", help="train a classifier (real data, optional synthetic set, mixup); report accuracy and calibration"

@@ -8,8 +8,9 @@ Each recipe is also compared with the first one (the baseline, ERM by default) *
 per-seed differences of accuracy, NLL and ECE after temperature scaling, averaged over seeds, with a
 95 % interval from resampling the test examples (the same resample for both recipes) — so a
 difference smaller than what 360 test digits can resolve shows as an interval around 0.
-The default synthesis backend is the embedded latent-diffusion model: its intra-class blends were the
-best recipe of the digits study (``BENCHMARKS.md``).
+The default synthesis backend is the embedded latent-diffusion model of the data (``digits-ldm``: its
+intra-class blends were the best recipe of the digits study, ``BENCHMARKS.md``; ``shapes-ldm``); other data
+needs ``--backend``, a model fitted on it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from latentmix.configs import DEFAULT_RECIPES, RECIPES, CompareConfig, SynthesisConfig, TrainConfig
+from latentmix.configs import (
+    DEFAULT_RECIPES,
+    DEFAULT_SYNTHESIS_BACKENDS,
+    RECIPES,
+    CompareConfig,
+    SynthesisConfig,
+    TrainConfig,
+)
 from latentmix.synthesize import synthesize
 from latentmix.train.classifier import train_classifier
 
@@ -58,13 +66,19 @@ def run_compare(base: TrainConfig, config: CompareConfig | None = None, *, quiet
     recipes, seeds = list(config.recipes), list(config.seeds)
     work = Path(config.workdir or tempfile.mkdtemp(prefix="latentmix-compare-"))
     synthetic = any("synthetic_strategy" in RECIPES[r] for r in recipes)
+    backend = config.backend or DEFAULT_SYNTHESIS_BACKENDS.get(str(base.data))
+    if synthetic and backend is None:
+        raise ValueError(
+            f"backend: the synthetic recipes need a backend fitted on {base.data} (pass --backend; e.g. "
+            f"`latentmix fit vae --data {base.data} --out my-vae`)"
+        )
     erm_models = {seed: _erm_model(base, seed, work, quiet) for seed in seeds} if synthetic else {}
     results: dict = {"recipes": {}, "seeds": seeds, "labels_per_class": base.labels_per_class, "data": base.data}
     scaled: dict[str, list] = {r: [] for r in recipes}  # temperature-scaled test logits and labels, per seed
     for recipe in recipes:
         per_seed: list[dict[str, Any]] = []
         for seed in seeds:
-            run_config = recipe_config(base, recipe, seed, work, backend=config.backend, synthetic_n=config.synthetic_n,
+            run_config = recipe_config(base, recipe, seed, work, backend=str(backend), synthetic_n=config.synthetic_n,
                                        filter_classifier=erm_models.get(seed))  # fmt: skip
             report = train_classifier(run_config, quiet=quiet)
             row: dict[str, Any] = {

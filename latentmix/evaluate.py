@@ -1,7 +1,9 @@
 """``latentmix evaluate``: how good is a backend, measured the same way for every backend.
 
-All numbers are on the digits **test** split (unseen by embedded backends), judged by the reference
-classifier (``models/digits-classifier``, fitted on the train split):
+All numbers are on the **test** split of the data (``--data``: the digits by default, ``shapes``, or a
+labelled folder), judged by a reference classifier fitted on its train split (``--reference``: the embedded
+``digits-classifier`` for the digits and ``shapes-classifier`` for shapes; for other data one fitted with
+``latentmix fit reference-classifier --data D``, which must name the data's classes):
 
 * reconstruction: per-pixel MSE of encode → decode and its time (for inversion backends: encoder
   only, and refined by optimisation);
@@ -17,10 +19,14 @@ classifier (``models/digits-classifier``, fitted on the train split):
 * the norm of midpoints relative to their endpoints, to show whether lerp leaves the typical shell.
 
 Text-conditioned backends (latent diffusion) are conditioned on each test image's caption; every
-walk moves the conditioning with the same t as the latent (lerp), prior samples are generated from
-the digits prompt ("a handwritten digit {c}", classes in turn), and the fraction the classifier
-assigns to the prompted class is reported as ``text_conditional`` class consistency. A backend built
-on an autoencoder (``first_stage``) also reports that autoencoder's own reconstruction error.
+walk moves the conditioning with the same t as the latent (lerp), prior samples are generated from the
+data's own captions (the test captions of class c for sample i % K == c), and the fraction the
+classifier assigns to the prompted class is reported as ``text_conditional`` class consistency. A backend
+built on an autoencoder (``first_stage``) also reports that autoencoder's own reconstruction error.
+
+Data with known factors (``shapes``) adds an ``attributes`` section (:mod:`latentmix.evaluate_attributes`):
+attribute accuracy of reconstructions and of prompted samples (compositional: every factor a caption names
+realised), single-factor paths (lerp and slerp), and latent arithmetic.
 """
 
 from __future__ import annotations
@@ -34,15 +40,16 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from latentmix.attributes import check_reference
 from latentmix.backends import LatentBackend, load_backend, mix_conditions
-from latentmix.configs import EvalConfig
-from latentmix.data import DigitsDataset, digits_prompt
+from latentmix.configs import EvalConfig, backend_for
+from latentmix.data import ImageTextDataset, Subset, load_matching
 from latentmix.interpolate import METHODS, interpolate, interpolation_path
 from latentmix.metrics import frechet_distance, monotone_fraction, trimmed_mean
-from latentmix.reference import load_reference_classifier
 
 __all__ = ["EvalConfig", "evaluate_backend", "format_report"]
-NUM_CLASSES = 10
+TRAIN_LIMIT = 2000  # train images for the Fréchet yardstick (all of the digits' 1,437)
+DEFAULT_REFERENCES = {"digits": "digits-classifier", "shapes": "shapes-classifier"}
 
 
 @dataclass
@@ -53,11 +60,13 @@ class _Context:
     clf: Any  # the reference classifier: forward() logits, features() embeddings
     config: EvalConfig
     rng: np.random.Generator
-    test: DigitsDataset
+    test: ImageTextDataset
+    train: ImageTextDataset
     x_test: Tensor
     c_test: Tensor | None  # the test captions' conditioning (text-conditioned backends)
     sampling: dict
     z_test: Tensor | None = None  # latents of the test images (refined for inversion backends)
+    recon: Tensor | None = None  # their reconstructions
     norm_pairs: tuple[np.ndarray, np.ndarray] | None = None  # the path-length test pairs, reused for midpoint norms
 
     def feats(self, images: Tensor) -> Tensor:
@@ -81,11 +90,28 @@ class _Context:
         cond = mix_conditions(None if c is None else c[ia], None if c is None else c[ib], t)
         return interpolate(self.z_test[ia], self.z_test[ib], t, method), cond
 
+    @property
+    def num_classes(self) -> int:
+        return len(self.test.class_names)
+
+    def prompts(self, classes: list[int]) -> list[str]:
+        """The data's own captions as prompts: for the k-th request of class c, the k-th test caption of c."""
+        by_class: dict[int, list[str]] = {}
+        for text, label in zip(self.test.texts, self.test.labels.tolist(), strict=True):
+            by_class.setdefault(label, []).append(text)
+        seen: dict[int, int] = {}
+        out = []
+        for c in classes:
+            pool = by_class.get(c) or [""]
+            out.append(pool[seen.get(c, 0) % len(pool)])
+            seen[c] = seen.get(c, 0) + 1
+        return out
+
     def prior_samples(self, n: int, gen: torch.Generator) -> tuple[Tensor, Tensor | None, Tensor]:
-        """Prior latents and, for text-conditioned backends, class prompts (class c for sample i % 10 == c)."""
-        classes = torch.arange(n) % NUM_CLASSES
-        cond = self.backend.condition([digits_prompt(c) for c in classes.tolist()])
-        return self.backend.sample(n, generator=gen), cond, classes
+        """Prior latents and, for text-conditioned backends, class prompts (class c for sample i % K == c)."""
+        classes = torch.arange(n) % self.num_classes
+        texts = self.prompts(classes.tolist()) if self.backend.supports_text_condition else None
+        return self.backend.sample(n, generator=gen), self.backend.condition(texts), classes
 
 
 def evaluate_backend(
@@ -97,26 +123,34 @@ def evaluate_backend(
 ) -> dict:
     """Measure a backend's reconstructions, samples and interpolation paths; return a JSON-able dict.
 
-    ``backend`` defaults to ``config.backend``; ``classifier`` to the embedded reference classifier.
+    ``backend`` defaults to ``config.backend``; ``classifier`` to ``config.reference`` (or the embedded
+    reference of the digits / shapes).
     """
     config = config or EvalConfig()
     if isinstance(backend, (str, type(None))):
         config = replace(config, backend=backend or config.backend)
     config.validate()
     if not isinstance(backend, LatentBackend):
+        config = replace(config, backend=backend_for(config.backend, config.data))
+        assert config.backend is not None
         backend = load_backend(config.backend)
-    if (backend.image_channels, backend.image_size) != (1, 8):
-        raise ValueError(
-            f"evaluate judges 8x8 grayscale digits; backend {backend.backend_name!r} makes "
-            f"{backend.image_channels}x{backend.image_size}x{backend.image_size} images"
-        )
-    test = DigitsDataset("test")
+    shape = (backend.image_size, backend.image_channels)
+    who, fix = f"backend {backend.backend_name!r}", "evaluate a backend fitted on this data"
+    test = load_matching(config.data, "test", *shape, who=who, fix=fix, resize=config.resize)
+    train = load_matching(config.data, "train", *shape, who=who, fix=fix, resize=config.resize)
+    if not test.class_names or bool((test.labels < 0).any()):
+        raise ValueError(f"data {config.data!r}: evaluate needs a label for every test image")
+    if config.test_images is not None and config.test_images < len(test):
+        test = Subset(test, np.linspace(0, len(test) - 1, config.test_images).round().astype(np.int64))
+    clf = classifier if classifier is not None else _reference(config)
+    check_reference(clf, test, where=f"reference {config.reference or DEFAULT_REFERENCES.get(str(config.data))}")
     ctx = _Context(
         backend=backend,
-        clf=classifier or load_reference_classifier(),
+        clf=clf,
         config=config,
         rng=np.random.default_rng(config.seed),
         test=test,
+        train=train,
         x_test=test.images(range(len(test))),
         c_test=backend.condition(test.texts),
         sampling=backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale),
@@ -126,13 +160,17 @@ def evaluate_backend(
         "latent_shape": list(backend.latent_shape),
         "config": asdict(config),
     }
-    sections = (
+    sections: list[tuple[str, Any]] = [
         ("reconstruction", _reconstruction),
         ("frechet_distance", _frechet),
         ("class_consistency", _consistency),
         ("path_length", _path_length),
         ("midpoint_norm_ratio", _midpoint_norms),
-    )
+    ]
+    if test.factor_values is not None and getattr(clf, "factors", None):  # a head per factor to judge with
+        from latentmix.evaluate_attributes import attribute_report
+
+        sections.append(("attributes", attribute_report))
     bar = tqdm(sections, desc="evaluate", disable=quiet)
     with backend.progress(not quiet):
         for name, section in bar:
@@ -140,19 +178,37 @@ def evaluate_backend(
     return report
 
 
+def _reference(config: EvalConfig) -> Any:
+    """The reference classifier of ``config``: ``--reference``, or the embedded one for the digits / shapes."""
+    from latentmix.backends.loading import embedded_models_dir
+    from latentmix.reference import load_reference_classifier
+
+    if config.reference is not None:
+        return load_reference_classifier(config.reference)
+    name = DEFAULT_REFERENCES.get(str(config.data))
+    if name is None or not (embedded_models_dir() / name).is_dir():
+        raise ValueError(
+            f"reference: no reference classifier for data {config.data!r}: fit one with `latentmix fit "
+            f"reference-classifier --data {config.data} --out DIR` and pass --reference DIR"
+        )
+    return load_reference_classifier(embedded_models_dir() / name)
+
+
 def _reconstruction(ctx: _Context, report: dict) -> dict:
     """Per-pixel MSE of encode → decode and its time; refined inversion; the first stage's own error."""
     recon: dict = {}
     start = time.perf_counter()
     z_enc = ctx.encode(ctx.x_test, 0)
-    err = float((ctx.decode(z_enc, ctx.c_test) - ctx.x_test).pow(2).mean())
+    ctx.recon = ctx.decode(z_enc, ctx.c_test)
+    err = float((ctx.recon - ctx.x_test).pow(2).mean())
     recon["encoder"] = {"mse": err, "seconds": round(time.perf_counter() - start, 3)}
     ctx.z_test = z_enc
     steps = ctx.config.refine_steps
     if ctx.backend.encoder_kind == "inversion" and steps > 0:
         start = time.perf_counter()
         ctx.z_test = ctx.encode(ctx.x_test, steps)
-        err = float((ctx.decode(ctx.z_test) - ctx.x_test).pow(2).mean())
+        ctx.recon = ctx.decode(ctx.z_test, ctx.c_test)
+        err = float((ctx.recon - ctx.x_test).pow(2).mean())
         recon["refined"] = {"mse": err, "seconds": round(time.perf_counter() - start, 3), "steps": steps}
     first_stage = ctx.backend.first_stage
     if first_stage is not None:
@@ -164,10 +220,12 @@ def _frechet(ctx: _Context, report: dict) -> dict:
     """Fréchet distances to the real test images (train vs test as the yardstick)."""
     assert ctx.z_test is not None
     f_test = ctx.feats(ctx.x_test)
-    train = DigitsDataset("train")
+    train = ctx.train
+    step = max(1, len(train) // TRAIN_LIMIT)
+    assert ctx.recon is not None
     fd = {
-        "real_train_vs_real_test": frechet_distance(ctx.feats(train.images(range(len(train)))), f_test),
-        "reconstructions": frechet_distance(ctx.feats(ctx.decode(ctx.z_test, ctx.c_test)), f_test),
+        "real_train_vs_real_test": frechet_distance(ctx.feats(train.images(range(0, len(train), step))), f_test),
+        "reconstructions": frechet_distance(ctx.feats(ctx.recon), f_test),
     }
     if ctx.backend.latent_prior == "gaussian":
         z_prior, c_prior, prior_classes = ctx.prior_samples(
@@ -179,7 +237,7 @@ def _frechet(ctx: _Context, report: dict) -> dict:
             with torch.inference_mode():
                 agree = float((ctx.clf(samples).argmax(1) == prior_classes).float().mean())
             report.setdefault("_text_conditional", agree)
-    pa, pb = ctx.rng.integers(0, len(ctx.test), size=(2, 1000))
+    pa, pb = ctx.rng.integers(0, len(ctx.test), size=(2, ctx.config.prior_samples))
     keep = pa != pb
     for method in METHODS:
         fd[f"midpoints_{method}"] = frechet_distance(
@@ -191,18 +249,20 @@ def _frechet(ctx: _Context, report: dict) -> dict:
 def _consistency(ctx: _Context, report: dict) -> dict:
     """Intra-class midpoints given the shared class; inter-class paths whose source probability never rises."""
     assert ctx.z_test is not None
-    rng, config = ctx.rng, ctx.config
+    rng, config, k = ctx.rng, ctx.config, ctx.num_classes
     labels = ctx.test.labels.numpy()
     ia, ib, cls = [], [], []
-    for c in range(NUM_CLASSES):
+    present = [c for c in range(k) if int((labels == c).sum()) >= 2]
+    for c in present:
         members = np.flatnonzero(labels == c)
         for _ in range(config.intra_pairs_per_class):
             a, b = rng.choice(members, size=2, replace=False)
             ia.append(a)
             ib.append(b)
             cls.append(c)
-    ca = rng.integers(0, NUM_CLASSES, config.inter_paths)
-    cb = (ca + rng.integers(1, NUM_CLASSES, config.inter_paths)) % NUM_CLASSES
+    classes = np.array(present)  # (the digits: 0..9, drawn exactly as before)
+    ca = classes[rng.integers(0, len(classes), config.inter_paths)]
+    cb = classes[(np.searchsorted(classes, ca) + rng.integers(1, len(classes), config.inter_paths)) % len(classes)]
     ja = np.array([rng.choice(np.flatnonzero(labels == c)) for c in ca])
     jb = np.array([rng.choice(np.flatnonzero(labels == c)) for c in cb])
     consistency: dict = {}
@@ -219,7 +279,7 @@ def _consistency(ctx: _Context, report: dict) -> dict:
             cond = interpolation_path(captions[ja], captions[jb], config.path_steps, "lerp").flatten(0, 1)
         with torch.inference_mode():
             probs = ctx.clf(ctx.decode(path.flatten(0, 1), cond)).softmax(1)
-        probs = probs.reshape(len(ja), config.path_steps, NUM_CLASSES)
+        probs = probs.reshape(len(ja), config.path_steps, k)
         source = probs[torch.arange(len(ja)), :, torch.from_numpy(ca)]
         consistency[f"inter_class_monotone_{method}"] = monotone_fraction(source)
     return consistency
@@ -276,12 +336,15 @@ def _midpoint_norms(ctx: _Context, report: dict) -> dict:
 def format_report(report: dict) -> str:
     """A plain-text table of a report, one line per number."""
     name, kind, shape = report.get("backend_name", report["backend"]), report["backend"], tuple(report["latent_shape"])
-    lines = [f"backend {name} ({kind}, latent {shape})"]
-    for section in ("reconstruction", "frechet_distance", "class_consistency", "path_length", "midpoint_norm_ratio"):
+    lines = [f"backend {name} ({kind}, latent {shape}) on {report['config'].get('data', 'digits')}"]
+    sections = ("reconstruction", "frechet_distance", "class_consistency", "path_length", "midpoint_norm_ratio")
+    for section in (*sections, "attributes"):
+        if section not in report:
+            continue
         lines.append(f"{section}:")
         for key, value in report[section].items():
             if isinstance(value, dict):
-                value = ", ".join(f"{k}={v:.4g}" for k, v in value.items())
+                value = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items())
             elif isinstance(value, float):
                 value = f"{value:.4g}"
             lines.append(f"  {key:<32} {value}")

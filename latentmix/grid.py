@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from latentmix.backends import LatentBackend, load_backend
-from latentmix.configs import DEFAULT_BACKEND, GridConfig
+from latentmix.configs import DEFAULT_BACKEND, GridConfig, backend_for
 from latentmix.data import ImageTextDataset, load_matching
 from latentmix.interpolate import interpolation_path
 from latentmix.viz import grid_image, save_gif, save_png
@@ -206,7 +206,7 @@ def interpolation_grid(
     if isinstance(backend, LatentBackend):
         pass
     elif backend is None or isinstance(backend, (str, os.PathLike)):
-        backend = load_backend(config.backend if backend is None else backend)
+        backend = load_backend(backend_for(config.backend, config.data) if backend is None else backend)
     else:
         raise TypeError(f"backend must be a LatentBackend or a name/path, got {type(backend).__name__}")
     config.validate()

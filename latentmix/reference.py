@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ from latentmix.locks import holds_outputs
 from latentmix.train.common import FitResult, random_shift
 
 REFERENCE = "digits-classifier"
+IMAGE_PASSES = 86_220  # 60 epochs over the 1,437 digits training images
+MIN_EPOCHS, MAX_EPOCHS = 15, 60
 
 
 class DigitsClassifier(ModelMixin, ConfigMixin):
@@ -127,10 +130,13 @@ class ReferenceClassifier(ModelMixin, ConfigMixin):
 
 
 def load_reference_classifier(path: str | os.PathLike | None = None) -> Any:
-    """Load a reference classifier (the shipped digits one by default), whole or not at all, in eval mode."""
+    """Load a reference classifier (a directory or an embedded name; the shipped digits one by default), whole
+    or not at all, in eval mode."""
     from latentmix.backends.loading import embedded_models_dir
 
     path = Path(path) if path is not None else embedded_models_dir() / REFERENCE
+    if not path.is_dir() and len(path.parts) == 1 and (embedded_models_dir() / path).is_dir():
+        path = embedded_models_dir() / path
     if not path.is_dir():
         raise ValueError(
             f"reference classifier {path} does not exist; fit one with "
@@ -144,17 +150,19 @@ def load_reference_classifier(path: str | os.PathLike | None = None) -> Any:
 
 
 def _build(config: ReferenceFitConfig, train: ImageTextDataset) -> Any:
-    if str(config.data) == "digits":
+    if str(config.data) == "digits" and (train.image_size, train.channels) == (8, 1):
         return DigitsClassifier(width=config.width)
     factors = getattr(train, "factor_values", None)
     return ReferenceClassifier(train.channels, train.image_size, list(train.class_names), config.width, factors=factors)
 
 
-def _loss(model: Any, x: Tensor, y: Tensor, factors: Tensor | None) -> Tensor:
+def _loss(model: Any, x: Tensor, y: Tensor, factors: Tensor | None, names: list[str]) -> Tensor:
+    """Cross-entropy of the class head plus one per factor head (``factors[:, j]`` is factor ``names[j]``)."""
     features = model.features(x)
     loss = nn.functional.cross_entropy(model.head(features), y, label_smoothing=0.05)
     if factors is not None:
-        for j, head in enumerate(model.factor_heads.values()):
+        for j, name in enumerate(names):
+            head = model.factor_heads[name]
             loss = loss + nn.functional.cross_entropy(head(features), factors[:, j], label_smoothing=0.05)
     return loss
 
@@ -170,7 +178,8 @@ def fit_reference_classifier(
     """Fit a reference classifier on ``config.data``'s train split; report its test accuracy; save to ``out``."""
     config = config or ReferenceFitConfig()
     config.validate()
-    train, test = load_dataset(config.data, split="train"), load_dataset(config.data, split="test")
+    shape = {"image_size": config.image_size, "channels": config.channels}
+    train, test = load_dataset(config.data, split="train", **shape), load_dataset(config.data, split="test", **shape)
     if getattr(test, "root", "test") == getattr(train, "root", "train"):
         raise ValueError(f"data {config.data} needs train/ and test/ subfolders so the reference is measured apart")
     if not train.class_names or bool((train.labels < 0).any()):
@@ -178,7 +187,11 @@ def fit_reference_classifier(
     test = load_dataset(config.data, split="test", image_size=train.image_size, channels=train.channels)
     torch.manual_seed(config.seed)
     x, y = train.images(range(len(train))), train.labels
-    factors = train.factor_labels() if hasattr(train, "factor_labels") else None
+    factors = train.factor_labels() if train.factor_values is not None else None
+    names = list(train.factor_values or {})
+    if config.epochs is None:
+        config = replace(config, epochs=min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(IMAGE_PASSES / len(train)))))
+    assert config.epochs is not None
     model = _build(config, train)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
     batch = 128
@@ -191,7 +204,8 @@ def fit_reference_classifier(
         order = torch.randperm(len(x), generator=gen)
         for i in range(0, len(x), batch):
             idx = order[i : i + batch]
-            loss = _loss(model, random_shift(x[idx], shift, gen), y[idx], None if factors is None else factors[idx])
+            shifted, wanted = random_shift(x[idx], shift, gen), None if factors is None else factors[idx]
+            loss = _loss(model, shifted, y[idx], wanted, names)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -209,10 +223,10 @@ def measure_reference(model: Any, test: ImageTextDataset) -> dict[str, float]:
     x = test.images(range(len(test)))
     with torch.inference_mode():
         metrics = {"test_accuracy": float((model(x).argmax(1) == test.labels).float().mean())}
-        if hasattr(test, "factor_labels") and getattr(model, "factor_heads", None):
-            truth = test.factor_labels()
-            for j, (name, logits) in enumerate(model.factor_logits(x).items()):
-                metrics[f"test_accuracy_{name}"] = float((logits.argmax(1) == truth[:, j]).float().mean())
+        if test.factor_values is not None and getattr(model, "factor_heads", None):
+            truth, logits = test.factor_labels(), model.factor_logits(x)
+            for j, name in enumerate(test.factor_values):  # by name: a loaded model's heads may be in another order
+                metrics[f"test_accuracy_{name}"] = float((logits[name].argmax(1) == truth[:, j]).float().mean())
     return metrics
 
 

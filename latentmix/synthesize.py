@@ -21,7 +21,7 @@ import contextlib
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from latentmix.atomic import atomic_write_text
 from latentmix.backends import LatentBackend, load_backend
-from latentmix.configs import SynthesisConfig
+from latentmix.configs import SynthesisConfig, backend_for
 from latentmix.data.synthetic import EMBEDDING_FIELDS, EMBEDDINGS, IMAGES, MANIFEST, METADATA, RUN_FILE, SHARDS
 from latentmix.locks import exclusive
 from latentmix.pairing import Pairing
@@ -120,6 +120,7 @@ def synthesize(
     from latentmix.train.common import has_accelerator
 
     config.validate()
+    config = replace(config, backend=backend_for(config.backend, config.data))  # the run's identity names it
     keep = (out is None) if keep_in_memory is None else keep_in_memory
     if keep and config.n > IN_MEMORY_LIMIT:
         raise ValueError(
@@ -135,6 +136,7 @@ def synthesize(
 
 
 def _synthesize(config: SynthesisConfig, root: Path | None, state, keep: bool, quiet: bool) -> SynthesisResult:
+    assert config.backend is not None
     backend = load_backend(config.backend, device=state.device)
     method = config.method or backend.default_method
     text_encoder = TextEncoder.from_pretrained(config.text_encoder, device=state.device)

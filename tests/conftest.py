@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import getpass
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# rendered shapes splits are cached here, never in the user's home (one cache per user, reused across runs)
+os.environ.setdefault(
+    "LATENTMIX_CACHE", os.path.join(tempfile.gettempdir(), f"latentmix-test-cache-{getpass.getuser()}")
+)
 
 import pytest
 import torch
@@ -13,6 +19,14 @@ from diffusers import AutoencoderKL
 
 from latentmix.backends import AutoencoderKLBackend, ConvVAE, VAEBackend
 from latentmix.data import DigitsDataset
+
+
+@pytest.fixture(scope="session")
+def shapes_cache():
+    """The directory the shapes splits are cached in during tests."""
+    from latentmix.data.shapes import cache_dir
+
+    return cache_dir()
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +60,54 @@ def tiny_autoencoder_kl() -> AutoencoderKL:
 @pytest.fixture
 def tiny_akl_backend(tiny_autoencoder_kl) -> AutoencoderKLBackend:
     return AutoencoderKLBackend(tiny_autoencoder_kl)
+
+
+@pytest.fixture
+def tiny_autoencoder_tiny():
+    """A TAESD-style AutoencoderTiny: 16 x 16 RGB <-> (4, 8, 8)."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    return AutoencoderTiny(
+        encoder_block_out_channels=(8, 8),
+        decoder_block_out_channels=(8, 8),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+        latent_channels=4,
+    )
+
+
+@pytest.fixture
+def tiny_taesd_backend(tiny_autoencoder_tiny):
+    from latentmix.backends import AutoencoderTinyBackend
+
+    return AutoencoderTinyBackend(tiny_autoencoder_tiny, image_size=16)
+
+
+@pytest.fixture
+def tiny_vq_model():
+    """A VQModel (the original latent-diffusion autoencoder family): 16 x 16 RGB <-> (4, 8, 8), 32 codes."""
+    from diffusers import VQModel
+
+    torch.manual_seed(0)
+    return VQModel(
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        vq_embed_dim=4,
+        num_vq_embeddings=32,
+        norm_num_groups=4,
+        sample_size=16,
+        scaling_factor=0.5,
+    )
+
+
+@pytest.fixture
+def tiny_vq_backend(tiny_vq_model):
+    from latentmix.backends import VQModelBackend
+
+    return VQModelBackend(tiny_vq_model)
 
 
 def _byte_unicode() -> list[str]:

@@ -80,7 +80,10 @@ def test_a_real_process_exits_2_with_one_line_on_bad_flags_and_bad_settings(tmp_
 def test_unreadable_image_in_data_folder_is_named(tmp_path, capsys):
     (tmp_path / "data" / "a").mkdir(parents=True)
     (tmp_path / "data" / "a" / "bad.png").write_bytes(b"\x89PNG garbage")
-    assert main(["grid", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "g.png")]) == 2
+    assert (
+        main(["grid", "--backend", "digits-vae", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "g.png")])
+        == 2
+    )
     line = one_line_error(capsys)
     assert "cannot read image" in line and "bad.png" in line
     assert not (tmp_path / "g.png").exists()

@@ -141,7 +141,8 @@ def test_evaluate_reports_every_section_for_a_tiny_vae_and_gan(tiny_vae, tiny_ga
 def test_evaluate_cli_writes_json_and_refuses_other_image_sizes(tmp_path, tiny_akl_backend, capsys):
     tiny_akl_backend.save_pretrained(tmp_path / "akl")
     assert main(["--quiet", "evaluate", "--backend", str(tmp_path / "akl")]) == 2
-    assert "8x8 grayscale digits" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "makes 3-channel 16x16 images but data 'digits' holds 1-channel 8x8 images" in err and "--resize" in err
     assert main(["--quiet", "evaluate", "--json", str(tmp_path / "r.txt")]) == 2
 
 

@@ -56,7 +56,7 @@ def load_dataset(
     image_size: int | None = None,
     channels: int | None = None,
 ) -> ImageTextDataset:
-    """Open a dataset by name or path: ``"digits"`` or a directory (see :mod:`latentmix.data.folder`).
+    """Open a dataset by name or path: ``"digits"``, ``"shapes"`` or a directory (:mod:`latentmix.data.folder`).
 
     ``image_size`` and ``channels`` convert every image (default: the data's own — 8 × 8 grayscale for digits;
     for a folder, its images' common size and whether any has colour). ``split="all"`` on a folder with
@@ -64,6 +64,10 @@ def load_dataset(
     """
     if str(data) == "digits":
         return DigitsDataset(split, image_size or 8, channels or 1)
+    if str(data) == "shapes":
+        from latentmix.data.shapes import ShapesDataset
+
+        return ShapesDataset(split, image_size or 32, channels or 3)
     root = Path(data)
     if split == "all" and root.is_dir() and split_dirs(root):
         first = ImageFolderDataset(root, image_size, channels, split_dirs(root)[0])

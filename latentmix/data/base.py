@@ -84,6 +84,26 @@ class ImageTextDataset(Dataset):
     #: the data's own square side (None when images differ in size) and channels, before any conversion
     native_size: int | None
     native_channels: int
+    #: known factors besides the label (e.g. shapes' colour, size, …): name -> value names, and per item their
+    #: indices (N, F) in that order; None for data without factors
+    factor_values: dict[str, list[str]] | None = None
+    factor_table: Tensor | None = None
+    #: per item, the factors its caption names ("label" for the class); None: every factor counts as named
+    named_factors: list[frozenset[str]] | None = None
+
+    def factor_labels(self) -> Tensor:
+        """(N, F) factor indices, in the order of ``factor_values``."""
+        if self.factor_table is None or self.factor_values is None:
+            raise ValueError("this data set has no factors")
+        return self.factor_table[:, -len(self.factor_values) :]
+
+    def factors(self, index: int) -> dict[str, str]:
+        """The label and factor names of one item: ``{"label": "circle", "colour": "red", ...}``."""
+        out = {"label": self.class_names[int(self.labels[index])] if self.class_names else ""}
+        if self.factor_values is not None:
+            row = self.factor_labels()[index].tolist()
+            out.update({name: values[v] for (name, values), v in zip(self.factor_values.items(), row, strict=True)})
+        return out
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -129,6 +149,11 @@ class Subset(ImageTextDataset):
         self.ids = [base.ids[i] for i in self.indices]
         self.class_names, self.image_size, self.channels = base.class_names, base.image_size, base.channels
         self.native_size, self.native_channels = base.native_size, base.native_channels
+        self.factor_values = base.factor_values
+        if base.factor_table is not None:
+            self.factor_table = base.factor_table[torch.from_numpy(self.indices)]
+        if base.named_factors is not None:
+            self.named_factors = [base.named_factors[i] for i in self.indices]
 
     def load_image(self, index: int) -> Tensor:
         return self.base.load_image(int(self.indices[index]))
@@ -138,7 +163,9 @@ class Subset(ImageTextDataset):
 
 
 class Concat(ImageTextDataset):
-    """Several datasets as one (the splits of a folder with ``train/`` and ``test/``): classes matched by name."""
+    """Several datasets as one (the splits of a folder with ``train/`` and ``test/``): classes matched by name
+    (in the parts' order when they all name the same classes, else sorted); factors kept when all parts share
+    them."""
 
     def __init__(self, parts: list[ImageTextDataset], names: list[str]):
         if not parts:
@@ -146,7 +173,11 @@ class Concat(ImageTextDataset):
         first = parts[0]
         self.parts, self.image_size, self.channels = parts, first.image_size, first.channels
         labelled = [p for p in parts if p.class_names]
-        self.class_names = sorted({c for p in labelled for c in p.class_names}) if labelled else []
+        same = labelled and all(list(p.class_names) == list(labelled[0].class_names) for p in labelled)
+        if same:
+            self.class_names = list(labelled[0].class_names)
+        else:
+            self.class_names = sorted({c for p in labelled for c in p.class_names}) if labelled else []
         index = {c: i for i, c in enumerate(self.class_names)}
         labels, self.texts, self.ids, self.where = [], [], [], []
         for name, part in zip(names, parts, strict=True):
@@ -160,6 +191,12 @@ class Concat(ImageTextDataset):
         sizes = {p.native_size for p in parts}
         self.native_size = next(iter(sizes)) if len(sizes) == 1 else None
         self.native_channels = max(p.native_channels for p in parts)
+        if all(p.factor_values is not None and p.factor_values == first.factor_values for p in parts):
+            factors = torch.cat([p.factor_labels() for p in parts])
+            self.factor_values = first.factor_values
+            self.factor_table = torch.cat([self.labels[:, None], factors], dim=1)
+            if all(p.named_factors is not None for p in parts):
+                self.named_factors = [n for p in parts for n in p.named_factors or []]
 
     def load_image(self, index: int) -> Tensor:
         part, i = self.where[index]

@@ -5,6 +5,10 @@
   for each image. A label is a class name (classes are the sorted names) or an int ``0 … K-1``; int labels
   take their names from an optional ``class_names.json`` (a JSON list, index = label) beside the metadata
   (or in the data root), else the names are "0", "1", ….
+  Known **factors** besides the label (what ``latentmix export`` writes for ``shapes``): ``factors.json``
+  (beside the metadata or in the data root) maps each factor to its values, e.g. ``{"colour": ["red",
+  "blue"]}``; every row then names its value of each factor (``"colour": "red"``), and may list the factors
+  its caption names (``"named_factors": ["colour", "label"]``).
 
 ``train/`` and ``test/`` subfolders hold the splits; ``split="all"`` then means train + test (classes matched
 by name). Images may be RGB or grayscale (8 or 16 bits) and of any size: each is converted to the requested
@@ -32,6 +36,7 @@ from latentmix.data.images import ImageInfo, common_shape, image_info, is_image_
 
 METADATA = "metadata.jsonl"
 CLASS_NAMES = "class_names.json"
+FACTORS = "factors.json"
 MAX_CLASSES = 100_000
 
 
@@ -118,6 +123,7 @@ class ImageFolderDataset(ImageTextDataset):
         self.class_names, labels = _labels(path, raw, len(rows))
         self.files = [_safe_file(path, n, r["file_name"]) for n, r in rows]
         self.labels = torch.tensor(labels, dtype=torch.long)
+        self._read_factors(path, rows)
         if rows and all(has_text):
             self.texts = [str(r["text"]) for _, r in rows]
         else:
@@ -125,6 +131,26 @@ class ImageFolderDataset(ImageTextDataset):
                 caption(self.class_names[y], i, GENERIC_TEMPLATES) if y >= 0 else "an image"
                 for i, y in enumerate(labels)
             ]
+
+    def _read_factors(self, path: Path, rows: list[tuple[int, Any]]) -> None:
+        factors = _factors_file(path)
+        if factors is None:
+            return
+        if bool((self.labels < 0).any()):
+            raise ValueError(f"{path}: data with factors ({FACTORS}) needs a label for every image")
+        table = []
+        for n, row in rows:
+            values = []
+            for name, names in factors.items():
+                if row.get(name) not in names:
+                    raise ValueError(f"{path}:{n}: {name} {row.get(name)!r} is not one of {FACTORS}'s {names}")
+                values.append(names.index(row[name]))
+            table.append(values)
+        self.factor_values = factors
+        self.factor_table = torch.cat([self.labels[:, None], torch.tensor(table, dtype=torch.long)], dim=1)
+        named = [r.get("named_factors") for _, r in rows]
+        if all(isinstance(v, list) for v in named):
+            self.named_factors = [frozenset(str(x) for x in v) for v in named]
 
     def load_image(self, index: int) -> Tensor:
         return pil_to_tensor(open_image(self.files[index]), self.image_size, self.channels)
@@ -202,20 +228,47 @@ def _labels(path: Path, raw: list[tuple[int, object]], count: int) -> tuple[list
     return names, [index[str(v)] for v in values]
 
 
+def _beside(metadata: Path, name: str) -> Path | None:
+    """``name`` beside the metadata or in the data root above it."""
+    return next((f for f in (metadata.parent / name, metadata.parent.parent / name) if f.is_file()), None)
+
+
+def _read_json_file(file: Path, what: str) -> Any:
+    try:
+        return json.loads(file.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{file} is not {what} ({exc})") from None
+
+
+def _factors_file(metadata: Path) -> dict[str, list[str]] | None:
+    file = _beside(metadata, FACTORS)
+    if file is None:
+        return None
+    factors = _read_json_file(file, "a JSON object of factor values")
+    if (
+        not isinstance(factors, dict)
+        or not factors
+        or not all(isinstance(v, list) and v and all(isinstance(x, str) for x in v) for v in factors.values())
+    ):
+        raise ValueError(f'{file} must map each factor to a list of value names, e.g. {{"colour": ["red", "blue"]}}')
+    reserved = {"file_name", "text", "label", "named_factors"} & set(factors)
+    if reserved:
+        raise ValueError(f"{file}: {sorted(reserved)[0]!r} is a metadata column, not a factor name")
+    if any(len(set(v)) != len(v) for v in factors.values()):
+        raise ValueError(f"{file}: each factor's values must be distinct")
+    return {str(k): list(v) for k, v in factors.items()}
+
+
 def _class_names_file(metadata: Path) -> list[str] | None:
-    for folder in (metadata.parent, metadata.parent.parent):
-        file = folder / CLASS_NAMES
-        if file.is_file():
-            try:
-                names = json.loads(file.read_bytes().decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise ValueError(f"{file} is not a JSON list of class names ({exc})") from None
-            if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-                raise ValueError(f"{file} must hold a JSON list of class names (strings)")
-            if len(set(names)) != len(names) or len(names) > MAX_CLASSES:
-                raise ValueError(f"{file}: class names must be distinct and at most {MAX_CLASSES:,}")
-            return names
-    return None
+    file = _beside(metadata, CLASS_NAMES)
+    if file is None:
+        return None
+    names = _read_json_file(file, "a JSON list of class names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{file} must hold a JSON list of class names (strings)")
+    if len(set(names)) != len(names) or len(names) > MAX_CLASSES:
+        raise ValueError(f"{file}: class names must be distinct and at most {MAX_CLASSES:,}")
+    return names
 
 
 def image_folder_infos(root: Path) -> list[ImageInfo]:

@@ -110,12 +110,19 @@ def build_scheduler(config: LDMFitConfig) -> DDIMScheduler:
     )
 
 
+DEFAULT_AUTOENCODERS = {"digits": "digits-vae", "shapes": "shapes-vae"}
+
+
 def autoencoder_name(config: LDMFitConfig) -> str:
-    """The autoencoder to fit on: the one given, or digits-vae for the digits — never a digits model for other data."""
+    """The autoencoder to fit on: the one given, or the embedded VAE of the digits / shapes — never a model of
+    other data."""
+    from latentmix.backends import embedded_models
+
     if config.autoencoder is not None:
         return config.autoencoder
-    if str(config.data) == "digits":
-        return "digits-vae"
+    default = DEFAULT_AUTOENCODERS.get(str(config.data))
+    if default is not None and default in embedded_models():
+        return default
     raise ValueError(
         f"autoencoder: fit ldm --data {config.data} needs an autoencoder fitted on that data: first "
         f"`latentmix fit vae --data {config.data} --out my-vae`, then pass --autoencoder my-vae"
@@ -128,7 +135,7 @@ def _load_parts(config: LDMFitConfig) -> tuple[LatentBackend, TextEncoder]:
     if autoencoder.supports_text_condition or autoencoder.encoder_kind != "amortized":
         raise ValueError(
             f"autoencoder: {name!r} is a {autoencoder.backend_name} backend; a latent-diffusion model "
-            "needs an autoencoder (a VAE or AutoencoderKL)"
+            "needs an autoencoder (a VAE, AutoencoderKL, AutoencoderTiny or VQModel)"
         )
     text_encoder = TextEncoder.from_pretrained(config.text_encoder, device="cpu")
     text_encoder.max_length = config.text_max_length

@@ -1,0 +1,120 @@
+"""``latentmix edit``: latent arithmetic on a user's images.
+
+An attribute direction — ``mean(z | factor = target) − mean(z | factor = source)`` over the train latents of
+labelled data with factors (``shapes``, or a folder exported with ``factors.json``) — is added to the latents
+of the user's images, which are decoded and written as PNGs (same names) beside a contact sheet
+``edits.png`` (original | reconstruction | edited, one row per image). The output directory appears whole,
+by rename, or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from latentmix.attributes import Direction, attribute_direction, edit_images, plain_condition
+from latentmix.backends import LatentBackend, load_backend
+from latentmix.configs import EditConfig
+from latentmix.data import Subset, load_matching
+from latentmix.data.images import is_image_file, open_image, pil_to_tensor
+
+__all__ = ["EditResult", "direction_for", "edit", "image_files"]
+
+
+@dataclass
+class EditResult:
+    out: Path
+    files: list[Path]  # one edited PNG per input image
+    sheet: Path  # edits.png
+    direction: Direction
+
+
+def image_files(paths) -> list[Path]:
+    """The image files among ``paths`` (files, or folders searched recursively, hidden files skipped)."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and is_image_file(f))
+            if not found:
+                raise ValueError(f"images: folder {p} holds no images")
+            files += found
+        elif p.is_file():
+            if not is_image_file(p):
+                raise ValueError(f"images: {p} is not an image file (.png, .jpg, ...)")
+            files.append(p)
+        else:
+            raise ValueError(f"images: {p} does not exist")
+    return files
+
+
+def direction_for(backend: LatentBackend, config: EditConfig) -> Direction:
+    """The attribute direction of ``config`` from the train latents of ``config.data``."""
+    shape = (backend.image_size, backend.image_channels)
+    who = f"backend {backend.backend_name!r}"
+    train = load_matching(
+        config.data, "train", *shape, who=who, fix="use data of the model's shape", resize=config.resize
+    )
+    if train.factor_values is None:
+        raise ValueError(
+            f"data: {config.data!r} has no known factors; use data with factors (shapes, or a folder with factors.json)"
+        )
+    rows = np.unique(np.linspace(0, len(train) - 1, min(len(train), config.direction_samples)).round().astype(int))
+    labelled = Subset(train, rows)
+    x = labelled.images(range(len(labelled)))
+    with torch.inference_mode():
+        z = backend.encode(x, cond=plain_condition(backend, len(x)), **backend.encode_kwargs(config.refine_steps))
+    assert config.factor and config.source and config.target
+    return attribute_direction(z, labelled, config.factor, config.source, config.target)
+
+
+def _load(files: list[Path], backend: LatentBackend, resize: bool) -> Tensor:
+    size, channels = backend.image_size, backend.image_channels
+    images = []
+    for f in files:
+        with open_image(f) as image:
+            own_channels = 1 if image.mode in ("1", "L", "I", "I;16", "F") else 3
+            if not resize and (image.size != (size, size) or own_channels != channels):
+                raise ValueError(
+                    f"images: {f} is {own_channels}-channel {image.size[0]}x{image.size[1]}, backend "
+                    f"{backend.backend_name!r} makes {channels}-channel {size}x{size} images; pass --resize to convert"
+                )
+            images.append(pil_to_tensor(image, size, channels))
+    return torch.stack(images)
+
+
+def edit(config: EditConfig, out: str | os.PathLike, *, quiet: bool = False) -> EditResult:
+    """Apply ``config``'s attribute direction to its images; write the edits and a contact sheet to ``out``."""
+    from latentmix.backends.files import atomic_directory
+    from latentmix.viz import grid_image, save_png, to_pil, to_uint8
+
+    config.validate()
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"out: {out} exists and is not an empty directory; choose a new one")
+    files = image_files(config.images)
+    names = [f.stem + ".png" for f in files]
+    if len(set(names)) != len(names):
+        raise ValueError("images: two inputs share a file name; edit them into separate --out directories")
+    backend = load_backend(config.backend)
+    backend.show_progress = not quiet
+    x = _load(files, backend, config.resize)
+    direction = direction_for(backend, config)
+    recon, edited = edit_images(backend, x, direction, config.strength, refine_steps=config.refine_steps)
+
+    def write(tmp: Path) -> None:
+        for name, array in zip(names, to_uint8(edited), strict=True):
+            to_pil(array).save(tmp / name)
+        sheet = grid_image(
+            torch.stack([x, recon.float().cpu(), edited.float().cpu()], dim=1),
+            col_labels=["input", "recon", f"{direction.source}->{direction.target}"],
+            gaps_after=(0,),
+        )
+        save_png(sheet, tmp / "edits.png")
+
+    atomic_directory(out, write, marker="")
+    return EditResult(out, [out / n for n in names], out / "edits.png", direction)

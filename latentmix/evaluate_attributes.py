@@ -1,0 +1,182 @@
+"""The ``attributes`` section of ``latentmix evaluate``, for data with known factors (``shapes``).
+
+Judged by a reference classifier with one head per factor (the label first):
+
+* ``reconstruction``: the share of test reconstructions whose every factor (and each factor alone) is read right;
+* ``prompted`` (text-conditioned backends): samples prompted with test captions; ``compositional`` is the share
+  whose every factor that its caption names is realised (a vague caption does not name the shape);
+* ``paths_<factor>_<method>``: walks between test examples that differ in that factor only (``label`` = the
+  shape, ``colour``, ``position``): ``monotone`` — the factor moves from A's value to B's once, never back, never
+  a third value, while every other factor stays put at every step; ``midpoint_a_or_b`` — the midpoint's value
+  is A's or B's, not a third;
+* ``arithmetic_<factor>``: latent arithmetic, ``mean(train latents | target) − mean(train latents | source)``
+  added to held-out test latents of the source value, for every ordered pair of values: ``success`` — the
+  factor became the target and every other factor kept what the unedited reconstruction shows. A
+  text-conditioned backend is encoded and decoded unconditionally here (its captions name the source value).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from latentmix.attributes import (
+    apply_direction,
+    attribute_direction,
+    edit_success,
+    factor_names,
+    plain_condition,
+    predict_factors,
+    true_factors,
+)
+from latentmix.data import Subset
+from latentmix.interpolate import METHODS, interpolation_path
+
+PATH_FACTORS = ("label", "colour", "position")
+EDIT_FACTORS = ("label", "colour", "size", "position")
+ARITHMETIC_TRAIN = 1200  # train latents the directions are averaged over (spread evenly over the split)
+
+
+def attribute_report(ctx: Any, report: dict) -> dict:
+    names = factor_names(ctx.test)
+    truth = true_factors(ctx.test)
+    assert ctx.recon is not None
+    out: dict[str, Any] = {"reconstruction": _accuracy(predict_factors(ctx.clf, ctx.recon, names[1:]), truth, names)}
+    if ctx.backend.supports_text_condition and ctx.backend.latent_prior == "gaussian":
+        out["prompted"] = _prompted(ctx, names, truth)
+    for factor in PATH_FACTORS:
+        if factor in names:
+            out.update(_single_factor_paths(ctx, names, truth, factor))
+    edit_factors = [f for f in EDIT_FACTORS if f in names]
+    if edit_factors:
+        train = ctx.train
+        rows = np.unique(np.linspace(0, len(train) - 1, min(len(train), ARITHMETIC_TRAIN)).round().astype(np.int64))
+        labelled = Subset(train, rows)
+        z_train = _encode_plain(ctx, labelled.images(range(len(rows))))
+        for factor in edit_factors:
+            out[f"arithmetic_{factor}"] = _arithmetic(ctx, names, factor, z_train, labelled)
+    return out
+
+
+def _accuracy(pred: Tensor, truth: Tensor, names: list[str], named: Tensor | None = None) -> dict[str, float]:
+    """Per-factor accuracy and the share with every (named) factor right."""
+    right = pred == truth
+    out = {name: float(right[:, j].float().mean()) for j, name in enumerate(names)}
+    mask = torch.ones_like(right) if named is None else named
+    out["all"] = float((right | ~mask).all(1).float().mean())
+    return out
+
+
+def _prompted(ctx: Any, names: list[str], truth: Tensor) -> dict[str, float]:
+    n = min(len(ctx.test), ctx.config.prior_samples)
+    texts = ctx.test.texts[:n]
+    named = getattr(ctx.test, "named_factors", None)
+    mask = torch.tensor([[name in named[i] for name in names] for i in range(n)]) if named else None
+    gen = torch.Generator().manual_seed(ctx.config.seed + 2)
+    with torch.inference_mode():
+        samples = ctx.decode(ctx.backend.sample(n, generator=gen), ctx.backend.condition(texts))
+    result = _accuracy(predict_factors(ctx.clf, samples, names[1:]), truth[:n], names, mask)
+    result["compositional"] = result.pop("all")
+    result["samples"] = n
+    return result
+
+
+def pairs_differing_in(truth: Tensor, column: int, limit: int, rng: np.random.Generator) -> tuple[list, list]:
+    """Up to ``limit`` pairs of rows equal in every factor but ``column`` (where they differ)."""
+    others = [j for j in range(truth.shape[1]) if j != column]
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, row in enumerate(truth.tolist()):
+        groups[tuple(row[j] for j in others)].append(i)
+    candidates = [
+        (a, b)
+        for members in groups.values()
+        for a in members
+        for b in members
+        if a < b and truth[a, column] != truth[b, column]
+    ]
+    if not candidates:
+        return [], []
+    chosen = rng.choice(len(candidates), size=min(limit, len(candidates)), replace=False)
+    return [candidates[k][0] for k in chosen], [candidates[k][1] for k in chosen]
+
+
+def _single_factor_paths(ctx: Any, names: list[str], truth: Tensor, factor: str) -> dict[str, dict]:
+    column, steps = names.index(factor), ctx.config.path_steps
+    ia, ib = pairs_differing_in(truth, column, ctx.config.factor_paths, np.random.default_rng(ctx.config.seed + 3))
+    if not ia:
+        return {}
+    out = {}
+    c = ctx.c_test
+    for method in METHODS:
+        path = interpolation_path(ctx.z_test[ia], ctx.z_test[ib], steps, method)
+        cond = None if c is None else interpolation_path(c[ia], c[ib], steps, "lerp").flatten(0, 1)
+        pred = predict_factors(ctx.clf, ctx.decode(path.flatten(0, 1), cond), names[1:]).reshape(
+            len(ia), steps, len(names)
+        )
+        a, b = truth[ia, column], truth[ib, column]
+        values = pred[:, :, column]
+        only_ends = ((values == a[:, None]) | (values == b[:, None])).all(1)
+        one_switch = (values[:, 1:] != values[:, :-1]).sum(1) == 1
+        starts_ends = (values[:, 0] == a) & (values[:, -1] == b)
+        others = [j for j in range(len(names)) if j != column]
+        kept = (pred[:, :, others] == truth[ia][:, None, others]).all(2).all(1)
+        mid = values[:, steps // 2]
+        out[f"paths_{factor}_{method}"] = {
+            "monotone": float((only_ends & one_switch & starts_ends & kept).float().mean()),
+            "midpoint_a_or_b": float(((mid == a) | (mid == b)).float().mean()),
+            "paths": len(ia),
+        }
+    return out
+
+
+def _arithmetic(ctx: Any, names: list[str], factor: str, z_train: Tensor, directions_from: Any) -> dict[str, float]:
+    """Directions from train latents (``z_train`` of ``directions_from``), added to ``edits_per_pair`` test
+    latents per (source, target) pair."""
+    column = names.index(factor)
+    values = list(ctx.test.class_names) if column == 0 else list(ctx.test.factor_values[factor])
+    test_values = true_factors(ctx.test)[:, column].numpy()
+    members = {v: np.flatnonzero(test_values == v)[: ctx.config.edits_per_pair] for v in range(len(values))}
+    chosen = np.concatenate(list(members.values()))
+    if not len(chosen):
+        return {}
+    z_chosen = _encode_plain(ctx, ctx.x_test[chosen])
+    where = {int(row): k for k, row in enumerate(chosen)}
+    edited, before, targets = [], [], []
+    for source, rows_of_source in members.items():
+        for target in range(len(values)):
+            if target == source or not len(rows_of_source):
+                continue
+            try:
+                direction = attribute_direction(z_train, directions_from, factor, values[source], values[target])
+            except ValueError:
+                continue  # a value the train rows lack
+            positions = [where[int(r)] for r in rows_of_source]
+            edited.append(apply_direction(z_chosen[positions], direction))
+            before += positions
+            targets += [target] * len(positions)
+    if not edited:
+        return {}
+    unedited = predict_factors(ctx.clf, _decode_plain(ctx, z_chosen), names[1:])[torch.tensor(before)]
+    after = predict_factors(ctx.clf, _decode_plain(ctx, torch.cat(edited)), names[1:])
+    result = edit_success(unedited, after, column, torch.tensor(targets))
+    return {**result, "edits": len(targets)}
+
+
+def _encode_plain(ctx: Any, images: Tensor) -> Tensor:
+    """Latents of ``images`` (unconditioned for text-conditioned backends; refined for inversion backends)."""
+    backend = ctx.backend
+    refine = ctx.config.refine_steps if backend.encoder_kind == "inversion" else None
+    with torch.inference_mode():
+        kwargs = {**backend.encode_kwargs(refine), **ctx.sampling}
+        return backend.encode(images, cond=plain_condition(ctx.backend, len(images)), **kwargs)
+
+
+def _decode_plain(ctx: Any, latents: Tensor) -> Tensor:
+    with torch.inference_mode():
+        return (
+            ctx.backend.decode(latents, cond=plain_condition(ctx.backend, len(latents)), **ctx.sampling).float().cpu()
+        )
