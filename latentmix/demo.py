@@ -18,7 +18,8 @@ def run_demo(
     out: str | os.PathLike = "latentmix-demo", *, backend: str = DEFAULT_BACKEND, seed: int = 0, quiet: bool = False
 ) -> dict[str, Path]:
     """Write grids between real test digits, a walk GIF, a prior grid, a latent-diffusion walk between
-    prompts and a small paired set to ``out``.
+    prompts, a small paired set, a training comparison, and on ``shapes`` a walk and latent arithmetic
+    to ``out``.
 
     Returns the paths written, by name.
     """
@@ -46,6 +47,45 @@ def run_demo(
     preview = synthetic.images(range(32)).reshape(4, 8, synthetic.channels, synthetic.image_size, synthetic.image_size)
     written["paired_preview"] = save_png(grid_image(preview), out / "paired_preview.png")
     written.update(_training_comparison(out, backend, seed, quiet))
+    written.update(_shapes_examples(out, seed))
+    return written
+
+
+def _shapes_examples(out: Path, seed: int) -> dict[str, Path]:
+    """On ``shapes``: walks between test images that differ in colour only and in shape only, and latent
+    arithmetic (red -> blue, circle -> square) applied to held-out test images."""
+    import numpy as np
+    import torch
+
+    from latentmix.attributes import attribute_direction, edit_images, true_factors
+    from latentmix.data import Subset, load_dataset
+    from latentmix.evaluate_attributes import pairs_differing_in
+
+    vae = load_backend("shapes-vae")
+    test, train = load_dataset("shapes", split="test"), load_dataset("shapes", split="train")
+    truth, rng = true_factors(test), np.random.default_rng(seed)
+    pairs = []
+    for column in (1, 0):  # colour, then shape (the label)
+        ia, ib = pairs_differing_in(truth, column, 3, rng)
+        pairs += list(zip(ia, ib, strict=True))
+    interpolation_grid(vae, data="shapes", pairs=pairs, steps=8, seed=seed, out=out / "shapes_walk.png")
+    written = {"shapes_walk": out / "shapes_walk.png"}
+
+    rows = np.linspace(0, len(train) - 1, 2000).round().astype(np.int64)
+    labelled = Subset(train, rows)
+    with torch.inference_mode():
+        z_train = vae.encode(labelled.images(range(len(labelled))))
+    cells = []
+    for factor, source, target in (("colour", "red", "blue"), ("label", "circle", "square")):
+        direction = attribute_direction(z_train, labelled, factor, source, target)
+        value = [test.factors(i)[factor] for i in range(len(test))]
+        chosen = [i for i, v in enumerate(value) if v == source][:6]
+        x = test.images(chosen)
+        recon, edited = edit_images(vae, x, direction)
+        cells.append(torch.stack([x, recon, edited]).float())
+    # columns: six red shapes turned blue, then six circles turned into squares
+    sheet = grid_image(torch.cat(cells, dim=1), row_labels=["input", "recon", "edited"], gaps_after=(5,))
+    written["shapes_arithmetic"] = save_png(sheet, out / "shapes_arithmetic.png")
     return written
 
 

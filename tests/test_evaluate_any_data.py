@@ -15,8 +15,8 @@ from latentmix.configs import EditConfig, EvalConfig, ReferenceFitConfig
 from latentmix.data import load_dataset
 
 SMALL = dict(
-    test_images=300,
-    prior_samples=48,
+    test_images=200,
+    prior_samples=32,
     intra_pairs_per_class=2,
     inter_paths=6,
     ppl_pairs=8,
@@ -64,7 +64,7 @@ def _check_attributes(attributes: dict, prompted: bool) -> None:
         assert 0 <= arithmetic["success"] <= 1 and arithmetic["edits"] > 0
     assert ("prompted" in attributes) == prompted
     if prompted:
-        assert 0 <= attributes["prompted"]["compositional"] <= 1 and attributes["prompted"]["samples"] == 48
+        assert 0 <= attributes["prompted"]["compositional"] <= 1 and attributes["prompted"]["samples"] == 32
 
 
 def test_evaluate_on_shapes_adds_attribute_metrics(shapes_vae, shapes_reference, tmp_path, capsys):

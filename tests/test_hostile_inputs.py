@@ -182,15 +182,14 @@ def test_a_decompression_bomb_is_one_line_in_every_job(tmp_path, capsys):
     ):
         load_dataset(tmp_path / "data", image_size=8)
     data = str(tmp_path / "data")
-    grid = ["grid", "--data", data, "--resize", "--out", str(tmp_path / "g.png")]
+    grid = ["grid", "--backend", "digits-vae", "--data", data, "--resize", "--out", str(tmp_path / "g.png")]
     fit = ["fit", "vae", "--data", data, "--image-size", "8", "--out", str(tmp_path / "v")]
     for args in (grid, fit):
         assert main(["--quiet", *args]) == 2
         line = one_line(capsys)
         assert "above the limit" in line and "--max-image-pixels" in line
     # raising the limit lets the header through; this toy file then fails to decode, named
-    assert main(["--quiet", "--max-image-pixels", "500000000", "grid", "--data", str(tmp_path / "data"), "--resize",
-                 "--out", str(tmp_path / "g.png")]) == 2  # fmt: skip
+    assert main(["--quiet", "--max-image-pixels", "500000000", *grid]) == 2
     assert "cannot read image" in one_line(capsys)
     from latentmix.data.images import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 

@@ -58,7 +58,7 @@ def test_image_size_and_grey_channels_are_configurable(shapes_cache):
     assert small.images([0, 1]).shape == (2, 3, 16, 16) and small.texts == load_dataset("shapes", split="test").texts
     grey = load_dataset("shapes", split="test", image_size=16, channels=1)
     assert grey.images([0]).shape == (1, 1, 16, 16)
-    both = load_dataset("shapes", split="all", image_size=16)
+    both = load_dataset("shapes", split="all")  # the 32 px splits, cached by the first test
     assert len(both) == 12_000 and both.ids[10_000] == "shapes-test-00000"
 
 

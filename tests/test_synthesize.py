@@ -240,7 +240,11 @@ def test_bad_data_and_output_directories(tmp_path):
     for i in range(3):
         Image.new("L", (8, 8), color=40 * i).save(one_class / "cats" / f"{i}.png")
     with pytest.raises(ValueError, match="inter-class needs at least 2 classes"):
-        synthesize(SynthesisConfig(n=4, data=str(one_class), strategy="inter-class"), tmp_path / "a", quiet=True)
+        synthesize(
+            SynthesisConfig(backend="digits-vae", n=4, data=str(one_class), strategy="inter-class"),
+            tmp_path / "a",
+            quiet=True,
+        )
     meta = tmp_path / "meta"
     meta.mkdir()
     for i in range(2):
@@ -249,7 +253,9 @@ def test_bad_data_and_output_directories(tmp_path):
         '{"file_name": "0.png", "text": "x", "label": 0}\n{"file_name": "1.png", "label": 1}\n'
     )
     with pytest.raises(ValueError, match="'text' is missing for some images"):
-        synthesize(SynthesisConfig(n=4, data=str(meta), strategy="random"), tmp_path / "b", quiet=True)
+        synthesize(
+            SynthesisConfig(backend="digits-vae", n=4, data=str(meta), strategy="random"), tmp_path / "b", quiet=True
+        )
     unrelated = tmp_path / "unrelated"
     unrelated.mkdir()
     (unrelated / "keep.txt").write_text("mine")

@@ -41,7 +41,7 @@ def test_the_data_gives_its_own_size_channels_and_labels(photo_patches, tmp_path
 
 
 def test_a_backend_of_another_shape_is_refused_unless_resize_is_asked(photo_patches, tmp_path, capsys):
-    args = ["grid", "--data", str(photo_patches), "--out", str(tmp_path / "g.png")]
+    args = ["grid", "--backend", "digits-vae", "--data", str(photo_patches), "--out", str(tmp_path / "g.png")]
     assert main(args) == 2  # digits-vae (1 x 8 x 8) on an RGB 16 x 16 folder
     err = capsys.readouterr().err
     assert "backend 'vae' makes 1-channel 8x8 images but data" in err and "3-channel 16x16" in err and "--resize" in err
@@ -49,7 +49,7 @@ def test_a_backend_of_another_shape_is_refused_unless_resize_is_asked(photo_patc
     from latentmix.synthesize import synthesize
 
     with pytest.raises(ValueError, match="pass --resize"):
-        synthesize(SynthesisConfig(data=str(photo_patches), n=4), tmp_path / "s", quiet=True)
+        synthesize(SynthesisConfig(backend="digits-vae", data=str(photo_patches), n=4), tmp_path / "s", quiet=True)
     assert not (tmp_path / "s").exists()
 
 
