@@ -17,11 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from latentmix.backends import LatentBackend
-from latentmix.data import ImageTextDataset
+from latentmix.data import ImageTextDataset, Subset
 
 
 def factor_names(dataset: ImageTextDataset) -> list[str]:
@@ -85,7 +86,8 @@ class Direction:
     vector: Tensor  # (*latent_shape)
 
 
-def _factor_column(dataset: ImageTextDataset, factor: str) -> tuple[int, list[str]]:
+def factor_column(dataset: ImageTextDataset, factor: str) -> tuple[int, list[str]]:
+    """The column of ``factor`` in :func:`true_factors` (0 for ``label`` / ``shape`` / ``class``) and its values."""
     names = factor_names(dataset)
     if factor not in names and not (factor in ("shape", "class") and "label" in names):
         raise ValueError(f"factor {factor!r} is not one of the data's factors: {', '.join(names[1:]) or 'none'}")
@@ -96,7 +98,7 @@ def _factor_column(dataset: ImageTextDataset, factor: str) -> tuple[int, list[st
 
 def attribute_direction(latents: Tensor, dataset: ImageTextDataset, factor: str, source: str, target: str) -> Direction:
     """``mean(latents | factor = target) − mean(latents | factor = source)`` over the rows of ``dataset``."""
-    column, values = _factor_column(dataset, factor)
+    column, values = factor_column(dataset, factor)
     for value in (source, target):
         if value not in values:
             raise ValueError(f"{factor} {value!r} is not a value of the data: {', '.join(values)}")
@@ -117,6 +119,24 @@ def plain_condition(backend: LatentBackend, n: int) -> Tensor | None:
     return backend.condition([""] * n) if backend.supports_text_condition else None
 
 
+def encode_plain(backend: LatentBackend, images: Tensor, *, refine_steps: int | None = None, **sampling: Any) -> Tensor:
+    """Latents of ``images``, unconditioned for text-conditioned backends (a caption would name the old value)."""
+    with torch.inference_mode():
+        kwargs = {**backend.encode_kwargs(refine_steps), **sampling}
+        return backend.encode(images, cond=plain_condition(backend, len(images)), **kwargs)
+
+
+def labelled_latents(
+    backend: LatentBackend, dataset: ImageTextDataset, count: int, *, refine_steps: int | None = None, **sampling: Any
+) -> tuple[Tensor, ImageTextDataset]:
+    """:func:`encode_plain` latents of ``count`` rows spread evenly over ``dataset``, and those rows (a
+    :class:`~latentmix.data.Subset` with their factors) — what :func:`attribute_direction` averages over."""
+    rows = np.unique(np.linspace(0, len(dataset) - 1, min(len(dataset), count)).round().astype(np.int64))
+    labelled = Subset(dataset, rows)
+    images = labelled.images(range(len(labelled)))
+    return encode_plain(backend, images, refine_steps=refine_steps, **sampling), labelled
+
+
 def edit_images(
     backend: LatentBackend,
     images: Tensor,
@@ -132,8 +152,8 @@ def edit_images(
     caption would name the old value); ``sampling`` goes to a diffusion backend's encode and decode.
     """
     cond = plain_condition(backend, len(images))
+    z = encode_plain(backend, images, refine_steps=refine_steps, **sampling)
     with torch.inference_mode():
-        z = backend.encode(images, cond=cond, **backend.encode_kwargs(refine_steps), **sampling)
         both = torch.cat([z, apply_direction(z, direction, strength)])
         decoded = backend.decode(both, cond=None if cond is None else torch.cat([cond, cond]), **sampling)
     return decoded[: len(images)], decoded[len(images) :]

@@ -31,6 +31,7 @@ from latentmix.configs import (
     CompareConfig,
     SynthesisConfig,
     TrainConfig,
+    backend_for,
 )
 from latentmix.synthesize import synthesize
 from latentmix.train.classifier import train_classifier
@@ -66,19 +67,15 @@ def run_compare(base: TrainConfig, config: CompareConfig | None = None, *, quiet
     recipes, seeds = list(config.recipes), list(config.seeds)
     work = Path(config.workdir or tempfile.mkdtemp(prefix="latentmix-compare-"))
     synthetic = any("synthetic_strategy" in RECIPES[r] for r in recipes)
-    backend = config.backend or DEFAULT_SYNTHESIS_BACKENDS.get(str(base.data))
-    if synthetic and backend is None:
-        raise ValueError(
-            f"backend: the synthetic recipes need a backend fitted on {base.data} (pass --backend; e.g. "
-            f"`latentmix fit vae --data {base.data} --out my-vae`)"
-        )
+    if synthetic:  # no default backend for the data: say so before any training
+        backend_for(config.backend, base.data, DEFAULT_SYNTHESIS_BACKENDS)
     erm_models = {seed: _erm_model(base, seed, work, quiet) for seed in seeds} if synthetic else {}
     results: dict = {"recipes": {}, "seeds": seeds, "labels_per_class": base.labels_per_class, "data": base.data}
     scaled: dict[str, list] = {r: [] for r in recipes}  # temperature-scaled test logits and labels, per seed
     for recipe in recipes:
         per_seed: list[dict[str, Any]] = []
         for seed in seeds:
-            run_config = recipe_config(base, recipe, seed, work, backend=str(backend), synthetic_n=config.synthetic_n,
+            run_config = recipe_config(base, recipe, seed, work, backend=config.backend, synthetic_n=config.synthetic_n,
                                        filter_classifier=erm_models.get(seed))  # fmt: skip
             report = train_classifier(run_config, quiet=quiet)
             row: dict[str, Any] = {
@@ -154,13 +151,14 @@ def recipe_config(
     seed: int,
     work: Path,
     *,
-    backend: str = "digits-ldm",
+    backend: str | None = None,
     synthetic_n: int = 2000,
     filter_classifier: str | None = None,
 ) -> TrainConfig:
     """``base`` with ``recipe``'s overrides and ``seed``; a synthetic recipe first writes (or resumes)
     that seed's set under ``work``, blended from exactly the seed's labelled examples (and, for ``+filter``
-    recipes, filtered by ``filter_classifier``)."""
+    recipes, filtered by ``filter_classifier``), with ``backend`` (default: the data's embedded latent-diffusion
+    model, :data:`~latentmix.configs.DEFAULT_SYNTHESIS_BACKENDS`)."""
     spec = dict(RECIPES[recipe])
     strategy = spec.pop("synthetic_strategy", None)
     use_filter = spec.pop("synthetic_filter", False)
@@ -173,7 +171,7 @@ def recipe_config(
     out = work / f"{strategy}{tag}-k{base.labels_per_class}-seed{seed}"
     synthesize(
         SynthesisConfig(
-            backend=backend,
+            backend=backend_for(backend, base.data, DEFAULT_SYNTHESIS_BACKENDS),
             data=base.data,
             n=synthetic_n,
             strategy=strategy,

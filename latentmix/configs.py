@@ -50,11 +50,12 @@ _BACKEND_HELP = (
 )
 
 
-def backend_for(backend: str | None, data: object) -> str:
-    """``backend``, or the embedded default for ``data`` (digits-vae for digits, shapes-vae for shapes)."""
+def backend_for(backend: str | None, data: object, defaults: dict[str, str] = DEFAULT_BACKENDS) -> str:
+    """``backend``, or the embedded default for ``data`` in ``defaults`` (:data:`DEFAULT_BACKENDS`: digits-vae
+    for digits, shapes-vae for shapes; ``compare`` uses :data:`DEFAULT_SYNTHESIS_BACKENDS`)."""
     if backend is not None:
         return backend
-    name = DEFAULT_BACKENDS.get(str(data))
+    name = defaults.get(str(data))
     if name is None and not os.path.exists(str(data)):
         raise ValueError(f"data directory {data} does not exist")
     if name is None:

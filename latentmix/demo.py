@@ -57,8 +57,8 @@ def _shapes_examples(out: Path, seed: int) -> dict[str, Path]:
     import numpy as np
     import torch
 
-    from latentmix.attributes import attribute_direction, edit_images, true_factors
-    from latentmix.data import Subset, load_dataset
+    from latentmix.attributes import attribute_direction, edit_images, factor_column, labelled_latents, true_factors
+    from latentmix.data import load_dataset
     from latentmix.evaluate_attributes import pairs_differing_in
 
     vae = load_backend("shapes-vae")
@@ -71,15 +71,12 @@ def _shapes_examples(out: Path, seed: int) -> dict[str, Path]:
     interpolation_grid(vae, data="shapes", pairs=pairs, steps=8, seed=seed, out=out / "shapes_walk.png")
     written = {"shapes_walk": out / "shapes_walk.png"}
 
-    rows = np.linspace(0, len(train) - 1, 2000).round().astype(np.int64)
-    labelled = Subset(train, rows)
-    with torch.inference_mode():
-        z_train = vae.encode(labelled.images(range(len(labelled))))
+    z_train, labelled = labelled_latents(vae, train, 2000)
     cells = []
     for factor, source, target in (("colour", "red", "blue"), ("label", "circle", "square")):
         direction = attribute_direction(z_train, labelled, factor, source, target)
-        value = [test.factors(i)[factor] for i in range(len(test))]
-        chosen = [i for i, v in enumerate(value) if v == source][:6]
+        column, values = factor_column(test, factor)
+        chosen = np.flatnonzero(truth[:, column].numpy() == values.index(source))[:6].tolist()
         x = test.images(chosen)
         recon, edited = edit_images(vae, x, direction)
         cells.append(torch.stack([x, recon, edited]).float())

@@ -13,14 +13,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from latentmix.attributes import Direction, attribute_direction, edit_images, plain_condition
+from latentmix.attributes import Direction, attribute_direction, edit_images, labelled_latents
 from latentmix.backends import LatentBackend, load_backend
 from latentmix.configs import EditConfig
-from latentmix.data import Subset, load_matching
+from latentmix.data import load_matching
 from latentmix.data.images import is_image_file, open_image, pil_to_tensor
 
 __all__ = ["EditResult", "direction_for", "edit", "image_files"]
@@ -63,11 +62,7 @@ def direction_for(backend: LatentBackend, config: EditConfig) -> Direction:
         raise ValueError(
             f"data: {config.data!r} has no known factors; use data with factors (shapes, or a folder with factors.json)"
         )
-    rows = np.unique(np.linspace(0, len(train) - 1, min(len(train), config.direction_samples)).round().astype(int))
-    labelled = Subset(train, rows)
-    x = labelled.images(range(len(labelled)))
-    with torch.inference_mode():
-        z = backend.encode(x, cond=plain_condition(backend, len(x)), **backend.encode_kwargs(config.refine_steps))
+    z, labelled = labelled_latents(backend, train, config.direction_samples, refine_steps=config.refine_steps)
     assert config.factor and config.source and config.target
     return attribute_direction(z, labelled, config.factor, config.source, config.target)
 

@@ -180,18 +180,15 @@ def evaluate_backend(
 
 def _reference(config: EvalConfig) -> Any:
     """The reference classifier of ``config``: ``--reference``, or the embedded one for the digits / shapes."""
-    from latentmix.backends.loading import embedded_models_dir
     from latentmix.reference import load_reference_classifier
 
-    if config.reference is not None:
-        return load_reference_classifier(config.reference)
-    name = DEFAULT_REFERENCES.get(str(config.data))
-    if name is None or not (embedded_models_dir() / name).is_dir():
+    name = config.reference or DEFAULT_REFERENCES.get(str(config.data))
+    if name is None:
         raise ValueError(
             f"reference: no reference classifier for data {config.data!r}: fit one with `latentmix fit "
             f"reference-classifier --data {config.data} --out DIR` and pass --reference DIR"
         )
-    return load_reference_classifier(embedded_models_dir() / name)
+    return load_reference_classifier(name)  # a directory or an embedded name
 
 
 def _reconstruction(ctx: _Context, report: dict) -> dict:

@@ -28,12 +28,14 @@ from latentmix.attributes import (
     apply_direction,
     attribute_direction,
     edit_success,
+    encode_plain,
+    factor_column,
     factor_names,
+    labelled_latents,
     plain_condition,
     predict_factors,
     true_factors,
 )
-from latentmix.data import Subset
 from latentmix.interpolate import METHODS, interpolation_path
 
 PATH_FACTORS = ("label", "colour", "position")
@@ -53,10 +55,7 @@ def attribute_report(ctx: Any, report: dict) -> dict:
             out.update(_single_factor_paths(ctx, names, truth, factor))
     edit_factors = [f for f in EDIT_FACTORS if f in names]
     if edit_factors:
-        train = ctx.train
-        rows = np.unique(np.linspace(0, len(train) - 1, min(len(train), ARITHMETIC_TRAIN)).round().astype(np.int64))
-        labelled = Subset(train, rows)
-        z_train = _encode_plain(ctx, labelled.images(range(len(rows))))
+        z_train, labelled = labelled_latents(ctx.backend, ctx.train, ARITHMETIC_TRAIN, **_plain_kwargs(ctx))
         for factor in edit_factors:
             out[f"arithmetic_{factor}"] = _arithmetic(ctx, names, factor, z_train, labelled)
     return out
@@ -136,14 +135,13 @@ def _single_factor_paths(ctx: Any, names: list[str], truth: Tensor, factor: str)
 def _arithmetic(ctx: Any, names: list[str], factor: str, z_train: Tensor, directions_from: Any) -> dict[str, float]:
     """Directions from train latents (``z_train`` of ``directions_from``), added to ``edits_per_pair`` test
     latents per (source, target) pair."""
-    column = names.index(factor)
-    values = list(ctx.test.class_names) if column == 0 else list(ctx.test.factor_values[factor])
+    column, values = factor_column(ctx.test, factor)
     test_values = true_factors(ctx.test)[:, column].numpy()
     members = {v: np.flatnonzero(test_values == v)[: ctx.config.edits_per_pair] for v in range(len(values))}
     chosen = np.concatenate(list(members.values()))
     if not len(chosen):
         return {}
-    z_chosen = _encode_plain(ctx, ctx.x_test[chosen])
+    z_chosen = encode_plain(ctx.backend, ctx.x_test[chosen], **_plain_kwargs(ctx))
     where = {int(row): k for k, row in enumerate(chosen)}
     edited, before, targets = [], [], []
     for source, rows_of_source in members.items():
@@ -166,13 +164,10 @@ def _arithmetic(ctx: Any, names: list[str], factor: str, z_train: Tensor, direct
     return {**result, "edits": len(targets)}
 
 
-def _encode_plain(ctx: Any, images: Tensor) -> Tensor:
-    """Latents of ``images`` (unconditioned for text-conditioned backends; refined for inversion backends)."""
-    backend = ctx.backend
-    refine = ctx.config.refine_steps if backend.encoder_kind == "inversion" else None
-    with torch.inference_mode():
-        kwargs = {**backend.encode_kwargs(refine), **ctx.sampling}
-        return backend.encode(images, cond=plain_condition(ctx.backend, len(images)), **kwargs)
+def _plain_kwargs(ctx: Any) -> dict[str, Any]:
+    """:func:`encode_plain` settings of the evaluation: its refinement (inversion backends) and sampler."""
+    refine = ctx.config.refine_steps if ctx.backend.encoder_kind == "inversion" else None
+    return {"refine_steps": refine, **ctx.sampling}
 
 
 def _decode_plain(ctx: Any, latents: Tensor) -> Tensor:
