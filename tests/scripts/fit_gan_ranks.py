@@ -1,8 +1,10 @@
-"""Run by tests/test_gan_evaluate.py under torchrun: fit a tiny GAN and print what each process trained."""
+"""Run by tests/test_gan_evaluate.py under torchrun: fit a tiny GAN; each process writes what it trained to
+``rank<i>.json`` beside the output (two processes printing to one pipe can interleave their lines)."""
 
 import hashlib
 import json
 import sys
+from pathlib import Path
 
 import torch
 from accelerate import PartialState
@@ -15,6 +17,6 @@ result = fit_gan(
     quiet=True,
 )  # fmt: skip
 weights = torch.cat([p.detach().flatten() for p in result.backend.generator.parameters()]).numpy().tobytes()
-print(
-    json.dumps({"rank": PartialState().process_index, "digest": hashlib.sha256(weights).hexdigest(), **result.metrics})
-)
+rank = PartialState().process_index
+report = {"rank": rank, "digest": hashlib.sha256(weights).hexdigest(), **result.metrics}
+(Path(sys.argv[1]).parent / f"rank{rank}.json").write_text(json.dumps(report))
