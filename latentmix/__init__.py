@@ -16,12 +16,15 @@ from latentmix.version import __version__
 _EXPORTS = {
     "GridResult": "latentmix.grid",
     "LatentBackend": "latentmix.backends",
+    "decode_keyframe_walk": "latentmix.keyframe_walk",
     "decode_walk": "latentmix.grid",
     "embedded_models": "latentmix.backends",
     "interpolate": "latentmix.interpolate",
     "interpolation_grid": "latentmix.grid",
     "interpolation_grid_2d": "latentmix.interpolate",
     "interpolation_path": "latentmix.interpolate",
+    "keyframe_path": "latentmix.keyframes",
+    "keyframe_path_at": "latentmix.keyframes",
     "lerp": "latentmix.interpolate",
     "load_backend": "latentmix.backends",
     "load_dataset": "latentmix.data",
@@ -33,12 +36,15 @@ __all__ = [
     "GridResult",
     "LatentBackend",
     "__version__",
+    "decode_keyframe_walk",
     "decode_walk",
     "embedded_models",
     "interpolate",
     "interpolation_grid",
     "interpolation_grid_2d",
     "interpolation_path",
+    "keyframe_path",
+    "keyframe_path_at",
     "lerp",
     "load_backend",
     "load_dataset",
@@ -58,6 +64,8 @@ if TYPE_CHECKING:
         sample_lambda,
         slerp,
     )
+    from latentmix.keyframe_walk import decode_keyframe_walk
+    from latentmix.keyframes import keyframe_path, keyframe_path_at
 
 
 class _Package(types.ModuleType):

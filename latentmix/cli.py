@@ -75,6 +75,25 @@ def _grid(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def _walk(args: argparse.Namespace, argv: list[str]) -> int:
+    config = from_args(configs.WalkConfig, args)
+    config.validate()
+    from latentmix.walk import walk
+
+    result = walk(config, args.out, quiet=args.quiet)
+    w = result.walk
+    spacing = ""
+    if w.cv is not None and w.cv_uniform is not None:
+        spacing = f", spacing cv {float(w.cv[0]):.3f} (uniform t: {float(w.cv_uniform[0]):.3f})"
+    print(
+        f"wrote {len(result.frames)} frames through {len(result.labels)} keyframes to {result.out / 'frames'}{spacing}"
+    )
+    for path in (result.video, result.gif, result.manifest):
+        if path is not None:
+            print(f"wrote {path}")
+    return 0
+
+
 def _synthesize(args: argparse.Namespace, argv: list[str]) -> int:
     config = from_args(configs.SynthesisConfig, args)
     config.validate()
@@ -233,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     grid = sub.add_parser("grid", help="interpolation grid (PNG, optional GIF) between real or prior endpoints")
     add_flags(grid, configs.GridConfig, required=("out",))
     grid.set_defaults(handler=_grid)
+
+    wk = sub.add_parser(
+        "walk", help="walk through keyframes (indices, image files, seeds or prompts): PNG frames, video and GIF"
+    )
+    add_flags(wk, configs.WalkConfig)
+    wk.add_argument("--out", required=True, help="output directory (new or empty)")
+    wk.set_defaults(handler=_walk)
 
     syn = sub.add_parser("synthesize", help="write a paired augmentation set: blended images, captions, soft labels")
     add_flags(syn, configs.SynthesisConfig)

@@ -33,6 +33,12 @@ from latentmix.options import (
 
 # -- choices shared by several jobs --------------------------------------------------------------------
 METHODS = ("lerp", "slerp")  # latent interpolators
+KEYFRAME_METHODS = ("spline", "slerp", "lerp")  # walks through keyframes (latentmix.keyframes)
+SPACINGS = ("uniform", "even")  # frame timing of walks (latentmix.spacing)
+SPACING_FEATURES = ("reference", "pixels")  # where even spacing measures distance
+INVERSIONS = ("ddim", "fixed-point", "exact")  # latent diffusion: how images are inverted to noise
+SAMPLERS = ("ddim", "dpm-solver")  # latent diffusion: how noise is decoded
+VIDEO_FORMATS = ("mp4", "webm", "none")
 SPLITS = ("train", "test", "all")
 STRATEGIES = ("random", "intra-class", "inter-class", "knn")  # pairing strategies of paired synthesis
 MIXUP_MODES = ("none", "input", "cutmix", "manifold", "cross-modal")
@@ -114,6 +120,11 @@ def _prompt_pairs(texts) -> tuple[tuple[str, str], ...]:
 
 
 PAIRS = Check(_pairs)
+_INVERSION_HELP = (
+    "diffusion backends: how images are inverted to noise: ddim (plain DDIM inversion), fixed-point (each step "
+    "refined by fixed-point iteration) or exact (iterated to convergence)"
+)
+_ITERATIONS_HELP = "fixed-point / exact inversion: UNet calls per step beyond the first (default: 3; exact: at most 50)"
 SEEDS = Check(_int_list)
 _SAMPLER_HELP = "diffusion backends: "
 
@@ -173,6 +184,97 @@ class GridConfig:
             validation.suffix(self.out, "out", (".png",))
         if self.gif is not None:
             validation.suffix(self.gif, "gif", (".gif",))
+
+
+# -- keyframe walks ------------------------------------------------------------------------------------
+def _keyframe_specs(value, name: str) -> tuple[str, ...]:
+    if isinstance(value, str) or not value or not all(isinstance(v, (str, int)) for v in value):
+        raise ValueError(f"{name} must be a list of dataset indices or image files, got {value!r}")
+    return tuple(str(v) for v in value)
+
+
+def _texts(value, name: str) -> tuple[str, ...]:
+    if isinstance(value, str) or not value or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{name} must be a non-empty list of texts, got {value!r}")
+    return tuple(value)
+
+
+@dataclass
+class WalkConfig:
+    """Settings of ``latentmix walk`` / :func:`latentmix.walk.walk`: a walk through keyframes, written as frames,
+    a video and a GIF."""
+
+    backend: str | None = option(None, _BACKEND_HELP, path=True)
+    keyframes: tuple[str, ...] | None = option(
+        None, "keyframes: dataset indices and/or image files, in order", check=Check(_keyframe_specs),
+        group="keyframes", metavar="INDEX_OR_FILE",
+    )  # fmt: skip
+    seeds: tuple[int, ...] | None = option(
+        None, "keyframes drawn from the prior, one seed each (seed travel)", check=SEEDS, group="keyframes"
+    )
+    prompts: tuple[str, ...] | None = option(
+        None,
+        "text-conditioned backends: one prompt per keyframe, or one for all; alone: prompt travel from one noise "
+        "(--seed)",
+        check=Check(_texts),
+        metavar="TEXT",
+    )
+    frames: int = option(24, "frames per segment (keyframe to keyframe)", check=POSITIVE_INT)
+    method: str = option(
+        "spline", "path through the keyframes (spline: C1 spherical spline)", check=one_of(KEYFRAME_METHODS)
+    )
+    text_method: str = option("lerp", "how the text conditioning travels", check=one_of(KEYFRAME_METHODS))
+    closed: bool = option(False, "loop back from the last keyframe to the first")
+    spacing: str = option(
+        "uniform", "frame timing: uniform in t, or even (equal feature change per frame)", check=one_of(SPACINGS)
+    )
+    measure: int = option(4, "even spacing: dense measurements per frame", check=int_at_least(2))
+    features: str = option(
+        "reference", "even spacing: distance in the reference classifier's features, or in pixels",
+        check=one_of(SPACING_FEATURES),
+    )  # fmt: skip
+    reference: str | None = option(
+        None, "reference classifier for even spacing (default: the embedded one of digits / shapes)", path=True
+    )
+    data: str = option("digits", "'digits', 'shapes' or an image folder: where dataset indices point", path=True)
+    split: str = option("test", "which split dataset indices point into", check=one_of(SPLITS))
+    resize: bool = option(False, "convert images whose size or channels differ from the model's (else an error)")
+    seed: int = option(0, "prompt travel: the seed of the one noise all keyframes share", check=INT)
+    fps: float = option(
+        24.0, "frames per second of the video and the GIF", check=number_in(0.0, 240.0, exclusive_minimum=True)
+    )
+    video: str = option("mp4", "video format (none: frames and GIF only)", check=one_of(VIDEO_FORMATS))
+    refine_steps: int | None = option(
+        None, "GAN backends: inversion refinement steps (default: the backend's, 100)", check=NON_NEGATIVE_INT
+    )
+    num_inference_steps: int | None = option(
+        None, _SAMPLER_HELP + "sampler steps (default: the backend's)", check=POSITIVE_INT
+    )
+    guidance_scale: float | None = option(
+        None, _SAMPLER_HELP + "classifier-free guidance, >= 1 (default: the backend's)", check=GUIDANCE
+    )
+    sampler: str = option(
+        "ddim", _SAMPLER_HELP + "ddim, or dpm-solver (fewer steps; prior keyframes only)", check=one_of(SAMPLERS)
+    )
+    inversion: str = option("ddim", _INVERSION_HELP, check=one_of(INVERSIONS))
+    inversion_iterations: int | None = option(None, _ITERATIONS_HELP, check=NON_NEGATIVE_INT)
+
+    def validate(self) -> None:
+        validate_fields(self)
+        if self.keyframes is None and self.seeds is None and self.prompts is None:
+            raise ValueError("choose keyframes: --keyframes (dataset indices or image files), --seeds, or --prompts")
+        if self.keyframes is not None and self.seeds is not None:
+            raise ValueError("choose keyframes with only one of keyframes and seeds")
+        count = len(self.keyframes or self.seeds or self.prompts or ())
+        if count < 2:
+            raise ValueError(f"keyframes: a walk needs at least 2 keyframes, got {count}")
+        if self.prompts is not None and len(self.prompts) not in (1, count):
+            raise ValueError(f"prompts: give one prompt per keyframe ({count}) or one for all, got {len(self.prompts)}")
+        if self.sampler != "ddim" and self.keyframes is not None:
+            raise ValueError(
+                "sampler: keyframes from images are DDIM-inverted and decode with ddim; dpm-solver is for prior "
+                "keyframes (--seeds or --prompts)"
+            )
 
 
 # -- paired synthesis ------------------------------------------------------------------------------------
@@ -271,6 +373,12 @@ class EvalConfig:
     guidance_scale: float | None = option(
         None, _SAMPLER_HELP + "classifier-free guidance, >= 1 (default: the backend's)", check=GUIDANCE
     )
+    inversion: str = option("ddim", _INVERSION_HELP, check=one_of(INVERSIONS))
+    inversion_iterations: int | None = option(None, _ITERATIONS_HELP, check=NON_NEGATIVE_INT)
+    spacing_pairs: int = option(
+        16, "test pairs walked for the frame-spacing numbers (uniform vs even)", check=NON_NEGATIVE_INT
+    )
+    spacing_frames: int = option(16, "frames per walk for the frame-spacing numbers", check=int_at_least(3))
     factor_paths: int = option(60, "data with factors: paths per single-factor walk", check=POSITIVE_INT)
     edits_per_pair: int = option(
         10, "data with factors: test latents edited per (source, target) value pair", check=POSITIVE_INT

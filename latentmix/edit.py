@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor
 
 from latentmix.attributes import Direction, attribute_direction, edit_images, labelled_latents
 from latentmix.backends import LatentBackend, load_backend
 from latentmix.configs import EditConfig
 from latentmix.data import load_matching
-from latentmix.data.images import is_image_file, open_image, pil_to_tensor
+from latentmix.data.images import is_image_file, load_image_files
 
 __all__ = ["EditResult", "direction_for", "edit", "image_files"]
 
@@ -67,21 +66,6 @@ def direction_for(backend: LatentBackend, config: EditConfig) -> Direction:
     return attribute_direction(z, labelled, config.factor, config.source, config.target)
 
 
-def _load(files: list[Path], backend: LatentBackend, resize: bool) -> Tensor:
-    size, channels = backend.image_size, backend.image_channels
-    images = []
-    for f in files:
-        with open_image(f) as image:
-            own_channels = 1 if image.mode in ("1", "L", "I", "I;16", "F") else 3
-            if not resize and (image.size != (size, size) or own_channels != channels):
-                raise ValueError(
-                    f"images: {f} is {own_channels}-channel {image.size[0]}x{image.size[1]}, backend "
-                    f"{backend.backend_name!r} makes {channels}-channel {size}x{size} images; pass --resize to convert"
-                )
-            images.append(pil_to_tensor(image, size, channels))
-    return torch.stack(images)
-
-
 def edit(config: EditConfig, out: str | os.PathLike, *, quiet: bool = False) -> EditResult:
     """Apply ``config``'s attribute direction to its images; write the edits and a contact sheet to ``out``."""
     from latentmix.backends.files import atomic_directory
@@ -97,7 +81,9 @@ def edit(config: EditConfig, out: str | os.PathLike, *, quiet: bool = False) -> 
         raise ValueError("images: two inputs share a file name; edit them into separate --out directories")
     backend = load_backend(config.backend)
     backend.show_progress = not quiet
-    x = _load(files, backend, config.resize)
+    x = load_image_files(
+        files, backend.image_size, backend.image_channels, resize=config.resize, who=f"backend {backend.backend_name!r}"
+    )
     direction = direction_for(backend, config)
     recon, edited = edit_images(backend, x, direction, config.strength, refine_steps=config.refine_steps)
 

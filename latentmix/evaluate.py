@@ -16,7 +16,13 @@ labelled folder), judged by a reference classifier fitted on its train split (``
   (by more than 0.01);
 * path length in the spirit of StyleGAN's PPL: squared feature distance between decodes at t and
   t + ε (ε = 1e-4) divided by ε², trimmed mean over 1–99 %, computed in float64;
-* the norm of midpoints relative to their endpoints, to show whether lerp leaves the typical shell.
+* the norm of midpoints relative to their endpoints, to show whether lerp leaves the typical shell;
+* frame spacing: the coefficient of variation of per-step feature distances along walks between test
+  pairs, with uniform t and re-timed to even spacing (``walk_spacing``).
+
+Latent diffusion inverts images by plain DDIM inversion or, with ``--inversion fixed-point|exact``, with
+each step refined by fixed-point iteration; the report gives the UNet calls per image and the round trip's
+error as a multiple of the autoencoder's own (``round_trip_ratio``).
 
 Text-conditioned backends (latent diffusion) are conditioned on each test image's caption; every
 walk moves the conditioning with the same t as the latent (lerp), prior samples are generated from the
@@ -80,7 +86,11 @@ class _Context:
 
     def encode(self, images: Tensor, refine_steps: int) -> Tensor:
         with torch.inference_mode():
-            kwargs = {**self.backend.encode_kwargs(refine_steps), **self.sampling}
+            kwargs = {
+                **self.backend.encode_kwargs(refine_steps),
+                **self.sampling,
+                **self.backend.inversion_kwargs(self.config.inversion, self.config.inversion_iterations),
+            }
             return self.backend.encode(images, cond=self.c_test, **kwargs)
 
     def walk(self, ia, ib, t, method: str) -> tuple[Tensor, Tensor | None]:
@@ -167,6 +177,8 @@ def evaluate_backend(
         ("path_length", _path_length),
         ("midpoint_norm_ratio", _midpoint_norms),
     ]
+    if config.spacing_pairs > 0:
+        sections.append(("walk_spacing", _walk_spacing))
     if test.factor_values is not None and getattr(clf, "factors", None):  # a head per factor to judge with
         from latentmix.evaluate_attributes import attribute_report
 
@@ -199,6 +211,9 @@ def _reconstruction(ctx: _Context, report: dict) -> dict:
     ctx.recon = ctx.decode(z_enc, ctx.c_test)
     err = float((ctx.recon - ctx.x_test).pow(2).mean())
     recon["encoder"] = {"mse": err, "seconds": round(time.perf_counter() - start, 3)}
+    calls = getattr(ctx.backend, "last_inversion_calls", None)
+    if calls is not None:  # diffusion: how the images were inverted, and at what cost
+        recon["encoder"].update(inversion=ctx.config.inversion, unet_calls_per_image=calls)
     ctx.z_test = z_enc
     steps = ctx.config.refine_steps
     if ctx.backend.encoder_kind == "inversion" and steps > 0:
@@ -209,8 +224,35 @@ def _reconstruction(ctx: _Context, report: dict) -> dict:
         recon["refined"] = {"mse": err, "seconds": round(time.perf_counter() - start, 3), "steps": steps}
     first_stage = ctx.backend.first_stage
     if first_stage is not None:
-        recon["autoencoder"] = {"mse": float(first_stage.reconstruction_error(ctx.x_test).mean())}
+        ae = float(first_stage.reconstruction_error(ctx.x_test).mean())
+        recon["autoencoder"] = {"mse": ae, "round_trip_ratio": recon["encoder"]["mse"] / max(ae, 1e-12)}
     return recon
+
+
+def _walk_spacing(ctx: _Context, report: dict) -> dict:
+    """Coefficient of variation of per-step feature distances along walks between test pairs, with uniform t
+    and with even spacing (:mod:`latentmix.spacing`); the backend's own interpolator."""
+    from latentmix.keyframe_walk import decode_keyframe_walk
+
+    assert ctx.z_test is not None
+    n, frames = ctx.config.spacing_pairs, ctx.config.spacing_frames
+    pa, pb = ctx.rng.integers(0, len(ctx.test), size=(2, n))
+    keyframes = torch.stack([ctx.z_test[pa], ctx.z_test[pb]], dim=1)
+    c = ctx.c_test
+    conds = None if c is None else torch.stack([c[pa], c[pb]], dim=1)
+    method = ctx.backend.default_method
+    walk = decode_keyframe_walk(
+        ctx.backend, keyframes, frames - 1, method, conds=conds, spacing="even", features=ctx.feats, **ctx.sampling
+    )
+    assert walk.cv is not None and walk.cv_uniform is not None
+    return {
+        "method": method,
+        "pairs": n,
+        "frames": frames,
+        "cv_uniform": float(walk.cv_uniform.mean()),
+        "cv_even": float(walk.cv.mean()),
+        "cv_even_max": float(walk.cv.max()),
+    }
 
 
 def _frechet(ctx: _Context, report: dict) -> dict:
@@ -334,7 +376,14 @@ def format_report(report: dict) -> str:
     """A plain-text table of a report, one line per number."""
     name, kind, shape = report.get("backend_name", report["backend"]), report["backend"], tuple(report["latent_shape"])
     lines = [f"backend {name} ({kind}, latent {shape}) on {report['config'].get('data', 'digits')}"]
-    sections = ("reconstruction", "frechet_distance", "class_consistency", "path_length", "midpoint_norm_ratio")
+    sections = (
+        "reconstruction",
+        "frechet_distance",
+        "class_consistency",
+        "path_length",
+        "midpoint_norm_ratio",
+        "walk_spacing",
+    )
     for section in (*sections, "attributes"):
         if section not in report:
             continue

@@ -141,6 +141,30 @@ class LatentBackend(abc.ABC):
             raise ValueError(f"{' and '.join(given)} apply to diffusion backends; {self.backend_name!r} has no sampler")
         return given
 
+    def inversion_kwargs(self, inversion: str | None = None, iterations: int | None = None) -> dict:
+        """Keyword arguments for :meth:`encode` of diffusion backends: how images are inverted to noise
+        (``"ddim"``, ``"fixed-point"``, ``"exact"``) and the refinement's UNet calls per step. ``"ddim"`` and None
+        are the default; asking other backends for another inversion is an error."""
+        asked = (inversion not in (None, "ddim")) or iterations is not None
+        if self.encoder_kind != "ddim-inversion":
+            if asked:
+                raise ValueError(
+                    f"inversion and inversion_iterations apply to diffusion backends; {self.backend_name!r} encodes "
+                    f"with {self.encoder_kind} encoding"
+                )
+            return {}
+        given = {"inversion": inversion, "inversion_iterations": iterations}
+        return {k: v for k, v in given.items() if v is not None}
+
+    def decoder_kwargs(self, sampler: str | None = None) -> dict:
+        """Keyword arguments for :meth:`decode` of diffusion backends: the sampler (``"ddim"``, the default, or
+        ``"dpm-solver"``); asking other backends for a sampler other than the default is an error."""
+        if self.encoder_kind != "ddim-inversion":
+            if sampler not in (None, "ddim"):
+                raise ValueError(f"sampler applies to diffusion backends; {self.backend_name!r} has no sampler")
+            return {}
+        return {} if sampler is None else {"sampler": sampler}
+
     # -- shape and placement -------------------------------------------------------------
     @property
     @abc.abstractmethod

@@ -37,7 +37,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
-from diffusers import DDIMInverseScheduler, DDIMScheduler, UNet2DConditionModel
+from diffusers import DDIMInverseScheduler, DDIMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -50,9 +50,11 @@ from latentmix.backends.autoencoders import (
     downsample_factor,
 )
 from latentmix.backends.base import LatentBackend
+from latentmix.backends.diffusion import fixed_point_invert
 from latentmix.backends.files import BACKEND_CONFIG, load_weights, move_modules, read_json, refuse_pickles
 from latentmix.backends.loading import embedded_models, embedded_models_dir, load_directory, load_hub
 from latentmix.backends.registry import register_backend
+from latentmix.configs import SAMPLERS
 from latentmix.text import DEFAULT_TEXT_ENCODER_NAMES, TextEncoder, check_texts
 
 PIPELINE_INDEX = "model_index.json"
@@ -148,6 +150,7 @@ class LatentDiffusionBackend(LatentBackend):
         self.autoencoder_ref, self.text_encoder_ref = autoencoder_ref, text_encoder_ref
         self._shape = shape
         self._text_cache: dict[str, Tensor] = {}
+        self.last_inversion_calls: int | None = None  # UNet calls per latent of the last invert()
 
     @classmethod
     def from_pipeline(cls, pipe, **kwargs) -> LatentDiffusionBackend:
@@ -235,14 +238,18 @@ class LatentDiffusionBackend(LatentBackend):
         eps_uncond, eps_cond = out.chunk(2)
         return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 
-    def _run(self, scheduler, x: Tensor, cond: Tensor, steps, guidance_scale, desc: str) -> Tensor:
+    def _settings(self, steps: int | None, guidance_scale: float | None) -> tuple[int, float]:
+        """The sampler's steps and guidance scale (the backend's defaults where None), checked."""
         steps = validation.positive_int(self.num_inference_steps if steps is None else steps, "num_inference_steps")
         guidance_scale = validation.guidance_scale(self.guidance_scale if guidance_scale is None else guidance_scale)
-        if steps > scheduler.config.num_train_timesteps:
+        if steps > self.scheduler.config.num_train_timesteps:
             raise ValueError(
-                f"num_inference_steps must be <= {scheduler.config.num_train_timesteps} (the training timesteps), got "
-                f"{steps}"
+                f"num_inference_steps must be <= {self.scheduler.config.num_train_timesteps} (the training timesteps), "
+                f"got {steps}"
             )
+        return steps, guidance_scale
+
+    def _run(self, scheduler, x: Tensor, cond: Tensor, steps: int, guidance_scale: float, desc: str) -> Tensor:
         scheduler.set_timesteps(steps, device=x.device)
         x = x.float()
         for t in tqdm(scheduler.timesteps, desc=desc, disable=not self.show_progress, leave=False):
@@ -252,11 +259,40 @@ class LatentDiffusionBackend(LatentBackend):
 
     @torch.no_grad()
     def invert(
-        self, z0: Tensor, cond: Tensor, *, num_inference_steps: int | None = None, guidance_scale: float | None = None
+        self,
+        z0: Tensor,
+        cond: Tensor,
+        *,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        inversion: str = "ddim",
+        inversion_iterations: int | None = None,
     ) -> Tensor:
-        """Deterministic DDIM inversion of autoencoder latents (N, *latent_shape) to noise latents."""
-        inverse = DDIMInverseScheduler.from_config(self.scheduler.config)
-        return self._run(inverse, z0, cond, num_inference_steps, guidance_scale, "DDIM inversion")
+        """Invert autoencoder latents (N, *latent_shape) to noise latents.
+
+        ``inversion="ddim"`` is deterministic DDIM inversion (``DDIMInverseScheduler``); ``"fixed-point"`` and
+        ``"exact"`` refine every step by fixed-point iteration (:mod:`latentmix.backends.diffusion`), at
+        ``inversion_iterations`` extra UNet calls per step (at most, for ``"exact"``). The UNet calls per latent
+        of the last call are kept in ``last_inversion_calls``.
+        """
+        steps, guidance_scale = self._settings(num_inference_steps, guidance_scale)
+        if inversion == "ddim":
+            inverse = DDIMInverseScheduler.from_config(self.scheduler.config)
+            self.last_inversion_calls = steps
+            return self._run(inverse, z0, cond, steps, guidance_scale, "DDIM inversion")
+        if inversion_iterations is not None:
+            validation.non_negative_int(inversion_iterations, "inversion_iterations")
+        x, calls = fixed_point_invert(
+            lambda x, t: self.predict_noise(x, t, cond, guidance_scale),
+            z0,
+            DDIMScheduler.from_config(self.scheduler.config),
+            steps,
+            method=inversion,
+            iterations=inversion_iterations,
+            show_progress=self.show_progress,
+        )
+        self.last_inversion_calls = calls
+        return x
 
     @torch.no_grad()
     def denoise(
@@ -266,10 +302,20 @@ class LatentDiffusionBackend(LatentBackend):
         *,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
+        sampler: str = "ddim",
     ) -> Tensor:
-        """Deterministic DDIM sampling (η = 0) from noise latents to autoencoder latents, float32."""
-        sampler = DDIMScheduler.from_config(self.scheduler.config)
-        return self._run(sampler, noise, cond, num_inference_steps, guidance_scale, "DDIM sampling")
+        """Deterministic sampling from noise latents to autoencoder latents, float32: DDIM (η = 0), or
+        ``sampler="dpm-solver"`` (DPM-Solver++, second order) for prior latents in fewer steps."""
+        if sampler == "ddim":
+            scheduler = DDIMScheduler.from_config(self.scheduler.config)
+        elif sampler == "dpm-solver":
+            scheduler = DPMSolverMultistepScheduler.from_config(
+                self.scheduler.config, algorithm_type="dpmsolver++", solver_order=2
+            )
+        else:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+        steps, guidance_scale = self._settings(num_inference_steps, guidance_scale)
+        return self._run(scheduler, noise, cond, steps, guidance_scale, f"{sampler} sampling")
 
     def _encode(
         self,
@@ -278,11 +324,15 @@ class LatentDiffusionBackend(LatentBackend):
         cond: Tensor,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
+        inversion: str = "ddim",
+        inversion_iterations: int | None = None,
     ) -> Tensor:
         z0 = self.autoencoder.encode(images).reshape(images.shape[0], *self._shape)
-        return self.invert(z0, cond, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale).to(
-            self.dtype
-        )
+        noise = self.invert(
+            z0, cond, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, inversion=inversion,
+            inversion_iterations=inversion_iterations,
+        )  # fmt: skip
+        return noise.to(self.dtype)
 
     def _decode(
         self,
@@ -291,8 +341,11 @@ class LatentDiffusionBackend(LatentBackend):
         cond: Tensor,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
+        sampler: str = "ddim",
     ) -> Tensor:
-        z0 = self.denoise(latents, cond, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+        z0 = self.denoise(
+            latents, cond, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, sampler=sampler
+        )
         return self.autoencoder.decode(z0.reshape(latents.shape[0], *self.autoencoder.latent_shape).to(self.dtype))
 
     # -- save / load ---------------------------------------------------------------------

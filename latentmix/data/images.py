@@ -130,3 +130,21 @@ def pil_to_tensor(image: Image.Image, image_size: int, channels: int) -> Tensor:
     if array.ndim == 2:
         array = array[:, :, None]
     return torch.from_numpy(array).permute(2, 0, 1).contiguous() / 127.5 - 1.0
+
+
+def load_image_files(files: Iterable[Path], image_size: int, channels: int, *, resize: bool, who: str) -> Tensor:
+    """Images (N, C, S, S) in [-1, 1] from files, converted like the data loader converts them; without ``resize``
+    a file of another size or channel count is an error naming it (``who``: the model that needs the shape)."""
+    images = []
+    for f in files:
+        with open_image(Path(f)) as image:
+            own_channels = 1 if image.mode in ("1", "L", "I", "I;16", "F") else 3
+            if not resize and (image.size != (image_size, image_size) or own_channels != channels):
+                raise ValueError(
+                    f"images: {f} is {own_channels}-channel {image.size[0]}x{image.size[1]}, {who} makes "
+                    f"{channels}-channel {image_size}x{image_size} images; pass --resize to convert"
+                )
+            images.append(pil_to_tensor(image, image_size, channels))
+    if not images:
+        raise ValueError("images: no image files given")
+    return torch.stack(images)

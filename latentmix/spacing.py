@@ -1,0 +1,115 @@
+"""Perceptually even frames: re-time a walk so that consecutive frames change by the same amount.
+
+With evenly spaced t most of a walk's visible change happens in a few frames (DiffMorpher re-times its
+frames for this reason). :func:`even_positions` measures a path densely in a feature space (the
+reference classifier's embedding, or any function of the decoded images), accumulates the distance
+between consecutive dense frames, and inverts that cumulative distance (piecewise linearly) so that
+the returned positions are equally far apart in feature space.
+
+Keyframes stay frames: the frame budget is shared among the segments in proportion to their measured
+lengths (largest remainders, at least one step each), and each segment is evened on its own, so a
+keyframe walk still shows every keyframe and moves at (nearly) one speed throughout.
+
+:func:`spacing_cv` is the yardstick: the coefficient of variation (std / mean) of the per-step feature
+distances along each path (0 for perfectly even frames).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from latentmix.validation import int_at_least
+
+
+def step_distances(features: Tensor) -> Tensor:
+    """Euclidean distance between consecutive frames: features (B, T, F) -> (B, T - 1), float64."""
+    if features.dim() != 3 or features.shape[1] < 2:
+        raise ValueError(f"features must have shape (B, T, F) with T >= 2, got {tuple(features.shape)}")
+    f = features.double()
+    return torch.linalg.vector_norm(f[:, 1:] - f[:, :-1], dim=-1)
+
+
+def spacing_cv(features: Tensor) -> Tensor:
+    """Coefficient of variation of the per-step feature distances of each path (B,); 0 where a path does
+    not move at all."""
+    d = step_distances(features)
+    mean = d.mean(dim=1)
+    cv = d.std(dim=1, correction=0) / mean.clamp_min(torch.finfo(torch.float64).tiny)
+    return torch.where(mean > 0, cv, torch.zeros_like(cv))
+
+
+def _allocate(lengths: list[float], steps: int) -> list[int]:
+    """Split ``steps`` among segments in proportion to ``lengths`` (largest remainders, >= 1 each)."""
+    n = len(lengths)
+    if steps < n:
+        raise ValueError(f"frames: {steps} steps cannot cover {n} segments")
+    total = sum(lengths)
+    shares = [steps / n] * n if total <= 0 else [steps * length / total for length in lengths]
+    counts = [max(1, int(share)) for share in shares]
+    while sum(counts) > steps:  # the minimum of one step each overdrew: take from the most over-served
+        i = max((i for i in range(n) if counts[i] > 1), key=lambda i: counts[i] - shares[i])
+        counts[i] -= 1
+    order = sorted(range(n), key=lambda i: counts[i] - shares[i])  # largest remainder first
+    for i in order[: steps - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def even_positions(dense_s: Tensor, dense_features: Tensor, steps: int, *, knots: list[float] | None = None) -> Tensor:
+    """Positions (B, steps + 1) equally far apart in feature space along each densely measured path.
+
+    Args:
+        dense_s: (M,) increasing positions at which the path was measured (first and last: its ends).
+        dense_features: (B, M, F) features of the decoded path at ``dense_s``.
+        steps: steps of the re-timed path (frames - 1), >= the number of segments.
+        knots: positions that must stay frames (the keyframes, ends included; each one of ``dense_s``);
+            default: only the two ends.
+
+    Returns:
+        (B, steps + 1) float64 positions; the ends and every knot are among them exactly.
+    """
+    int_at_least(steps, "steps", 1)
+    s = dense_s.double().cpu()
+    if s.dim() != 1 or s.shape[0] != dense_features.shape[1] or s.shape[0] < 2:
+        raise ValueError(f"dense_s must have shape (M,) with M = {dense_features.shape[1]} >= 2, got {tuple(s.shape)}")
+    if not bool((s[1:] > s[:-1]).all()):
+        raise ValueError("dense_s must increase")
+    knots = [float(s[0]), float(s[-1])] if knots is None else [float(k) for k in knots]
+    knot_index = [int(torch.argmin((s - k).abs())) for k in knots]
+    if any(abs(float(s[i]) - k) > 1e-9 for i, k in zip(knot_index, knots, strict=True)) or knot_index != sorted(
+        set(knot_index)
+    ):
+        raise ValueError("knots must be increasing positions among dense_s")
+    cum = torch.cat(
+        [torch.zeros(dense_features.shape[0], 1, dtype=torch.float64), step_distances(dense_features).cpu()], 1
+    )
+    cum = cum.cumsum(dim=1)  # (B, M)
+    out = []
+    for row in cum:
+        at_knots = row[knot_index]
+        counts = _allocate((at_knots[1:] - at_knots[:-1]).tolist(), steps)
+        targets = [
+            torch.linspace(float(at_knots[j]), float(at_knots[j + 1]), counts[j] + 1, dtype=torch.float64)[:-1]
+            for j in range(len(counts))
+        ]
+        target = torch.cat([*targets, at_knots[-1:]])
+        positions = _invert(row, s, target)
+        flat = torch.cat([torch.linspace(float(s[knot_index[j]]), float(s[knot_index[j + 1]]), counts[j] + 1,
+                                         dtype=torch.float64)[:-1] for j in range(len(counts))] + [s[-1:]])  # fmt: skip
+        seg_of = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+        still = (at_knots[1:] - at_knots[:-1] <= 0)[seg_of]  # a segment that does not move: even in s
+        positions[:-1] = torch.where(still, flat[:-1], positions[:-1])
+        starts = torch.tensor([0, *torch.tensor(counts).cumsum(0).tolist()])
+        positions[starts] = s[knot_index]  # knots exactly
+        out.append(positions)
+    return torch.stack(out)
+
+
+def _invert(cum: Tensor, s: Tensor, target: Tensor) -> Tensor:
+    """Positions where the increasing (non-decreasing) cumulative distance ``cum`` (at ``s``) reaches ``target``."""
+    hi = torch.searchsorted(cum, target, right=False).clamp(1, len(cum) - 1)
+    lo = hi - 1
+    span = cum[hi] - cum[lo]
+    frac = torch.where(span > 0, (target - cum[lo]) / span.clamp_min(1e-300), torch.zeros_like(span))
+    return s[lo] + frac.clamp(0, 1) * (s[hi] - s[lo])

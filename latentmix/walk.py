@@ -1,0 +1,207 @@
+"""``latentmix walk``: a walk through keyframes written as PNG frames, a video and a GIF.
+
+Keyframes come from dataset indices and image files (encoded; text-conditioned backends are conditioned
+on the images' captions, or on ``prompts``), from seeds (prior draws: seed travel), or from prompts alone
+(one shared noise, the prompts travel). The path is a spline, slerp or lerp through them
+(:mod:`latentmix.keyframes`), timed uniformly or evenly in feature space (:mod:`latentmix.spacing`), and
+decoded in batched calls with a progress bar.
+
+The output directory (new or empty) appears whole, by rename, or not at all::
+
+    OUT/frames/00000.png ...   every frame at the model's resolution
+    OUT/walk.mp4               (or .webm; --video none leaves it out), frames upscaled to >= 256 px
+    OUT/walk.gif               the same frames (ping-pong for open walks)
+    OUT/walk.json              settings, keyframes, frame positions, where each keyframe landed, spacing numbers
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from latentmix.backends import LatentBackend, load_backend
+from latentmix.configs import WalkConfig, backend_for
+from latentmix.keyframe_walk import KeyframeWalk, decode_keyframe_walk, pixel_features, reference_features
+
+__all__ = ["WalkConfig", "WalkResult", "walk"]
+DEFAULT_REFERENCES = {"digits": "digits-classifier", "shapes": "shapes-classifier"}
+
+
+@dataclass
+class WalkResult:
+    out: Path
+    frames: list[Path]
+    gif: Path
+    video: Path | None
+    manifest: Path
+    walk: KeyframeWalk
+    labels: list[str]  # one description per keyframe
+
+
+@dataclass
+class _Keyframes:
+    latents: Tensor  # (K, *latent_shape)
+    conds: Tensor | None  # (K, *cond_shape)
+    labels: list[str]
+    from_images: bool
+
+
+def _texts(config: WalkConfig, count: int) -> list[str] | None:
+    if config.prompts is None:
+        return None
+    return list(config.prompts) * count if len(config.prompts) == 1 else list(config.prompts)
+
+
+def _from_images(backend: LatentBackend, config: WalkConfig) -> _Keyframes:
+    from latentmix.data import load_matching
+    from latentmix.data.images import is_image_file, load_image_files
+
+    specs = list(config.keyframes or ())
+    prompts = _texts(config, len(specs))
+    dataset = None
+    images, texts = [], []
+    for i, spec in enumerate(specs):
+        if spec.isdigit():
+            if dataset is None:
+                dataset = load_matching(
+                    config.data, config.split, backend.image_size, backend.image_channels, resize=config.resize,
+                    who=f"backend {backend.backend_name!r}", fix="fit a backend on this data or pass --resize",
+                )  # fmt: skip
+            index = int(spec)
+            if index >= len(dataset):
+                raise ValueError(
+                    f"keyframes: index {index} is out of range ({config.data} {config.split}: {len(dataset)})"
+                )
+            images.append(dataset.images([index]))
+            texts.append(prompts[i] if prompts else dataset.texts[index])
+        else:
+            path = Path(spec)
+            if not path.is_file() or not is_image_file(path):
+                raise ValueError(f"keyframes: {spec} is neither a dataset index nor an image file")
+            who = f"backend {backend.backend_name!r}"
+            images.append(
+                load_image_files([path], backend.image_size, backend.image_channels, resize=config.resize, who=who)
+            )
+            texts.append(prompts[i] if prompts else "")
+    x = torch.cat(images)
+    cond = backend.condition(texts)
+    kwargs = {
+        **backend.encode_kwargs(config.refine_steps),
+        **backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale),
+        **backend.inversion_kwargs(config.inversion, config.inversion_iterations),
+    }
+    with torch.inference_mode():
+        z = backend.encode(x, cond=cond, **kwargs)
+    return _Keyframes(z, cond, [f"#{s}" if s.isdigit() else Path(s).name for s in specs], True)
+
+
+def _from_prior(backend: LatentBackend, config: WalkConfig) -> _Keyframes:
+    if config.seeds is not None:
+        seeds = list(config.seeds)
+        z = torch.cat([backend.sample(1, generator=torch.Generator().manual_seed(s)) for s in seeds])
+        labels = [f"seed {s}" for s in seeds]
+    else:  # prompt travel: one noise for every keyframe
+        count = len(config.prompts or ())
+        z = backend.sample(1, generator=torch.Generator().manual_seed(config.seed)).expand(count, *backend.latent_shape)
+        labels = [f"seed {config.seed}"] * count
+    texts = _texts(config, z.shape[0])
+    if texts is not None:
+        labels = [f"{label}: {text}" for label, text in zip(labels, texts, strict=True)]
+    cond = backend.condition(texts or [""] * z.shape[0]) if backend.supports_text_condition else None
+    return _Keyframes(z.contiguous(), cond, labels, False)
+
+
+def _features(backend: LatentBackend, config: WalkConfig):
+    if config.features == "pixels":
+        return pixel_features
+    from latentmix.reference import load_reference_classifier
+
+    name = config.reference or DEFAULT_REFERENCES.get(str(config.data))
+    if name is None:
+        raise ValueError(
+            f"reference: no reference classifier for data {config.data!r}; pass --reference DIR "
+            "(latentmix fit reference-classifier) or --features pixels"
+        )
+    clf = load_reference_classifier(name)
+    shape = tuple(getattr(clf, "image_shape", ()))
+    if shape and shape != (backend.image_channels, backend.image_size):
+        raise ValueError(
+            f"reference {name} judges {shape[0]}-channel {shape[1]}px images, backend {backend.backend_name!r} makes "
+            f"{backend.image_channels}-channel {backend.image_size}px ones; pass the backend's --data, a matching "
+            "--reference, or --features pixels"
+        )
+    return reference_features(clf)
+
+
+def walk(
+    config: WalkConfig, out: str | os.PathLike, *, backend: LatentBackend | None = None, quiet: bool = True
+) -> WalkResult:
+    """Run ``config``'s walk and write its frames, video, GIF and manifest to ``out`` (see the module docstring)."""
+    from latentmix.backends.files import atomic_directory
+    from latentmix.video import check_video_format, save_video
+    from latentmix.viz import save_gif, to_pil, to_uint8
+
+    config.validate()
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"out: {out} exists and is not an empty directory; choose a new one")
+    if config.video != "none":
+        check_video_format(config.video)  # before any work: a missing codec answers at once
+    if backend is None:
+        backend = load_backend(backend_for(config.backend, config.data))
+    if config.prompts is not None and not backend.supports_text_condition:
+        raise ValueError(f"prompts: backend {backend.backend_name!r} is not text-conditioned")
+    decode_kwargs = {
+        **backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale),
+        **backend.decoder_kwargs(config.sampler),
+    }
+    backend.inversion_kwargs(config.inversion, config.inversion_iterations)  # refused early for other backends
+    features = _features(backend, config) if config.spacing == "even" else None
+    with backend.progress(not quiet):
+        keys = _from_images(backend, config) if config.keyframes is not None else _from_prior(backend, config)
+        result = decode_keyframe_walk(
+            backend, keys.latents[None], config.frames, config.method, closed=config.closed,
+            conds=None if keys.conds is None else keys.conds[None], text_method=config.text_method,
+            spacing=config.spacing, features=features, measure=config.measure, show_progress=not quiet,
+            **decode_kwargs,
+        )  # fmt: skip
+    frames = to_uint8(result.images[0])
+    names = [f"{i:05d}.png" for i in range(len(frames))]
+    video_name = None if config.video == "none" else f"walk.{config.video}"
+    manifest = {
+        "keyframes": keys.labels,
+        "keyframe_frames": result.keyframe_frames[0],
+        "frames": len(frames),
+        "fps": config.fps,
+        "positions": [round(float(s), 6) for s in result.positions[0]],
+        "spacing": config.spacing,
+        "spacing_cv": None if result.cv is None else float(result.cv[0]),
+        "spacing_cv_uniform": None if result.cv_uniform is None else float(result.cv_uniform[0]),
+        "video": video_name,
+        "config": asdict(config),
+    }
+
+    def write(tmp: Path) -> None:
+        (tmp / "frames").mkdir()
+        for name, array in zip(names, frames, strict=True):
+            to_pil(array).save(tmp / "frames" / name)
+        save_gif(
+            result.images[0][:, None],
+            tmp / "walk.gif",
+            duration_ms=round(1000 / config.fps),
+            pingpong=not config.closed,
+        )
+        if video_name is not None:
+            save_video(frames, tmp / video_name, fps=config.fps)
+        (tmp / "walk.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+    atomic_directory(out, write, marker="")
+    return WalkResult(
+        out, [out / "frames" / n for n in names], out / "walk.gif", None if video_name is None else out / video_name,
+        out / "walk.json", result, keys.labels,
+    )  # fmt: skip
