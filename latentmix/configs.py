@@ -228,7 +228,10 @@ class WalkConfig:
     spacing: str = option(
         "uniform", "frame timing: uniform in t, or even (equal feature change per frame)", check=one_of(SPACINGS)
     )
-    measure: int = option(4, "even spacing: dense measurements per frame", check=int_at_least(2))
+    measure: int = option(4, "even spacing: dense measurements per frame (first pass)", check=int_at_least(2))
+    refine: int = option(
+        4, "even spacing: passes that re-time again with the new frames' measurements added", check=NON_NEGATIVE_INT
+    )
     features: str = option(
         "reference", "even spacing: distance in the reference classifier's features, or in pixels",
         check=one_of(SPACING_FEATURES),

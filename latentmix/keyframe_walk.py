@@ -4,7 +4,8 @@
 all paths and decodes them in shared batched calls (chunks of ``backend.batch_size``, with a progress
 bar), moving text conditionings along the same positions. With ``spacing="even"`` it first decodes the
 path densely (``measure`` points per frame), measures it with ``features`` and re-times it
-(:func:`~latentmix.spacing.even_positions`): ``(measure + 1)`` decodes per frame instead of one.
+(:func:`~latentmix.spacing.even_positions`), then adds the re-timed frames' own measurements and re-times
+again (``refine`` passes): ``measure + refine + 1`` decodes per frame instead of one.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from latentmix.backends import LatentBackend
 from latentmix.configs import SPACINGS
 from latentmix.keyframes import keyframe_path_at, keyframe_positions, segments
 from latentmix.spacing import even_positions, spacing_cv
-from latentmix.validation import choice, int_at_least, positive_int
+from latentmix.validation import choice, int_at_least, non_negative_int, positive_int
 
 Features = Callable[[Tensor], Tensor]  # images (N, C, H, W) in [-1, 1] -> (N, F)
 
@@ -94,6 +95,38 @@ def _decode_at(backend, keyframes, conds, s, method, text_method, closed, progre
     return images.reshape(*latents.shape[:2], *images.shape[1:]), latents
 
 
+def _cv(features: Features, images: Tensor, closed: bool) -> Tensor:
+    """Spacing CV of decoded frames (B, T, ...); a closed walk's step back to its first frame counts too."""
+    feats = features(images.flatten(0, 1)).reshape(images.shape[0], images.shape[1], -1)
+    return spacing_cv(torch.cat([feats, feats[:, :1]], dim=1) if closed else feats)
+
+
+def _even(backend, keyframes, conds, features: Features, frames: int, measure: int, refine: int, args) -> tuple:
+    """Even re-timing: measure densely, invert the cumulative feature distance, refine with the new frames."""
+    batch, k = keyframes.shape[:2]
+    closed = args[2]
+    n_seg = segments(k, closed)
+    steps = n_seg * frames  # steps between frames, the return to keyframe 0 included for closed walks
+    dense = torch.arange(steps * measure + 1, dtype=torch.float64) / (frames * measure)
+    images, _ = _decode_at(backend, keyframes, conds, dense, *args)
+    feats = features(images.flatten(0, 1)).reshape(batch, len(dense), -1)
+    cv_uniform = spacing_cv(feats[:, ::measure])
+    measured_s, measured = dense.expand(batch, -1), feats
+    knots = [float(i) for i in range(n_seg + 1)]
+    for done in range(refine + 1):
+        s = even_positions(measured_s, measured, steps, knots=knots)
+        s = s[:, :-1] if closed else s  # the frame after the last is the first keyframe again
+        images, latents = _decode_at(backend, keyframes, conds, s, *args)
+        if done == refine:
+            return s, images, latents, cv_uniform
+        new = features(images.flatten(0, 1)).reshape(batch, s.shape[1], -1)
+        measured_s = torch.cat([measured_s, s], dim=1)
+        order = measured_s.argsort(dim=1, stable=True)
+        measured_s = measured_s.gather(1, order)
+        measured = torch.cat([measured, new], dim=1).gather(1, order[..., None].expand(-1, -1, new.shape[-1]))
+    raise AssertionError("unreachable")
+
+
 def decode_keyframe_walk(
     backend: LatentBackend,
     keyframes: Tensor,
@@ -106,6 +139,7 @@ def decode_keyframe_walk(
     spacing: str = "uniform",
     features: Features | None = None,
     measure: int = 4,
+    refine: int = 4,
     show_progress: bool = False,
     **decode_kwargs,
 ) -> KeyframeWalk:
@@ -122,41 +156,34 @@ def decode_keyframe_walk(
         spacing: ``"uniform"`` in position, or ``"even"``: equal feature distance per frame (needs ``features``).
         features: images -> (N, F) embeddings (:func:`reference_features`, :func:`pixel_features`); with
             ``"uniform"`` they only measure the result's spacing.
-        measure: even spacing: dense measurements per frame.
+        measure: even spacing: dense measurements per frame (first pass).
+        refine: even spacing: passes that add the measurements of the re-timed frames to the dense ones and
+            re-time again (they land where the path changes fastest, so each pass sharpens the timing
+            there); cost: ``measure + refine + 1`` decodes per frame in all.
         show_progress: a progress bar over decoding chunks.
         decode_kwargs: passed to ``backend.decode`` (sampler settings).
     """
     choice(spacing, "spacing", SPACINGS)
     positive_int(frames, "frames")
     int_at_least(measure, "measure", 2)
+    non_negative_int(refine, "refine")
     if spacing == "even" and features is None:
         raise ValueError("features: even spacing measures the path in a feature space; pass features=")
     batch, k = keyframes.shape[:2]
     if conds is not None and tuple(conds.shape[:2]) != (batch, k):
         raise ValueError(f"conds must have shape ({batch}, {k}, ...) (one per keyframe), got {tuple(conds.shape)}")
-    n_seg = segments(k, closed)
     uniform = keyframe_positions(k, frames, closed=closed)
-    steps = n_seg * frames  # steps between frames, the return to keyframe 0 included for closed walks
     args = (method, text_method, closed, show_progress, decode_kwargs)
     cv_uniform = None
     if spacing == "uniform":
         s = uniform.expand(batch, -1)
+        images, latents = _decode_at(backend, keyframes, conds, s, *args)
     else:
         assert features is not None
-        dense = torch.arange(steps * measure + 1, dtype=torch.float64) / (frames * measure)
-        images, _ = _decode_at(backend, keyframes, conds, dense, *args)
-        feats = features(images.flatten(0, 1)).reshape(batch, len(dense), -1)
-        cv_uniform = spacing_cv(feats[:, ::measure])
-        s = even_positions(dense, feats, steps, knots=[float(i) for i in range(n_seg + 1)])
-        if closed:
-            s = s[:, :-1]  # the frame after the last is the first keyframe again
-    images, latents = _decode_at(backend, keyframes, conds, s, *args)
+        s, images, latents, cv_uniform = _even(backend, keyframes, conds, features, frames, measure, refine, args)
     cv = None
     if features is not None:
-        feats = features(images.flatten(0, 1)).reshape(batch, images.shape[1], -1)
-        if closed:  # the step back to the first frame counts too
-            feats = torch.cat([feats, feats[:, :1]], dim=1)
-        cv = spacing_cv(feats)
+        cv = _cv(features, images, closed)
         if cv_uniform is None:
             cv_uniform = cv
     keyframe_frames = [[int(torch.argmin((row - i).abs())) for i in range(k)] for row in s]

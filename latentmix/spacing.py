@@ -60,50 +60,46 @@ def even_positions(dense_s: Tensor, dense_features: Tensor, steps: int, *, knots
     """Positions (B, steps + 1) equally far apart in feature space along each densely measured path.
 
     Args:
-        dense_s: (M,) increasing positions at which the path was measured (first and last: its ends).
-        dense_features: (B, M, F) features of the decoded path at ``dense_s``.
+        dense_s: (M,) or (B, M) non-decreasing positions at which each path was measured (the first and last are
+            its ends; repeats are allowed, as when measurements of several passes are merged).
+        dense_features: (B, M, F) features of the decoded paths at ``dense_s``.
         steps: steps of the re-timed path (frames - 1), >= the number of segments.
-        knots: positions that must stay frames (the keyframes, ends included; each one of ``dense_s``);
-            default: only the two ends.
+        knots: positions that must stay frames (the keyframes, ends included), each one of the measured
+            positions; default: only the two ends.
 
     Returns:
-        (B, steps + 1) float64 positions; the ends and every knot are among them exactly.
+        (B, steps + 1) float64 positions; every knot is among them exactly.
     """
     int_at_least(steps, "steps", 1)
+    batch, m = dense_features.shape[:2]
     s = dense_s.double().cpu()
-    if s.dim() != 1 or s.shape[0] != dense_features.shape[1] or s.shape[0] < 2:
-        raise ValueError(f"dense_s must have shape (M,) with M = {dense_features.shape[1]} >= 2, got {tuple(s.shape)}")
-    if not bool((s[1:] > s[:-1]).all()):
-        raise ValueError("dense_s must increase")
-    knots = [float(s[0]), float(s[-1])] if knots is None else [float(k) for k in knots]
-    knot_index = [int(torch.argmin((s - k).abs())) for k in knots]
-    if any(abs(float(s[i]) - k) > 1e-9 for i, k in zip(knot_index, knots, strict=True)) or knot_index != sorted(
-        set(knot_index)
-    ):
-        raise ValueError("knots must be increasing positions among dense_s")
-    cum = torch.cat(
-        [torch.zeros(dense_features.shape[0], 1, dtype=torch.float64), step_distances(dense_features).cpu()], 1
-    )
-    cum = cum.cumsum(dim=1)  # (B, M)
-    out = []
-    for row in cum:
-        at_knots = row[knot_index]
-        counts = _allocate((at_knots[1:] - at_knots[:-1]).tolist(), steps)
-        targets = [
-            torch.linspace(float(at_knots[j]), float(at_knots[j + 1]), counts[j] + 1, dtype=torch.float64)[:-1]
-            for j in range(len(counts))
-        ]
-        target = torch.cat([*targets, at_knots[-1:]])
-        positions = _invert(row, s, target)
-        flat = torch.cat([torch.linspace(float(s[knot_index[j]]), float(s[knot_index[j + 1]]), counts[j] + 1,
-                                         dtype=torch.float64)[:-1] for j in range(len(counts))] + [s[-1:]])  # fmt: skip
-        seg_of = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
-        still = (at_knots[1:] - at_knots[:-1] <= 0)[seg_of]  # a segment that does not move: even in s
-        positions[:-1] = torch.where(still, flat[:-1], positions[:-1])
-        starts = torch.tensor([0, *torch.tensor(counts).cumsum(0).tolist()])
-        positions[starts] = s[knot_index]  # knots exactly
-        out.append(positions)
-    return torch.stack(out)
+    s = s.expand(batch, -1) if s.dim() == 1 else s
+    if s.shape != (batch, m) or m < 2:
+        raise ValueError(f"dense_s must have shape (M,) or ({batch}, M) with M = {m} >= 2, got {tuple(dense_s.shape)}")
+    if not bool((s[:, 1:] >= s[:, :-1]).all()):
+        raise ValueError("dense_s must not decrease")
+    cum = torch.cat([torch.zeros(batch, 1, dtype=torch.float64), step_distances(dense_features).cpu()], 1).cumsum(1)
+    return torch.stack([_even_row(row_s, row_cum, steps, knots) for row_s, row_cum in zip(s, cum, strict=True)])
+
+
+def _even_row(s: Tensor, cum: Tensor, steps: int, knots: list[float] | None) -> Tensor:
+    """:func:`even_positions` of one path measured at ``s`` with cumulative feature distance ``cum``."""
+    knot_s = torch.tensor([float(s[0]), float(s[-1])] if knots is None else knots, dtype=torch.float64)
+    where = torch.searchsorted(s, knot_s).clamp(max=len(s) - 1)
+    if not bool((s[where] - knot_s).abs().le(1e-9).all()) or not bool((knot_s[1:] > knot_s[:-1]).all()):
+        raise ValueError("knots must be increasing positions among the measured positions dense_s")
+    at_knots = cum[where]
+    lengths = at_knots[1:] - at_knots[:-1]
+    counts = _allocate(lengths.tolist(), steps)
+    out = [knot_s[-1:]]
+    for j, count in enumerate(counts):
+        frac = torch.arange(count, dtype=torch.float64) / count
+        if lengths[j] > 0:
+            out.insert(-1, _invert(cum, s, at_knots[j] + frac * lengths[j]))
+        else:  # a segment along which nothing changes: even in position
+            out.insert(-1, knot_s[j] + frac * (knot_s[j + 1] - knot_s[j]))
+        out[-2][0] = knot_s[j]  # the knot exactly
+    return torch.cat(out)
 
 
 def _invert(cum: Tensor, s: Tensor, target: Tensor) -> Tensor:

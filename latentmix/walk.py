@@ -167,7 +167,8 @@ def walk(
         result = decode_keyframe_walk(
             backend, keys.latents[None], config.frames, config.method, closed=config.closed,
             conds=None if keys.conds is None else keys.conds[None], text_method=config.text_method,
-            spacing=config.spacing, features=features, measure=config.measure, show_progress=not quiet,
+            spacing=config.spacing, features=features, measure=config.measure, refine=config.refine,
+            show_progress=not quiet,
             **decode_kwargs,
         )  # fmt: skip
     frames = to_uint8(result.images[0])

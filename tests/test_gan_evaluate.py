@@ -121,7 +121,9 @@ def test_trimmed_mean_and_monotone_fraction():
 
 
 def test_evaluate_reports_every_section_for_a_tiny_vae_and_gan(tiny_vae, tiny_gan):
-    small = EvalConfig(prior_samples=64, intra_pairs_per_class=3, inter_paths=10, ppl_pairs=16, refine_steps=5)
+    small = EvalConfig(
+        prior_samples=64, intra_pairs_per_class=3, inter_paths=10, ppl_pairs=16, refine_steps=5, spacing_pairs=4
+    )
     for backend in (tiny_vae, tiny_gan):
         report = evaluate_backend(backend, small, quiet=True)
         assert set(report) >= {
@@ -130,7 +132,9 @@ def test_evaluate_reports_every_section_for_a_tiny_vae_and_gan(tiny_vae, tiny_ga
             "class_consistency",
             "path_length",
             "midpoint_norm_ratio",
+            "walk_spacing",
         }
+        assert report["walk_spacing"]["cv_even"] < report["walk_spacing"]["cv_uniform"]
         assert 0 <= report["class_consistency"]["intra_class_midpoints_slerp"] <= 1
         assert report["midpoint_norm_ratio"]["slerp"] == pytest.approx(1.0, abs=0.01)
         assert report["midpoint_norm_ratio"]["lerp"] <= report["midpoint_norm_ratio"]["slerp"] + 1e-6

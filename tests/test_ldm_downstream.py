@@ -78,12 +78,20 @@ def test_synthesis_decodes_with_the_blended_text_conditioning(digits_ldm, tmp_pa
 
 def test_evaluate_reports_text_conditional_consistency(digits_ldm):
     config = EvalConfig(
-        prior_samples=40, intra_pairs_per_class=2, inter_paths=6, path_steps=3, ppl_pairs=8, num_inference_steps=STEPS
-    )
+        prior_samples=40, intra_pairs_per_class=2, inter_paths=6, path_steps=3, ppl_pairs=8, num_inference_steps=STEPS,
+        inversion="fixed-point", inversion_iterations=1, spacing_pairs=3, spacing_frames=6,
+    )  # fmt: skip
     report = evaluate_backend(digits_ldm, config, quiet=True)
     assert report["backend"] == "latent-diffusion" and report["latent_shape"] == [4, 2, 2]
     assert 0 <= report["class_consistency"]["text_conditional"] <= 1
-    assert 0 < report["reconstruction"]["autoencoder"]["mse"] < report["reconstruction"]["encoder"]["mse"] < 0.1
+    recon = report["reconstruction"]
+    assert 0 < recon["autoencoder"]["mse"] < recon["encoder"]["mse"] < 0.1
+    assert recon["encoder"]["inversion"] == "fixed-point" and recon["encoder"]["unet_calls_per_image"] == 2 * STEPS
+    assert recon["autoencoder"]["round_trip_ratio"] == pytest.approx(
+        recon["encoder"]["mse"] / recon["autoencoder"]["mse"]
+    )
+    spacing = report["walk_spacing"]
+    assert spacing["method"] == "slerp" and spacing["pairs"] == 3 and spacing["cv_even"] < spacing["cv_uniform"]
     assert all(math.isfinite(v) and v > 0 for v in report["path_length"].values())  # float64, with conditioning
 
 

@@ -51,3 +51,14 @@ def test_ci_runs_the_readme_test_command_with_lint_and_types_first():
         for step in ('eval "$install"', "ruff check .", "ruff format --check .", "\nmypy", 'eval "$tests"')
     ]
     assert order == sorted(order)
+
+
+def test_the_python_api_example_runs(tmp_path, monkeypatch):
+    """The README's Python API block, as written (it writes grid.png into the working directory)."""
+    text = (ROOT / "README.md").read_text()
+    code = text.split("## Python API", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "README.md (Python API)", "exec"), scope)
+    assert scope["keys"].shape == (1, 85, 16) and scope["walk"].images.shape == (1, 85, 1, 8, 8)
+    assert float(scope["walk"].cv[0]) < float(scope["walk"].cv_uniform[0]) and (tmp_path / "grid.png").is_file()
