@@ -188,7 +188,8 @@ class GridConfig:
 
 # -- keyframe walks ------------------------------------------------------------------------------------
 def _keyframe_specs(value, name: str) -> tuple[str, ...]:
-    if isinstance(value, str) or not value or not all(isinstance(v, (str, int)) for v in value):
+    ok = all(isinstance(v, (str, os.PathLike)) or (isinstance(v, int) and not isinstance(v, bool)) for v in value or ())
+    if isinstance(value, str) or not value or not ok:
         raise ValueError(f"{name} must be a list of dataset indices or image files, got {value!r}")
     return tuple(str(v) for v in value)
 

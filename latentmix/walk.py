@@ -61,7 +61,7 @@ def _from_images(backend: LatentBackend, config: WalkConfig) -> _Keyframes:
     from latentmix.data import load_matching
     from latentmix.data.images import is_image_file, load_image_files
 
-    specs = list(config.keyframes or ())
+    specs = [str(spec) for spec in config.keyframes or ()]  # indices may be ints in Python, paths Path objects
     prompts = _texts(config, len(specs))
     dataset = None
     images, texts = [], []
@@ -199,7 +199,7 @@ def walk(
         )
         if video_name is not None:
             save_video(frames, tmp / video_name, fps=config.fps)
-        (tmp / "walk.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        (tmp / "walk.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
 
     atomic_directory(out, write, marker="")
     return WalkResult(

@@ -181,3 +181,15 @@ def test_an_encode_that_fails_half_way_leaves_no_video_and_no_walk(tmp_path, mon
     assert main(["--quiet", "walk", "--seeds", "1", "2", "--frames", "4", "--out", str(tmp_path / "w")]) == 2
     assert "No space left on device" in one_line_error(capsys)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_walk_from_python_with_int_indices_and_path_objects(tmp_path):
+    from latentmix.configs import WalkConfig
+    from latentmix.walk import walk
+
+    Image.fromarray(np.full((8, 8), 200, dtype=np.uint8)).save(tmp_path / "bright.png")
+    config = WalkConfig(keyframes=(3, tmp_path / "bright.png", 7), frames=2, video="none")
+    result = walk(config, tmp_path / "out")
+    assert result.labels == ["#3", "bright.png", "#7"] and len(result.frames) == 5 and result.video is None
+    with pytest.raises(ValueError, match="list of dataset indices or image files"):
+        walk(WalkConfig(keyframes=(True, 2)), tmp_path / "bad")
