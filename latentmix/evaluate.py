@@ -51,11 +51,12 @@ from latentmix.backends import LatentBackend, load_backend, mix_conditions
 from latentmix.configs import EvalConfig, backend_for
 from latentmix.data import ImageTextDataset, Subset, load_matching
 from latentmix.interpolate import METHODS, interpolate, interpolation_path
+from latentmix.keyframe_walk import decode_keyframe_walk, reference_features
 from latentmix.metrics import frechet_distance, monotone_fraction, trimmed_mean
+from latentmix.reference import load_reference_classifier, reference_for
 
 __all__ = ["EvalConfig", "evaluate_backend", "format_report"]
 TRAIN_LIMIT = 2000  # train images for the Fréchet yardstick (all of the digits' 1,437)
-DEFAULT_REFERENCES = {"digits": "digits-classifier", "shapes": "shapes-classifier"}
 
 
 @dataclass
@@ -76,9 +77,7 @@ class _Context:
     norm_pairs: tuple[np.ndarray, np.ndarray] | None = None  # the path-length test pairs, reused for midpoint norms
 
     def feats(self, images: Tensor) -> Tensor:
-        with torch.inference_mode():
-            chunks = [images[i : i + 512].float().cpu() for i in range(0, len(images), 512)]
-            return torch.cat([self.clf.features(chunk) for chunk in chunks])
+        return reference_features(self.clf)(images)
 
     def decode(self, latents: Tensor, cond: Tensor | None = None) -> Tensor:
         with torch.inference_mode():
@@ -153,7 +152,7 @@ def evaluate_backend(
     if config.test_images is not None and config.test_images < len(test):
         test = Subset(test, np.linspace(0, len(test) - 1, config.test_images).round().astype(np.int64))
     clf = classifier if classifier is not None else _reference(config)
-    check_reference(clf, test, where=f"reference {config.reference or DEFAULT_REFERENCES.get(str(config.data))}")
+    check_reference(clf, test, where=f"reference {reference_for(config.reference, config.data)}")
     ctx = _Context(
         backend=backend,
         clf=clf,
@@ -192,15 +191,7 @@ def evaluate_backend(
 
 def _reference(config: EvalConfig) -> Any:
     """The reference classifier of ``config``: ``--reference``, or the embedded one for the digits / shapes."""
-    from latentmix.reference import load_reference_classifier
-
-    name = config.reference or DEFAULT_REFERENCES.get(str(config.data))
-    if name is None:
-        raise ValueError(
-            f"reference: no reference classifier for data {config.data!r}: fit one with `latentmix fit "
-            f"reference-classifier --data {config.data} --out DIR` and pass --reference DIR"
-        )
-    return load_reference_classifier(name)  # a directory or an embedded name
+    return load_reference_classifier(reference_for(config.reference, config.data))  # a directory or an embedded name
 
 
 def _reconstruction(ctx: _Context, report: dict) -> dict:
@@ -232,8 +223,6 @@ def _reconstruction(ctx: _Context, report: dict) -> dict:
 def _walk_spacing(ctx: _Context, report: dict) -> dict:
     """Coefficient of variation of per-step feature distances along walks between test pairs, with uniform t
     and with even spacing (:mod:`latentmix.spacing`); the backend's own interpolator."""
-    from latentmix.keyframe_walk import decode_keyframe_walk
-
     assert ctx.z_test is not None
     n, frames = ctx.config.spacing_pairs, ctx.config.spacing_frames
     pa, pb = ctx.rng.integers(0, len(ctx.test), size=(2, n))

@@ -31,6 +31,8 @@ from latentmix.locks import holds_outputs
 from latentmix.train.common import FitResult, random_shift
 
 REFERENCE = "digits-classifier"
+#: the embedded reference classifier of each embedded data set
+DEFAULT_REFERENCES = {"digits": "digits-classifier", "shapes": "shapes-classifier"}
 IMAGE_PASSES = 86_220  # 60 epochs over the 1,437 digits training images
 MIN_EPOCHS, MAX_EPOCHS = 15, 60
 
@@ -147,6 +149,18 @@ def load_reference_classifier(path: str | os.PathLike | None = None) -> Any:
     if kind not in classes:
         raise ValueError(f"{path} is not a reference classifier (_class_name={kind!r})")
     return load_weights(classes[kind], path).eval()
+
+
+def reference_for(reference: str | None, data: object, *, alternative: str = "") -> str:
+    """``reference``, or the embedded reference of ``data`` (:data:`DEFAULT_REFERENCES`); a ValueError naming
+    what to do for other data (``alternative``: another way out, e.g. "or --features pixels")."""
+    name = reference or DEFAULT_REFERENCES.get(str(data))
+    if name is None:
+        raise ValueError(
+            f"reference: no reference classifier for data {data!r}: fit one with `latentmix fit "
+            f"reference-classifier --data {data} --out DIR` and pass --reference DIR{alternative}"
+        )
+    return name
 
 
 def _build(config: ReferenceFitConfig, train: ImageTextDataset) -> Any:

@@ -90,16 +90,16 @@ def _even_row(s: Tensor, cum: Tensor, steps: int, knots: list[float] | None) -> 
         raise ValueError("knots must be increasing positions among the measured positions dense_s")
     at_knots = cum[where]
     lengths = at_knots[1:] - at_knots[:-1]
-    counts = _allocate(lengths.tolist(), steps)
-    out = [knot_s[-1:]]
-    for j, count in enumerate(counts):
+    pieces = []
+    for j, count in enumerate(_allocate(lengths.tolist(), steps)):
         frac = torch.arange(count, dtype=torch.float64) / count
         if lengths[j] > 0:
-            out.insert(-1, _invert(cum, s, at_knots[j] + frac * lengths[j]))
+            piece = _invert(cum, s, at_knots[j] + frac * lengths[j])
         else:  # a segment along which nothing changes: even in position
-            out.insert(-1, knot_s[j] + frac * (knot_s[j + 1] - knot_s[j]))
-        out[-2][0] = knot_s[j]  # the knot exactly
-    return torch.cat(out)
+            piece = knot_s[j] + frac * (knot_s[j + 1] - knot_s[j])
+        piece[0] = knot_s[j]  # the knot exactly
+        pieces.append(piece)
+    return torch.cat([*pieces, knot_s[-1:]])
 
 
 def _invert(cum: Tensor, s: Tensor, target: Tensor) -> Tensor:

@@ -29,7 +29,6 @@ from latentmix.configs import WalkConfig, backend_for
 from latentmix.keyframe_walk import KeyframeWalk, decode_keyframe_walk, pixel_features, reference_features
 
 __all__ = ["WalkConfig", "WalkResult", "walk"]
-DEFAULT_REFERENCES = {"digits": "digits-classifier", "shapes": "shapes-classifier"}
 
 
 @dataclass
@@ -57,7 +56,7 @@ def _texts(config: WalkConfig, count: int) -> list[str] | None:
     return list(config.prompts) * count if len(config.prompts) == 1 else list(config.prompts)
 
 
-def _from_images(backend: LatentBackend, config: WalkConfig) -> _Keyframes:
+def _from_images(backend: LatentBackend, config: WalkConfig, inversion: dict) -> _Keyframes:
     from latentmix.data import load_matching
     from latentmix.data.images import is_image_file, load_image_files
 
@@ -93,7 +92,7 @@ def _from_images(backend: LatentBackend, config: WalkConfig) -> _Keyframes:
     kwargs = {
         **backend.encode_kwargs(config.refine_steps),
         **backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale),
-        **backend.inversion_kwargs(config.inversion, config.inversion_iterations),
+        **inversion,
     }
     with torch.inference_mode():
         z = backend.encode(x, cond=cond, **kwargs)
@@ -119,14 +118,9 @@ def _from_prior(backend: LatentBackend, config: WalkConfig) -> _Keyframes:
 def _features(backend: LatentBackend, config: WalkConfig):
     if config.features == "pixels":
         return pixel_features
-    from latentmix.reference import load_reference_classifier
+    from latentmix.reference import load_reference_classifier, reference_for
 
-    name = config.reference or DEFAULT_REFERENCES.get(str(config.data))
-    if name is None:
-        raise ValueError(
-            f"reference: no reference classifier for data {config.data!r}; pass --reference DIR "
-            "(latentmix fit reference-classifier) or --features pixels"
-        )
+    name = reference_for(config.reference, config.data, alternative=", or pass --features pixels")
     clf = load_reference_classifier(name)
     shape = tuple(getattr(clf, "image_shape", ()))
     if shape and shape != (backend.image_channels, backend.image_size):
@@ -160,10 +154,12 @@ def walk(
         **backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale),
         **backend.decoder_kwargs(config.sampler),
     }
-    backend.inversion_kwargs(config.inversion, config.inversion_iterations)  # refused early for other backends
+    inversion = backend.inversion_kwargs(config.inversion, config.inversion_iterations)  # refused before any work
     features = _features(backend, config) if config.spacing == "even" else None
     with backend.progress(not quiet):
-        keys = _from_images(backend, config) if config.keyframes is not None else _from_prior(backend, config)
+        keys = (
+            _from_images(backend, config, inversion) if config.keyframes is not None else _from_prior(backend, config)
+        )
         result = decode_keyframe_walk(
             backend, keys.latents[None], config.frames, config.method, closed=config.closed,
             conds=None if keys.conds is None else keys.conds[None], text_method=config.text_method,
