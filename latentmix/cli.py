@@ -109,6 +109,25 @@ def _synthesize(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def _explore(args: argparse.Namespace, argv: list[str]) -> int:
+    config = from_args(configs.ExploreConfig, args)
+    config.validate()
+    from latentmix.explore import explorer_for
+
+    explorer = explorer_for(config)
+    try:
+        from latentmix.explore.app import launch
+    except ImportError as exc:
+        raise ValueError(f'explore needs Gradio: pip install "latentmix[explore]" ({exc})') from None
+    app = launch(explorer, host=config.host, port=config.port, block=False)
+    print(f"latentmix explore: serving {app.local_url} (exports go to {config.out}); Ctrl-C stops it", flush=True)
+    try:
+        app.block_thread()
+    finally:
+        app.close()
+    return 0
+
+
 def _evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     from latentmix.evaluate import evaluate_backend, format_report
 
@@ -259,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(wk, configs.WalkConfig)
     wk.add_argument("--out", required=True, help="output directory (new or empty)")
     wk.set_defaults(handler=_walk)
+
+    xp = sub.add_parser("explore", help="a local web page: pick endpoints, slide t, strips, sheets, walks, exports")
+    add_flags(xp, configs.ExploreConfig)
+    xp.set_defaults(handler=_explore)
 
     syn = sub.add_parser("synthesize", help="write a paired augmentation set: blended images, captions, soft labels")
     add_flags(syn, configs.SynthesisConfig)

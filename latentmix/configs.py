@@ -406,6 +406,51 @@ class ExportConfig:
         validate_fields(self)
 
 
+# -- the explore page --------------------------------------------------------------------------------------
+def _host(value, name: str) -> str:
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise ValueError(f"{name} must be a host name or address, got {value!r}")
+    return value
+
+
+def _port(value, name: str) -> int:
+    port = validation.int_at_least(value, name, 1)
+    if port > 65535:
+        raise ValueError(f"{name} must be at most 65535, got {port}")
+    return port
+
+
+@dataclass
+class ExploreConfig:
+    """Settings of ``latentmix explore``: a local web page for walking a backend's latent space."""
+
+    backend: str | None = option(None, _BACKEND_HELP, path=True)
+    data: str | None = option(
+        None,
+        "'digits', 'shapes' or an image folder whose items are endpoints (default: the embedded backend's own data; "
+        "none for other backends: uploads and prompts only)",
+        path=True,
+    )
+    split: str = option("test", "which split the data set's endpoints come from", check=one_of(SPLITS))
+    resize: bool = option(False, "convert data whose image size or channels differ from the model's (else an error)")
+    host: str = option("127.0.0.1", "address to bind (127.0.0.1: this machine only)", check=Check(_host))
+    port: int | None = option(None, "port (default: the first free one from 7860)", check=Check(_port))
+    out: str = option("explore-out", "where exports (frames, strips, walks, synthetic sets) are written", path=True)
+    max_upload_pixels: int = option(16_000_000, "uploads larger than this many pixels are refused", check=POSITIVE_INT)
+    refine_steps: int | None = option(
+        None, "GAN backends: inversion refinement steps (default: the backend's)", check=NON_NEGATIVE_INT
+    )
+    num_inference_steps: int | None = option(
+        None, _SAMPLER_HELP + "sampler steps (default: the backend's)", check=POSITIVE_INT
+    )
+    guidance_scale: float | None = option(
+        None, _SAMPLER_HELP + "classifier-free guidance, >= 1 (default: the backend's)", check=GUIDANCE
+    )
+
+    def validate(self) -> None:
+        validate_fields(self)
+
+
 # -- latent arithmetic -------------------------------------------------------------------------------------
 def _names(value, name: str) -> tuple[str, ...]:
     if isinstance(value, str) or not value or not all(isinstance(v, str) and v for v in value):
