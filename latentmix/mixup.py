@@ -246,12 +246,17 @@ class ManifoldMixup:
         self.feature_cutmix_prob = feature_cutmix_prob
         self.generator = generator or torch.Generator().manual_seed(0)
 
-    def __call__(self, x: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, str]:
-        """Forward with mixing; returns ``(logits, soft_targets, layer)``."""
+    def __call__(self, x: Tensor, targets: Tensor, layers: list[str] | None = None) -> tuple[Tensor, Tensor, str]:
+        """Forward with mixing; returns ``(logits, soft_targets, layer)``. ``layers`` narrows the eligible layers
+        for this call (a :class:`~latentmix.mixup_guided.DepthCurriculum`'s window)."""
         y = soft_targets(targets.to(x.device), self.num_classes, self.label_smoothing)
         n = x.shape[0]
         g = self.generator
-        layer = self.layers[int(torch.randint(len(self.layers), (1,), generator=g, device=g.device))]
+        eligible = list(layers) if layers else self.layers
+        unknown = [name for name in eligible if name != "input" and name not in self.modules]
+        if unknown:
+            raise ValueError(f"unknown layer {unknown[0]!r} for manifold mixup")
+        layer = eligible[int(torch.randint(len(eligible), (1,), generator=g, device=g.device))]
         perm = torch.randperm(n, generator=g, device=g.device).to(x.device)
         lam = _lam(n, self.alpha, self.mode, g, x.device).float()
         cut = bool(torch.rand(1, generator=g, device=g.device) < self.feature_cutmix_prob)

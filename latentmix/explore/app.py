@@ -76,7 +76,8 @@ def build_app(explorer: Explorer) -> gr.Blocks:
     """The page for ``explorer`` (not yet launched)."""
     backend = explorer.backend
     text_conditioned = backend.supports_text_condition
-    with gr.Blocks(title="latentmix explore") as app:
+    # Gradio keeps every image it served in its cache; files older than an hour go, checked every 30 minutes
+    with gr.Blocks(title="latentmix explore", delete_cache=(1800, 3600)) as app:
         state = gr.State({})
         data = f", data: {explorer.data_spec} ({explorer.split})" if explorer.dataset is not None else ""
         gr.Markdown(

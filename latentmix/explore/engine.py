@@ -366,8 +366,8 @@ class Explorer:
             if e.kind == "prompt":
                 raise ValueError(f"keyframes: {e.name} is a prompt; keyframe walks go through images")
             specs.append(str(e.index) if e.kind == "data" else str(e.file))
-        data = self.data_spec or "digits"
-        features = "reference" if data in ("digits", "shapes") else "pixels"
+        features = "reference" if self.data_spec in ("digits", "shapes") else "pixels"
+        data = self.data_spec or "digits"  # only read for data set indices, which need a data set
         frames = _bounded(frames, "frames", 1, 120)
         config = WalkConfig(backend=self.backend_spec, keyframes=tuple(specs), frames=frames, method=method,
                             spacing=spacing, closed=bool(closed), data=data, split=self.split,

@@ -57,6 +57,7 @@ from latentmix.mixup import (
     soft_cross_entropy,
     soft_targets,
 )
+from latentmix.mixup_guided import AdversarialManifoldMixup, DepthCurriculum, SaliencyMix
 from latentmix.train.classifier_data import Split, TrainData, load_data, load_synthetic, low_data_split
 from latentmix.train.common import check_finite_loss, has_accelerator
 
@@ -194,7 +195,7 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
     model, opt = accelerator.prepare(model, opt)
     raw = accelerator.unwrap_model(model)
     evaluate = {name: _Evaluator(accelerator, split) for name, split in (("val", val), ("test", test))}
-    step_fn = _make_step(config, model, raw, num_classes, gens["mixing"])
+    step_fn = _make_step(config, model, raw, num_classes, gens["mixing"], clock=lambda: state.step)
     batches = _Batches(config, train, syn, num_classes, gens["batches"])
 
     loop = _Loop(config, accelerator, model, opt, sched, evaluate["val"], val.y, ckpt_dir, gens)
@@ -314,8 +315,11 @@ class _RunState:
         self.step, self.best_nll, self.bad, self.finished = p["step"], p["best_nll"], p["bad_evals"], p["finished"]
 
 
-def _make_step(config: TrainConfig, model: nn.Module, raw: nn.Module, num_classes: int, mix_gen: torch.Generator):
-    """The loss of one batch under the configured mixing (a closure over the mixer)."""
+def _make_step(
+    config: TrainConfig, model: nn.Module, raw: nn.Module, num_classes: int, mix_gen: torch.Generator, clock=lambda: 0
+):
+    """The loss of one batch under the configured mixing (a closure over the mixer); ``clock()`` is the current
+    step (for the depth curriculum)."""
     alpha = config.alpha or DEFAULT_ALPHA.get(config.mixup, 1.0)
     smoothing = config.label_smoothing
     if config.mixup in ("input", "cutmix"):
@@ -332,21 +336,37 @@ def _make_step(config: TrainConfig, model: nn.Module, raw: nn.Module, num_classe
             return soft_cross_entropy(model(out.x), out.y)
 
         return input_mix
-    if config.mixup == "manifold":
-        manifold = ManifoldMixup(
-            model,
-            list(cast(tuple, raw.manifold_layers)),
-            num_classes,
-            alpha=alpha,
-            label_smoothing=smoothing,
-            generator=mix_gen,
-        )
+    if config.mixup in ("manifold", "adversarial-manifold"):
+        layers = list(cast(tuple, raw.manifold_layers))
+        curriculum = None
+        if config.depth_curriculum != "none":
+            curriculum = DepthCurriculum(layers, config.steps, config.depth_curriculum)
+        if config.mixup == "manifold":
+            manifold: Any = ManifoldMixup(model, layers, num_classes, alpha=alpha, label_smoothing=smoothing,
+                                          generator=mix_gen)  # fmt: skip
+        else:
+            manifold = AdversarialManifoldMixup(
+                model, layers, num_classes, alpha=alpha, budget=config.adversarial_budget,
+                steps=config.adversarial_steps, granularity=config.adversarial_granularity,
+                label_smoothing=smoothing, generator=mix_gen,
+            )  # fmt: skip
 
         def manifold_mix(x: Tensor, y: Tensor, t: Tensor | None) -> Tensor:
-            logits, targets, _ = manifold(x, y)
+            eligible = curriculum.eligible(clock()) if curriculum is not None else None
+            logits, targets, _ = manifold(x, y, eligible)
             return soft_cross_entropy(logits, targets)
 
         return manifold_mix
+    if config.mixup == "saliency":
+        default = next((n for n in cast(tuple, raw.manifold_layers) if n != "input"), "")
+        saliency = SaliencyMix(model, config.saliency_layer or default, num_classes, alpha=alpha,
+                               label_smoothing=smoothing, generator=mix_gen)  # fmt: skip
+
+        def saliency_mix(x: Tensor, y: Tensor, t: Tensor | None) -> Tensor:
+            out = saliency(x, y)
+            return soft_cross_entropy(model(out.x), out.y)
+
+        return saliency_mix
     if config.mixup == "cross-modal":
 
         def cross_modal(x: Tensor, y: Tensor, t: Tensor | None) -> Tensor:
