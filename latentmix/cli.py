@@ -179,6 +179,9 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     for name, numbers in (("test", report.test), ("test_temperature_scaled", report.test_temperature_scaled)):
         print(f"{name:<24} " + "  ".join(f"{k}={v:.4f}" for k, v in numbers.items()))
     print(f"temperature {report.temperature:.3f} (fitted on {report.val_examples} validation examples)")
+    if report.robustness is not None:
+        shown = ", ".join(f"{k} {100 * v:.1f}" for k, v in report.robustness.items())
+        print(f"robust accuracy % (inputs in [-1, 1]): {shown}")
     if report.synthetic_agreement is not None:
         share = 100 * report.synthetic_agreement
         print(f"synthetic set: the trained classifier predicts the dominant label of {share:.1f} % of its samples")

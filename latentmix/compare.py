@@ -84,20 +84,31 @@ def run_compare(base: TrainConfig, config: CompareConfig | None = None, *, quiet
                 "after": {m: report.test_temperature_scaled[m] for m in METRICS},
                 "confidence_gap": report.test["confidence_gap"],
             }
+            if report.robustness is not None:
+                row["robustness"] = report.robustness
             if run_config.synthetic is not None:
                 row["erm_agreement"] = _agreement(erm_models[seed], run_config.synthetic)
                 row["synthetic_examples"] = report.synthetic_examples
             per_seed.append(row)
             scaled[recipe].append((report.test_logits.double() / report.temperature, report.test_labels))
-        summary = {
+        summary: dict[str, Any] = {
             f"{m}_{when}": _mean_std([r[when][m] for r in per_seed]) for when in ("before", "after") for m in METRICS
         }
         summary["confidence_gap"] = _mean_std([r["confidence_gap"] for r in per_seed])
         if "erm_agreement" in per_seed[0]:
             summary["erm_agreement"] = _mean_std([r["erm_agreement"] for r in per_seed])
+        if "robustness" in per_seed[0]:
+            summary["robustness"] = {
+                k: _mean_std([r["robustness"][k] for r in per_seed]) for k in per_seed[0]["robustness"]
+            }
         results["recipes"][recipe] = {"per_seed": per_seed, "summary": summary}
     results["baseline"] = recipes[0]
     results["paired"] = {r: paired_differences(scaled[recipes[0]], scaled[r]) for r in recipes[1:]}
+    if all("robustness" in results["recipes"][r]["summary"] for r in recipes):
+        base_rows = results["recipes"][recipes[0]]["per_seed"]
+        results["paired_robustness"] = {
+            r: seed_differences(base_rows, results["recipes"][r]["per_seed"]) for r in recipes[1:]
+        }
     results["verdicts"] = verdicts(results)
     return results
 
@@ -221,6 +232,48 @@ def paired_differences(baseline: list, other: list, *, resamples: int = BOOTSTRA
     }
 
 
+def seed_differences(baseline: list[dict], other: list[dict]) -> dict[str, dict]:
+    """Per robustness setting: mean over seeds of (other − baseline) accuracy, with a 95 % t interval over the
+    seeds (the attacks are not resampled, so the seeds are the replicates)."""
+    from scipy import stats
+
+    out = {}
+    for key in baseline[0]["robustness"]:
+        d = [o["robustness"][key] - b["robustness"][key] for b, o in zip(baseline, other, strict=True)]
+        mean = sum(d) / len(d)
+        if len(d) > 1:
+            sd = (sum((v - mean) ** 2 for v in d) / (len(d) - 1)) ** 0.5
+            half = float(stats.t.ppf(0.975, len(d) - 1)) * sd / len(d) ** 0.5
+        else:
+            half = float("nan")
+        out[key] = {"mean": mean, "ci95": [mean - half, mean + half]}
+    return out
+
+
+def _robustness_lines(results: dict) -> list[str]:
+    recipes = results["recipes"]
+    first = next(iter(recipes.values()))["summary"].get("robustness")
+    if not first or not all("robustness" in r["summary"] for r in recipes.values()):
+        return []
+    keys = list(first)
+    lines = ["", "robust test accuracy % (inputs in [-1, 1]; mean ± std over seeds):", "",
+             "| recipe | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]  # fmt: skip
+    for name, r in recipes.items():
+        rob = r["summary"]["robustness"]
+        lines.append(
+            f"| {name} | " + " | ".join(f"{100 * rob[k]['mean']:.1f} ± {100 * rob[k]['std']:.1f}" for k in keys) + " |"
+        )
+    if results.get("paired_robustness"):
+        lines += ["", f"paired with {results['baseline']} (points; mean over seeds, 95 % t interval over seeds):", "",
+                  "| recipe | " + " | ".join(f"Δ {k}" for k in keys) + " |", "|---|" + "---|" * len(keys)]  # fmt: skip
+        for name, d in results["paired_robustness"].items():
+            cells = [
+                f"{100 * d[k]['mean']:+.1f} [{100 * d[k]['ci95'][0]:+.1f}, {100 * d[k]['ci95'][1]:+.1f}]" for k in keys
+            ]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def format_table(results: dict) -> str:
     """Markdown: mean ± std per recipe; accuracy in %, NLL, ECE before → after temperature scaling."""
 
@@ -264,6 +317,7 @@ def format_table(results: dict) -> str:
                 f"{nll_['mean']:+.3f} [{nll_['ci95'][0]:+.3f}, {nll_['ci95'][1]:+.3f}] | "
                 f"{ece['mean']:+.4f} [{ece['ci95'][0]:+.4f}, {ece['ci95'][1]:+.4f}] |"
             )
+    lines += _robustness_lines(results)
     return "\n".join(lines)
 
 

@@ -58,6 +58,7 @@ from latentmix.mixup import (
     soft_targets,
 )
 from latentmix.mixup_guided import AdversarialManifoldMixup, DepthCurriculum, SaliencyMix
+from latentmix.robustness import robustness_report
 from latentmix.train.classifier_data import Split, TrainData, load_data, load_synthetic, low_data_split
 from latentmix.train.common import check_finite_loss, has_accelerator
 
@@ -82,10 +83,12 @@ class TrainResult:
     model: nn.Module  # the best weights, unwrapped
     test_logits: Tensor  # (N, K) before temperature scaling
     test_labels: Tensor
+    #: test accuracy clean and under FGSM, PGD, noise and blur (latentmix.robustness; image classifiers only)
+    robustness: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         keep = ["test", "test_temperature_scaled", "temperature", "val_nll", "steps_run"]
-        keep += ["train_examples", "val_examples", "synthetic_examples", "synthetic_agreement"]
+        keep += ["train_examples", "val_examples", "synthetic_examples", "synthetic_agreement", "robustness"]
         return {**{k: getattr(self, k) for k in keep}, "config": asdict(self.config)}
 
 
@@ -207,6 +210,9 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
     if syn is not None:
         predicted = _Evaluator(accelerator, syn)(model).argmax(1)
         agreement = float((predicted == syn.y.argmax(1)).float().mean())
+    robustness = None
+    if data.is_image and config.mixup != "cross-modal":  # the fusion model also takes text: no image-only attack
+        robustness = robustness_report(raw, test.x, test.y)
     if config.save_model is not None and accelerator.is_main_process:
         save_classifier(raw, config.save_model, data.class_names, temperature, tuple(train.x.shape[1:]))
     return TrainResult(
@@ -223,6 +229,7 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
         model=raw,
         test_logits=test_logits,
         test_labels=test.y,
+        robustness=robustness,
     )
 
 
