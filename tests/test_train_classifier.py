@@ -213,7 +213,9 @@ def test_train_cli_writes_json_and_reliability_diagram(tmp_path, capsys):
     assert plain["config"]["temperature_prior"] is None and plain["test"] == report["test"]
     assert plain["temperature"] != report["temperature"]
     assert Image.open(tmp_path / "r.png").size[0] > 500
-    assert "temperature" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "temperature" in out and "robust accuracy % (inputs in [-1, 1]): clean" in out and "pgd10_eps0.1" in out
+    assert set(report["robustness"]) == {"clean", "fgsm_eps0.1", "pgd10_eps0.1", "noise0.2", "blur1"}
 
 
 def test_synthetic_set_with_another_class_count_is_refused(tmp_path):
