@@ -12,8 +12,11 @@ Parts (each reuses what earlier parts left in --work):
 * ``measure``: on the 300 test images, the share of reconstructions the reference classifies as the true
   class (VAE, GAN refined, LDM round trip) and, for the LDM, the share of samples prompted with each class's
   captions (test-split captions, 30 per class) that it classifies as that class; a picture for the README;
-* ``study``: ``latentmix compare`` at 5 labels per class, seeds 0-4: ERM, intra-class blends from the LDM
-  and the same blends filtered by the seed's ERM classifier — paired differences with intervals.
+* ``study``: ``latentmix compare`` at 5 labels per class, seeds 0-4: ERM, intra-class blends from
+  ``--study-backend`` (default: the LDM) and the same blends filtered by the seed's ERM classifier — paired
+  differences with intervals.
+
+``--fits vae`` fits only the VAE (``--study-backend vae`` then needs nothing else).
 
 Results go to --work/results.json and are printed as Markdown for BENCHMARKS.md.
 """
@@ -46,7 +49,7 @@ def timed(fn):
     return result, round(time.perf_counter() - start, 1)
 
 
-def part_fits(work: Path, data: Path, results: dict) -> None:
+def part_fits(work: Path, data: Path, results: dict, which: list[str]) -> None:
     from latentmix.train.fit_gan import fit_gan
     from latentmix.train.fit_ldm import fit_ldm
     from latentmix.train.fit_vae import fit_vae
@@ -57,7 +60,7 @@ def part_fits(work: Path, data: Path, results: dict) -> None:
         ("gan", lambda: fit_gan(GANFitConfig(data=str(data)), work / "gan", quiet=True)),
         ("ldm", lambda: fit_ldm(LDMFitConfig(data=str(data), autoencoder=str(work / "vae")), work / "ldm", quiet=True)),
     ):
-        if (work / name / "config.json").is_file():
+        if name not in which or (work / name / "config.json").is_file():
             continue
         result, seconds = timed(run)
         fits[name] = {"wall_seconds": seconds, **{k: v for k, v in result.metrics.items() if not isinstance(v, dict)}}
@@ -116,14 +119,15 @@ def _picture(work: Path, x, recon, prompted, class_names) -> None:
     save_png(grid_image(torch.stack(rows), row_labels=labels), work / "user_data_fits.png")
 
 
-def part_study(work: Path, data: Path, results: dict, seeds: list[int]) -> None:
+def part_study(work: Path, data: Path, results: dict, seeds: list[int], backend: str) -> None:
     from latentmix.compare import format_table, run_compare
 
     base = TrainConfig(data=str(data), labels_per_class=5)
     config = CompareConfig(recipes=("erm", "blends-intra", "blends-intra+filter"), seeds=tuple(seeds),
-                           backend=str(work / "ldm"), synthetic_n=1000, workdir=str(work / "compare"))  # fmt: skip
+                           backend=str(work / backend), synthetic_n=1000,
+                           workdir=str(work / f"compare-{backend}"))  # fmt: skip
     study = run_compare(base, config, quiet=True)
-    results["study"] = study
+    results.setdefault("study", {})[backend] = study
     save(work, results)
     print(format_table(study), flush=True)
 
@@ -138,6 +142,13 @@ def main() -> None:
     parser.add_argument("--work", required=True)
     parser.add_argument("--parts", nargs="+", default=["data", "reference", "fits", "measure", "study"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--fits", nargs="+", default=["vae", "gan", "ldm"], choices=["vae", "gan", "ldm"])
+    parser.add_argument(
+        "--study-backend",
+        default="ldm",
+        choices=["vae", "gan", "ldm"],
+        help="the model whose intra-class blends the study trains on",
+    )
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -151,11 +162,11 @@ def main() -> None:
         save(work, results)
         print("reference:", fit.metrics, flush=True)
     if "fits" in args.parts:
-        part_fits(work, data, results)
+        part_fits(work, data, results, args.fits)
     if "measure" in args.parts:
         part_measure(work, data, results)
     if "study" in args.parts:
-        part_study(work, data, results, args.seeds)
+        part_study(work, data, results, args.seeds, args.study_backend)
     print(f"classes: {', '.join(CLASSES)}; results in {work / 'results.json'}")
 
 

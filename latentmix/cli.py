@@ -106,6 +106,10 @@ def _synthesize(args: argparse.Namespace, argv: list[str]) -> int:
             f"wrote {result.num_samples} samples to {result.out} ({result.written} new this run){kept}: "
             "images/, metadata.jsonl, embeddings.safetensors, manifest.json"
         )
+        if config.balance is not None and result.out is not None:
+            balance = json.loads((result.out / "manifest.json").read_text(encoding="utf-8"))["balance"]
+            shown = ", ".join(f"{k} {balance['real'][k]}+{balance['synthetic'][k]}" for k in balance["real"])
+            print(f"balanced to {balance['target']} per class (real + synthetic): {shown}")
     return 0
 
 

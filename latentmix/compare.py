@@ -69,15 +69,18 @@ def run_compare(base: TrainConfig, config: CompareConfig | None = None, *, quiet
     synthetic = any("synthetic_strategy" in RECIPES[r] for r in recipes)
     if synthetic:  # no default backend for the data: say so before any training
         backend_for(config.backend, base.data, DEFAULT_SYNTHESIS_BACKENDS)
-    erm_models = {seed: _erm_model(base, seed, work, quiet) for seed in seeds} if synthetic else {}
-    results: dict = {"recipes": {}, "seeds": seeds, "labels_per_class": base.labels_per_class, "data": base.data}
+    erm_reports: dict[int, Any] = {}  # the seed's ERM run, when this call trained it: the erm recipe reuses it
+    erm_models = {seed: _erm_model(base, seed, work, quiet, erm_reports) for seed in seeds} if synthetic else {}
+    results: dict = {"recipes": {}, "seeds": seeds, "labels_per_class": base.labels_per_class, "data": base.data,
+                     "imbalance_ratio": base.imbalance_ratio}  # fmt: skip
     scaled: dict[str, list] = {r: [] for r in recipes}  # temperature-scaled test logits and labels, per seed
     for recipe in recipes:
         per_seed: list[dict[str, Any]] = []
         for seed in seeds:
             run_config = recipe_config(base, recipe, seed, work, backend=config.backend, synthetic_n=config.synthetic_n,
                                        filter_classifier=erm_models.get(seed))  # fmt: skip
-            report = train_classifier(run_config, quiet=quiet)
+            plain_erm = not RECIPES[recipe] and seed in erm_reports  # the same settings as the ERM model's run
+            report = erm_reports[seed] if plain_erm else train_classifier(run_config, quiet=quiet)
             row: dict[str, Any] = {
                 "seed": seed,
                 "before": {m: report.test[m] for m in METRICS},
@@ -86,6 +89,7 @@ def run_compare(base: TrainConfig, config: CompareConfig | None = None, *, quiet
             }
             if report.robustness is not None:
                 row["robustness"] = report.robustness
+            row["class_balance"] = {k: report.test[k] for k in ("balanced_accuracy", "worst_class_accuracy")}
             if run_config.synthetic is not None:
                 row["erm_agreement"] = _agreement(erm_models[seed], run_config.synthetic)
                 row["synthetic_examples"] = report.synthetic_examples
@@ -97,28 +101,33 @@ def run_compare(base: TrainConfig, config: CompareConfig | None = None, *, quiet
         summary["confidence_gap"] = _mean_std([r["confidence_gap"] for r in per_seed])
         if "erm_agreement" in per_seed[0]:
             summary["erm_agreement"] = _mean_std([r["erm_agreement"] for r in per_seed])
-        if "robustness" in per_seed[0]:
-            summary["robustness"] = {
-                k: _mean_std([r["robustness"][k] for r in per_seed]) for k in per_seed[0]["robustness"]
-            }
+        for field in ("robustness", "class_balance"):
+            if field in per_seed[0]:
+                summary[field] = {k: _mean_std([r[field][k] for r in per_seed]) for k in per_seed[0][field]}
         results["recipes"][recipe] = {"per_seed": per_seed, "summary": summary}
     results["baseline"] = recipes[0]
     results["paired"] = {r: paired_differences(scaled[recipes[0]], scaled[r]) for r in recipes[1:]}
-    if all("robustness" in results["recipes"][r]["summary"] for r in recipes):
-        base_rows = results["recipes"][recipes[0]]["per_seed"]
-        results["paired_robustness"] = {
-            r: seed_differences(base_rows, results["recipes"][r]["per_seed"]) for r in recipes[1:]
-        }
+    base_rows = results["recipes"][recipes[0]]["per_seed"]
+    for field in ("robustness", "class_balance"):
+        if all(field in results["recipes"][r]["summary"] for r in recipes):
+            results[f"paired_{field}"] = {
+                r: seed_differences(base_rows, results["recipes"][r]["per_seed"], field) for r in recipes[1:]
+            }
     results["verdicts"] = verdicts(results)
     return results
 
 
-def _erm_model(base: TrainConfig, seed: int, work: Path, quiet: bool) -> str:
-    """The seed's ERM classifier (the same labelled examples, no synthetic data), saved under ``work``."""
-    out = work / f"erm-k{base.labels_per_class}-seed{seed}"
+def _erm_model(base: TrainConfig, seed: int, work: Path, quiet: bool, reports: dict) -> str:
+    """The seed's ERM classifier (the same labelled examples, no synthetic data), saved under ``work``; the
+    report of a run made here goes to ``reports[seed]``."""
+    out = work / f"erm-k{base.labels_per_class}{_lt_tag(base)}-seed{seed}"
     if not (out / "config.json").is_file():
-        train_classifier(replace(base, seed=seed, save_model=str(out)), quiet=quiet)
+        reports[seed] = train_classifier(replace(base, seed=seed, save_model=str(out)), quiet=quiet)
     return str(out)
+
+
+def _lt_tag(base: TrainConfig) -> str:
+    return "" if base.imbalance_ratio is None else f"-lt{base.imbalance_ratio:g}"
 
 
 def _agreement(classifier: str, synthetic: str) -> float:
@@ -173,13 +182,14 @@ def recipe_config(
     spec = dict(RECIPES[recipe])
     strategy = spec.pop("synthetic_strategy", None)
     use_filter = spec.pop("synthetic_filter", False)
+    balance = 0 if spec.pop("synthetic_balance", False) else None  # 0: up to the largest class's count
     config = replace(base, seed=seed, **spec)
     if strategy is None:
         return config
     if use_filter and filter_classifier is None:
         raise ValueError(f"recipe {recipe} filters its blends with the seed's ERM classifier; none was given")
-    tag = "-filtered" if use_filter else ""
-    out = work / f"{strategy}{tag}-k{base.labels_per_class}-seed{seed}"
+    tag = ("-filtered" if use_filter else "") + ("-balance" if balance is not None else "")
+    out = work / f"{strategy}{tag}-k{base.labels_per_class}{_lt_tag(base)}-seed{seed}"
     synthesize(
         SynthesisConfig(
             backend=backend_for(backend, base.data, DEFAULT_SYNTHESIS_BACKENDS),
@@ -189,6 +199,8 @@ def recipe_config(
             seed=seed,
             labels_per_class=base.labels_per_class,
             subset_seed=seed,
+            imbalance_ratio=base.imbalance_ratio,
+            balance=balance,
             filter_classifier=filter_classifier if use_filter else None,
         ),
         out,
@@ -232,14 +244,14 @@ def paired_differences(baseline: list, other: list, *, resamples: int = BOOTSTRA
     }
 
 
-def seed_differences(baseline: list[dict], other: list[dict]) -> dict[str, dict]:
-    """Per robustness setting: mean over seeds of (other − baseline) accuracy, with a 95 % t interval over the
-    seeds (the attacks are not resampled, so the seeds are the replicates)."""
+def seed_differences(baseline: list[dict], other: list[dict], field: str = "robustness") -> dict[str, dict]:
+    """Per number of the per-seed ``field`` (robust accuracies, class-balance accuracies): mean over seeds of
+    (other − baseline), with a 95 % t interval over the seeds (the seeds are the replicates)."""
     from scipy import stats
 
     out = {}
-    for key in baseline[0]["robustness"]:
-        d = [o["robustness"][key] - b["robustness"][key] for b, o in zip(baseline, other, strict=True)]
+    for key in baseline[0][field]:
+        d = [o[field][key] - b[field][key] for b, o in zip(baseline, other, strict=True)]
         mean = sum(d) / len(d)
         if len(d) > 1:
             sd = (sum((v - mean) ** 2 for v in d) / (len(d) - 1)) ** 0.5
@@ -250,23 +262,23 @@ def seed_differences(baseline: list[dict], other: list[dict]) -> dict[str, dict]
     return out
 
 
-def _robustness_lines(results: dict) -> list[str]:
+def _per_seed_lines(results: dict, field: str, title: str) -> list[str]:
+    """A mean ± std table of the per-seed ``field`` numbers (in %), and its paired differences with the baseline."""
     recipes = results["recipes"]
-    first = next(iter(recipes.values()))["summary"].get("robustness")
-    if not first or not all("robustness" in r["summary"] for r in recipes.values()):
+    first = next(iter(recipes.values()))["summary"].get(field)
+    if not first or not all(field in r["summary"] for r in recipes.values()):
         return []
     keys = list(first)
-    lines = ["", "robust test accuracy % (inputs in [-1, 1]; mean ± std over seeds):", "",
+    lines = ["", f"{title} (mean ± std over seeds):", "",
              "| recipe | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]  # fmt: skip
     for name, r in recipes.items():
-        rob = r["summary"]["robustness"]
-        lines.append(
-            f"| {name} | " + " | ".join(f"{100 * rob[k]['mean']:.1f} ± {100 * rob[k]['std']:.1f}" for k in keys) + " |"
-        )
-    if results.get("paired_robustness"):
+        numbers = r["summary"][field]
+        cells = [f"{100 * numbers[k]['mean']:.1f} ± {100 * numbers[k]['std']:.1f}" for k in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if results.get(f"paired_{field}"):
         lines += ["", f"paired with {results['baseline']} (points; mean over seeds, 95 % t interval over seeds):", "",
                   "| recipe | " + " | ".join(f"Δ {k}" for k in keys) + " |", "|---|" + "---|" * len(keys)]  # fmt: skip
-        for name, d in results["paired_robustness"].items():
+        for name, d in results[f"paired_{field}"].items():
             cells = [
                 f"{100 * d[k]['mean']:+.1f} [{100 * d[k]['ci95'][0]:+.1f}, {100 * d[k]['ci95'][1]:+.1f}]" for k in keys
             ]
@@ -317,7 +329,11 @@ def format_table(results: dict) -> str:
                 f"{nll_['mean']:+.3f} [{nll_['ci95'][0]:+.3f}, {nll_['ci95'][1]:+.3f}] | "
                 f"{ece['mean']:+.4f} [{ece['ci95'][0]:+.4f}, {ece['ci95'][1]:+.4f}] |"
             )
-    lines += _robustness_lines(results)
+    lines += _per_seed_lines(results, "robustness", "robust test accuracy % (inputs in [-1, 1])")
+    if results.get("imbalance_ratio") is not None:
+        lines += _per_seed_lines(
+            results, "class_balance", "class balance: test accuracy % per class, averaged and worst"
+        )
     return "\n".join(lines)
 
 

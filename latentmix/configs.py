@@ -90,10 +90,30 @@ RECIPES: dict[str, dict] = {
     "blends-intra+manifold": {"synthetic_strategy": "intra-class", "mixup": "manifold"},
     # intra-class blends that the seed's ERM classifier (fitted on the same labels) agrees with
     "blends-intra+filter": {"synthetic_strategy": "intra-class", "synthetic_filter": True},
+    # long-tailed data (--imbalance-ratio): loss re-weighting, and intra-class blends that fill every class up to
+    # the largest one's count, drawn together with the real examples (balanced batches)
+    "class-reweight": {"class_weights": "balanced"},
+    "blends-balance": {"synthetic_strategy": "intra-class", "synthetic_balance": True, "synthetic_pooled": True},
 }
 DEFAULT_RECIPES = ("erm", "input-mixup", "manifold-mixup", "blends-intra", "blends-inter", "blends-intra+manifold")
 
 GUIDANCE = Check(validation.guidance_scale)
+IMBALANCE = number_in(1.0)
+CLASS_WEIGHTS = ("none", "balanced")  # classifier training: loss weight per class
+_IMBALANCE_HELP = (
+    "draw a long-tailed labelled subset: labels_per_class examples of class 0 down to labels_per_class / R of the "
+    "last class, exponentially (latentmix.data.long_tailed_counts)"
+)
+
+
+def _balance_target(token: str) -> int:
+    """``--balance max`` → 0 (every class up to the largest class's count), else a count."""
+    return 0 if token.strip().lower() == "max" else int(token)
+
+
+def check_imbalance(config) -> None:
+    if config.imbalance_ratio is not None and config.labels_per_class is None:
+        raise ValueError("imbalance_ratio needs labels_per_class (the count of the largest, first class)")
 
 
 def _recipe_names(value, name: str) -> tuple[str, ...]:
@@ -314,6 +334,17 @@ class SynthesisConfig:
         None, "blend only K labelled examples per class (low-data runs; default: all)", check=POSITIVE_INT
     )
     subset_seed: int = option(0, "which K per class: the same draw as `latentmix train --seed`", check=INT)
+    imbalance_ratio: float | None = option(
+        None, _IMBALANCE_HELP + "; the same draw as `latentmix train --imbalance-ratio`", metavar="R", check=IMBALANCE
+    )
+    balance: int | None = option(
+        None,
+        "balance the classes by synthesis: intra-class blends of each class below this count until it has it "
+        "('max': the largest class's count); sets the number of samples",
+        parse=_balance_target,
+        metavar="COUNT|max",
+        check=NON_NEGATIVE_INT,
+    )
     shard_size: int = option(256, "samples per shard (and per batch); part of a run's identity", check=POSITIVE_INT)
     refine_steps: int | None = option(
         None, "GAN backends: inversion refinement steps (default: the backend's)", check=NON_NEGATIVE_INT
@@ -344,6 +375,9 @@ class SynthesisConfig:
             )
         if self.class_pairs is not None and self.strategy != "inter-class":
             raise ValueError("class_pairs only applies to strategy inter-class")
+        if self.balance is not None and self.strategy != "intra-class":
+            raise ValueError(f"balance makes intra-class blends; strategy must be intra-class, not {self.strategy!r}")
+        check_imbalance(self)
 
     def identity(self) -> dict:
         """The settings that must match for a run to resume or extend an existing set."""
@@ -504,8 +538,19 @@ class TrainConfig:
     labels_per_class: int | None = option(
         None, "K labelled examples per class (default: the whole train split)", check=POSITIVE_INT
     )
+    imbalance_ratio: float | None = option(None, _IMBALANCE_HELP, metavar="R", check=IMBALANCE)
+    class_weights: str = option(
+        "none",
+        "weight each class's loss by N / (C * its count) in the labelled set (balanced)",
+        check=one_of(CLASS_WEIGHTS),
+    )
     synthetic: str | None = option(None, "a paired set written by `latentmix synthesize`", path=True)
     synthetic_ratio: float = option(0.5, "probability that a batch row is a synthetic sample", check=PROBABILITY)
+    synthetic_pooled: bool = option(
+        False,
+        "draw batch rows uniformly from the real and synthetic examples together instead of --synthetic-ratio "
+        "(a set balanced by `synthesize --balance` then gives balanced batches)",
+    )
     gamma: float | None = option(
         None, "re-sharpen synthetic labels: weight of b = (1 - λ)^gamma (default: as written)", check=POSITIVE_NUMBER
     )
@@ -582,6 +627,7 @@ class TrainConfig:
             raise ValueError(f"depth_curriculum applies to manifold and adversarial-manifold mixup, not {self.mixup!r}")
         if self.saliency_layer is not None and self.mixup != "saliency":
             raise ValueError(f"saliency_layer applies to saliency mixing, not {self.mixup!r}")
+        check_imbalance(self)
 
 
 @dataclass

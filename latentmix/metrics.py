@@ -137,7 +137,7 @@ def fit_temperature(
 
 
 def classification_report(logits: Tensor, labels: Tensor, temperature: float = 1.0, n_bins: int = 15) -> dict:
-    """Accuracy, NLL, Brier, ECE and the confidence gap of ``logits / temperature``."""
+    """Accuracy, NLL, Brier, ECE, the confidence gap, balanced and worst-class accuracy of ``logits / temperature``."""
     scaled = logits.double() / temperature
     probs = scaled.softmax(1)
     return {
@@ -146,4 +146,15 @@ def classification_report(logits: Tensor, labels: Tensor, temperature: float = 1
         "brier": brier(probs, labels),
         "ece": expected_calibration_error(probs, labels, n_bins),
         "confidence_gap": confidence_gap(probs, labels),
+        **per_class_accuracy(probs, labels),
     }
+
+
+def per_class_accuracy(probs: Tensor, labels: Tensor) -> dict[str, float]:
+    """Balanced accuracy (the mean of per-class recalls) and the worst class's accuracy, over the classes
+    present in ``labels``."""
+    labels = labels.long()
+    hits = (probs.argmax(1) == labels).double()
+    present = labels.unique()
+    recall = torch.stack([hits[labels == c].mean() for c in present])
+    return {"balanced_accuracy": float(recall.mean()), "worst_class_accuracy": float(recall.min())}

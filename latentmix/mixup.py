@@ -46,9 +46,13 @@ def soft_targets(targets: Tensor, num_classes: int, smoothing: float = 0.0) -> T
     return y
 
 
-def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
-    """Mean cross-entropy against soft targets (B, K)."""
-    return -(targets * torch.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
+def soft_cross_entropy(logits: Tensor, targets: Tensor, class_weights: Tensor | None = None) -> Tensor:
+    """Mean cross-entropy against soft targets (B, K); ``class_weights`` (K,) weight each class's term
+    (for a one-hot target: the weighted cross-entropy of class re-weighting)."""
+    terms = targets * torch.log_softmax(logits.float(), dim=-1)
+    if class_weights is not None:
+        terms = terms * class_weights.to(terms.device)
+    return -terms.sum(-1).mean()
 
 
 def _lam(n: int, alpha: float, mode: str, generator, device) -> Tensor:

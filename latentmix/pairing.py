@@ -12,6 +12,10 @@ Strategies:
 * ``inter-class``: examples of two different classes — any two, or one of the given
   ``class_pairs``;
 * ``knn``: an anchor and one of its ``k`` nearest neighbours in latent space.
+
+Class balancing (``quota``, from :func:`balance_quota`): intra-class pairs whose class is fixed by the
+sample index — the first ``quota[0]`` indices blend class 0, the next ``quota[1]`` class 1, and so on — so
+every class gets exactly its quota, whatever the shard or process that makes a sample.
 """
 
 from __future__ import annotations
@@ -51,6 +55,29 @@ def sample_lambdas(seed: int, indices: np.ndarray, alpha: float) -> np.ndarray:
     return betaincinv(alpha, alpha, uniform(seed, indices, "lambda"))
 
 
+def balance_quota(labels: np.ndarray, target: int) -> np.ndarray:
+    """Synthetic samples each class needs to reach ``target`` examples (0: the largest class's count).
+
+    Raises ValueError when ``target`` is below the largest class's count (balancing adds, it never removes)
+    or when every class already has ``target``.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(labels[labels >= 0])
+    if not len(counts):
+        raise ValueError("balance needs labelled source examples")
+    largest = int(counts.max())
+    goal = largest if target == 0 else int(target)
+    if goal < largest:
+        raise ValueError(
+            f"balance target {goal} is below the largest class's count ({largest}, class {int(counts.argmax())}); "
+            f"ask for at least {largest}, or 'max'"
+        )
+    quota = np.maximum(0, goal - counts)
+    if not quota.any():
+        raise ValueError(f"every class already has {goal} examples: nothing to balance")
+    return quota
+
+
 class Pairing:
     """Draws the pair ``(a, b)`` of source examples for any synthetic sample index.
 
@@ -61,9 +88,13 @@ class Pairing:
         class_pairs: for ``inter-class``: the allowed (class_a, class_b) pairs; default all.
         latents: for ``knn``: (N, D) source latents to find neighbours in.
         k: for ``knn``: neighbours to choose from.
+        quota: for ``intra-class``: samples per class (:func:`balance_quota`); sample ``i`` blends the class
+            whose cumulative quota first exceeds ``i``. Default: classes drawn uniformly.
     """
 
-    def __init__(self, strategy: str, labels: np.ndarray, seed: int, *, class_pairs=None, latents=None, k: int = 5):
+    def __init__(
+        self, strategy: str, labels: np.ndarray, seed: int, *, class_pairs=None, latents=None, k: int = 5, quota=None
+    ):
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
         labels = np.asarray(labels, dtype=np.int64)
@@ -86,6 +117,18 @@ class Pairing:
             self.classes = np.array([c for c, m in self.members.items() if len(m) >= 2])
             if not len(self.classes):
                 raise ValueError("strategy intra-class needs a class with at least 2 examples")
+        self.quota_end = None
+        if quota is not None:
+            if strategy != "intra-class":
+                raise ValueError(f"quota applies to strategy intra-class, not {strategy}")
+            quota = np.asarray(quota, dtype=np.int64)
+            for short in np.flatnonzero(quota):
+                have = int(self.count[short]) if short < len(self.count) else 0
+                if have < 2:
+                    raise ValueError(
+                        f"class {int(short)} has {have} example(s); balancing by intra-class blends needs 2"
+                    )
+            self.quota_end = np.cumsum(quota)
         if strategy == "inter-class":
             if len(self.members) < 2:
                 raise ValueError(f"strategy inter-class needs at least 2 classes, the data has {len(self.members)}")
@@ -123,7 +166,12 @@ class Pairing:
             return a, self.neighbours[a, _choose(ub, np.int64(self.neighbours.shape[1]))]
         uc = uniform(self.seed, indices, "class")
         if self.strategy == "intra-class":
-            cls = self.classes[_choose(uc, np.int64(len(self.classes)))]
+            if self.quota_end is not None:
+                if len(indices) and (indices.min() < 0 or indices.max() >= self.quota_end[-1]):
+                    raise ValueError(f"sample indices must be in [0, {int(self.quota_end[-1])}) for this quota")
+                cls = np.searchsorted(self.quota_end, indices, side="right")
+            else:
+                cls = self.classes[_choose(uc, np.int64(len(self.classes)))]
             pos_a = _choose(ua, self.count[cls])
             pos_b = _choose(ub, self.count[cls] - 1)
             pos_b = pos_b + (pos_b >= pos_a)  # a different example of the same class

@@ -19,13 +19,24 @@ from tqdm.auto import tqdm
 from latentmix.backends import LatentBackend, mix_conditions
 from latentmix.blend import CaptionBank, Pairs, blend
 from latentmix.configs import SynthesisConfig
-from latentmix.data import ImageTextDataset, Subset, labelled_subset, load_matching
+from latentmix.data import ImageTextDataset, Subset, labelled_subset, load_dataset, load_matching
 from latentmix.data.synthetic import EMBEDDING_FIELDS, image_path, sample_id
 from latentmix.pairing import Pairing, sample_lambdas
 from latentmix.text import TextEncoder
 from latentmix.viz import to_uint8
 
 ENCODE_CHUNK = 256
+
+
+def _low_data_draw(config: SynthesisConfig, labels: np.ndarray) -> np.ndarray:
+    assert config.labels_per_class is not None
+    return labelled_subset(labels, config.labels_per_class, config.subset_seed, imbalance_ratio=config.imbalance_ratio)
+
+
+def source_labels(config: SynthesisConfig) -> np.ndarray:
+    """Labels of the examples a synthesis run blends: its split, and its low-data draw (no image is read)."""
+    labels = load_dataset(config.data, split=config.split).labels.numpy()
+    return labels[_low_data_draw(config, labels)] if config.labels_per_class is not None else labels
 
 
 class SourceData:
@@ -44,8 +55,7 @@ class SourceData:
             who=f"backend {config.backend!r}", fix="fit a backend on this data (latentmix fit vae --data ...)",
         )  # fmt: skip
         if config.labels_per_class is not None:
-            chosen = labelled_subset(self.dataset.labels.numpy(), config.labels_per_class, config.subset_seed)
-            self.dataset = Subset(self.dataset, chosen)
+            self.dataset = Subset(self.dataset, _low_data_draw(config, self.dataset.labels.numpy()))
         ds = self.dataset
         if len(ds) < 2:
             raise ValueError(

@@ -34,9 +34,9 @@ from latentmix.backends import LatentBackend, load_backend
 from latentmix.configs import SynthesisConfig, backend_for
 from latentmix.data.synthetic import EMBEDDING_FIELDS, EMBEDDINGS, IMAGES, MANIFEST, METADATA, RUN_FILE, SHARDS
 from latentmix.locks import exclusive
-from latentmix.pairing import Pairing
+from latentmix.pairing import Pairing, balance_quota
 from latentmix.shards import merge_embeddings, merge_metadata, remove_temporaries, shard_state, write_shard
-from latentmix.sources import BlendFilter, Shard, SourceData, make_shard
+from latentmix.sources import BlendFilter, Shard, SourceData, make_shard, source_labels
 from latentmix.text import TextEncoder
 from latentmix.version import __version__
 from latentmix.viz import to_pil
@@ -121,6 +121,8 @@ def synthesize(
 
     config.validate()
     config = replace(config, backend=backend_for(config.backend, config.data))  # the run's identity names it
+    if config.balance is not None:  # the data decides how many samples: every class up to the target
+        config = replace(config, n=int(balance_quota(source_labels(config), config.balance).sum()))
     keep = (out is None) if keep_in_memory is None else keep_in_memory
     if keep and config.n > IN_MEMORY_LIMIT:
         raise ValueError(
@@ -155,6 +157,7 @@ def _synthesize(config: SynthesisConfig, root: Path | None, state, keep: bool, q
         class_pairs=config.class_pairs,
         latents=src.latents.numpy() if config.strategy == "knn" else None,
         k=config.k,
+        quota=None if config.balance is None else balance_quota(src.dataset.labels.numpy(), config.balance),
     )
 
     if root is not None and state.is_main_process:
@@ -264,7 +267,23 @@ def _finish(
         "source_examples": len(src.dataset),
         "shards": num_shards,
     }
+    if config.balance is not None:
+        manifest["balance"] = _balance_report(root, src, config.balance)
     atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+
+
+def _balance_report(root: Path, src: SourceData, target: int) -> dict:
+    """Per class: real examples, synthetic samples kept, and their sum (the target unless a filter dropped some)."""
+    real = np.bincount(src.dataset.labels.numpy(), minlength=len(src.dataset.class_names))
+    lines = (root / METADATA).read_text(encoding="utf-8").splitlines()
+    kept = np.bincount([json.loads(line)["label"] for line in lines if line.strip()], minlength=len(real))
+    names = src.dataset.class_names
+    return {
+        "target": int(real.max()) if target == 0 else int(target),
+        "real": {n: int(v) for n, v in zip(names, real, strict=True)},
+        "synthetic": {n: int(v) for n, v in zip(names, kept, strict=True)},
+        "total": {n: int(a + b) for n, a, b in zip(names, real, kept, strict=True)},
+    }
 
 
 def _gather(collected: list[Shard]) -> SyntheticSamples:

@@ -37,7 +37,15 @@ def test_every_mixup_mode_trains_and_reports_calibration(mixup):
     report = train_classifier(replace(FAST, mixup=mixup), quiet=True)
     for key in ("test", "test_temperature_scaled"):
         numbers = getattr(report, key)
-        assert set(numbers) == {"accuracy", "nll", "brier", "ece", "confidence_gap"}
+        assert set(numbers) == {
+            "accuracy",
+            "nll",
+            "brier",
+            "ece",
+            "confidence_gap",
+            "balanced_accuracy",
+            "worst_class_accuracy",
+        }
         assert 0.2 < numbers["accuracy"] <= 1  # well above chance (0.1) after 60 steps on 50 images
     assert report.test["accuracy"] == report.test_temperature_scaled["accuracy"]
     assert report.train_examples == 50 and report.val_examples == 50 and report.temperature > 0

@@ -9,7 +9,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from latentmix.data.base import GENERIC_TEMPLATES, Concat, ImageTextDataset, Item, Subset, caption, labelled_subset
+from latentmix.data.base import (
+    GENERIC_TEMPLATES,
+    Concat,
+    ImageTextDataset,
+    Item,
+    Subset,
+    caption,
+    labelled_subset,
+    long_tailed_counts,
+)
 from latentmix.data.digits import (
     DIGIT_TEMPLATES,
     DIGITS_PROMPT,
@@ -43,6 +52,7 @@ __all__ = [
     "labelled_subset",
     "load_dataset",
     "load_matching",
+    "long_tailed_counts",
     "open_image",
     "pil_to_tensor",
     "set_max_image_pixels",

@@ -32,27 +32,51 @@ def check_shape(image_size: int, channels: int) -> None:
     choice(channels, "channels", (1, 3))
 
 
+def long_tailed_counts(num_classes: int, head: int, imbalance_ratio: float) -> np.ndarray:
+    """Examples per class of a long-tailed draw: ``round(head * R ** (-r / (C - 1)))`` for the class of rank r.
+
+    The exponential profile of Cui et al. (2019) and Cao et al. (2019): classes in index order, class 0 keeps
+    ``head`` examples, the last class ``head / R`` (at least 1). ``R = 1`` is the balanced draw.
+    """
+    positive_int(head, "labels_per_class")
+    if isinstance(imbalance_ratio, bool) or not isinstance(imbalance_ratio, (int, float)) or not imbalance_ratio >= 1:
+        raise ValueError(f"imbalance_ratio must be a number >= 1, got {imbalance_ratio!r}")
+    ranks = np.arange(num_classes, dtype=np.float64) / max(num_classes - 1, 1)
+    return np.maximum(1, np.round(head * float(imbalance_ratio) ** -ranks)).astype(np.int64)
+
+
 def labelled_subset(
-    labels: Tensor | np.ndarray, per_class: int, seed: int, *, exclude: np.ndarray | None = None
+    labels: Tensor | np.ndarray,
+    per_class: int,
+    seed: int,
+    *,
+    exclude: np.ndarray | None = None,
+    imbalance_ratio: float | None = None,
 ) -> np.ndarray:
     """Sorted indices of ``per_class`` examples of every class, drawn with ``seed`` (low-data runs).
 
     The same (labels, per_class, seed) always gives the same subset, so a classifier and a
     synthetic set built for it use exactly the same labelled examples. ``exclude`` removes indices
-    from the pool first (e.g. to draw a disjoint validation set).
+    from the pool first (e.g. to draw a disjoint validation set). With ``imbalance_ratio`` R the draw is
+    long-tailed: ``per_class`` examples of the first class down to ``per_class / R`` of the last
+    (:func:`long_tailed_counts`); each class's examples are the first of its balanced draw's order.
     """
     positive_int(per_class, "labels_per_class")
     array = np.asarray(labels)
     rng = np.random.default_rng(seed)
     banned = np.asarray([] if exclude is None else exclude, dtype=np.int64)
+    classes = np.unique(array[array >= 0])
+    counts = np.full(len(classes), per_class, dtype=np.int64)
+    if imbalance_ratio is not None:
+        counts = long_tailed_counts(len(classes), per_class, imbalance_ratio)
     chosen = []
-    for c in np.unique(array[array >= 0]):
+    for c, count in zip(classes, counts, strict=True):
         pool = np.setdiff1d(np.flatnonzero(array == c), banned)  # sorted, as before
         if len(pool) < per_class:
             raise ValueError(
                 f"class {int(c)} has {len(pool)} examples available, fewer than labels_per_class={per_class}"
             )
-        chosen.extend(rng.choice(pool, size=per_class, replace=False).tolist())
+        chosen.extend(rng.choice(pool, size=per_class, replace=False)[:count].tolist())
     return np.sort(np.array(chosen, dtype=np.int64))
 
 

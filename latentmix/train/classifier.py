@@ -24,6 +24,7 @@ MAP temperature under a log-normal prior, :func:`latentmix.metrics.fit_temperatu
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -138,11 +139,25 @@ class _Evaluator:
         return torch.cat(outs).cpu()
 
 
+def balanced_class_weights(labels: Tensor, num_classes: int) -> Tensor:
+    """``N / (C * n_c)`` per class c of the labelled set, C the classes present (scikit-learn's
+    ``class_weight="balanced"``): the weights average 1 over the labelled examples, and every class carries the
+    same total weight; a class without examples gets 0."""
+    counts = torch.bincount(labels.long(), minlength=num_classes).double()
+    present = int((counts > 0).sum())
+    weights = torch.where(counts > 0, counts.sum() / (present * counts.clamp(min=1)), torch.zeros_like(counts))
+    return weights.float()
+
+
 class _Batches:
-    """Draws each step's batch: real rows by index, some replaced by synthetic rows (``synthetic_ratio``)."""
+    """Draws each step's batch: real rows by index, some replaced by synthetic rows (``synthetic_ratio``, or
+    the synthetic share of all rows with ``synthetic_pooled``: uniform draws from real and synthetic together)."""
 
     def __init__(self, config: TrainConfig, train: Split, syn: Split | None, num_classes: int, gen: torch.Generator):
         self.config, self.train, self.syn, self.num_classes, self.gen = config, train, syn, num_classes, gen
+        self.ratio = config.synthetic_ratio
+        if syn is not None and config.synthetic_pooled:
+            self.ratio = len(syn.x) / (len(syn.x) + len(train.x))
 
     def __call__(self) -> tuple[Tensor, Tensor, Tensor | None]:
         config, train, syn, gen = self.config, self.train, self.syn, self.gen
@@ -150,7 +165,7 @@ class _Batches:
         x, y = train.x[idx], soft_targets(train.y[idx], self.num_classes)
         t = train.t[idx] if train.t is not None else None
         if syn is not None:
-            use = torch.rand(config.batch_size, generator=gen) < config.synthetic_ratio
+            use = torch.rand(config.batch_size, generator=gen) < self.ratio
             sidx = torch.randint(len(syn.x), (int(use.sum()),), generator=gen)
             x, y = x.clone(), y.clone()
             x[use], y[use] = syn.x[sidx], syn.y[sidx]
@@ -198,7 +213,9 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
     model, opt = accelerator.prepare(model, opt)
     raw = accelerator.unwrap_model(model)
     evaluate = {name: _Evaluator(accelerator, split) for name, split in (("val", val), ("test", test))}
-    step_fn = _make_step(config, model, raw, num_classes, gens["mixing"], clock=lambda: state.step)
+    weights = balanced_class_weights(train.y, num_classes) if config.class_weights == "balanced" else None
+    step_fn = _make_step(config, model, raw, num_classes, gens["mixing"], clock=lambda: state.step,
+                         class_weights=weights)  # fmt: skip
     batches = _Batches(config, train, syn, num_classes, gens["batches"])
 
     loop = _Loop(config, accelerator, model, opt, sched, evaluate["val"], val.y, ckpt_dir, gens)
@@ -323,10 +340,17 @@ class _RunState:
 
 
 def _make_step(
-    config: TrainConfig, model: nn.Module, raw: nn.Module, num_classes: int, mix_gen: torch.Generator, clock=lambda: 0
+    config: TrainConfig,
+    model: nn.Module,
+    raw: nn.Module,
+    num_classes: int,
+    mix_gen: torch.Generator,
+    clock=lambda: 0,
+    class_weights: Tensor | None = None,
 ):
     """The loss of one batch under the configured mixing (a closure over the mixer); ``clock()`` is the current
-    step (for the depth curriculum)."""
+    step (for the depth curriculum); ``class_weights`` re-weight every class's loss term."""
+    ce = functools.partial(soft_cross_entropy, class_weights=class_weights)
     alpha = config.alpha or DEFAULT_ALPHA.get(config.mixup, 1.0)
     smoothing = config.label_smoothing
     if config.mixup in ("input", "cutmix"):
@@ -340,7 +364,7 @@ def _make_step(
 
         def input_mix(x: Tensor, y: Tensor, t: Tensor | None) -> Tensor:
             out = mixer(x, y)
-            return soft_cross_entropy(model(out.x), out.y)
+            return ce(model(out.x), out.y)
 
         return input_mix
     if config.mixup in ("manifold", "adversarial-manifold"):
@@ -361,7 +385,7 @@ def _make_step(
         def manifold_mix(x: Tensor, y: Tensor, t: Tensor | None) -> Tensor:
             eligible = curriculum.eligible(clock()) if curriculum is not None else None
             logits, targets, _ = manifold(x, y, eligible)
-            return soft_cross_entropy(logits, targets)
+            return ce(logits, targets)
 
         return manifold_mix
     if config.mixup == "saliency":
@@ -371,7 +395,7 @@ def _make_step(
 
         def saliency_mix(x: Tensor, y: Tensor, t: Tensor | None) -> Tensor:
             out = saliency(x, y)
-            return soft_cross_entropy(model(out.x), out.y)
+            return ce(model(out.x), out.y)
 
         return saliency_mix
     if config.mixup == "cross-modal":
@@ -387,14 +411,12 @@ def _make_step(
             logits, image_only, text_only = model(
                 xi, xt, keep_i[:, 0].to(x.device), keep_t[:, 0].to(x.device), unimodal=True
             )
-            return soft_cross_entropy(logits, targets) + config.consistency_weight * consistency_loss(
-                image_only, text_only
-            )
+            return ce(logits, targets) + config.consistency_weight * consistency_loss(image_only, text_only)
 
         return cross_modal
 
     def plain(x: Tensor, y: Tensor, t: Tensor | None) -> Tensor:
         targets = soft_targets(y, num_classes, smoothing) if smoothing else y
-        return soft_cross_entropy(model(x), targets)
+        return ce(model(x), targets)
 
     return plain

@@ -2,7 +2,8 @@
 
 * ``digits`` (its fixed train/test split), an image folder with ``train/`` and ``test/``, or a feature
   file (``.npz`` with ``X_train``, ``y_train``, ``X_test``, ``y_test``) for an MLP;
-* low-data runs: ``labels_per_class`` K examples per class drawn with ``seed``
+* low-data runs: ``labels_per_class`` K examples per class drawn with ``seed`` (long-tailed with
+  ``imbalance_ratio``)
   (:func:`latentmix.data.labelled_subset`) and a **disjoint** validation set of the same size drawn from
   the rest of the train split (:func:`low_data_split`), for early stopping and temperature fitting — the
   test split is used only for the final numbers;
@@ -44,10 +45,19 @@ class TrainData:
     class_names: list[str]
 
 
-def low_data_split(labels: np.ndarray, labels_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(labelled, validation) indices of a low-data run: K per class each, disjoint, drawn with ``seed``."""
-    labelled = labelled_subset(labels, labels_per_class, seed)
-    return labelled, labelled_subset(labels, labels_per_class, seed + VALIDATION_SEED_OFFSET, exclude=labelled)
+def low_data_split(
+    labels: np.ndarray, labels_per_class: int, seed: int, imbalance_ratio: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(labelled, validation) indices of a low-data run: K per class each, disjoint, drawn with ``seed``.
+
+    With ``imbalance_ratio`` both are long-tailed the same way (a user with long-tailed labels has no balanced
+    validation set either); the test split stays as it is.
+    """
+    labelled = labelled_subset(labels, labels_per_class, seed, imbalance_ratio=imbalance_ratio)
+    val = labelled_subset(
+        labels, labels_per_class, seed + VALIDATION_SEED_OFFSET, exclude=labelled, imbalance_ratio=imbalance_ratio
+    )
+    return labelled, val
 
 
 def _feature_arrays(config: TrainConfig, arrays: dict | None) -> tuple[Tensor, Tensor, Split, None, None]:
@@ -97,7 +107,7 @@ def load_data(config: TrainConfig, arrays: dict | None = None) -> TrainData:
     if int(ytr.min()) < 0 or int(test.y.min()) < 0:
         raise ValueError("labels must be >= 0 for training")
     if config.labels_per_class is not None:
-        labelled, val = low_data_split(ytr.numpy(), config.labels_per_class, config.seed)
+        labelled, val = low_data_split(ytr.numpy(), config.labels_per_class, config.seed, config.imbalance_ratio)
     else:
         order = np.random.default_rng(config.seed).permutation(len(ytr))
         n_val = max(num_classes, len(ytr) // 10)
