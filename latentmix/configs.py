@@ -627,6 +627,8 @@ class TrainConfig:
             raise ValueError(f"depth_curriculum applies to manifold and adversarial-manifold mixup, not {self.mixup!r}")
         if self.saliency_layer is not None and self.mixup != "saliency":
             raise ValueError(f"saliency_layer applies to saliency mixing, not {self.mixup!r}")
+        if self.synthetic_pooled and self.synthetic is None:
+            raise ValueError("synthetic_pooled needs a synthetic set (--synthetic)")
         check_imbalance(self)
 
 

@@ -34,8 +34,9 @@ def _low_data_draw(config: SynthesisConfig, labels: np.ndarray) -> np.ndarray:
 
 
 def source_labels(config: SynthesisConfig) -> np.ndarray:
-    """Labels of the examples a synthesis run blends: its split, and its low-data draw (no image is read)."""
-    labels = load_dataset(config.data, split=config.split).labels.numpy()
+    """Labels of the examples a synthesis run blends: its split, and its low-data draw (no pixels are decoded;
+    the image size passed only spares a mixed-size folder the question of which size to load at)."""
+    labels = load_dataset(config.data, split=config.split, image_size=8).labels.numpy()
     return labels[_low_data_draw(config, labels)] if config.labels_per_class is not None else labels
 
 
