@@ -88,6 +88,7 @@ RECIPES: dict[str, dict] = {
     "blends-intra": {"synthetic_strategy": "intra-class"},
     "blends-inter": {"synthetic_strategy": "inter-class"},
     "blends-intra+manifold": {"synthetic_strategy": "intra-class", "mixup": "manifold"},
+    "blends-intra+adversarial": {"synthetic_strategy": "intra-class", "mixup": "adversarial-manifold"},
     # intra-class blends that the seed's ERM classifier (fitted on the same labels) agrees with
     "blends-intra+filter": {"synthetic_strategy": "intra-class", "synthetic_filter": True},
     # long-tailed data (--imbalance-ratio): loss re-weighting, and intra-class blends that fill every class up to
