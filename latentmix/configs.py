@@ -77,18 +77,27 @@ def backend_for(backend: str | None, data: object, defaults: dict[str, str] = DE
 
 
 #: ``latentmix compare`` recipes: TrainConfig overrides; ``synthetic_strategy`` makes a synthetic set per seed.
+# adversarial feature mixing at the setting of the digits robustness study (BENCHMARKS.md): a wider budget, three
+# ascent steps, one weight per sample and channel
+ADVERSARIAL_ROBUST = {
+    "mixup": "adversarial-manifold",
+    "adversarial_budget": 0.5,
+    "adversarial_steps": 3,
+    "adversarial_granularity": "channel",
+}
 RECIPES: dict[str, dict] = {
     "erm": {},
     "input-mixup": {"mixup": "input"},
     "manifold-mixup": {"mixup": "manifold"},
     "manifold-curriculum": {"mixup": "manifold", "depth_curriculum": "linear"},
     "adversarial-manifold": {"mixup": "adversarial-manifold"},
+    "adversarial-robust": ADVERSARIAL_ROBUST,
     "saliency-mix": {"mixup": "saliency"},
     "cutmix": {"mixup": "cutmix"},
     "blends-intra": {"synthetic_strategy": "intra-class"},
     "blends-inter": {"synthetic_strategy": "inter-class"},
     "blends-intra+manifold": {"synthetic_strategy": "intra-class", "mixup": "manifold"},
-    "blends-intra+adversarial": {"synthetic_strategy": "intra-class", "mixup": "adversarial-manifold"},
+    "blends-intra+adversarial": {"synthetic_strategy": "intra-class", **ADVERSARIAL_ROBUST},
     # intra-class blends that the seed's ERM classifier (fitted on the same labels) agrees with
     "blends-intra+filter": {"synthetic_strategy": "intra-class", "synthetic_filter": True},
     # long-tailed data (--imbalance-ratio): loss re-weighting, and intra-class blends that fill every class up to
