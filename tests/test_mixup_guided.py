@@ -225,6 +225,14 @@ def test_new_modes_train_end_to_end(settings):
     assert 0.2 < report.test["accuracy"] <= 1 and report.steps_run == 40
 
 
+def test_adversarial_robust_recipe_sets_the_study_settings(tmp_path):
+    from latentmix.compare import recipe_config
+
+    config = recipe_config(FAST, "adversarial-robust", 3, tmp_path)
+    assert (config.mixup, config.adversarial_budget, config.adversarial_steps) == ("adversarial-manifold", 0.5, 3)
+    assert config.adversarial_granularity == "channel" and config.seed == 3 and config.synthetic is None
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
