@@ -62,15 +62,17 @@ class MixupClassifier(ClassifierMixin, BaseEstimator):
         )
         arrays = {"X_train": X, "y_train": encoded, "X_test": X[:2], "y_test": encoded[:2]}
         report = train_classifier(config, quiet=True, arrays=arrays)
-        self.model_ = report.model.cpu().eval()
+        # predicted in float64: float32 kernels round a row differently with the batch size (blocking), and
+        # scikit-learn requires a row's prediction not to depend on the rows beside it
+        self.model_ = report.model.cpu().double().eval()
         self.temperature_ = report.temperature
         return self
 
     def predict_proba(self, X) -> np.ndarray:
         check_is_fitted(self, "model_")
-        X = validate_data(self, X, dtype=np.float32, reset=False)
+        X = validate_data(self, X, dtype=np.float64, reset=False)
         with torch.inference_mode():
-            logits = self.model_(torch.from_numpy(X)).double()
+            logits = self.model_(torch.from_numpy(X))
         return (logits / self.temperature_).softmax(1).numpy()
 
     def predict(self, X) -> np.ndarray:
