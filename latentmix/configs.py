@@ -76,7 +76,6 @@ def backend_for(backend: str | None, data: object, defaults: dict[str, str] = DE
     return name
 
 
-#: ``latentmix compare`` recipes: TrainConfig overrides; ``synthetic_strategy`` makes a synthetic set per seed.
 # adversarial feature mixing at the setting of the digits robustness study (BENCHMARKS.md): a wider budget, three
 # ascent steps, one weight per sample and channel
 ADVERSARIAL_ROBUST = {
@@ -85,6 +84,7 @@ ADVERSARIAL_ROBUST = {
     "adversarial_steps": 3,
     "adversarial_granularity": "channel",
 }
+#: ``latentmix compare`` recipes: TrainConfig overrides; ``synthetic_strategy`` makes a synthetic set per seed.
 RECIPES: dict[str, dict] = {
     "erm": {},
     "input-mixup": {"mixup": "input"},
