@@ -10,7 +10,8 @@ themselves come from :mod:`latentmix.sources`.
 
 Sample ``i`` depends only on (seed, i): launched with N processes (``torchrun`` or
 ``accelerate launch``), the processes split the shards and the result is byte-identical to a
-one-process run. A killed run resumes without gaps or duplicates; a larger ``n`` extends a set.
+one-process run with the same threads per process (float kernels may round by thread count). A killed
+run resumes without gaps or duplicates; a larger ``n`` extends a set.
 The shard size is part of a run's identity: with another shard size every sample keeps its pair
 and λ, but a decoded pixel may differ by one gray level (batched convolutions round differently).
 """
