@@ -155,6 +155,7 @@ def per_class_accuracy(probs: Tensor, labels: Tensor) -> dict[str, float]:
     present in ``labels``."""
     labels = labels.long()
     hits = (probs.argmax(1) == labels).double()
-    present = labels.unique()
-    recall = torch.stack([hits[labels == c].mean() for c in present])
+    counts = torch.bincount(labels)
+    present = counts > 0
+    recall = torch.bincount(labels, weights=hits)[present] / counts[present]
     return {"balanced_accuracy": float(recall.mean()), "worst_class_accuracy": float(recall.min())}

@@ -51,7 +51,7 @@ def soft_cross_entropy(logits: Tensor, targets: Tensor, class_weights: Tensor | 
     (for a one-hot target: the weighted cross-entropy of class re-weighting)."""
     terms = targets * torch.log_softmax(logits.float(), dim=-1)
     if class_weights is not None:
-        terms = terms * class_weights.to(terms.device)
+        terms = terms * class_weights
     return -terms.sum(-1).mean()
 
 

@@ -122,8 +122,10 @@ def synthesize(
 
     config.validate()
     config = replace(config, backend=backend_for(config.backend, config.data))  # the run's identity names it
-    if config.balance is not None:  # the data decides how many samples: every class up to the target
-        config = replace(config, n=int(balance_quota(source_labels(config), config.balance).sum()))
+    quota = None  # with balance, the data decides how many samples: every class up to the target
+    if config.balance is not None:
+        quota = balance_quota(source_labels(config), config.balance)
+        config = replace(config, n=int(quota.sum()))
     keep = (out is None) if keep_in_memory is None else keep_in_memory
     if keep and config.n > IN_MEMORY_LIMIT:
         raise ValueError(
@@ -135,10 +137,12 @@ def synthesize(
     with guard:  # one writer per output directory
         if root is not None:
             _check_output_dir(root, config)
-        return _synthesize(config, root, state, keep, quiet)
+        return _synthesize(config, root, state, keep, quiet, quota)
 
 
-def _synthesize(config: SynthesisConfig, root: Path | None, state, keep: bool, quiet: bool) -> SynthesisResult:
+def _synthesize(
+    config: SynthesisConfig, root: Path | None, state, keep: bool, quiet: bool, quota: np.ndarray | None
+) -> SynthesisResult:
     assert config.backend is not None
     backend = load_backend(config.backend, device=state.device)
     method = config.method or backend.default_method
@@ -158,7 +162,7 @@ def _synthesize(config: SynthesisConfig, root: Path | None, state, keep: bool, q
         class_pairs=config.class_pairs,
         latents=src.latents.numpy() if config.strategy == "knn" else None,
         k=config.k,
-        quota=None if config.balance is None else balance_quota(src.dataset.labels.numpy(), config.balance),
+        quota=quota,  # drawn from the same labels SourceData just loaded
     )
 
     if root is not None and state.is_main_process:

@@ -32,7 +32,7 @@ def test_long_tailed_draw_follows_the_documented_profile_and_nests_in_the_balanc
     assert np.array_equal(labelled, subset) and np.bincount(LABELS[val]).tolist() == counts.tolist()
     assert not set(labelled) & set(val)
     for bad in (0.5, -1, float("nan"), True, "10"):
-        with pytest.raises(ValueError, match="imbalance_ratio must be a number >= 1"):
+        with pytest.raises(ValueError, match="imbalance_ratio must be a finite number >= 1"):
             long_tailed_counts(10, 50, bad)
 
 

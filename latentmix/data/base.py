@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from latentmix.configs import SPLITS
-from latentmix.validation import choice, positive_int
+from latentmix.validation import choice, number, positive_int
 
 GENERIC_TEMPLATES = ("a photo of a {name}", "an image of a {name}", "a picture of a {name}", "a {name}")
 
@@ -39,10 +39,9 @@ def long_tailed_counts(num_classes: int, head: int, imbalance_ratio: float) -> n
     ``head`` examples, the last class ``head / R`` (at least 1). ``R = 1`` is the balanced draw.
     """
     positive_int(head, "labels_per_class")
-    if isinstance(imbalance_ratio, bool) or not isinstance(imbalance_ratio, (int, float)) or not imbalance_ratio >= 1:
-        raise ValueError(f"imbalance_ratio must be a number >= 1, got {imbalance_ratio!r}")
+    ratio = number(imbalance_ratio, "imbalance_ratio", minimum=1.0)
     ranks = np.arange(num_classes, dtype=np.float64) / max(num_classes - 1, 1)
-    return np.maximum(1, np.round(head * float(imbalance_ratio) ** -ranks)).astype(np.int64)
+    return np.maximum(1, np.round(head * ratio**-ranks)).astype(np.int64)
 
 
 def labelled_subset(

@@ -213,7 +213,9 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
     model, opt = accelerator.prepare(model, opt)
     raw = accelerator.unwrap_model(model)
     evaluate = {name: _Evaluator(accelerator, split) for name, split in (("val", val), ("test", test))}
-    weights = balanced_class_weights(train.y, num_classes) if config.class_weights == "balanced" else None
+    weights = None
+    if config.class_weights == "balanced":
+        weights = balanced_class_weights(train.y, num_classes).to(accelerator.device)
     step_fn = _make_step(config, model, raw, num_classes, gens["mixing"], clock=lambda: state.step,
                          class_weights=weights)  # fmt: skip
     batches = _Batches(config, train, syn, num_classes, gens["batches"])
