@@ -148,6 +148,20 @@ def _evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def _evaluate_pairs(args: argparse.Namespace, argv: list[str]) -> int:
+    from latentmix.pair_alignment import evaluate_pairs, format_pair_report
+
+    if args.json is not None:
+        from latentmix.validation import suffix
+
+        suffix(args.json, "--json", (".json",))
+    report = evaluate_pairs(from_args(configs.PairEvalConfig, args), quiet=args.quiet)
+    print(format_pair_report(report))
+    if args.json:
+        _write_json(args.json, report)
+    return 0
+
+
 def _export(args: argparse.Namespace, argv: list[str]) -> int:
     config = from_args(configs.ExportConfig, args)
     config.validate()
@@ -228,12 +242,16 @@ def _fit(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _fitters() -> dict[str, Callable]:
+    from latentmix.align import fit_align
     from latentmix.reference import fit_reference_classifier
     from latentmix.train.fit_gan import fit_gan
     from latentmix.train.fit_ldm import fit_ldm
     from latentmix.train.fit_vae import fit_vae
 
-    return {"vae": fit_vae, "gan": fit_gan, "ldm": fit_ldm, "reference-classifier": fit_reference_classifier}
+    return {
+        "vae": fit_vae, "gan": fit_gan, "ldm": fit_ldm,
+        "reference-classifier": fit_reference_classifier, "align": fit_align,
+    }  # fmt: skip
 
 
 # -- the parser --------------------------------------------------------------------------------------------
@@ -246,6 +264,10 @@ FIT_HELP = {
     "reference-classifier": (
         configs.ReferenceFitConfig,
         "fit the classifier that judges `latentmix evaluate` (one head per factor where the data has factors)",
+    ),
+    "align": (
+        configs.AlignFitConfig,
+        "fit the image-text alignment model that judges `latentmix evaluate-pairs` (CLIP-style, InfoNCE)",
     ),
 }
 
@@ -299,6 +321,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(ev, configs.EvalConfig)
     ev.add_argument("--json", help="also write the full report here (.json)")
     ev.set_defaults(handler=_evaluate)
+
+    ep = sub.add_parser(
+        "evaluate-pairs", help="pair alignment of a paired set (and of real pairs): recall@1/@5 both ways, similarity"
+    )
+    pairs_help = configs.PairEvalConfig.__dataclass_fields__["pairs"].metadata["help"]
+    ep.add_argument("pairs", metavar="PAIRS", help=pairs_help)
+    add_flags(ep, configs.PairEvalConfig, skip=("pairs",))
+    ep.add_argument("--json", help="also write the full report here (.json)")
+    ep.set_defaults(handler=_evaluate_pairs)
 
     ed = sub.add_parser(
         "edit", help="latent arithmetic: move your images along an attribute direction (e.g. red -> blue)"

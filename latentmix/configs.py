@@ -41,6 +41,7 @@ SAMPLERS = ("ddim", "dpm-solver")  # latent diffusion: how noise is decoded
 VIDEO_FORMATS = ("mp4", "webm", "none")
 SPLITS = ("train", "test", "all")
 STRATEGIES = ("random", "intra-class", "inter-class", "knn")  # pairing strategies of paired synthesis
+CAPTION_RULES = ("auto", "factors", "nearest")  # blend captions: latentmix.factor_captions, or the nearest source
 MIXUP_MODES = ("none", "input", "cutmix", "manifold", "adversarial-manifold", "saliency", "cross-modal")
 DEPTH_CURRICULA = ("none", "linear", "step")  # manifold mixup: how the eligible layers move deeper
 GRANULARITIES = ("sample", "channel")  # adversarial mixing: one weight per sample, or per sample and channel
@@ -340,6 +341,16 @@ class SynthesisConfig:
     k: int = option(5, "knn: neighbours to choose from", check=POSITIVE_INT)
     method: str | None = option(None, "image-latent interpolator (default: the backend's)", check=one_of(METHODS))
     text_encoder: str = option(DEFAULT_TEXT_ENCODER, "hub id or directory of a transformers text encoder", path=True)
+    caption: str = option(
+        "auto",
+        "the 'text' of a blend: 'factors' renders it from the blended factors (the dominant parent's, both near "
+        "λ = 0.5), 'nearest' is the source caption nearest to the blended text embedding; 'auto': factors where "
+        "the data has them",
+        check=one_of(CAPTION_RULES),
+    )
+    caption_margin: float = option(
+        0.1, "factors rule: name both parents' values where |λ - 0.5| is below this", check=number_in(0.0, 0.5)
+    )
     labels_per_class: int | None = option(
         None, "blend only K labelled examples per class (low-data runs; default: all)", check=POSITIVE_INT
     )
@@ -846,3 +857,68 @@ class ReferenceFitConfig:
 
     def validate(self) -> None:
         validate_fields(self)
+
+
+# -- pair alignment ----------------------------------------------------------------------------------------
+DEFAULT_ALIGN_MODELS = {"shapes": "shapes-align"}  # the embedded alignment model of each embedded data set
+
+
+@dataclass
+class AlignFitConfig:
+    """Settings of ``latentmix fit align``: a CLIP-style dual encoder that scores image-caption pairs."""
+
+    data: str = option(
+        "shapes", "'shapes' or a captioned image folder (metadata.jsonl with 'text'; its train split)", path=True
+    )
+    image_size: int | None = option(
+        None, "image side (default: the data's own; needed for images of several sizes)", check=POSITIVE_INT
+    )
+    channels: int | None = option(
+        None, "1 or 3 (default: the data's own: 3 if any image has colour)", check=one_of((1, 3)), parse=int
+    )
+    text_encoder: str = option(
+        DEFAULT_TEXT_ENCODER, "frozen sentence encoder under the learned text projection (hub id or directory)"
+    )
+    embed_dim: int = option(128, "size of the shared image-text space", check=POSITIVE_INT)
+    width: int = option(64, "channels of the image tower's convolutions", check=POSITIVE_INT)
+    epochs: int | None = option(
+        None,
+        "passes over the training pairs (default: about 300,000 pair passes, in [10, 200])",
+        check=POSITIVE_INT,
+    )
+    batch_size: int = option(256, "pairs per InfoNCE batch (the negatives of each pair)", check=int_at_least(2))
+    lr: float = option(2e-3, "AdamW learning rate, one-cycle schedule", check=POSITIVE_NUMBER)
+    seed: int = option(0, "seeds the weights, the shuffling and the shifts", check=INT)
+
+    def validate(self) -> None:
+        validate_fields(self)
+
+
+@dataclass
+class PairEvalConfig:
+    """Settings of ``latentmix evaluate-pairs``: how well each caption of a paired set describes its image."""
+
+    pairs: str = option(
+        "", "a paired set from `latentmix synthesize`, a captioned image folder, or 'shapes'", path=True
+    )
+    align: str | None = option(
+        None,
+        "alignment model from `latentmix fit align` (default: the embedded one of the data the set was made from)",
+        path=True,
+    )
+    real: str | None = option(
+        None,
+        "real pairs scored beside the set (default: the test split of the data the alignment model was fitted on)",
+        path=True,
+    )
+    group_size: int = option(100, "retrieval within random groups of this many pairs", check=int_at_least(2))
+    max_pairs: int | None = option(
+        None, "score at most this many pairs of each set, spread evenly (default: all)", check=POSITIVE_INT
+    )
+    batch_size: int = option(512, "images per forward pass", check=POSITIVE_INT)
+    seed: int = option(0, "seeds the grouping", check=INT)
+
+    def validate(self) -> None:
+        validate_fields(self)
+        if not self.pairs:
+            raise ValueError("pairs: give a paired set directory, a captioned image folder or 'shapes'")

@@ -72,6 +72,19 @@ class DigitsClassifier(ModelMixin, ConfigMixin):
         return self.head(self.features(x))
 
 
+def conv_tower(in_channels: int, image_size: int, width: int, feature_dim: int) -> nn.Sequential:
+    """Strided 3x3 convs (GroupNorm, SiLU) from ``image_size`` down to 4 x 4, then a ``feature_dim`` embedding
+    (dropout 0.2, linear, SiLU): the image tower of reference classifiers and of alignment models."""
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, width // 2, 3, padding=1), nn.SiLU()]
+    side, ch = image_size, width // 2
+    while side > 4:
+        layers += [nn.Conv2d(ch, width, 3, stride=2, padding=1), nn.GroupNorm(8, width), nn.SiLU()]
+        side, ch = (side + 1) // 2, width
+    layers += [nn.Conv2d(ch, width, 3, padding=1), nn.SiLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten()]
+    layers += [nn.Dropout(0.2), nn.Linear(width * 16, feature_dim), nn.SiLU()]
+    return nn.Sequential(*layers)
+
+
 class ReferenceClassifier(ModelMixin, ConfigMixin):
     """Conv net for square images of any size in [-1, 1]: strided convs down to 4 x 4, a ``feature_dim``
     embedding (``features``), a class head (``forward``) and, where the data has factors, one head per factor
@@ -97,14 +110,7 @@ class ReferenceClassifier(ModelMixin, ConfigMixin):
         factors: dict[str, list[str]] | None = None,
     ):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, width // 2, 3, padding=1), nn.SiLU()]
-        side, ch = image_size, width // 2
-        while side > 4:
-            layers += [nn.Conv2d(ch, width, 3, stride=2, padding=1), nn.GroupNorm(8, width), nn.SiLU()]
-            side, ch = (side + 1) // 2, width
-        layers += [nn.Conv2d(ch, width, 3, padding=1), nn.SiLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten()]
-        layers += [nn.Dropout(0.2), nn.Linear(width * 16, feature_dim), nn.SiLU()]
-        self.body = nn.Sequential(*layers)
+        self.body = conv_tower(in_channels, image_size, width, feature_dim)
         self.head = nn.Linear(feature_dim, len(class_names or []) or 1)
         self.factor_heads = nn.ModuleDict({name: nn.Linear(feature_dim, len(v)) for name, v in (factors or {}).items()})
 

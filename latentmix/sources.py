@@ -21,6 +21,7 @@ from latentmix.blend import CaptionBank, Pairs, blend
 from latentmix.configs import SynthesisConfig
 from latentmix.data import ImageTextDataset, Subset, labelled_subset, load_dataset, load_matching
 from latentmix.data.synthetic import EMBEDDING_FIELDS, image_path, sample_id
+from latentmix.factor_captions import FactorCaptioner
 from latentmix.pairing import Pairing, sample_lambdas
 from latentmix.text import TextEncoder
 from latentmix.viz import to_uint8
@@ -83,6 +84,9 @@ class SourceData:
         self.onehot = torch.nn.functional.one_hot(ds.labels, len(ds.class_names)).float()
         unique = sorted(set(ds.texts))
         self.bank = CaptionBank(unique, text_encoder.encode(unique))
+        self.captioner: FactorCaptioner | None = None
+        if config.caption == "factors" or (config.caption == "auto" and ds.factor_values is not None):
+            self.captioner = FactorCaptioner(ds, config.caption_margin)
 
     def side(self, idx: np.ndarray) -> Pairs:
         t = torch.from_numpy(idx)
@@ -200,10 +204,15 @@ def make_shard(
     rows = []
     for j, sid in zip(kept, ids, strict=True):
         soft = [round(float(v), 6) for v in mix.soft_labels[j]]
+        text, extra = mix.captions[j], {}
+        if src.captioner is not None:
+            a, b, w = int(ia[j]), int(ib[j]), float(lam[j])
+            text = src.captioner.caption(a, b, w, int(idx[j]))
+            extra = {"nearest_text": mix.captions[j], "factors": src.captioner.factors(a, b, w)}
         rows.append(
             {
                 "file_name": image_path(shard, sid),
-                "text": mix.captions[j],
+                "text": text,
                 "composed_text": mix.composed_captions[j],
                 "label": int(np.argmax(soft)),
                 "soft_label": soft,
@@ -213,6 +222,7 @@ def make_shard(
                 "label_a": int(ds.labels[ia[j]]),
                 "label_b": int(ds.labels[ib[j]]),
                 "id": sid,
+                **extra,
             }
         )
     latent, text_embedding = EMBEDDING_FIELDS

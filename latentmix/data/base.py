@@ -113,6 +113,9 @@ class ImageTextDataset(Dataset):
     factor_table: Tensor | None = None
     #: per item, the factors its caption names ("label" for the class); None: every factor counts as named
     named_factors: list[frozenset[str]] | None = None
+    #: whether the captions are the data's own (a folder's metadata text, shapes, a synthetic set), not made
+    #: from the class names by templates (digits, class subfolders)
+    captioned: bool = False
 
     def factor_labels(self) -> Tensor:
         """(N, F) factor indices, in the order of ``factor_values``."""
@@ -172,7 +175,7 @@ class Subset(ImageTextDataset):
         self.ids = [base.ids[i] for i in self.indices]
         self.class_names, self.image_size, self.channels = base.class_names, base.image_size, base.channels
         self.native_size, self.native_channels = base.native_size, base.native_channels
-        self.factor_values = base.factor_values
+        self.factor_values, self.captioned = base.factor_values, base.captioned
         if base.factor_table is not None:
             self.factor_table = base.factor_table[torch.from_numpy(self.indices)]
         if base.named_factors is not None:
@@ -214,6 +217,7 @@ class Concat(ImageTextDataset):
         sizes = {p.native_size for p in parts}
         self.native_size = next(iter(sizes)) if len(sizes) == 1 else None
         self.native_channels = max(p.native_channels for p in parts)
+        self.captioned = all(p.captioned for p in parts)
         if all(p.factor_values is not None and p.factor_values == first.factor_values for p in parts):
             factors = torch.cat([p.factor_labels() for p in parts])
             self.factor_values = first.factor_values

@@ -126,6 +126,7 @@ class ImageFolderDataset(ImageTextDataset):
         self._read_factors(path, rows)
         if rows and all(has_text):
             self.texts = [str(r["text"]) for _, r in rows]
+            self.captioned = True
         else:
             self.texts = [
                 caption(self.class_names[y], i, GENERIC_TEMPLATES) if y >= 0 else "an image"

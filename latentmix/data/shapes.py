@@ -243,6 +243,7 @@ class ShapesDataset(ImageTextDataset):
         self.ids, self.texts = [], []
         #: per item, the factors its caption names ("label" = the shape; odd items name it vaguely)
         self.named_factors = []
+        self.captioned = True
         for s, (_, table) in zip(splits, parts, strict=True):
             for i, row in enumerate(table.tolist()):
                 text, named = describe(seed, s, i, dict(zip(FACTORS, row, strict=True)))

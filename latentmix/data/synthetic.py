@@ -43,6 +43,9 @@ ROW_FIELDS = (
     "label_a",
     "label_b",  # their classes
     "id",  # syn-XXXXXXXX
+    # where the source data has factors (caption rule 'factors'):
+    "nearest_text",  # the nearest-caption rule's text, kept for comparison
+    "factors",  # the dominant parent's value of each factor, {"label": "circle", "colour": "red", …}
 )
 
 
@@ -84,6 +87,9 @@ class SyntheticDataset(ImageTextDataset):
         self.ids = [r["id"] for r in rows]
         self.texts = [r["text"] for r in rows]
         self.composed_texts = [r["composed_text"] for r in rows]
+        self.captioned = True
+        #: the nearest-caption rule's texts, where the set's captions were rendered from factors (else None)
+        self.nearest_texts = [r["nearest_text"] for r in rows] if all("nearest_text" in r for r in rows) else None
         self.labels = torch.tensor([r["label"] for r in rows], dtype=torch.long)
         soft = [r["soft_label"] for r in rows]
         self.soft_labels = torch.tensor(soft, dtype=torch.float32).reshape(len(rows), len(self.class_names))
