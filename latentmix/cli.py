@@ -172,6 +172,16 @@ def _export(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def _augment(args: argparse.Namespace, argv: list[str]) -> int:
+    config = from_args(configs.AugmentConfig, args)
+    config.validate()
+    from latentmix.augment_set import augment_dataset
+
+    out = augment_dataset(config, args.out, quiet=args.quiet)
+    print(f"wrote {out}: images/, metadata.jsonl ({config.mode}: {', '.join(config.transforms)}, p={config.p:g})")
+    return 0
+
+
 def _edit(args: argparse.Namespace, argv: list[str]) -> int:
     config = from_args(configs.EditConfig, args)
     config.validate()
@@ -337,6 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(ed, configs.EditConfig, required=("images", "factor", "source", "target"))
     ed.add_argument("--out", required=True, help="output directory (new or empty): edited PNGs and edits.png")
     ed.set_defaults(handler=_edit)
+
+    au = sub.add_parser(
+        "augment", help="write a data set or paired set with its pairs flipped, moved, recoloured (captions follow)"
+    )
+    add_flags(au, configs.AugmentConfig)
+    au.add_argument("--out", required=True, help="output directory (new or empty)")
+    au.set_defaults(handler=_augment)
 
     ex = sub.add_parser("export", help="write a data set (e.g. shapes) as an imagefolder with metadata.jsonl")
     add_flags(ex, configs.ExportConfig)

@@ -41,6 +41,8 @@ SAMPLERS = ("ddim", "dpm-solver")  # latent diffusion: how noise is decoded
 VIDEO_FORMATS = ("mp4", "webm", "none")
 SPLITS = ("train", "test", "all")
 STRATEGIES = ("random", "intra-class", "inter-class", "knn")  # pairing strategies of paired synthesis
+AUGMENT_TRANSFORMS = ("hflip", "vflip", "translate", "recolour")  # latentmix.augment
+AUGMENT_MODES = ("synchronized", "image-only", "none")
 CAPTION_RULES = ("auto", "factors", "nearest")  # blend captions: latentmix.factor_captions, or the nearest source
 MIXUP_MODES = ("none", "input", "cutmix", "manifold", "adversarial-manifold", "saliency", "cross-modal")
 DEPTH_CURRICULA = ("none", "linear", "step")  # manifold mixup: how the eligible layers move deeper
@@ -466,6 +468,33 @@ class ExportConfig:
 
     def validate(self) -> None:
         validate_fields(self)
+
+
+@dataclass
+class AugmentConfig:
+    """Settings of ``latentmix augment``: a data set or paired set written with synchronized (or image-only)
+    transforms of its pairs."""
+
+    data: str = option("shapes", "'shapes', a captioned image folder, or a paired set from `synthesize`", path=True)
+    split: str = option("test", "train, test or all (for a paired set: ignored)", check=one_of(SPLITS))
+    transforms: tuple[str, ...] = option(
+        ("hflip", "translate", "recolour"),
+        "any of hflip, vflip (any captioned data), translate, recolour (data with shapes' factors); vflip turns "
+        "triangles and stars upside down, which shapes never shows",
+        metavar="T",
+    )
+    p: float = option(0.5, "probability that each transform is applied to a pair", check=PROBABILITY)
+    mode: str = option(
+        "synchronized", "synchronized (captions and factors follow), image-only, or none", check=one_of(AUGMENT_MODES)
+    )
+    seed: int = option(0, "seeds which pairs are transformed and how", check=INT)
+
+    def validate(self) -> None:
+        validate_fields(self)
+        bad = [t for t in self.transforms if t not in AUGMENT_TRANSFORMS]
+        if bad or not self.transforms or isinstance(self.transforms, str):
+            shown = repr(bad[0]) if bad else repr(self.transforms)
+            raise ValueError(f"transforms must be some of {', '.join(AUGMENT_TRANSFORMS)}, got {shown}")
 
 
 # -- the explore page --------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from latentmix.data import ImageTextDataset, load_dataset
 from latentmix.data.folder import CLASS_NAMES, FACTORS, METADATA
 
-__all__ = ["export_dataset"]
+__all__ = ["export_dataset", "write_split"]
 
 
 def export_dataset(
@@ -53,20 +53,37 @@ def export_dataset(
 
 
 def _write_split(dataset: ImageTextDataset, folder: Path, desc: str, quiet: bool) -> None:
+    def batches():
+        for start in range(0, len(dataset), 256):
+            indices = range(start, min(start + 256, len(dataset)))
+            texts = [dataset.texts[i] for i in indices]
+            factors = [dataset.factors(i) for i in indices] if dataset.factor_values is not None else None
+            named = [dataset.named_factors[i] for i in indices] if dataset.named_factors is not None else None
+            yield dataset.images(indices), texts, [int(dataset.labels[i]) for i in indices], factors, named
+
+    write_split(folder, batches(), len(dataset), desc, quiet)
+
+
+def write_split(folder: Path, batches, count: int, desc: str, quiet: bool) -> None:
+    """Write ``images/*.png`` and ``metadata.jsonl`` under ``folder`` from batches of (images in [-1, 1], texts,
+    labels, factors (dicts of value names, the label included, or None), named factors (or None))."""
     from latentmix.viz import to_pil, to_uint8
 
     (folder / "images").mkdir(parents=True)
-    width = len(str(len(dataset) - 1))
-    rows = []
-    for start in tqdm(range(0, len(dataset), 256), desc=desc, disable=quiet):
-        indices = range(start, min(start + 256, len(dataset)))
-        for i, image in zip(indices, to_uint8(dataset.images(indices)), strict=True):
+    width = len(str(max(count - 1, 0)))
+    rows, i = [], 0
+    bar = tqdm(total=count, desc=desc, disable=quiet)
+    for images, texts, labels, factors, named in batches:
+        for j, image in enumerate(to_uint8(images)):
             file_name = f"images/{i:0{width}d}.png"
             to_pil(image).save(folder / file_name)
-            row: dict = {"file_name": file_name, "text": dataset.texts[i], "label": int(dataset.labels[i])}
-            if dataset.factor_values is not None:
-                row.update({k: v for k, v in dataset.factors(i).items() if k != "label"})
-            if dataset.named_factors is not None:
-                row["named_factors"] = sorted(dataset.named_factors[i])
+            row: dict = {"file_name": file_name, "text": texts[j], "label": labels[j]}
+            if factors is not None:
+                row.update({k: v for k, v in factors[j].items() if k != "label"})
+            if named is not None:
+                row["named_factors"] = sorted(named[j])
             rows.append(json.dumps(row, ensure_ascii=False))
+            i += 1
+        bar.update(len(texts))
+    bar.close()
     (folder / METADATA).write_text("\n".join(rows) + "\n", encoding="utf-8")

@@ -264,6 +264,7 @@ def _finish(
         "interpolation": config.method or backend.default_method,
         "text_encoder": text_encoder.name,
         "class_names": src.dataset.class_names,
+        "factor_values": src.dataset.factor_values,
         "num_classes": len(src.dataset.class_names),
         "image_size": backend.image_size,
         "channels": backend.image_channels,

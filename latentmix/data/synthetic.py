@@ -90,6 +90,7 @@ class SyntheticDataset(ImageTextDataset):
         self.captioned = True
         #: the nearest-caption rule's texts, where the set's captions were rendered from factors (else None)
         self.nearest_texts = [r["nearest_text"] for r in rows] if all("nearest_text" in r for r in rows) else None
+        self._read_factors(rows)
         self.labels = torch.tensor([r["label"] for r in rows], dtype=torch.long)
         soft = [r["soft_label"] for r in rows]
         self.soft_labels = torch.tensor(soft, dtype=torch.float32).reshape(len(rows), len(self.class_names))
@@ -99,6 +100,19 @@ class SyntheticDataset(ImageTextDataset):
         self.label_a = torch.tensor([r.get("label_a", -1) for r in rows], dtype=torch.long)
         self.label_b = torch.tensor([r.get("label_b", -1) for r in rows], dtype=torch.long)
         self._embeddings: Any = None  # safetensors handle, opened on first use
+
+    def _read_factors(self, rows: list[dict]) -> None:
+        """The dominant factors of every blend, where the set has them (``factors`` rows, ``factor_values`` in
+        the manifest); the factor-rendered captions name every factor."""
+        values = self.manifest.get("factor_values")
+        if not isinstance(values, dict) or not rows or not all(isinstance(r.get("factors"), dict) for r in rows):
+            return
+        try:
+            table = [[int(r["label"])] + [values[k].index(r["factors"][k]) for k in values] for r in rows]
+        except (KeyError, ValueError, AttributeError):
+            raise ValueError(f"{self.root}: a row's 'factors' do not match the manifest's factor_values") from None
+        self.factor_values = {k: list(v) for k, v in values.items()}
+        self.factor_table = torch.tensor(table, dtype=torch.long)
 
     def load_image(self, index: int) -> Tensor:
         return pil_to_tensor(open_image(self.files[index]), self.image_size, self.channels)
