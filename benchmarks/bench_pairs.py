@@ -1,6 +1,7 @@
 """Pair alignment scoring: batched (`latentmix evaluate-pairs`) against scoring one pair at a time.
 
 Run: python benchmarks/bench_pairs.py [--align shapes-align] [--pairs 10000] [--one-at-a-time 300]
+(both text-encoder precisions, fp32 and bf16 — `evaluate-pairs --text-precision` — each in the same run)
 Target (issue 12): evaluate-pairs on a 10,000-pair set runs in batched calls; report pairs/s and the ratio
 against scoring one pair at a time (>= 10x). The set is the real shapes train split (10,000 captioned pairs).
 Batched: images through the image tower 512 at a time, each unique caption through the text encoder once, all
@@ -36,30 +37,31 @@ def main() -> None:
     encoder = TextEncoder.from_pretrained(model.config.text_encoder, device="cpu")
     encoder.encode(["warm-up"])
 
-    start = time.perf_counter()
-    fresh = TextEncoder(encoder.model, encoder.tokenizer)  # an empty caption cache: every caption is encoded
-    batched_scores = score_pairs(model, data, encoder=fresh)
-    batched = time.perf_counter() - start
+    rows = []
+    for precision in ("fp32", "bf16"):
+        encoder.model.to(torch.float32 if precision == "fp32" else torch.bfloat16)
+        start = time.perf_counter()
+        fresh = TextEncoder(encoder.model, encoder.tokenizer)  # an empty caption cache: every caption is encoded
+        batched_scores = score_pairs(model, data, encoder=fresh)
+        batched = time.perf_counter() - start
 
-    n = min(args.one_at_a_time, len(data))
-    start = time.perf_counter()
-    images, texts = [], []
-    with torch.inference_mode():
-        for i in range(n):
-            images.append(model.embed_images(data.images([i])))
-            texts.append(model.embed_texts(encoder._embed([data.texts[i]])))  # no cache: one caption per call
-    per_pair = (time.perf_counter() - start) / n
-
-    rows = [
-        {
-            "case": f"{len(data):,} shapes pairs, groups of 100",
-            "batched_s": batched,
-            "batched_pairs_per_s": len(data) / batched,
-            "one_at_a_time_pairs_per_s": 1 / per_pair,
-            "result": f"batched {per_pair * len(data) / batched:.1f}x faster",
-            "text_to_image_r1": batched_scores["text_to_image_r1"],
-        }
-    ]
+        n = min(args.one_at_a_time, len(data))
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for i in range(n):
+                model.embed_images(data.images([i]))
+                model.embed_texts(encoder._embed([data.texts[i]]))  # no cache: one caption per call
+        per_pair = (time.perf_counter() - start) / n
+        rows.append(
+            {
+                "case": f"{len(data):,} shapes pairs, groups of 100, text encoder in {precision}",
+                "batched_s": batched,
+                "batched_pairs_per_s": len(data) / batched,
+                "one_at_a_time_pairs_per_s": 1 / per_pair,
+                "result": f"batched {per_pair * len(data) / batched:.1f}x faster",
+                "text_to_image_r1": batched_scores["text_to_image_r1"],
+            }
+        )
     report("pairs", rows)
 
 

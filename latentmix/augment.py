@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
-
-from latentmix.data.base import ImageTextDataset
 
 TRANSFORMS = ("hflip", "vflip", "translate", "recolour")
 MODES = ("synchronized", "image-only", "none")
@@ -100,7 +99,7 @@ def recolour_objects(images: Tensor, targets: Tensor) -> Tensor:
     return (images + alpha * (targets - colour)[:, :, None, None]).clamp(-1, 1)
 
 
-def has_shapes_factors(data: ImageTextDataset) -> bool:
+def has_shapes_factors(data: Any) -> bool:
     from latentmix.factor_captions import is_shapes
 
     return is_shapes(data)
@@ -113,7 +112,9 @@ class PairAugment:
         transforms: any of :data:`TRANSFORMS`.
         p: probability that each transform is applied to a sample.
         mode: ``"synchronized"`` (captions and factors follow), ``"image-only"`` or ``"none"``.
-        data: the data the pairs come from; ``translate`` and ``recolour`` need shapes' factors.
+        data: the data the pairs come from (anything with ``class_names`` and ``factor_values``); ``translate``
+            and ``recolour`` need shapes' factors.
+        name: how errors name the data.
     """
 
     def __init__(
@@ -122,7 +123,7 @@ class PairAugment:
         *,
         p: float = 0.5,
         mode: str = "synchronized",
-        data: ImageTextDataset | None = None,
+        data: Any = None,
         name: str = "the data",
     ):
         bad = [t for t in transforms if t not in TRANSFORMS]

@@ -102,3 +102,40 @@ def test_augment_command_writes_a_readable_set_and_refuses_undefined_rewrites(sh
     argv = ["--quiet", "augment", "--data", str(folder), "--split", "all", "--transforms", "hflip", "--p", "1"]
     assert main([*argv, "--out", str(tmp_path / "f")]) == 0
     assert load_dataset(tmp_path / "f").texts == ["a dog on the right"]
+
+
+def test_the_trainer_augments_real_rows_and_re_embeds_rewritten_captions_only_when_synchronized(shapes_cache):
+    from latentmix.configs import TrainConfig
+    from latentmix.text import TextEncoder
+    from latentmix.train.classifier import _Batches
+    from latentmix.train.classifier_data import Split
+
+    data = load_dataset("shapes", split="test", image_size=16)
+    idx = list(range(32))
+    encoder = TextEncoder.from_pretrained(device="cpu")
+    texts = [data.texts[i] for i in idx]
+    train = Split(data.images(idx), data.labels[idx], t=encoder.encode(texts), texts=texts,
+                  factors=[data.factors(i) for i in idx])  # fmt: skip
+    drawn = {}
+    for mode in ("synchronized", "image-only"):
+        config = TrainConfig(data="shapes", batch_size=16, augment=mode, augment_transforms=("recolour",), augment_p=1)
+        augment = PairAugment(("recolour",), p=1.0, mode=mode, data=data)
+        batches = _Batches(config, train, None, 6, torch.Generator().manual_seed(0), (augment, encoder))
+        drawn[mode] = batches()
+    (xs, ys, ts), (xi, yi, ti) = drawn["synchronized"], drawn["image-only"]
+    assert torch.equal(xs, xi) and torch.equal(ys, yi)  # the same rows, transformed the same way
+    rows = torch.randint(32, (16,), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(ti, train.t[rows])  # image-only: the captions' embeddings are the originals
+    assert not torch.allclose(ts, train.t[rows])  # synchronized: every caption now names the new colour
+    assert not torch.allclose(xs, train.x[rows])
+
+
+def test_train_accepts_augment_and_refuses_rewrites_the_data_cannot_have(shapes_cache, capsys):
+    argv = ["--quiet", "train", "--data", "shapes", "--labels-per-class", "2", "--steps", "4", "--eval-every", "2"]
+    assert main([*argv, "--augment", "synchronized", "--mixup", "cross-modal", "--image-size", "16"]) == 0
+    capsys.readouterr()
+    assert main(["--quiet", "train", "--data", "digits", "--steps", "2", "--augment", "synchronized"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "'translate' rewrites position words" in err
+    assert main([*argv, "--augment", "synchronized", "--augment-transforms", "rotate"]) == 2
+    assert "augment_transforms must be" in capsys.readouterr().err

@@ -14,21 +14,21 @@ B = {"label": "square", "colour": "red", "size": "large", "position": "top", "ba
 def test_the_dominant_parent_names_each_factor_and_both_are_named_near_half():
     assert blended_factors(A, B, 0.8) == {k: (v,) for k, v in A.items()}
     assert blended_factors(A, B, 0.2) == {k: (v,) for k, v in B.items()}
-    near = blended_factors(A, B, 0.45)  # b dominates, a close behind: both named where they differ, b first
+    near = blended_factors(A, B, 0.45, margin=0.1)  # b dominates, a close behind: both named where they differ
     assert near["label"] == ("square", "circle") and near["size"] == ("large", "small")
     assert near["colour"] == ("red",) and near["background"] == ("plain",)  # shared values are named once
-    assert blended_factors(A, B, 0.45, margin=0.0)["label"] == ("square",)  # margin 0: always the dominant one
-    assert blended_factors(A, B, 0.5)["label"] == ("circle", "square")  # a tie: a counts as dominant
+    assert blended_factors(A, B, 0.45)["label"] == ("square",)  # the default margin, 0: always the dominant one
+    assert blended_factors(A, B, 0.5, margin=0.1)["label"] == ("circle", "square")  # a tie: a counts as dominant
 
 
 def test_shapes_captions_use_the_data_sets_words_and_name_every_factor():
     text = render_shapes({k: (v,) for k, v in A.items()}, index=0)
     assert text == "a small red circle on the left"  # template 0, first paraphrases
-    both = render_shapes(blended_factors(A, B, 0.55), index=3)
+    both = render_shapes(blended_factors(A, B, 0.55, margin=0.1), index=3)
     assert "circle or" in both and ("square" in both or "box" in both) and "on the left or at the top" in both
     texts = {render_shapes({k: (v,) for k, v in A.items()}, index=i) for i in range(30)}
     assert len(texts) > 5 and all("red" in t for t in texts)  # paraphrase variety, the facts kept
-    assert render_generic(blended_factors(A, B, 0.55)) == (
+    assert render_generic(blended_factors(A, B, 0.55, margin=0.1)) == (
         "circle or square; colour: red; size: small or large; position: left or top; background: plain"
     )
 

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from latentmix.augment import PairAugment
 from latentmix.checkpoint import (
     load_checkpoint,
     load_module,
@@ -103,6 +104,22 @@ def _build_model(config: TrainConfig, data: TrainData) -> nn.Module:
     return MLP(train.x[0].numel(), data.num_classes, config.width * 8)
 
 
+def _augmenter(config: TrainConfig, data: TrainData) -> tuple[PairAugment, Any] | None:
+    """The pair augmenter of ``--augment`` (and, for cross-modal training, the encoder of rewritten captions)."""
+    if config.augment == "none":
+        return None
+    if not data.is_image or data.train.texts is None:
+        raise ValueError("augment needs images with captions; feature vectors cannot be flipped or recoloured")
+    augment = PairAugment(config.augment_transforms, p=config.augment_p, mode=config.augment, data=data,
+                          name=f"data {config.data!r}")  # fmt: skip
+    encoder = None
+    if config.mixup == "cross-modal":
+        from latentmix.text import TextEncoder
+
+        encoder = TextEncoder.from_pretrained(config.text_encoder, device="cpu")
+    return augment, encoder
+
+
 def _embed_captions(config: TrainConfig, data: TrainData, syn: Split | None) -> None:
     """Cross-modal training: sentence embeddings of the real captions (the synthetic set brings its own)."""
     if not data.is_image or data.train.texts is None:
@@ -153,8 +170,17 @@ class _Batches:
     """Draws each step's batch: real rows by index, some replaced by synthetic rows (``synthetic_ratio``, or
     the synthetic share of all rows with ``synthetic_pooled``: uniform draws from real and synthetic together)."""
 
-    def __init__(self, config: TrainConfig, train: Split, syn: Split | None, num_classes: int, gen: torch.Generator):
+    def __init__(
+        self,
+        config: TrainConfig,
+        train: Split,
+        syn: Split | None,
+        num_classes: int,
+        gen: torch.Generator,
+        augment: tuple[PairAugment, Any] | None = None,
+    ):
         self.config, self.train, self.syn, self.num_classes, self.gen = config, train, syn, num_classes, gen
+        self.augment = augment  # (the augmenter, the text encoder that re-embeds rewritten captions, or None)
         self.ratio = config.synthetic_ratio
         if syn is not None and config.synthetic_pooled:
             self.ratio = len(syn.x) / (len(syn.x) + len(train.x))
@@ -164,6 +190,14 @@ class _Batches:
         idx = torch.randint(len(train.x), (config.batch_size,), generator=gen)
         x, y = train.x[idx], soft_targets(train.y[idx], self.num_classes)
         t = train.t[idx] if train.t is not None else None
+        if self.augment is not None:
+            augment, encoder = self.augment
+            texts = [(train.texts or [])[i] for i in idx.tolist()]
+            factors = None if train.factors is None else [train.factors[i] for i in idx.tolist()]
+            out = augment(x, texts, factors, generator=gen)
+            x = out.images
+            if t is not None and encoder is not None and augment.mode == "synchronized":
+                t = encoder.encode(out.texts)  # each caption, rewritten or not, is encoded once and cached
         if syn is not None:
             use = torch.rand(config.batch_size, generator=gen) < self.ratio
             sidx = torch.randint(len(syn.x), (int(use.sum()),), generator=gen)
@@ -218,7 +252,7 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
         weights = balanced_class_weights(train.y, num_classes).to(accelerator.device)
     step_fn = _make_step(config, model, raw, num_classes, gens["mixing"], clock=lambda: state.step,
                          class_weights=weights)  # fmt: skip
-    batches = _Batches(config, train, syn, num_classes, gens["batches"])
+    batches = _Batches(config, train, syn, num_classes, gens["batches"], _augmenter(config, data))
 
     loop = _Loop(config, accelerator, model, opt, sched, evaluate["val"], val.y, ckpt_dir, gens)
     loop.run(state, batches, step_fn, quiet)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ class Split:
     y: Tensor  # class indices, or soft labels (N, K) for synthetic sets
     t: Tensor | None = None  # text embeddings (cross-modal training)
     texts: list[str] | None = None
+    factors: list[dict[str, str]] | None = None  # per row, the label and factor names (data with factors)
 
 
 @dataclass
@@ -43,6 +45,7 @@ class TrainData:
     num_classes: int
     is_image: bool
     class_names: list[str]
+    factor_values: dict[str, list[str]] | None = None  # the data's factors (shapes), for synchronized augmentation
 
 
 def low_data_split(
@@ -60,7 +63,7 @@ def low_data_split(
     return labelled, val
 
 
-def _feature_arrays(config: TrainConfig, arrays: dict | None) -> tuple[Tensor, Tensor, Split, None, None]:
+def _feature_arrays(config: TrainConfig, arrays: dict | None) -> tuple[Tensor, Tensor, Split, None, None, None]:
     path = Path(config.data)
     if arrays is None and not path.is_file():
         raise ValueError(f"feature file {path} does not exist")
@@ -83,24 +86,26 @@ def _feature_arrays(config: TrainConfig, arrays: dict | None) -> tuple[Tensor, T
     test = Split(
         torch.as_tensor(arrays["X_test"], dtype=torch.float32), torch.as_tensor(arrays["y_test"], dtype=torch.long)
     )
-    return xtr, ytr, test, None, None
+    return xtr, ytr, test, None, None, None
 
 
-def _image_splits(config: TrainConfig) -> tuple[Tensor, Tensor, Split, list[str], list[str]]:
+def _image_splits(config: TrainConfig) -> tuple[Tensor, Tensor, Split, list[str], list[str], Any]:
     train_ds = load_dataset(config.data, split="train", image_size=config.image_size, channels=config.channels)
     test_ds = load_dataset(config.data, split="test", image_size=train_ds.image_size, channels=train_ds.channels)
-    if config.data != "digits" and getattr(test_ds, "root", None) == getattr(train_ds, "root", None):
+    root = getattr(train_ds, "root", None)
+    if root is not None and getattr(test_ds, "root", None) == root:
         raise ValueError(f"data {config.data} needs train/ and test/ subfolders so the test split stays separate")
     if test_ds.class_names != train_ds.class_names:
         raise ValueError(f"data {config.data}: the test split's classes differ from the train split's")
     test = Split(test_ds.images(range(len(test_ds))), test_ds.labels, texts=list(test_ds.texts))
-    return train_ds.images(range(len(train_ds))), train_ds.labels, test, list(train_ds.texts), train_ds.class_names
+    x, names = train_ds.images(range(len(train_ds))), train_ds.class_names
+    return x, train_ds.labels, test, list(train_ds.texts), names, train_ds
 
 
 def load_data(config: TrainConfig, arrays: dict | None = None) -> TrainData:
     """The labelled, validation and test splits of ``config.data`` (or of in-memory ``arrays``)."""
     is_image = arrays is None and Path(config.data).suffix != ".npz"
-    xtr, ytr, test, texts_tr, names = _image_splits(config) if is_image else _feature_arrays(config, arrays)
+    xtr, ytr, test, texts_tr, names, source = _image_splits(config) if is_image else _feature_arrays(config, arrays)
     if len(xtr) == 0 or len(test.x) == 0:
         raise ValueError("the train and test data must not be empty")
     num_classes = int(max(ytr.max(), test.y.max())) + 1
@@ -113,12 +118,15 @@ def load_data(config: TrainConfig, arrays: dict | None = None) -> TrainData:
         n_val = max(num_classes, len(ytr) // 10)
         val, labelled = np.sort(order[:n_val]), np.sort(order[n_val:])
 
+    factor_values = None if source is None else source.factor_values
+
     def split(idx: np.ndarray) -> Split:
         t = torch.from_numpy(idx)
-        return Split(xtr[t], ytr[t], texts=None if texts_tr is None else [texts_tr[i] for i in idx])
+        factors = None if factor_values is None or source is None else [source.factors(int(i)) for i in idx]
+        return Split(xtr[t], ytr[t], texts=None if texts_tr is None else [texts_tr[i] for i in idx], factors=factors)
 
     class_names = list(names) if names else [str(i) for i in range(num_classes)]
-    return TrainData(split(labelled), split(val), test, num_classes, is_image, class_names)
+    return TrainData(split(labelled), split(val), test, num_classes, is_image, class_names, factor_values)
 
 
 def load_synthetic(config: TrainConfig, num_classes: int, sample_shape: tuple) -> Split | None:
