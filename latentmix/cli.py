@@ -210,6 +210,9 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     if report.robustness is not None:
         shown = ", ".join(f"{k} {100 * v:.1f}" for k, v in report.robustness.items())
         print(f"robust accuracy % (inputs in [-1, 1]): {shown}")
+    if report.missing_modality is not None:
+        shown = ", ".join(f"{k} {100 * v:.1f}" for k, v in report.missing_modality.items())
+        print(f"test accuracy % by what the classifier is given: {shown}")
     if report.synthetic_agreement is not None:
         share = 100 * report.synthetic_agreement
         print(f"synthetic set: the trained classifier predicts the dominant label of {share:.1f} % of its samples")

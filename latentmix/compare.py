@@ -89,6 +89,8 @@ def run_compare(base: TrainConfig, config: CompareConfig | None = None, *, quiet
             }
             if report.robustness is not None:
                 row["robustness"] = report.robustness
+            if report.missing_modality is not None:
+                row["missing_modality"] = report.missing_modality
             row["class_balance"] = {k: report.test[k] for k in ("balanced_accuracy", "worst_class_accuracy")}
             if run_config.synthetic is not None:
                 row["erm_agreement"] = _agreement(erm_models[seed], run_config.synthetic)
@@ -101,14 +103,14 @@ def run_compare(base: TrainConfig, config: CompareConfig | None = None, *, quiet
         summary["confidence_gap"] = _mean_std([r["confidence_gap"] for r in per_seed])
         if "erm_agreement" in per_seed[0]:
             summary["erm_agreement"] = _mean_std([r["erm_agreement"] for r in per_seed])
-        for field in ("robustness", "class_balance"):
+        for field in ("robustness", "class_balance", "missing_modality"):
             if field in per_seed[0]:
                 summary[field] = {k: _mean_std([r[field][k] for r in per_seed]) for k in per_seed[0][field]}
         results["recipes"][recipe] = {"per_seed": per_seed, "summary": summary}
     results["baseline"] = recipes[0]
     results["paired"] = {r: paired_differences(scaled[recipes[0]], scaled[r]) for r in recipes[1:]}
     base_rows = results["recipes"][recipes[0]]["per_seed"]
-    for field in ("robustness", "class_balance"):
+    for field in ("robustness", "class_balance", "missing_modality"):
         if all(field in results["recipes"][r]["summary"] for r in recipes):
             results[f"paired_{field}"] = {
                 r: seed_differences(base_rows, results["recipes"][r]["per_seed"], field) for r in recipes[1:]
@@ -286,6 +288,12 @@ def _per_seed_lines(results: dict, field: str, title: str) -> list[str]:
     return lines
 
 
+def _reads_text(summary: dict) -> bool:
+    """Whether a recipe's classifier read the captions (its image-only accuracy differs from its accuracy)."""
+    numbers = summary.get("missing_modality")
+    return numbers is not None and numbers["both"]["mean"] != numbers["image_only"]["mean"]
+
+
 def format_table(results: dict) -> str:
     """Markdown: mean ± std per recipe; accuracy in %, NLL, ECE before → after temperature scaling."""
 
@@ -330,6 +338,13 @@ def format_table(results: dict) -> str:
                 f"{ece['mean']:+.4f} [{ece['ci95'][0]:+.4f}, {ece['ci95'][1]:+.4f}] |"
             )
     lines += _per_seed_lines(results, "robustness", "robust test accuracy % (inputs in [-1, 1])")
+    if any(_reads_text(r["summary"]) for r in results["recipes"].values()):
+        lines += _per_seed_lines(
+            results,
+            "missing_modality",
+            "test accuracy % given both modalities, the image only, the caption only "
+            "(a classifier that cannot read what is left: the most frequent class)",
+        )
     if results.get("imbalance_ratio") is not None:
         lines += _per_seed_lines(
             results, "class_balance", "class balance: test accuracy % per class, averaged and worst"

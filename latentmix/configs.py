@@ -44,7 +44,10 @@ STRATEGIES = ("random", "intra-class", "inter-class", "knn")  # pairing strategi
 AUGMENT_TRANSFORMS = ("hflip", "vflip", "translate", "recolour")  # latentmix.augment
 AUGMENT_MODES = ("synchronized", "image-only", "none")
 CAPTION_RULES = ("auto", "factors", "nearest")  # blend captions: latentmix.factor_captions, or the nearest source
-MIXUP_MODES = ("none", "input", "cutmix", "manifold", "adversarial-manifold", "saliency", "cross-modal")
+MIXUP_MODES = ("none", "input", "cutmix", "manifold", "adversarial-manifold", "saliency", "cross-modal", "mixgen")
+MODALITIES = ("auto", "image", "text", "fusion")  # what the classifier reads: auto = fusion for cross-modal / mixgen
+FUSION_MIXUPS = ("cross-modal", "mixgen")  # mixing that needs image + caption
+TEXT_MIXUPS = ("none", "input", "manifold")  # mixing a text-only classifier (an MLP on sentence embeddings) allows
 DEPTH_CURRICULA = ("none", "linear", "step")  # manifold mixup: how the eligible layers move deeper
 GRANULARITIES = ("sample", "channel")  # adversarial mixing: one weight per sample, or per sample and channel
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -87,6 +90,7 @@ ADVERSARIAL_ROBUST = {
     "adversarial_steps": 3,
     "adversarial_granularity": "channel",
 }
+FUSION_PLAIN = {"modality_dropout": 0.0, "consistency_weight": 0.0}  # a fusion classifier without its regularisers
 #: ``latentmix compare`` recipes: TrainConfig overrides; ``synthetic_strategy`` makes a synthetic set per seed.
 RECIPES: dict[str, dict] = {
     "erm": {},
@@ -106,6 +110,15 @@ RECIPES: dict[str, dict] = {
     # long-tailed data (--imbalance-ratio): loss re-weighting, and intra-class blends that fill every class up to
     # the largest one's count, drawn together with the real examples (balanced batches)
     "class-reweight": {"class_weights": "balanced"},
+    # image + caption (data whose captions do not give the label away, e.g. shapes): compare with fusion-erm first
+    "fusion-erm": {"modality": "fusion", **FUSION_PLAIN},
+    "image-erm": {"modality": "image"},
+    "text-only": {"modality": "text"},
+    "fusion-cross-modal": {"mixup": "cross-modal"},
+    "fusion-dropout": {"modality": "fusion", "modality_dropout": 0.3, "consistency_weight": 0.5},
+    "fusion-blends": {"modality": "fusion", **FUSION_PLAIN, "synthetic_strategy": "intra-class"},
+    "fusion-sync-augment": {"modality": "fusion", **FUSION_PLAIN, "augment": "synchronized"},
+    "mixgen": {"mixup": "mixgen", **FUSION_PLAIN},
     "blends-balance": {"synthetic_strategy": "intra-class", "synthetic_balance": True, "synthetic_pooled": True},
 }
 DEFAULT_RECIPES = ("erm", "input-mixup", "manifold-mixup", "blends-intra", "blends-inter", "blends-intra+manifold")
@@ -608,8 +621,15 @@ class TrainConfig:
     )
     mixup: str = option(
         "none",
-        "mixing in training (cross-modal: image + caption fusion classifier; on digits the captions name the label)",
+        "mixing in training (cross-modal: image, caption and label mixed with one λ; mixgen: images mixed, captions "
+        "concatenated; both train the fusion classifier; on digits the captions name the label)",
         check=one_of(MIXUP_MODES),
+    )
+    modality: str = option(
+        "auto",
+        "what the classifier reads: image, text (the caption's sentence embedding) or fusion (both); auto: fusion "
+        "for cross-modal and mixgen mixing, else image",
+        check=one_of(MODALITIES),
     )
     alpha: float | None = option(
         None,
@@ -667,12 +687,12 @@ class TrainConfig:
         None, "save checkpoints here; a restarted run with the same settings resumes", identity=False
     )
     modality_dropout: float = option(
-        0.1, "cross-modal: drop the image or the text of a row with this probability each", check=number_in(0.0, 0.5)
+        0.1, "fusion: drop the image or the text of a row with this probability each", check=number_in(0.0, 0.5)
     )
     consistency_weight: float = option(
-        0.5, "cross-modal: weight of the image-only vs text-only agreement loss", check=NON_NEGATIVE_NUMBER
+        0.5, "fusion: weight of the image-only vs text-only agreement loss", check=NON_NEGATIVE_NUMBER
     )
-    text_encoder: str = option(DEFAULT_TEXT_ENCODER, "cross-modal: embeds the real captions", path=True)
+    text_encoder: str = option(DEFAULT_TEXT_ENCODER, "fusion and text: embeds the real captions", path=True)
     image_size: int | None = option(
         None, "image folders: the side images are converted to (default: the data's own)", check=POSITIVE_INT
     )
@@ -697,7 +717,22 @@ class TrainConfig:
         if bad or not self.augment_transforms or isinstance(self.augment_transforms, str):
             shown = repr(bad[0]) if bad else repr(self.augment_transforms)
             raise ValueError(f"augment_transforms must be some of {', '.join(AUGMENT_TRANSFORMS)}, got {shown}")
+        if self.modality in ("image", "text") and self.mixup in FUSION_MIXUPS:
+            raise ValueError(f"mixup {self.mixup} trains the fusion classifier; modality must be fusion or auto")
+        if self.reads == "fusion" and self.mixup not in ("none", *FUSION_MIXUPS):
+            raise ValueError(f"the fusion classifier takes mixup none, {', '.join(FUSION_MIXUPS)}, not {self.mixup!r}")
+        if self.modality == "text" and self.mixup not in TEXT_MIXUPS:
+            raise ValueError(f"modality text (an MLP on sentence embeddings) allows mixup {', '.join(TEXT_MIXUPS)}")
+        if self.modality == "text" and self.augment != "none":
+            raise ValueError("augment transforms images; modality text has none")
         check_imbalance(self)
+
+    @property
+    def reads(self) -> str:
+        """The modality the classifier reads, ``auto`` resolved: image, text or fusion."""
+        if self.modality != "auto":
+            return self.modality
+        return "fusion" if self.mixup in FUSION_MIXUPS else "image"
 
 
 @dataclass

@@ -46,7 +46,7 @@ from latentmix.checkpoint import (
     save_checkpoint,
 )
 from latentmix.classifiers import MLP, FusionClassifier, SmallCNN
-from latentmix.configs import DEFAULT_ALPHA, TrainConfig
+from latentmix.configs import DEFAULT_ALPHA, FUSION_MIXUPS, TrainConfig
 from latentmix.interpolate import sample_lambda
 from latentmix.locks import holds_outputs
 from latentmix.metrics import classification_report, fit_temperature
@@ -55,6 +55,7 @@ from latentmix.mixup import (
     Mixup,
     consistency_loss,
     cross_modal_mixup,
+    mixgen,
     modality_dropout,
     soft_cross_entropy,
     soft_targets,
@@ -87,44 +88,43 @@ class TrainResult:
     test_labels: Tensor
     #: test accuracy clean and under FGSM, PGD, noise and blur (latentmix.robustness; image classifiers only)
     robustness: dict[str, float] | None = None
+    #: test accuracy with both modalities, the image only (text missing) and the text only (image missing)
+    missing_modality: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         keep = ["test", "test_temperature_scaled", "temperature", "val_nll", "steps_run"]
         keep += ["train_examples", "val_examples", "synthetic_examples", "synthetic_agreement", "robustness"]
+        keep += ["missing_modality"]
         return {**{k: getattr(self, k) for k in keep}, "config": asdict(self.config)}
 
 
 def _build_model(config: TrainConfig, data: TrainData) -> nn.Module:
     train = data.train
-    if config.mixup == "cross-modal":
+    if config.reads == "fusion":
         assert train.t is not None  # embedded by _embed_captions
         return FusionClassifier(train.x.shape[1], train.t.shape[1], data.num_classes, config.width)
-    if data.is_image:
+    if data.is_image and config.reads == "image":
         return SmallCNN(train.x.shape[1], data.num_classes, config.width)
     return MLP(train.x[0].numel(), data.num_classes, config.width * 8)
 
 
-def _augmenter(config: TrainConfig, data: TrainData) -> tuple[PairAugment, Any] | None:
-    """The pair augmenter of ``--augment`` (and, for cross-modal training, the encoder of rewritten captions)."""
+def _augmenter(config: TrainConfig, data: TrainData) -> PairAugment | None:
+    """The pair augmenter of ``--augment``."""
     if config.augment == "none":
         return None
     if not data.is_image or data.train.texts is None:
         raise ValueError("augment needs images with captions; feature vectors cannot be flipped or recoloured")
-    augment = PairAugment(config.augment_transforms, p=config.augment_p, mode=config.augment, data=data,
-                          name=f"data {config.data!r}")  # fmt: skip
-    encoder = None
-    if config.mixup == "cross-modal":
-        from latentmix.text import TextEncoder
-
-        encoder = TextEncoder.from_pretrained(config.text_encoder, device="cpu")
-    return augment, encoder
+    return PairAugment(config.augment_transforms, p=config.augment_p, mode=config.augment, data=data,
+                       name=f"data {config.data!r}")  # fmt: skip
 
 
-def _embed_captions(config: TrainConfig, data: TrainData, syn: Split | None) -> None:
-    """Cross-modal training: sentence embeddings of the real captions (the synthetic set brings its own)."""
+def _embed_captions(config: TrainConfig, data: TrainData, syn: Split | None) -> Any:
+    """Fusion and text classifiers: sentence embeddings of the real captions (a synthetic set brings its own
+    blended ones); a text-only classifier then reads them in place of the images. Returns the encoder."""
     if not data.is_image or data.train.texts is None:
+        what = f"mixup {config.mixup}" if config.mixup in FUSION_MIXUPS else f"modality {config.reads}"
         raise ValueError(
-            "mixup cross-modal needs images with captions (digits, an image folder or an imagefolder with texts)"
+            f"{what} needs images with captions (digits, shapes, an image folder or an imagefolder with texts)"
         )
     from latentmix.text import TextEncoder
 
@@ -134,6 +134,11 @@ def _embed_captions(config: TrainConfig, data: TrainData, syn: Split | None) -> 
     dim = encoder.embedding_dim
     if syn is not None and syn.t is not None and syn.t.shape[1] != dim:
         raise ValueError(f"synthetic text embeddings have {syn.t.shape[1]} dims, the text encoder gives {dim}")
+    if config.reads == "text":
+        for split in (data.train, data.val, data.test, *([syn] if syn is not None else [])):
+            assert split.t is not None
+            split.x, split.t = split.t, None
+    return encoder
 
 
 class _Evaluator:
@@ -156,6 +161,34 @@ class _Evaluator:
         return torch.cat(outs).cpu()
 
 
+def missing_modality_accuracy(model: nn.Module, reads: str, test: Split, num_classes: int) -> dict[str, float]:
+    """Test accuracy with both modalities, with the image only (the caption missing) and with the caption only
+    (the image missing). A classifier that cannot read what is left scores the best blind guess, the share of the
+    most frequent test class."""
+    blind = float(torch.bincount(test.y, minlength=num_classes).max()) / len(test.y)
+    device = next(model.parameters()).device
+    model.eval()
+
+    def accuracy(fn, *tensors: Tensor) -> float:
+        with torch.inference_mode():
+            logits = torch.cat([fn(*(t[i : i + EVAL_BATCH].to(device) for t in tensors)).cpu()
+                                for i in range(0, len(tensors[0]), EVAL_BATCH)])  # fmt: skip
+        return float((logits.argmax(1) == test.y).float().mean())
+
+    if reads == "fusion":
+        assert test.t is not None
+        fusion = cast(FusionClassifier, model)
+        return {
+            "both": accuracy(fusion, test.x, test.t),
+            "image_only": accuracy(fusion.image_only, test.x),
+            "text_only": accuracy(fusion.text_only, test.t),
+        }
+    alone = accuracy(model, test.x)
+    if reads == "image":
+        return {"both": alone, "image_only": alone, "text_only": blind}
+    return {"both": alone, "image_only": blind, "text_only": alone}
+
+
 def balanced_class_weights(labels: Tensor, num_classes: int) -> Tensor:
     """``N / (C * n_c)`` per class c of the labelled set, C the classes present (scikit-learn's
     ``class_weight="balanced"``): the weights average 1 over the labelled examples, and every class carries the
@@ -166,9 +199,14 @@ def balanced_class_weights(labels: Tensor, num_classes: int) -> Tensor:
     return weights.float()
 
 
+MIXGEN_SHARE = 0.25  # MixGen (Hao et al., 2023): the share of a batch's rows replaced by MixGen pairs
+
+
 class _Batches:
-    """Draws each step's batch: real rows by index, some replaced by synthetic rows (``synthetic_ratio``, or
-    the synthetic share of all rows with ``synthetic_pooled``: uniform draws from real and synthetic together)."""
+    """Draws each step's batch: real rows by index (transformed by ``augment``), some replaced by synthetic rows
+    (``synthetic_ratio``, or the synthetic share of all rows with ``synthetic_pooled``: uniform draws from real and
+    synthetic together); with ``mixup="mixgen"`` a quarter of the rows become MixGen pairs — two real images
+    averaged (λ = 0.5), their captions concatenated, their labels shared half and half."""
 
     def __init__(
         self,
@@ -177,10 +215,12 @@ class _Batches:
         syn: Split | None,
         num_classes: int,
         gen: torch.Generator,
-        augment: tuple[PairAugment, Any] | None = None,
+        augment: PairAugment | None = None,
+        encoder: Any = None,
     ):
         self.config, self.train, self.syn, self.num_classes, self.gen = config, train, syn, num_classes, gen
-        self.augment = augment  # (the augmenter, the text encoder that re-embeds rewritten captions, or None)
+        self.augment = augment
+        self.encoder = encoder  # embeds rewritten and concatenated captions (fusion models), each text once
         self.ratio = config.synthetic_ratio
         if syn is not None and config.synthetic_pooled:
             self.ratio = len(syn.x) / (len(syn.x) + len(train.x))
@@ -190,14 +230,17 @@ class _Batches:
         idx = torch.randint(len(train.x), (config.batch_size,), generator=gen)
         x, y = train.x[idx], soft_targets(train.y[idx], self.num_classes)
         t = train.t[idx] if train.t is not None else None
-        if self.augment is not None:
-            augment, encoder = self.augment
-            texts = [(train.texts or [])[i] for i in idx.tolist()]
+        texts = [(train.texts or [])[i] for i in idx.tolist()] if train.texts is not None else None
+        if self.augment is not None and texts is not None:
             factors = None if train.factors is None else [train.factors[i] for i in idx.tolist()]
-            out = augment(x, texts, factors, generator=gen)
+            out = self.augment(x, texts, factors, generator=gen)
             x = out.images
-            if t is not None and encoder is not None and augment.mode == "synchronized":
-                t = encoder.encode(out.texts)  # each caption, rewritten or not, is encoded once and cached
+            if self.augment.mode == "synchronized":
+                texts = out.texts
+                if t is not None and self.encoder is not None:
+                    t = self.encoder.encode(texts)  # each caption, rewritten or not, is encoded once and cached
+        if config.mixup == "mixgen" and texts is not None and t is not None and self.encoder is not None:
+            x, y, t = self._mixgen(x, y, texts)
         if syn is not None:
             use = torch.rand(config.batch_size, generator=gen) < self.ratio
             sidx = torch.randint(len(syn.x), (int(use.sum()),), generator=gen)
@@ -207,6 +250,19 @@ class _Batches:
                 t = t.clone()
                 t[use] = syn.t[sidx]
         return x, y, t
+
+    def _mixgen(self, x: Tensor, y: Tensor, texts: list[str]) -> tuple[Tensor, Tensor, Tensor]:
+        rows = (torch.rand(len(x), generator=self.gen) < MIXGEN_SHARE).nonzero().flatten()
+        partners = torch.randint(len(x), (len(rows),), generator=self.gen)
+        k = len(rows)
+        pairs = torch.cat([x[rows], x[partners]])  # latentmix.mixup.mixgen mixes row i with row perm[i]
+        pair_texts = [texts[i] for i in rows.tolist()] + [texts[i] for i in partners.tolist()]
+        mixed, mixed_texts = mixgen(pairs, pair_texts, torch.cat([torch.arange(k, 2 * k), torch.arange(k)]))
+        x, y, texts = x.clone(), y.clone(), list(texts)
+        x[rows], y[rows] = mixed[:k], 0.5 * (y[rows] + y[partners])
+        for r, text in zip(rows.tolist(), mixed_texts[:k], strict=True):
+            texts[r] = text
+        return x, y, self.encoder.encode(texts)
 
 
 @holds_outputs(lambda config, **_: [config.checkpoint_dir, config.save_model])
@@ -226,8 +282,7 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
         raise ValueError("mixup cutmix needs images; use input or manifold mixup for feature vectors")
     accelerator = Accelerator(cpu=not has_accelerator(), mixed_precision=config.mixed_precision)
     torch.manual_seed(config.seed)
-    if config.mixup == "cross-modal":
-        _embed_captions(config, data, syn)
+    encoder = _embed_captions(config, data, syn) if config.reads != "image" else None
     model = _build_model(config, data)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     gens = {
@@ -252,7 +307,7 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
         weights = balanced_class_weights(train.y, num_classes).to(accelerator.device)
     step_fn = _make_step(config, model, raw, num_classes, gens["mixing"], clock=lambda: state.step,
                          class_weights=weights)  # fmt: skip
-    batches = _Batches(config, train, syn, num_classes, gens["batches"], _augmenter(config, data))
+    batches = _Batches(config, train, syn, num_classes, gens["batches"], _augmenter(config, data), encoder)
 
     loop = _Loop(config, accelerator, model, opt, sched, evaluate["val"], val.y, ckpt_dir, gens)
     loop.run(state, batches, step_fn, quiet)
@@ -264,8 +319,9 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
         predicted = _Evaluator(accelerator, syn)(model).argmax(1)
         agreement = float((predicted == syn.y.argmax(1)).float().mean())
     robustness = None
-    if data.is_image and config.mixup != "cross-modal":  # the fusion model also takes text: no image-only attack
+    if data.is_image and config.reads == "image":  # the fusion model also takes text: no image-only attack
         robustness = robustness_report(raw, test.x, test.y)
+    missing = missing_modality_accuracy(raw, config.reads, test, num_classes) if data.is_image else None
     if config.save_model is not None and accelerator.is_main_process:
         save_classifier(raw, config.save_model, data.class_names, temperature, tuple(train.x.shape[1:]))
     return TrainResult(
@@ -283,6 +339,7 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
         test_logits=test_logits,
         test_labels=test.y,
         robustness=robustness,
+        missing_modality=missing,
     )
 
 
@@ -434,22 +491,33 @@ def _make_step(
             return ce(model(out.x), out.y)
 
         return saliency_mix
-    if config.mixup == "cross-modal":
+    if config.reads == "fusion":
+
+        def fused(xi: Tensor, xt: Tensor, targets: Tensor) -> Tensor:
+            """Fusion loss: modality dropout, then the fused cross-entropy plus the image/text consistency term."""
+            keep_i, keep_t = modality_dropout(
+                torch.ones(len(xi), 1), torch.ones(len(xi), 1), config.modality_dropout, mix_gen
+            )
+            logits, image_only, text_only = model(
+                xi, xt, keep_i[:, 0].to(xi.device), keep_t[:, 0].to(xi.device), unimodal=True
+            )
+            loss = ce(logits, targets)
+            if config.consistency_weight:
+                loss = loss + config.consistency_weight * consistency_loss(image_only, text_only)
+            return loss
 
         def cross_modal(x: Tensor, y: Tensor, t: Tensor | None) -> Tensor:
             assert t is not None
             perm = torch.randperm(len(x), generator=mix_gen)
             lam = sample_lambda(1, alpha, generator=mix_gen).expand(len(x))
             xi, xt, targets = cross_modal_mixup(x, t.to(x.device), y, lam.to(x.device), perm.to(x.device))
-            keep_i, keep_t = modality_dropout(
-                torch.ones(len(x), 1), torch.ones(len(x), 1), config.modality_dropout, mix_gen
-            )
-            logits, image_only, text_only = model(
-                xi, xt, keep_i[:, 0].to(x.device), keep_t[:, 0].to(x.device), unimodal=True
-            )
-            return ce(logits, targets) + config.consistency_weight * consistency_loss(image_only, text_only)
+            return fused(xi, xt, targets)
 
-        return cross_modal
+        def fusion_plain(x: Tensor, y: Tensor, t: Tensor | None) -> Tensor:  # none, and mixgen (mixed in batches)
+            assert t is not None
+            return fused(x, t.to(x.device), soft_targets(y, num_classes, smoothing) if smoothing else y)
+
+        return cross_modal if config.mixup == "cross-modal" else fusion_plain
 
     def plain(x: Tensor, y: Tensor, t: Tensor | None) -> Tensor:
         targets = soft_targets(y, num_classes, smoothing) if smoothing else y

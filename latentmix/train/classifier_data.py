@@ -156,5 +156,5 @@ def load_synthetic(config: TrainConfig, num_classes: int, sample_shape: tuple) -
             return nn.functional.one_hot(labels, num_classes).float()
 
         y = soft_labels(onehot(syn.label_a), onehot(syn.label_b), syn.lam, config.gamma)
-    t = syn.text_embeddings() if config.mixup == "cross-modal" else None
+    t = syn.text_embeddings() if config.reads != "image" else None
     return Split(x, y, t)
