@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from latentmix.backends.files import BACKEND_CONFIG, atomic_directory, load_weights, read_json
 from latentmix.cards import model_card
 from latentmix.configs import DEFAULT_ALIGN_MODELS, AlignFitConfig
-from latentmix.data import ImageTextDataset, load_dataset
+from latentmix.data import ImageTextDataset, load_train_test
 from latentmix.locks import holds_outputs
 from latentmix.reference import conv_tower
 from latentmix.train.common import FitResult, random_shift
@@ -133,6 +133,12 @@ def sentence_embeddings(texts: list[str], text_encoder: str, *, batch_size: int 
     return TextEncoder.from_pretrained(text_encoder, device="cpu").encode(texts, batch_size=batch_size)
 
 
+def caption_ids(texts: list[str]) -> Tensor:
+    """An id per caption, equal for equal captions (ties in retrieval, positives of each other in InfoNCE)."""
+    unique = {t: i for i, t in enumerate(dict.fromkeys(texts))}
+    return torch.tensor([unique[t] for t in texts])
+
+
 def info_nce(logits: Tensor, text_ids: Tensor) -> Tensor:
     """Symmetric InfoNCE over an (N, N) logit matrix; pairs whose captions are equal (same ``text_ids``) are
     positives of each other, with the target mass shared among them."""
@@ -156,12 +162,9 @@ def fit_align(
 
     config = config or AlignFitConfig()
     config.validate()
-    shape = {"image_size": config.image_size, "channels": config.channels}
-    train = load_dataset(config.data, split="train", **shape)
+    train, test = load_train_test(config.data, image_size=config.image_size, channels=config.channels,
+                                  purpose="the model is measured apart")  # fmt: skip
     check_captioned(train, f"data {config.data!r}")
-    test = load_dataset(config.data, split="test", image_size=train.image_size, channels=train.channels)
-    if getattr(test, "root", "test") == getattr(train, "root", "train"):
-        raise ValueError(f"data {config.data} needs train/ and test/ subfolders so the model is measured apart")
     if len(train) < 2:
         raise ValueError(f"data {config.data!r} has {len(train)} training pairs; InfoNCE needs at least 2")
     if config.epochs is None:
@@ -169,8 +172,7 @@ def fit_align(
     assert config.epochs is not None
     start = time.perf_counter()
     texts = sentence_embeddings(train.texts, config.text_encoder)
-    unique = {t: i for i, t in enumerate(dict.fromkeys(train.texts))}
-    text_ids = torch.tensor([unique[t] for t in train.texts])
+    text_ids = caption_ids(train.texts)
     torch.manual_seed(config.seed)
     model = AlignModel(
         train.channels, train.image_size, texts.shape[1], config.embed_dim, config.width, config.text_encoder,

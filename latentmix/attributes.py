@@ -17,12 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from latentmix.backends import LatentBackend
-from latentmix.data import ImageTextDataset, Subset
+from latentmix.data import ImageTextDataset, Subset, spread_indices
 
 
 def factor_names(dataset: ImageTextDataset) -> list[str]:
@@ -131,8 +130,7 @@ def labelled_latents(
 ) -> tuple[Tensor, ImageTextDataset]:
     """:func:`encode_plain` latents of ``count`` rows spread evenly over ``dataset``, and those rows (a
     :class:`~latentmix.data.Subset` with their factors) — what :func:`attribute_direction` averages over."""
-    rows = np.unique(np.linspace(0, len(dataset) - 1, min(len(dataset), count)).round().astype(np.int64))
-    labelled = Subset(dataset, rows)
+    labelled = Subset(dataset, spread_indices(len(dataset), count))
     images = labelled.images(range(len(labelled)))
     return encode_plain(backend, images, refine_steps=refine_steps, **sampling), labelled
 

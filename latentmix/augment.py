@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from latentmix.factor_captions import is_shapes
+
 TRANSFORMS = ("hflip", "vflip", "translate", "recolour")
 MODES = ("synchronized", "image-only", "none")
 NEEDS_SHAPES = {"translate": "position", "recolour": "colour"}
@@ -99,12 +101,6 @@ def recolour_objects(images: Tensor, targets: Tensor) -> Tensor:
     return (images + alpha * (targets - colour)[:, :, None, None]).clamp(-1, 1)
 
 
-def has_shapes_factors(data: Any) -> bool:
-    from latentmix.factor_captions import is_shapes
-
-    return is_shapes(data)
-
-
 class PairAugment:
     """Random transforms of (image, caption, factors) batches (see the module docstring).
 
@@ -133,7 +129,7 @@ class PairAugment:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if not 0 <= p <= 1:
             raise ValueError(f"p must be in [0, 1], got {p}")
-        shapes = data is not None and has_shapes_factors(data)
+        shapes = data is not None and is_shapes(data)
         for t in transforms:
             if t in NEEDS_SHAPES and not shapes:
                 raise ValueError(

@@ -17,18 +17,11 @@ import torch
 
 from latentmix.augment import PairAugment
 from latentmix.configs import AugmentConfig
-from latentmix.data import ImageTextDataset, SyntheticDataset, load_dataset
+from latentmix.data import load_pairs
 from latentmix.data.folder import CLASS_NAMES, FACTORS
 from latentmix.export import write_split
 
 BATCH = 256
-
-
-def open_data(spec: str, split: str) -> ImageTextDataset:
-    """A paired set (by its manifest), or a named data set / folder at ``split``."""
-    if (Path(spec) / "manifest.json").is_file():
-        return SyntheticDataset(spec)
-    return load_dataset(spec, split=split)
 
 
 def augment_dataset(config: AugmentConfig, out: str | os.PathLike, *, quiet: bool = False) -> Path:
@@ -39,7 +32,7 @@ def augment_dataset(config: AugmentConfig, out: str | os.PathLike, *, quiet: boo
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"out: {out} exists and is not an empty directory; choose a new one")
-    data = open_data(config.data, config.split)
+    data = load_pairs(config.data, split=config.split)
     if not getattr(data, "captioned", False):
         raise ValueError(
             f"data {config.data!r} has no captions of its own; synchronized augmentation rewrites captions"

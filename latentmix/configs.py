@@ -43,6 +43,17 @@ SPLITS = ("train", "test", "all")
 STRATEGIES = ("random", "intra-class", "inter-class", "knn")  # pairing strategies of paired synthesis
 AUGMENT_TRANSFORMS = ("hflip", "vflip", "translate", "recolour")  # latentmix.augment
 AUGMENT_MODES = ("synchronized", "image-only", "none")
+
+
+def _transform_names(value, name: str) -> tuple[str, ...]:
+    bad = [] if isinstance(value, str) else [t for t in value if t not in AUGMENT_TRANSFORMS]
+    if bad or not value or isinstance(value, str):
+        shown = repr(bad[0]) if bad else repr(value)
+        raise ValueError(f"{name} must be some of {', '.join(AUGMENT_TRANSFORMS)}, got {shown}")
+    return tuple(value)
+
+
+TRANSFORM_NAMES = Check(_transform_names)
 CAPTION_RULES = ("auto", "factors", "nearest")  # blend captions: latentmix.factor_captions, or the nearest source
 MIXUP_MODES = ("none", "input", "cutmix", "manifold", "adversarial-manifold", "saliency", "cross-modal", "mixgen")
 MODALITIES = ("auto", "image", "text", "fusion")  # what the classifier reads: auto = fusion for cross-modal / mixgen
@@ -497,6 +508,7 @@ class AugmentConfig:
         "any of hflip, vflip (any captioned data), translate, recolour (data with shapes' factors); vflip turns "
         "triangles and stars upside down, which shapes never shows",
         metavar="T",
+        check=TRANSFORM_NAMES,
     )
     p: float = option(0.5, "probability that each transform is applied to a pair", check=PROBABILITY)
     mode: str = option(
@@ -506,10 +518,6 @@ class AugmentConfig:
 
     def validate(self) -> None:
         validate_fields(self)
-        bad = [t for t in self.transforms if t not in AUGMENT_TRANSFORMS]
-        if bad or not self.transforms or isinstance(self.transforms, str):
-            shown = repr(bad[0]) if bad else repr(self.transforms)
-            raise ValueError(f"transforms must be some of {', '.join(AUGMENT_TRANSFORMS)}, got {shown}")
 
 
 # -- the explore page --------------------------------------------------------------------------------------
@@ -666,6 +674,7 @@ class TrainConfig:
         ("hflip", "translate", "recolour"),
         "with --augment: any of hflip, vflip, translate, recolour (the last two: data with shapes' factors)",
         metavar="T",
+        check=TRANSFORM_NAMES,
     )
     augment_p: float = option(0.5, "with --augment: probability of each transform per row", check=PROBABILITY)
     steps: int = option(1500, "optimisation steps (at most; early stopping may end sooner)", check=POSITIVE_INT)
@@ -713,10 +722,6 @@ class TrainConfig:
             raise ValueError(f"saliency_layer applies to saliency mixing, not {self.mixup!r}")
         if self.synthetic_pooled and self.synthetic is None:
             raise ValueError("synthetic_pooled needs a synthetic set (--synthetic)")
-        bad = [t for t in self.augment_transforms if t not in AUGMENT_TRANSFORMS]
-        if bad or not self.augment_transforms or isinstance(self.augment_transforms, str):
-            shown = repr(bad[0]) if bad else repr(self.augment_transforms)
-            raise ValueError(f"augment_transforms must be some of {', '.join(AUGMENT_TRANSFORMS)}, got {shown}")
         if self.modality in ("image", "text") and self.mixup in FUSION_MIXUPS:
             raise ValueError(f"mixup {self.mixup} trains the fusion classifier; modality must be fusion or auto")
         if self.reads == "fusion" and self.mixup not in ("none", *FUSION_MIXUPS):

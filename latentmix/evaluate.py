@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from latentmix.attributes import check_reference
 from latentmix.backends import LatentBackend, load_backend, mix_conditions
 from latentmix.configs import EvalConfig, backend_for
-from latentmix.data import ImageTextDataset, Subset, load_matching
+from latentmix.data import ImageTextDataset, Subset, load_matching, spread_indices
 from latentmix.interpolate import METHODS, interpolate, interpolation_path
 from latentmix.keyframe_walk import decode_keyframe_walk, reference_features
 from latentmix.metrics import frechet_distance, monotone_fraction, trimmed_mean
@@ -150,7 +150,7 @@ def evaluate_backend(
     if not test.class_names or bool((test.labels < 0).any()):
         raise ValueError(f"data {config.data!r}: evaluate needs a label for every test image")
     if config.test_images is not None and config.test_images < len(test):
-        test = Subset(test, np.linspace(0, len(test) - 1, config.test_images).round().astype(np.int64))
+        test = Subset(test, spread_indices(len(test), config.test_images))
     clf = classifier if classifier is not None else _reference(config)
     check_reference(clf, test, where=f"reference {reference_for(config.reference, config.data)}")
     ctx = _Context(

@@ -25,13 +25,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from latentmix.configs import PairEvalConfig
-from latentmix.data import ImageTextDataset, SyntheticDataset, load_dataset
+from latentmix.data import ImageTextDataset, SyntheticDataset, load_dataset, load_pairs, spread_indices
 
 COLUMNS = ("text", "nearest_text", "composed_text")  # the caption columns of a synthetic set scored, where present
 
@@ -118,18 +117,11 @@ def embed_images(model, data: ImageTextDataset, indices, *, batch_size: int = 51
 @torch.inference_mode()
 def embed_captions(model, texts: list[str], encoder=None) -> tuple[Tensor, Tensor]:
     """(N, E) unit caption embeddings, and an id per caption (equal captions share it)."""
+    from latentmix.align import caption_ids
     from latentmix.text import TextEncoder
 
     encoder = encoder or TextEncoder.from_pretrained(model.config.text_encoder, device="cpu")
-    unique = {t: i for i, t in enumerate(dict.fromkeys(texts))}
-    return model.embed_texts(encoder.encode(texts)), torch.tensor([unique[t] for t in texts])
-
-
-def spread(n: int, max_pairs: int | None) -> list[int]:
-    """All of ``range(n)``, or ``max_pairs`` indices spread evenly over it."""
-    if max_pairs is None or max_pairs >= n:
-        return list(range(n))
-    return sorted({int(i) for i in np.linspace(0, n - 1, max_pairs).round()})
+    return model.embed_texts(encoder.encode(texts)), caption_ids(texts)
 
 
 def score_pairs(
@@ -146,7 +138,7 @@ def score_pairs(
 ) -> dict[str, Any]:
     """Alignment numbers of ``data``'s pairs (its ``texts``), or of each caption column in ``columns``
     (name -> one caption per item), all against the same images and the same groups."""
-    indices = spread(len(data), max_pairs)
+    indices = spread_indices(len(data), max_pairs).tolist()
     images = embed_images(model, data, indices, batch_size=batch_size, quiet=quiet)
     factors = factor_table(data)
     results = {}
@@ -174,11 +166,10 @@ def _origin(spec: str) -> str:
 def open_pairs(spec: str, image_size: int, channels: int) -> tuple[ImageTextDataset, str]:
     """The pairs to score and the data they come from: a synthetic set (its source data), or a named data set
     or captioned folder (its test split, or the whole folder when it has no test/)."""
-    path = Path(spec)
-    if (path / "manifest.json").is_file():
-        data = SyntheticDataset(path, image_size=image_size, channels=channels)
+    data = load_pairs(spec, image_size=image_size, channels=channels)
+    if isinstance(data, SyntheticDataset):
         return data, str(data.manifest.get("settings", {}).get("data", ""))
-    return load_dataset(spec, split="test", image_size=image_size, channels=channels), spec
+    return data, spec
 
 
 def evaluate_pairs(config: PairEvalConfig, *, quiet: bool = False) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from latentmix.backends.files import BACKEND_CONFIG, atomic_directory, load_weights, read_json
 from latentmix.cards import model_card
 from latentmix.configs import ReferenceFitConfig
-from latentmix.data import ImageTextDataset, load_dataset
+from latentmix.data import ImageTextDataset, load_train_test
 from latentmix.data.digits import DIGITS_TRAIN_DESCRIPTION
 from latentmix.locks import holds_outputs
 from latentmix.train.common import FitResult, random_shift
@@ -198,13 +198,10 @@ def fit_reference_classifier(
     """Fit a reference classifier on ``config.data``'s train split; report its test accuracy; save to ``out``."""
     config = config or ReferenceFitConfig()
     config.validate()
-    shape = {"image_size": config.image_size, "channels": config.channels}
-    train, test = load_dataset(config.data, split="train", **shape), load_dataset(config.data, split="test", **shape)
-    if getattr(test, "root", "test") == getattr(train, "root", "train"):
-        raise ValueError(f"data {config.data} needs train/ and test/ subfolders so the reference is measured apart")
+    train, test = load_train_test(config.data, image_size=config.image_size, channels=config.channels,
+                                  purpose="the reference is measured apart")  # fmt: skip
     if not train.class_names or bool((train.labels < 0).any()):
         raise ValueError(f"data {config.data!r} has unlabelled images; a reference classifier needs a label per image")
-    test = load_dataset(config.data, split="test", image_size=train.image_size, channels=train.channels)
     torch.manual_seed(config.seed)
     x, y = train.images(range(len(train))), train.labels
     factors = train.factor_labels() if train.factor_values is not None else None

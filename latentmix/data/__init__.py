@@ -18,6 +18,7 @@ from latentmix.data.base import (
     caption,
     labelled_subset,
     long_tailed_counts,
+    spread_indices,
 )
 from latentmix.data.digits import (
     DIGIT_TEMPLATES,
@@ -52,10 +53,13 @@ __all__ = [
     "labelled_subset",
     "load_dataset",
     "load_matching",
+    "load_pairs",
+    "load_train_test",
     "long_tailed_counts",
     "open_image",
     "pil_to_tensor",
     "set_max_image_pixels",
+    "spread_indices",
 ]
 
 
@@ -84,6 +88,35 @@ def load_dataset(
         rest = [ImageFolderDataset(root, first.image_size, first.channels, s) for s in split_dirs(root)[1:]]
         return Concat([first, *rest], split_dirs(root))
     return ImageFolderDataset(root, image_size, channels, split)
+
+
+def load_pairs(
+    data: str | os.PathLike, *, split: str = "test", image_size: int | None = None, channels: int | None = None
+) -> ImageTextDataset:
+    """A paired set written by ``latentmix synthesize`` (recognised by its ``manifest.json``; ``split`` does not
+    apply), or ``data`` at ``split`` as :func:`load_dataset` opens it."""
+    from latentmix.data.synthetic import MANIFEST
+
+    if (Path(data) / MANIFEST).is_file():
+        return SyntheticDataset(data, image_size=image_size, channels=channels)
+    return load_dataset(data, split=split, image_size=image_size, channels=channels)
+
+
+def load_train_test(
+    data: str | os.PathLike,
+    *,
+    image_size: int | None = None,
+    channels: int | None = None,
+    purpose: str = "the test split stays separate",
+) -> tuple[ImageTextDataset, ImageTextDataset]:
+    """The train and test splits of ``data``, the test split converted to the train split's shape; a folder
+    without separate ``train/`` and ``test/`` subfolders (both "splits" would be the whole folder) is refused."""
+    train = load_dataset(data, split="train", image_size=image_size, channels=channels)
+    test = load_dataset(data, split="test", image_size=train.image_size, channels=train.channels)
+    root = getattr(train, "root", None)
+    if root is not None and getattr(test, "root", None) == root:
+        raise ValueError(f"data {data} needs train/ and test/ subfolders so {purpose}")
+    return train, test
 
 
 def load_matching(

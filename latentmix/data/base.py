@@ -32,6 +32,13 @@ def check_shape(image_size: int, channels: int) -> None:
     choice(channels, "channels", (1, 3))
 
 
+def spread_indices(n: int, count: int | None) -> np.ndarray:
+    """``count`` indices spread evenly over ``range(n)``, first and last included (all of them when ``count`` is
+    None or at least ``n``)."""
+    count = n if count is None else min(n, count)
+    return np.unique(np.linspace(0, n - 1, count).round().astype(np.int64))
+
+
 def long_tailed_counts(num_classes: int, head: int, imbalance_ratio: float) -> np.ndarray:
     """Examples per class of a long-tailed draw: ``round(head * R ** (-r / (C - 1)))`` for the class of rank r.
 

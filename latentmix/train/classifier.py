@@ -252,16 +252,12 @@ class _Batches:
         return x, y, t
 
     def _mixgen(self, x: Tensor, y: Tensor, texts: list[str]) -> tuple[Tensor, Tensor, Tensor]:
-        rows = (torch.rand(len(x), generator=self.gen) < MIXGEN_SHARE).nonzero().flatten()
-        partners = torch.randint(len(x), (len(rows),), generator=self.gen)
-        k = len(rows)
-        pairs = torch.cat([x[rows], x[partners]])  # latentmix.mixup.mixgen mixes row i with row perm[i]
-        pair_texts = [texts[i] for i in rows.tolist()] + [texts[i] for i in partners.tolist()]
-        mixed, mixed_texts = mixgen(pairs, pair_texts, torch.cat([torch.arange(k, 2 * k), torch.arange(k)]))
-        x, y, texts = x.clone(), y.clone(), list(texts)
-        x[rows], y[rows] = mixed[:k], 0.5 * (y[rows] + y[partners])
-        for r, text in zip(rows.tolist(), mixed_texts[:k], strict=True):
-            texts[r] = text
+        chosen = torch.rand(len(x), generator=self.gen) < MIXGEN_SHARE
+        partners = torch.randint(len(x), (len(x),), generator=self.gen)
+        mixed, mixed_texts = mixgen(x, texts, partners)  # every row with its partner; the chosen ones are kept
+        x = torch.where(chosen.view(-1, *[1] * (x.dim() - 1)).to(x.device), mixed, x)
+        y = torch.where(chosen[:, None].to(y.device), 0.5 * (y + y[partners]), y)
+        texts = [m if c else t for t, m, c in zip(texts, mixed_texts, chosen.tolist(), strict=True)]
         return x, y, self.encoder.encode(texts)
 
 

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from latentmix.blend import soft_labels
 from latentmix.configs import TrainConfig
-from latentmix.data import SyntheticDataset, labelled_subset, load_dataset
+from latentmix.data import SyntheticDataset, labelled_subset, load_train_test
 
 VALIDATION_SEED_OFFSET = 10_000  # the validation draw of seed s uses seed s + 10,000
 
@@ -90,11 +90,7 @@ def _feature_arrays(config: TrainConfig, arrays: dict | None) -> tuple[Tensor, T
 
 
 def _image_splits(config: TrainConfig) -> tuple[Tensor, Tensor, Split, list[str], list[str], Any]:
-    train_ds = load_dataset(config.data, split="train", image_size=config.image_size, channels=config.channels)
-    test_ds = load_dataset(config.data, split="test", image_size=train_ds.image_size, channels=train_ds.channels)
-    root = getattr(train_ds, "root", None)
-    if root is not None and getattr(test_ds, "root", None) == root:
-        raise ValueError(f"data {config.data} needs train/ and test/ subfolders so the test split stays separate")
+    train_ds, test_ds = load_train_test(config.data, image_size=config.image_size, channels=config.channels)
     if test_ds.class_names != train_ds.class_names:
         raise ValueError(f"data {config.data}: the test split's classes differ from the train split's")
     test = Split(test_ds.images(range(len(test_ds))), test_ds.labels, texts=list(test_ds.texts))
