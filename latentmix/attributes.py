@@ -6,7 +6,11 @@ On top of it:
 
 * :func:`predict_factors` — (N, F) predicted factor indices (the label first);
 * :func:`attribute_direction` — latent arithmetic: ``mean(z | factor = target) − mean(z | factor = source)`` over
-  labelled latents, e.g. red minus blue;
+  labelled latents, e.g. blue minus red. On a spatial latent (a VAE's 4 × 8 × 8 map) that global difference
+  averages the change over every position, shape and size, so added to one image it moves nothing far enough.
+  A **matched** direction is taken among the latents that share the edited image's other factors (``given``:
+  the same shape, size and position when recolouring), between the ``neighbours`` latents of each value
+  nearest to the image (``near``) — the change at this image's place, for an image like this one;
 * :func:`apply_direction` — move latents (or images, encoded and decoded) along a direction;
 * :func:`edit_success` — the share of edits whose target factor became the wanted value while every other
   factor stayed what it was.
@@ -14,13 +18,15 @@ On top of it:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from latentmix.backends import LatentBackend
+from latentmix.configs import EDIT_NEIGHBOURS
 from latentmix.data import ImageTextDataset, Subset, spread_indices
 
 
@@ -75,14 +81,21 @@ def check_reference(reference: Any, dataset: ImageTextDataset, where: str = "ref
         )
 
 
+NEIGHBOURS = EDIT_NEIGHBOURS  # latents of each value a matched direction averages (the nearest to the image)
+
+
 @dataclass
 class Direction:
-    """An attribute direction in a backend's latent space: ``factor`` from ``source`` to ``target``."""
+    """An attribute direction in a backend's latent space: ``factor`` from ``source`` to ``target``; ``matched``
+    names the other factors (and values) its latents shared, ``neighbours`` how many of each value it averaged
+    (0: all)."""
 
     factor: str
     source: str
     target: str
     vector: Tensor  # (*latent_shape)
+    matched: dict[str, str] = field(default_factory=dict)
+    neighbours: int = 0
 
 
 def factor_column(dataset: ImageTextDataset, factor: str) -> tuple[int, list[str]]:
@@ -95,22 +108,115 @@ def factor_column(dataset: ImageTextDataset, factor: str) -> tuple[int, list[str
     return column, values
 
 
-def attribute_direction(latents: Tensor, dataset: ImageTextDataset, factor: str, source: str, target: str) -> Direction:
-    """``mean(latents | factor = target) − mean(latents | factor = source)`` over the rows of ``dataset``."""
+def _value_index(dataset: ImageTextDataset, factor: str, value: str) -> tuple[int, int]:
     column, values = factor_column(dataset, factor)
-    for value in (source, target):
-        if value not in values:
-            raise ValueError(f"{factor} {value!r} is not a value of the data: {', '.join(values)}")
-    table = true_factors(dataset)[:, column]
-    a, b = table == values.index(source), table == values.index(target)
+    if value not in values:
+        raise ValueError(f"{factor} {value!r} is not a value of the data: {', '.join(values)}")
+    return column, values.index(value)
+
+
+def attribute_direction(
+    latents: Tensor,
+    dataset: ImageTextDataset,
+    factor: str,
+    source: str,
+    target: str,
+    *,
+    given: dict[str, str] | None = None,
+    near: Tensor | None = None,
+    neighbours: int = 0,
+) -> Direction:
+    """``mean(latents | factor = target) − mean(latents | factor = source)`` over the rows of ``dataset``.
+
+    Matched (see the module doc): ``given`` restricts both means to the rows that share those factor values
+    (most important first; while either value has fewer than ``neighbours`` such rows the last one is let
+    go), and with ``near`` (the latent being edited) and ``neighbours`` > 0 each mean is over the
+    ``neighbours`` rows nearest to it — to ``near`` among the source rows, to ``near`` moved by the matched
+    mean difference among the target rows.
+    """
+    column, src = _value_index(dataset, factor, source)
+    tgt = _value_index(dataset, factor, target)[1]
+    table = true_factors(dataset)
+    keys = [(*_value_index(dataset, name, value), name, value) for name, value in (given or {}).items()]
+    if any(key[0] == column for key in keys):
+        raise ValueError(f"given: {factor!r} is the factor being changed; match the others")
+    while True:
+        rows = torch.ones(len(table), dtype=torch.bool)
+        for key_column, key_value, _, _ in keys:
+            rows &= table[:, key_column] == key_value
+        a, b = rows & (table[:, column] == src), rows & (table[:, column] == tgt)
+        if not keys or min(int(a.sum()), int(b.sum())) >= max(neighbours, 1):
+            break
+        keys.pop()
     if not bool(a.any()) or not bool(b.any()):
         raise ValueError(f"the data has no examples of {factor} {source if not bool(a.any()) else target!r}")
-    vector = latents[b].float().mean(0) - latents[a].float().mean(0)
-    return Direction(factor, source, target, vector)
+    za, zb = latents[a].float(), latents[b].float()
+    vector = zb.mean(0) - za.mean(0)
+    if near is not None and neighbours > 0:
+        near = near.float().to(za.device)
+        vector = _nearest_mean(zb, near + vector, neighbours) - _nearest_mean(za, near, neighbours)
+    else:
+        neighbours = 0
+    return Direction(factor, source, target, vector, {k[2]: k[3] for k in keys}, neighbours)
 
 
-def apply_direction(latents: Tensor, direction: Direction, strength: float = 1.0) -> Tensor:
-    return latents + strength * direction.vector.to(device=latents.device, dtype=latents.dtype)
+def matched_directions(
+    latents: Tensor,
+    dataset: ImageTextDataset,
+    factor: str,
+    source: str,
+    target: str,
+    factors: Tensor,
+    near: Tensor,
+    neighbours: int = NEIGHBOURS,
+) -> list[Direction]:
+    """One matched :func:`attribute_direction` per latent of ``near`` (N, *latent_shape), matched on the other
+    factors in the same row of ``factors`` (N, F: true or read by a reference, in the order of
+    :func:`factor_names` of ``dataset``)."""
+    if len(factors) != len(near):
+        raise ValueError(f"factors: {len(factors)} rows for {len(near)} latents")
+    return [
+        attribute_direction(
+            latents,
+            dataset,
+            factor,
+            source,
+            target,
+            given=factors_given(dataset, row, factor),
+            near=z,
+            neighbours=neighbours,
+        )
+        for row, z in zip(factors, near, strict=True)
+    ]
+
+
+def _nearest_mean(latents: Tensor, to: Tensor, k: int) -> Tensor:
+    distance = (latents - to).flatten(1).square().sum(1)
+    return latents[distance.argsort()[:k]].mean(0)
+
+
+def factors_given(dataset: ImageTextDataset, row: Tensor, factor: str) -> dict[str, str]:
+    """The values of every factor but ``factor`` in one row of :func:`true_factors` / :func:`predict_factors`
+    (in the data's order: the label first), as ``given`` for a matched :func:`attribute_direction`."""
+    column = factor_column(dataset, factor)[0]
+    out = {}
+    for j, name in enumerate(factor_names(dataset)):
+        if j != column:
+            values = factor_column(dataset, name)[1]
+            out[name] = values[int(row[j])]
+    return out
+
+
+def apply_direction(latents: Tensor, direction: Direction | Sequence[Direction], strength: float = 1.0) -> Tensor:
+    """``latents`` moved ``strength`` times along ``direction`` — one for every row, or one per row (matched
+    directions)."""
+    if isinstance(direction, Direction):
+        vector = direction.vector
+    else:
+        if len(direction) != len(latents):
+            raise ValueError(f"direction: {len(direction)} directions for {len(latents)} latents")
+        vector = torch.stack([d.vector for d in direction])
+    return latents + strength * vector.to(device=latents.device, dtype=latents.dtype)
 
 
 def plain_condition(backend: LatentBackend, n: int) -> Tensor | None:
@@ -138,7 +244,7 @@ def labelled_latents(
 def edit_images(
     backend: LatentBackend,
     images: Tensor,
-    direction: Direction,
+    direction: Direction | Callable[[Tensor], list[Direction]],
     strength: float = 1.0,
     *,
     refine_steps: int | None = None,
@@ -146,13 +252,16 @@ def edit_images(
 ) -> tuple[Tensor, Tensor]:
     """Encode ``images``, move their latents ``strength`` times along ``direction``, decode.
 
-    Returns (reconstructions, edits). Text-conditioned backends encode and decode unconditionally (a
-    caption would name the old value); ``sampling`` goes to a diffusion backend's encode and decode.
+    ``direction`` is one direction for every image, or a function of the latents giving one per image
+    (matched directions, which depend on where each latent lies). Returns (reconstructions, edits).
+    Text-conditioned backends encode and decode unconditionally (a caption would name the old value);
+    ``sampling`` goes to a diffusion backend's encode and decode.
     """
     cond = plain_condition(backend, len(images))
     z = encode_plain(backend, images, refine_steps=refine_steps, **sampling)
+    moved = apply_direction(z, direction if isinstance(direction, Direction) else direction(z), strength)
     with torch.inference_mode():
-        both = torch.cat([z, apply_direction(z, direction, strength)])
+        both = torch.cat([z, moved])
         decoded = backend.decode(both, cond=None if cond is None else torch.cat([cond, cond]), **sampling)
     return decoded[: len(images)], decoded[len(images) :]
 

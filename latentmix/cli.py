@@ -190,6 +190,11 @@ def _edit(args: argparse.Namespace, argv: list[str]) -> int:
     result = edit(config, args.out, quiet=args.quiet)
     d = result.direction
     print(f"wrote {len(result.files)} images edited along {d.factor} {d.source} -> {d.target} to {result.out}")
+    if any(result.matched):
+        shared = sorted({name for matched in result.matched for name in matched})
+        print(f"each along its matched direction (shared factors read by the reference: {', '.join(shared)})")
+    elif config.neighbours:
+        print(f"no {config.neighbours} train latents of each value share an image's other factors: global direction")
     print(f"wrote {result.sheet}")
     return 0
 

@@ -477,6 +477,11 @@ class EvalConfig:
     edits_per_pair: int = option(
         10, "data with factors: test latents edited per (source, target) value pair", check=POSITIVE_INT
     )
+    direction_samples: int = option(
+        10_000,
+        "data with factors: train latents the attribute directions are taken from (spread evenly over the split)",
+        check=POSITIVE_INT,
+    )
     seed: int = option(0, "seeds every draw of the evaluation", check=INT)
 
     def validate(self) -> None:
@@ -572,6 +577,10 @@ def _names(value, name: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+#: train latents of each value a matched attribute direction averages (the nearest to the edited image)
+EDIT_NEIGHBOURS = 10
+
+
 @dataclass
 class EditConfig:
     """Settings of ``latentmix edit``: move images along an attribute direction (latent arithmetic)."""
@@ -587,7 +596,20 @@ class EditConfig:
         "shapes", "labelled data with factors whose train latents give the direction (shapes, an export)", path=True
     )
     strength: float = option(1.0, "multiple of the direction added (0: plain reconstruction)", check=number_in(-10, 10))
-    direction_samples: int = option(2000, "train images the direction is averaged over", check=POSITIVE_INT)
+    direction_samples: int = option(
+        10_000, "train images the direction is taken from (spread evenly over the split)", check=POSITIVE_INT
+    )
+    neighbours: int = option(
+        EDIT_NEIGHBOURS,
+        "matched directions: the reference reads each image's other factors, and the direction is taken between "
+        "the K train latents of each value nearest to it among those that share them (0: one global mean "
+        "difference for every image)",
+        metavar="K",
+        check=NON_NEGATIVE_INT,
+    )
+    reference: str | None = option(
+        None, "reference classifier that reads the images' factors (default: the embedded one of the data)", path=True
+    )
     refine_steps: int | None = option(
         None, "GAN backends: inversion refinement steps (default: the backend's)", check=NON_NEGATIVE_INT
     )

@@ -53,11 +53,21 @@ def run_demo(
 
 def _shapes_examples(out: Path, seed: int) -> dict[str, Path]:
     """On ``shapes``: walks between test images that differ in colour only and in shape only, and latent
-    arithmetic (red -> blue, circle -> square) applied to held-out test images."""
+    arithmetic (red -> blue, circle -> square) applied to held-out test images, along the global mean difference
+    and along each image's matched direction."""
+    from functools import partial
+
     import numpy as np
     import torch
 
-    from latentmix.attributes import attribute_direction, edit_images, factor_column, labelled_latents, true_factors
+    from latentmix.attributes import (
+        attribute_direction,
+        edit_images,
+        factor_column,
+        labelled_latents,
+        matched_directions,
+        true_factors,
+    )
     from latentmix.data import load_dataset
     from latentmix.evaluate_attributes import pairs_differing_in
 
@@ -71,7 +81,7 @@ def _shapes_examples(out: Path, seed: int) -> dict[str, Path]:
     interpolation_grid(vae, data="shapes", pairs=pairs, steps=8, seed=seed, out=out / "shapes_walk.png")
     written = {"shapes_walk": out / "shapes_walk.png"}
 
-    z_train, labelled = labelled_latents(vae, train, 2000)
+    z_train, labelled = labelled_latents(vae, train, len(train))
     cells = []
     for factor, source, target in (("colour", "red", "blue"), ("label", "circle", "square")):
         direction = attribute_direction(z_train, labelled, factor, source, target)
@@ -79,9 +89,12 @@ def _shapes_examples(out: Path, seed: int) -> dict[str, Path]:
         chosen = np.flatnonzero(truth[:, column].numpy() == values.index(source))[:6].tolist()
         x = test.images(chosen)
         recon, edited = edit_images(vae, x, direction)
-        cells.append(torch.stack([x, recon, edited]).float())
-    # columns: six red shapes turned blue, then six circles turned into squares
-    sheet = grid_image(torch.cat(cells, dim=1), row_labels=["input", "recon", "edited"], gaps_after=(5,))
+        edit = partial(matched_directions, z_train, labelled, factor, source, target, truth[chosen])
+        matched = edit_images(vae, x, edit)[1]  # each latent along its own matched direction
+        cells.append(torch.stack([x, recon, edited, matched]).float())
+    # columns: six red shapes turned blue, then six circles turned into squares; rows: the global mean
+    # difference, then the matched direction of each image
+    sheet = grid_image(torch.cat(cells, dim=1), row_labels=["input", "recon", "global", "matched"], gaps_after=(5,))
     written["shapes_arithmetic"] = save_png(sheet, out / "shapes_arithmetic.png")
     return written
 

@@ -1,25 +1,41 @@
 """``latentmix edit``: latent arithmetic on a user's images.
 
-An attribute direction — ``mean(z | factor = target) − mean(z | factor = source)`` over the train latents of
-labelled data with factors (``shapes``, or a folder exported with ``factors.json``) — is added to the latents
-of the user's images, which are decoded and written as PNGs (same names) beside a contact sheet
-``edits.png`` (original | reconstruction | edited, one row per image). The output directory appears whole,
-by rename, or not at all.
+An attribute direction from the train latents of labelled data with factors (``shapes``, or a folder exported
+with ``factors.json``) is added to the latents of the user's images, which are decoded and written as PNGs
+(same names) beside a contact sheet ``edits.png`` (original | reconstruction | edited, one row per image).
+By default each image gets a **matched** direction: the data's reference classifier reads the image's other
+factors (its shape, size, position when recolouring) and the direction is taken between the train latents of
+the source and target values that share them, nearest to the image (``--neighbours K``). ``--neighbours 0``
+adds one global ``mean(z | factor = target) − mean(z | factor = source)`` to every image instead — the
+textbook arithmetic, which on a spatial latent moves nothing far enough (see :mod:`latentmix.attributes`).
+The output directory appears whole, by rename, or not at all.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
-from latentmix.attributes import Direction, attribute_direction, edit_images, labelled_latents
+from latentmix.attributes import (
+    Direction,
+    attribute_direction,
+    check_reference,
+    edit_images,
+    factor_column,
+    labelled_latents,
+    matched_directions,
+    predict_factors,
+)
 from latentmix.backends import LatentBackend, load_backend
 from latentmix.configs import EditConfig
 from latentmix.data import load_matching
 from latentmix.data.images import is_image_file, load_image_files
+from latentmix.reference import load_reference_classifier, reference_for
 
 __all__ = ["EditResult", "direction_for", "edit", "image_files"]
 
@@ -29,7 +45,8 @@ class EditResult:
     out: Path
     files: list[Path]  # one edited PNG per input image
     sheet: Path  # edits.png
-    direction: Direction
+    direction: Direction  # the global mean difference (the one every image gets with neighbours 0)
+    matched: list[dict[str, str]]  # per image: the factors (and values) its matched direction shared; [] if none
 
 
 def image_files(paths) -> list[Path]:
@@ -50,8 +67,11 @@ def image_files(paths) -> list[Path]:
     return files
 
 
-def direction_for(backend: LatentBackend, config: EditConfig) -> Direction:
-    """The attribute direction of ``config`` from the train latents of ``config.data``."""
+def direction_for(
+    backend: LatentBackend, config: EditConfig, images: Tensor | None = None
+) -> tuple[Direction, Callable[[Tensor], list[Direction]] | None]:
+    """The global attribute direction of ``config`` from the train latents of ``config.data``, and — with
+    ``config.neighbours`` > 0 and ``images`` — a function giving the matched direction of each of their latents."""
     shape = (backend.image_size, backend.image_channels)
     who = f"backend {backend.backend_name!r}"
     train = load_matching(
@@ -61,9 +81,24 @@ def direction_for(backend: LatentBackend, config: EditConfig) -> Direction:
         raise ValueError(
             f"data: {config.data!r} has no known factors; use data with factors (shapes, or a folder with factors.json)"
         )
-    z, labelled = labelled_latents(backend, train, config.direction_samples, refine_steps=config.refine_steps)
     assert config.factor and config.source and config.target
-    return attribute_direction(z, labelled, config.factor, config.source, config.target)
+    edit = (config.factor, config.source, config.target)
+    if images is not None and config.neighbours:
+        factor_column(train, config.factor)  # a bad factor name fails before the reference is looked for
+        reference = load_reference_classifier(
+            reference_for(config.reference, config.data, alternative=" or --neighbours 0")
+        )
+        check_reference(reference, train)
+    z, labelled = labelled_latents(backend, train, config.direction_samples, refine_steps=config.refine_steps)
+    direction = attribute_direction(z, labelled, *edit)
+    if images is None or not config.neighbours:
+        return direction, None
+    read = predict_factors(reference, images, list(train.factor_values))
+
+    def matched(latents: Tensor) -> list[Direction]:
+        return matched_directions(z, labelled, *edit, read, latents, config.neighbours)
+
+    return direction, matched
 
 
 def edit(config: EditConfig, out: str | os.PathLike, *, quiet: bool = False) -> EditResult:
@@ -84,8 +119,14 @@ def edit(config: EditConfig, out: str | os.PathLike, *, quiet: bool = False) -> 
     x = load_image_files(
         files, backend.image_size, backend.image_channels, resize=config.resize, who=f"backend {backend.backend_name!r}"
     )
-    direction = direction_for(backend, config)
-    recon, edited = edit_images(backend, x, direction, config.strength, refine_steps=config.refine_steps)
+    direction, matched = direction_for(backend, config, x)
+    used: list[Direction] = []
+
+    def directions(latents: Tensor) -> list[Direction]:
+        used.extend(matched(latents) if matched else [direction] * len(latents))
+        return used
+
+    recon, edited = edit_images(backend, x, directions, config.strength, refine_steps=config.refine_steps)
 
     def write(tmp: Path) -> None:
         for name, array in zip(names, to_uint8(edited), strict=True):
@@ -98,4 +139,4 @@ def edit(config: EditConfig, out: str | os.PathLike, *, quiet: bool = False) -> 
         save_png(sheet, tmp / "edits.png")
 
     atomic_directory(out, write, marker="")
-    return EditResult(out, [out / n for n in names], out / "edits.png", direction)
+    return EditResult(out, [out / n for n in names], out / "edits.png", direction, [d.matched for d in used])

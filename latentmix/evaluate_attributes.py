@@ -11,8 +11,11 @@ Judged by a reference classifier with one head per factor (the label first):
   is A's or B's, not a third;
 * ``arithmetic_<factor>``: latent arithmetic, ``mean(train latents | target) − mean(train latents | source)``
   added to held-out test latents of the source value, for every ordered pair of values: ``success`` — the
-  factor became the target and every other factor kept what the unedited reconstruction shows. A
-  text-conditioned backend is encoded and decoded unconditionally here (its captions name the source value).
+  factor became the target and every other factor kept what the unedited reconstruction shows;
+  ``arithmetic_<factor>_matched``: the same edits along matched directions (taken among the train latents
+  that share the test example's other factors, between the nearest of each value; see
+  :func:`latentmix.attributes.attribute_direction`). A text-conditioned backend is encoded and decoded
+  unconditionally here (its captions name the source value).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from latentmix.attributes import (
     factor_column,
     factor_names,
     labelled_latents,
+    matched_directions,
     plain_condition,
     predict_factors,
     true_factors,
@@ -40,7 +44,6 @@ from latentmix.interpolate import METHODS, interpolation_path
 
 PATH_FACTORS = ("label", "colour", "position")
 EDIT_FACTORS = ("label", "colour", "size", "position")
-ARITHMETIC_TRAIN = 1200  # train latents the directions are averaged over (spread evenly over the split)
 
 
 def attribute_report(ctx: Any, report: dict) -> dict:
@@ -55,9 +58,9 @@ def attribute_report(ctx: Any, report: dict) -> dict:
             out.update(_single_factor_paths(ctx, names, truth, factor))
     edit_factors = [f for f in EDIT_FACTORS if f in names]
     if edit_factors:
-        z_train, labelled = labelled_latents(ctx.backend, ctx.train, ARITHMETIC_TRAIN, **_plain_kwargs(ctx))
+        z_train, labelled = labelled_latents(ctx.backend, ctx.train, ctx.config.direction_samples, **_plain_kwargs(ctx))
         for factor in edit_factors:
-            out[f"arithmetic_{factor}"] = _arithmetic(ctx, names, factor, z_train, labelled)
+            out.update(_arithmetic(ctx, names, factor, z_train, labelled))
     return out
 
 
@@ -132,36 +135,50 @@ def _single_factor_paths(ctx: Any, names: list[str], truth: Tensor, factor: str)
     return out
 
 
-def _arithmetic(ctx: Any, names: list[str], factor: str, z_train: Tensor, directions_from: Any) -> dict[str, float]:
+def _arithmetic(ctx: Any, names: list[str], factor: str, z_train: Tensor, directions_from: Any) -> dict[str, dict]:
     """Directions from train latents (``z_train`` of ``directions_from``), added to ``edits_per_pair`` test
-    latents per (source, target) pair."""
+    latents per (source, target) pair: the global mean difference (``arithmetic_<factor>``) and the matched
+    one (``arithmetic_<factor>_matched``: among the train latents that share the test example's other
+    factors, the nearest of each value: :func:`~latentmix.attributes.matched_directions`)."""
     column, values = factor_column(ctx.test, factor)
-    test_values = true_factors(ctx.test)[:, column].numpy()
+    truth = true_factors(ctx.test)
+    test_values = truth[:, column].numpy()
     members = {v: np.flatnonzero(test_values == v)[: ctx.config.edits_per_pair] for v in range(len(values))}
     chosen = np.concatenate(list(members.values()))
     if not len(chosen):
         return {}
     z_chosen = encode_plain(ctx.backend, ctx.x_test[chosen], **_plain_kwargs(ctx))
     where = {int(row): k for k, row in enumerate(chosen)}
-    edited, before, targets = [], [], []
+    moved: dict[str, list[Tensor]] = {"": [], "_matched": []}
+    before, targets = [], []
     for source, rows_of_source in members.items():
         for target in range(len(values)):
             if target == source or not len(rows_of_source):
                 continue
+            pair = (factor, values[source], values[target])
             try:
-                direction = attribute_direction(z_train, directions_from, factor, values[source], values[target])
+                direction = attribute_direction(z_train, directions_from, *pair)
             except ValueError:
                 continue  # a value the train rows lack
             positions = [where[int(r)] for r in rows_of_source]
-            edited.append(apply_direction(z_chosen[positions], direction))
+            matched = matched_directions(
+                z_train, directions_from, *pair, truth[torch.as_tensor(rows_of_source)], z_chosen[positions]
+            )
+            moved[""].append(apply_direction(z_chosen[positions], direction))
+            moved["_matched"].append(apply_direction(z_chosen[positions], matched))
             before += positions
             targets += [target] * len(positions)
-    if not edited:
+    if not targets:
         return {}
     unedited = predict_factors(ctx.clf, _decode_plain(ctx, z_chosen), names[1:])[torch.tensor(before)]
-    after = predict_factors(ctx.clf, _decode_plain(ctx, torch.cat(edited)), names[1:])
-    result = edit_success(unedited, after, column, torch.tensor(targets))
-    return {**result, "edits": len(targets)}
+    out = {}
+    for suffix, latents in moved.items():
+        after = predict_factors(ctx.clf, _decode_plain(ctx, torch.cat(latents)), names[1:])
+        out[f"arithmetic_{factor}{suffix}"] = {
+            **edit_success(unedited, after, column, torch.tensor(targets)),
+            "edits": len(targets),
+        }
+    return out
 
 
 def _plain_kwargs(ctx: Any) -> dict[str, Any]:

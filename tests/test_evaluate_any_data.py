@@ -22,6 +22,7 @@ SMALL = dict(
     ppl_pairs=8,
     factor_paths=6,
     edits_per_pair=2,
+    direction_samples=2000,
 )
 
 
@@ -60,8 +61,9 @@ def _check_attributes(attributes: dict, prompted: bool) -> None:
             path = attributes[f"paths_{factor}_{method}"]
             assert 0 <= path["monotone"] <= path["midpoint_a_or_b"] + 1 and path["paths"] == 6
     for factor in ("label", "colour", "size", "position"):
-        arithmetic = attributes[f"arithmetic_{factor}"]
-        assert 0 <= arithmetic["success"] <= 1 and arithmetic["edits"] > 0
+        arithmetic, matched = attributes[f"arithmetic_{factor}"], attributes[f"arithmetic_{factor}_matched"]
+        assert 0 <= arithmetic["success"] <= arithmetic["target_reached"] <= 1 and arithmetic["edits"] > 0
+        assert 0 <= matched["success"] <= matched["target_reached"] <= 1 and matched["edits"] == arithmetic["edits"]
     assert ("prompted" in attributes) == prompted
     if prompted:
         assert 0 <= attributes["prompted"]["compositional"] <= 1 and attributes["prompted"]["samples"] == 32
@@ -136,15 +138,25 @@ def test_edit_moves_images_along_a_direction_and_writes_them(shapes_vae, tmp_pat
     folder.mkdir()
     for i in red:
         Image.fromarray(test._pixels[i]).save(folder / f"img{i}.png")
-    config = EditConfig(images=(str(folder),), factor="colour", source="red", target="blue",
-                        backend=str(shapes_vae), direction_samples=300)  # fmt: skip
+    config = EditConfig(images=(str(folder),), factor="colour", source="red", target="blue", backend=str(shapes_vae))
     result = edit(config, tmp_path / "out", quiet=True)
     assert [f.name for f in result.files] == sorted(f"img{i}.png" for i in red)
     assert Image.open(result.sheet).size[0] > 3 * 32 and all(Image.open(f).size == (32, 32) for f in result.files)
     assert result.direction.factor == "colour" and result.direction.vector.shape == (12,)
+    # by default each image gets its matched direction: the embedded reference reads its other factors
+    assert len(result.matched) == len(red) and all(
+        set(m) <= {"label", "size", "position", "background"} and m for m in result.matched
+    )
     same = edit(EditConfig(**{**config.__dict__, "strength": 0.0}), tmp_path / "zero", quiet=True)
     recon = [Image.open(f) for f in same.files]
     assert any(list(a.getdata()) != list(Image.open(b).getdata()) for a, b in zip(recon, result.files, strict=True))
+    plain = edit(EditConfig(**{**config.__dict__, "neighbours": 0}), tmp_path / "global", quiet=True)
+    assert plain.matched == [{}] * len(red)
+    changed = [
+        list(Image.open(a).getdata()) != list(Image.open(b).getdata())
+        for a, b in zip(plain.files, result.files, strict=True)
+    ]
+    assert any(changed)  # the matched edit is another edit than the global one
     # bad input: one line, exit 2, nothing written
     base = ["--quiet", "edit", "--images", str(folder), "--backend", str(shapes_vae), "--factor"]
     assert main([*base, "mood", "--source", "red", "--target", "blue", "--out", str(tmp_path / "x")]) == 2
@@ -154,3 +166,11 @@ def test_edit_moves_images_along_a_direction_and_writes_them(shapes_vae, tmp_pat
     assert main([*base, "colour", "--source", "red", "--target", "blue", "--data", "digits", "--resize",
                  "--out", str(tmp_path / "z")]) == 2  # fmt: skip
     assert "no known factors" in capsys.readouterr().err
+    argv = [*base, "colour", "--source", "red", "--target", "blue", "--reference", "digits-classifier"]
+    assert main([*argv, "--out", str(tmp_path / "w")]) == 2
+    assert "fitted on other classes" in capsys.readouterr().err and not (tmp_path / "w").exists()
+    assert main([*base, "colour", "--source", "red", "--target", "blue", "--out", str(tmp_path / "v")]) == 0
+    assert "matched direction (shared factors read by the reference: " in capsys.readouterr().out
+    argv = [*base, "colour", "--source", "red", "--target", "blue", "--direction-samples", "300"]
+    assert main([*argv, "--out", str(tmp_path / "u")]) == 0  # too few latents to match on: said, not hidden
+    assert "share an image's other factors: global direction" in capsys.readouterr().out
