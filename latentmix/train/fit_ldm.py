@@ -375,6 +375,8 @@ def _card(config: LDMFitConfig, metrics: dict, command: str | None) -> str:
             "Reconstruction MSE is per pixel on the [-1, 1] scale: DDIM inversion then DDIM sampling, 50 steps each, "
             "against the autoencoder's own encode → decode. Text-conditional consistency: the reference classifier's "
             'agreement with 50 samples per class generated from "a handwritten digit {c}".',
-        ),
+        )
+        if "test_recon_mse_ddim_50" in metrics
+        else (),
         settings=config,
     )
