@@ -131,6 +131,13 @@ RECIPES: dict[str, dict] = {
     "fusion-sync-augment": {"modality": "fusion", **FUSION_PLAIN, "augment": "synchronized"},
     "mixgen": {"mixup": "mixgen", **FUSION_PLAIN},
     "blends-balance": {"synthetic_strategy": "intra-class", "synthetic_balance": True, "synthetic_pooled": True},
+    # both: the balanced set, and each class's loss weighted by its count among the real labelled examples
+    "blends-balance+reweight": {
+        "synthetic_strategy": "intra-class",
+        "synthetic_balance": True,
+        "synthetic_pooled": True,
+        "class_weights": "balanced",
+    },
 }
 DEFAULT_RECIPES = ("erm", "input-mixup", "manifold-mixup", "blends-intra", "blends-inter", "blends-intra+manifold")
 

@@ -142,12 +142,15 @@ def test_trainer_long_tailed_reweighted_and_pooled_runs(tmp_path):
     with pytest.raises(ValueError, match="synthetic_pooled needs a synthetic set"):
         train_classifier(replace(base, synthetic_pooled=True), quiet=True)
 
-    results = run_compare(base, recipes=["erm", "class-reweight", "blends-balance"], seeds=[0, 1],
-                          backend="digits-vae", workdir=str(tmp_path), quiet=True)  # fmt: skip
+    recipes = ["erm", "class-reweight", "blends-balance", "blends-balance+reweight"]
+    results = run_compare(base, recipes=recipes, seeds=[0, 1], backend="digits-vae", workdir=str(tmp_path), quiet=True)
     rows = results["recipes"]["blends-balance"]["per_seed"]
     assert rows[0]["synthetic_examples"] == int((6 - long_tailed_counts(10, 6, 3)).sum())
     reweighted = results["recipes"]["class-reweight"]["per_seed"][0]["before"]
     assert reweighted["accuracy"] == weighted.test["accuracy"]  # the recipe is the trainer's --class-weights
+    both = results["recipes"]["blends-balance+reweight"]["per_seed"]
+    assert both[0]["synthetic_examples"] == rows[0]["synthetic_examples"]  # the same balanced set, weighted
+    assert both[0]["before"]["accuracy"] != rows[0]["before"]["accuracy"]
     d = results["paired_class_balance"]["blends-balance"]["worst_class_accuracy"]
     assert d["ci95"][0] <= d["mean"] <= d["ci95"][1]
     table = format_table(results)
