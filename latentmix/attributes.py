@@ -82,9 +82,6 @@ def check_reference(reference: Any, dataset: ImageTextDataset, where: str = "ref
         )
 
 
-NEIGHBOURS = EDIT_NEIGHBOURS  # latents of each value a matched direction averages (the nearest to the image)
-
-
 @dataclass
 class Direction:
     """An attribute direction in a backend's latent space: ``factor`` from ``source`` to ``target``; ``matched``
@@ -135,9 +132,24 @@ def attribute_direction(
     ``neighbours`` rows nearest to it — to ``near`` among the source rows, to ``near`` moved by the matched
     mean difference among the target rows.
     """
+    return _direction(latents, true_factors(dataset), dataset, factor, source, target, given, near, neighbours)
+
+
+def _direction(
+    latents: Tensor,
+    table: Tensor,
+    dataset: ImageTextDataset,
+    factor: str,
+    source: str,
+    target: str,
+    given: dict[str, str] | None,
+    near: Tensor | None,
+    neighbours: int,
+) -> Direction:
+    """:func:`attribute_direction` over ``table``, the :func:`true_factors` of ``dataset`` (computed once by the
+    caller of many)."""
     column, src = _value_index(dataset, factor, source)
     tgt = _value_index(dataset, factor, target)[1]
-    table = true_factors(dataset)
     keys = [(*_value_index(dataset, name, value), name, value) for name, value in (given or {}).items()]
     if any(key[0] == column for key in keys):
         raise ValueError(f"given: {factor!r} is the factor being changed; match the others")
@@ -169,24 +181,16 @@ def matched_directions(
     target: str,
     factors: Tensor,
     near: Tensor,
-    neighbours: int = NEIGHBOURS,
+    neighbours: int = EDIT_NEIGHBOURS,
 ) -> list[Direction]:
     """One matched :func:`attribute_direction` per latent of ``near`` (N, *latent_shape), matched on the other
     factors in the same row of ``factors`` (N, F: true or read by a reference, in the order of
     :func:`factor_names` of ``dataset``)."""
     if len(factors) != len(near):
         raise ValueError(f"factors: {len(factors)} rows for {len(near)} latents")
+    table = true_factors(dataset)
     return [
-        attribute_direction(
-            latents,
-            dataset,
-            factor,
-            source,
-            target,
-            given=factors_given(dataset, row, factor),
-            near=z,
-            neighbours=neighbours,
-        )
+        _direction(latents, table, dataset, factor, source, target, factors_given(dataset, row, factor), z, neighbours)
         for row, z in zip(factors, near, strict=True)
     ]
 

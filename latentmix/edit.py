@@ -120,13 +120,15 @@ def edit(config: EditConfig, out: str | os.PathLike, *, quiet: bool = False) -> 
         files, backend.image_size, backend.image_channels, resize=config.resize, who=f"backend {backend.backend_name!r}"
     )
     direction, matched = direction_for(backend, config, x)
-    used: list[Direction] = []
+    used: list[Direction] = [direction] * len(x)  # what each image was moved along, for the result
 
-    def directions(latents: Tensor) -> list[Direction]:
-        used.extend(matched(latents) if matched else [direction] * len(latents))
+    def per_image(latents: Tensor) -> list[Direction]:
+        assert matched is not None
+        used[:] = matched(latents)
         return used
 
-    recon, edited = edit_images(backend, x, directions, config.strength, refine_steps=config.refine_steps)
+    move = per_image if matched else direction
+    recon, edited = edit_images(backend, x, move, config.strength, refine_steps=config.refine_steps)
 
     def write(tmp: Path) -> None:
         for name, array in zip(names, to_uint8(edited), strict=True):

@@ -230,7 +230,8 @@ class _Batches:
         idx = torch.randint(len(train.x), (config.batch_size,), generator=gen)
         x, y = train.x[idx], soft_targets(train.y[idx], self.num_classes)
         t = train.t[idx] if train.t is not None else None
-        texts = [(train.texts or [])[i] for i in idx.tolist()] if train.texts is not None else None
+        wanted = self.augment is not None or config.mixup == "mixgen"  # the only readers of the batch's captions
+        texts = [train.texts[i] for i in idx.tolist()] if wanted and train.texts is not None else None
         if self.augment is not None and texts is not None:
             factors = None if train.factors is None else [train.factors[i] for i in idx.tolist()]
             out = self.augment(x, texts, factors, generator=gen)
