@@ -142,6 +142,12 @@ RECIPES: dict[str, dict] = {
 DEFAULT_RECIPES = ("erm", "input-mixup", "manifold-mixup", "blends-intra", "blends-inter", "blends-intra+manifold")
 
 GUIDANCE = Check(validation.guidance_scale)
+STRENGTH = Check(validation.strength)
+_STRENGTH_HELP = (
+    "diffusion backends: walk between partly inverted latents, inverting this fraction of the DDIM steps, in (0, 1]; "
+    "the sampler cleans each frame up from that noise level, and lower keeps more of the two images (real endpoints "
+    "only)"
+)
 IMBALANCE = number_in(1.0)
 CLASS_WEIGHTS = ("none", "balanced")  # classifier training: loss weight per class
 _IMBALANCE_HELP = (
@@ -244,6 +250,9 @@ class GridConfig:
     guidance_scale: float | None = option(
         None, _SAMPLER_HELP + "classifier-free guidance, >= 1 (default: the backend's)", check=GUIDANCE
     )
+    inversion_strength: float | None = option(
+        None, _STRENGTH_HELP + " (default: 1, all the way to noise)", check=STRENGTH
+    )
 
     def validate(self) -> None:
         validate_fields(self)
@@ -251,6 +260,10 @@ class GridConfig:
             raise ValueError("choose endpoints with only one of pairs, classes and prior")
         if self.prompts is not None and (self.pairs is not None or self.classes is not None):
             raise ValueError("prompts condition prior endpoints; real endpoints (pairs, classes) use their captions")
+        if self.inversion_strength not in (None, 1.0) and (self.prior is not None or self.prompts is not None):
+            raise ValueError(
+                "inversion_strength walks between partly inverted real images; prior endpoints are pure noise"
+            )
         if self.out is not None:
             validation.suffix(self.out, "out", (".png",))
         if self.gif is not None:
@@ -481,6 +494,12 @@ class EvalConfig:
     )
     spacing_frames: int = option(16, "frames per walk for the frame-spacing numbers", check=int_at_least(3))
     factor_paths: int = option(60, "data with factors: paths per single-factor walk", check=POSITIVE_INT)
+    path_strength: float = option(
+        0.4,
+        "data with factors, diffusion backends: also walk the single-factor paths between latents inverted this "
+        "fraction of the way to noise (1: skip)",
+        check=STRENGTH,
+    )
     edits_per_pair: int = option(
         10, "data with factors: test latents edited per (source, target) value pair", check=POSITIVE_INT
     )

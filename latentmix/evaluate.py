@@ -151,6 +151,7 @@ def evaluate_backend(
         raise ValueError(f"data {config.data!r}: evaluate needs a label for every test image")
     if config.test_images is not None and config.test_images < len(test):
         test = Subset(test, spread_indices(len(test), config.test_images))
+    _check_path_strength(backend, config, test)
     clf = classifier if classifier is not None else _reference(config)
     check_reference(clf, test, where=f"reference {reference_for(config.reference, config.data)}")
     ctx = _Context(
@@ -187,6 +188,18 @@ def evaluate_backend(
         for name, section in bar:
             report[name] = section(ctx, report)
     return report
+
+
+def _check_path_strength(backend: LatentBackend, config: EvalConfig, test: Any) -> None:
+    """The partial single-factor walks (data with factors, diffusion backends) must keep a DDIM step."""
+    if test.factor_values is None or backend.encoder_kind != "ddim-inversion" or config.path_strength == 1:
+        return
+    steps = config.num_inference_steps or getattr(backend, "num_inference_steps", 1)
+    if int(steps * config.path_strength) < 1:
+        raise ValueError(
+            f"path_strength {config.path_strength:g} keeps no DDIM step of {steps}: raise it (1 skips the partial "
+            "walks) or num_inference_steps"
+        )
 
 
 def _reference(config: EvalConfig) -> Any:

@@ -8,7 +8,8 @@ Judged by a reference classifier with one head per factor (the label first):
 * ``paths_<factor>_<method>``: walks between test examples that differ in that factor only (``label`` = the
   shape, ``colour``, ``position``): ``monotone`` — the factor moves from A's value to B's once, never back, never
   a third value, while every other factor stays put at every step; ``midpoint_a_or_b`` — the midpoint's value
-  is A's or B's, not a third;
+  is A's or B's, not a third. Diffusion backends add ``paths_<factor>_<method>_partial``: the walks between
+  latents inverted only ``path_strength`` of the way to noise, which the sampler cleans up from there;
 * ``arithmetic_<factor>``: latent arithmetic, ``mean(train latents | target) − mean(train latents | source)``
   added to held-out test latents of the source value, for every ordered pair of values: ``success`` — the
   factor became the target and every other factor kept what the unedited reconstruction shows;
@@ -107,18 +108,30 @@ def pairs_differing_in(truth: Tensor, column: int, limit: int, rng: np.random.Ge
 
 
 def _single_factor_paths(ctx: Any, names: list[str], truth: Tensor, factor: str) -> dict[str, dict]:
+    """``paths_<factor>_<method>``; for diffusion backends also ``…_<method>_partial``: the same walks between
+    latents inverted ``path_strength`` of the way (and sampled back from there)."""
     column, steps = names.index(factor), ctx.config.path_steps
     ia, ib = pairs_differing_in(truth, column, ctx.config.factor_paths, np.random.default_rng(ctx.config.seed + 3))
     if not ia:
         return {}
     out = {}
     c = ctx.c_test
-    for method in METHODS:
-        path = interpolation_path(ctx.z_test[ia], ctx.z_test[ib], steps, method)
+    ends = [("", ctx.z_test[ia], ctx.z_test[ib], ctx.decode)]
+    strength = ctx.config.path_strength
+    if ctx.backend.encoder_kind == "ddim-inversion" and strength < 1:
+        partial = {**ctx.sampling, "strength": strength}
+        with torch.inference_mode():
+            za, zb = (ctx.backend.encode(ctx.x_test[rows], cond=c[rows], **partial) for rows in (ia, ib))
+
+        def decode_partial(latents: Tensor, cond: Tensor | None) -> Tensor:
+            with torch.inference_mode():
+                return ctx.backend.decode(latents, cond=cond, **partial).float().cpu()
+
+        ends.append(("_partial", za, zb, decode_partial))
+    for (suffix, za, zb, decode), method in ((e, m) for e in ends for m in METHODS):
+        path = interpolation_path(za, zb, steps, method)
         cond = None if c is None else interpolation_path(c[ia], c[ib], steps, "lerp").flatten(0, 1)
-        pred = predict_factors(ctx.clf, ctx.decode(path.flatten(0, 1), cond), names[1:]).reshape(
-            len(ia), steps, len(names)
-        )
+        pred = predict_factors(ctx.clf, decode(path.flatten(0, 1), cond), names[1:]).reshape(len(ia), steps, len(names))
         a, b = truth[ia, column], truth[ib, column]
         values = pred[:, :, column]
         only_ends = ((values == a[:, None]) | (values == b[:, None])).all(1)
@@ -127,10 +140,11 @@ def _single_factor_paths(ctx: Any, names: list[str], truth: Tensor, factor: str)
         others = [j for j in range(len(names)) if j != column]
         kept = (pred[:, :, others] == truth[ia][:, None, others]).all(2).all(1)
         mid = values[:, steps // 2]
-        out[f"paths_{factor}_{method}"] = {
+        out[f"paths_{factor}_{method}{suffix}"] = {
             "monotone": float((only_ends & one_switch & starts_ends & kept).float().mean()),
             "midpoint_a_or_b": float(((mid == a) | (mid == b)).float().mean()),
             "paths": len(ia),
+            **({"strength": strength} if suffix else {}),
         }
     return out
 

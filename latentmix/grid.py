@@ -196,7 +196,8 @@ def interpolation_grid(
             ``split`` (default: the digits test split), ``seed``, ``out`` (PNG) / ``gif``,
             ``refine_steps`` (GANs), ``prompts`` (text-conditioned backends: pairs of texts walked between
             prior endpoints; real endpoints use their captions), ``text_method``, and the diffusion sampler's
-            ``num_inference_steps`` / ``guidance_scale``.
+            ``num_inference_steps`` / ``guidance_scale``, and ``inversion_strength`` (walk between partly
+            inverted latents: the backend's ``strength``).
         quiet: hide progress bars of long decodes (latent diffusion).
 
     Returns:
@@ -213,7 +214,7 @@ def interpolation_grid(
     if config.classes is not None and not config.classes:
         raise ValueError("classes is empty")
     method = config.method or backend.default_method
-    sampling = backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale)
+    sampling = backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale, config.inversion_strength)
     encode_kwargs = {**backend.encode_kwargs(config.refine_steps), **sampling}
     with torch.inference_mode(), backend.progress(not quiet):
         if config.prior is not None or config.prompts is not None:

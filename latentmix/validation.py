@@ -85,6 +85,13 @@ def guidance_scale(value: Any, name: str = "guidance_scale") -> float:
     return float(value)
 
 
+def strength(value: Any, name: str = "strength") -> float:
+    """Partial inversion strength of latent diffusion: a number in (0, 1] (1 inverts all the way to noise)."""
+    if not (_is_number(value) and math.isfinite(value) and 0 < value <= 1):
+        raise ValueError(f"{name} must be a number in (0, 1] (1 inverts all the way to noise), got {value!r}")
+    return float(value)
+
+
 def probability(value: Any, name: str) -> float:
     return number(value, name, minimum=0, maximum=1)
 

@@ -56,10 +56,14 @@ def shapes_vae(tmp_path_factory):
 
 def _check_attributes(attributes: dict, prompted: bool) -> None:
     assert set(attributes["reconstruction"]) == {"label", "colour", "size", "position", "background", "all"}
+    walks = ("", "_partial") if prompted else ("",)  # the diffusion backend adds walks between partly noised latents
     for factor in ("label", "colour", "position"):
         for method in ("lerp", "slerp"):
-            path = attributes[f"paths_{factor}_{method}"]
-            assert 0 <= path["monotone"] <= path["midpoint_a_or_b"] + 1 and path["paths"] == 6
+            for walk in walks:
+                path = attributes[f"paths_{factor}_{method}{walk}"]
+                assert 0 <= path["monotone"] <= path["midpoint_a_or_b"] + 1 and path["paths"] == 6
+                assert path.get("strength") == (0.5 if walk else None)
+    assert prompted or not any(key.endswith("_partial") for key in attributes)
     for factor in ("label", "colour", "size", "position"):
         arithmetic, matched = attributes[f"arithmetic_{factor}"], attributes[f"arithmetic_{factor}_matched"]
         assert 0 <= arithmetic["success"] <= arithmetic["target_reached"] <= 1 and arithmetic["edits"] > 0
@@ -97,9 +101,11 @@ def test_a_text_conditioned_backend_is_prompted_with_the_datas_captions(tiny_sd_
     pipe = StableDiffusionPipeline(**{**tiny_sd_pipeline.components, "vae": vae})
     backend = LatentDiffusionBackend.from_pipeline(pipe, num_inference_steps=2)
     assert (backend.image_size, backend.latent_shape) == (32, (4, 8, 8))
-    config = EvalConfig(data="shapes", reference=str(shapes_reference), **SMALL)
+    config = EvalConfig(data="shapes", reference=str(shapes_reference), path_strength=0.5, **SMALL)
     report = evaluate_backend(backend, config, quiet=True)
     _check_attributes(report["attributes"], prompted=True)
+    with pytest.raises(ValueError, match="path_strength 0.4 keeps no DDIM step of 2"):
+        evaluate_backend(backend, EvalConfig(data="shapes", reference=str(shapes_reference), **SMALL), quiet=True)
 
 
 def test_evaluate_needs_a_reference_for_the_data_and_one_of_its_classes(shapes_vae, photo_patches, capsys):

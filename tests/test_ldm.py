@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import DDIMScheduler, StableDiffusionPipeline
 
 from latentmix.backends import LatentBackend, LatentDiffusionBackend, load_backend
 from latentmix.grid import decode_walk
@@ -73,6 +73,36 @@ def test_ddim_inversion_mirrors_sampling(ldm):
             atol=1e-5,
             rtol=0,
         )
+
+
+@pytest.mark.parametrize("strength", [0.25, 0.5])
+def test_partial_inversion_mirrors_partial_sampling(ldm, strength):
+    """``strength`` inverts the first int(steps * strength) DDIM steps and samples back over the same ones: with a
+    zero-noise UNet the round trip is the autoencoder's reconstruction, and only those UNet calls are made."""
+    with torch.no_grad():
+        ldm.unet.conv_out.weight.zero_()
+        ldm.unet.conv_out.bias.zero_()
+    x = rgb(3)
+    with torch.inference_mode():
+        z = ldm.encode(x, texts=PROMPTS[:3], num_inference_steps=8, strength=strength)
+        assert ldm.last_inversion_calls == int(8 * strength)
+        back = ldm.decode(z, texts=PROMPTS[:3], num_inference_steps=8, strength=strength)
+    torch.testing.assert_close(back, ldm.autoencoder.reconstruct(x), atol=1e-5, rtol=0)
+
+
+def test_partial_sampling_is_the_tail_of_full_sampling(ldm):
+    """Sampling at ``strength`` from a latent at that noise level runs the same DDIM steps as the end of a full
+    run: stopping a full run after its first steps and finishing with ``strength`` gives the full run's result."""
+    cond, steps = ldm.encode_text(PROMPTS[:2]), 8
+    with torch.inference_mode():
+        full = ldm.denoise(noise(ldm, 2), cond, num_inference_steps=steps)
+        scheduler = DDIMScheduler.from_config(ldm.scheduler.config)
+        scheduler.set_timesteps(steps)
+        x = noise(ldm, 2)
+        for t in scheduler.timesteps[: steps // 2]:  # the first half by hand
+            x = scheduler.step(ldm.predict_noise(x, t, cond, 1.0), t, x).prev_sample
+        tail = ldm.denoise(x, cond, num_inference_steps=steps, strength=0.5)
+    torch.testing.assert_close(tail, full, atol=1e-5, rtol=0)
 
 
 def test_batched_walk_equals_one_call_per_frame(ldm):
@@ -188,6 +218,17 @@ def test_float16_keeps_a_force_upcast_vae_in_float32(ldm):
         (lambda b: b.decode(noise(b, 1), cond=torch.zeros(1, 5, 32)), "cond must have shape \\(1, 12, 32\\)"),
         (lambda b: b.decode(noise(b, 1), texts=[""], cond=b.encode_text([""])), "texts or cond, not both"),
         (lambda b: b.sampling_kwargs(guidance_scale=0.9), "guidance_scale must be a finite number >= 1"),
+        (lambda b: b.sampling_kwargs(strength=0), "strength must be a number in \\(0, 1\\]"),
+        (lambda b: b.decode(noise(b, 1), texts=[""], strength=1.5), "strength must be a number in \\(0, 1\\]"),
+        (lambda b: b.decode(noise(b, 1), texts=[""], strength=0.2), "strength 0.2 keeps no step of 4"),
+        (
+            lambda b: b.decode(noise(b, 1), texts=[""], strength=0.5, sampler="dpm-solver"),
+            "strength below 1 needs sampler='ddim'",
+        ),
+        (
+            lambda b: b.encode(rgb(1), texts=[""], strength=0.5, inversion="fixed-point"),
+            "strength below 1 needs inversion='ddim'",
+        ),
     ],
 )
 def test_bad_input_is_a_clear_error(ldm, call, message):
@@ -200,6 +241,8 @@ def test_unconditional_backends_refuse_texts_and_sampler_settings(tiny_vae):
         tiny_vae.decode(torch.zeros(1, 6), texts=["a"])
     with pytest.raises(ValueError, match="guidance_scale apply to diffusion backends"):
         tiny_vae.sampling_kwargs(guidance_scale=2.0)
+    with pytest.raises(ValueError, match="strength apply to diffusion backends"):
+        tiny_vae.sampling_kwargs(strength=0.5)
 
 
 def test_mismatched_components_are_refused(tiny_sd_pipeline, tiny_vae):

@@ -54,6 +54,22 @@ def test_grid_real_endpoints_are_conditioned_on_their_captions(digits_ldm, digit
         interpolation_grid("digits-vae", prompts=[("a", "b")])
 
 
+def test_grid_at_an_inversion_strength_walks_between_partly_inverted_latents(digits_ldm, digits_test):
+    """``inversion_strength`` inverts part of the way: the walk's latents are those partly noised ones (its ends
+    the images' partial round trips), not the pure-noise latents of a full inversion."""
+    full = interpolation_grid(digits_ldm, pairs=[(0, 5)], steps=3, num_inference_steps=STEPS)
+    half = interpolation_grid(digits_ldm, pairs=[(0, 5)], steps=3, num_inference_steps=STEPS, inversion_strength=0.5)
+    texts = [digits_test.texts[i] for i in (0, 5)]
+    with torch.inference_mode():
+        partial = digits_ldm.encode(digits_test.images([0, 5]), texts=texts, num_inference_steps=STEPS, strength=0.5)
+        ends = digits_ldm.decode(partial, texts=texts, num_inference_steps=STEPS, strength=0.5)
+    torch.testing.assert_close(half.latents[0, [0, -1]], partial.float(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.cat([half.images[:, 0], half.images[:, -1]]), ends, atol=1e-4, rtol=0)
+    assert (half.latents - full.latents).abs().max() > 0.1  # not the full inversion's noise latents
+    with pytest.raises(ValueError, match="inversion_strength walks between partly inverted real images"):
+        interpolation_grid(digits_ldm, prior=2, inversion_strength=0.5)
+
+
 def test_synthesis_decodes_with_the_blended_text_conditioning(digits_ldm, tmp_path):
     config = SynthesisConfig(
         backend="digits-ldm", n=12, strategy="inter-class", num_inference_steps=STEPS, shard_size=8

@@ -128,13 +128,19 @@ class LatentBackend(abc.ABC):
             return {}
         return {"refine_steps": self.DEFAULT_REFINE_STEPS if refine_steps is None else refine_steps}
 
-    def sampling_kwargs(self, num_inference_steps: int | None = None, guidance_scale: float | None = None) -> dict:
+    def sampling_kwargs(
+        self, num_inference_steps: int | None = None, guidance_scale: float | None = None, strength: float | None = None
+    ) -> dict:
         """Keyword arguments for :meth:`encode` / :meth:`decode` of diffusion backends (DDIM steps,
-        classifier-free guidance); None keeps the backend's default, and setting them for other
-        backends is an error."""
+        classifier-free guidance, partial inversion ``strength``); None keeps the backend's default, and setting
+        them for other backends is an error."""
         given = {
             k: v
-            for k, v in (("num_inference_steps", num_inference_steps), ("guidance_scale", guidance_scale))
+            for k, v in (
+                ("num_inference_steps", num_inference_steps),
+                ("guidance_scale", guidance_scale),
+                ("strength", strength),
+            )
             if v is not None
         }
         if given and self.encoder_kind != "ddim-inversion":

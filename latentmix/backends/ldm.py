@@ -220,12 +220,16 @@ class LatentDiffusionBackend(LatentBackend):
                 self._text_cache[text] = h.float().cpu()
         return torch.stack([self._text_cache[t] for t in texts]).to(device=self.device, dtype=self.dtype)
 
-    def sampling_kwargs(self, num_inference_steps: int | None = None, guidance_scale: float | None = None) -> dict:
+    def sampling_kwargs(
+        self, num_inference_steps: int | None = None, guidance_scale: float | None = None, strength: float | None = None
+    ) -> dict:
         if num_inference_steps is not None:
             validation.positive_int(num_inference_steps, "num_inference_steps")
         if guidance_scale is not None:
             validation.guidance_scale(guidance_scale)
-        return super().sampling_kwargs(num_inference_steps, guidance_scale)
+        if strength is not None:
+            validation.strength(strength)
+        return super().sampling_kwargs(num_inference_steps, guidance_scale, strength)
 
     # -- diffusion -----------------------------------------------------------------------
     def predict_noise(self, x: Tensor, t: Tensor, cond: Tensor, guidance_scale: float) -> Tensor:
@@ -238,6 +242,18 @@ class LatentDiffusionBackend(LatentBackend):
         eps_uncond, eps_cond = out.chunk(2)
         return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 
+    def _kept_steps(self, steps: int, strength: float) -> int | None:
+        """How many of ``steps`` a round trip at ``strength`` runs (None: all; diffusers' img2img rule)."""
+        strength = validation.strength(strength)
+        if strength == 1.0:
+            return None
+        keep = int(steps * strength)
+        if keep < 1:
+            raise ValueError(
+                f"strength {strength:g} keeps no step of {steps} (num_inference_steps * strength must be >= 1)"
+            )
+        return keep
+
     def _settings(self, steps: int | None, guidance_scale: float | None) -> tuple[int, float]:
         """The sampler's steps and guidance scale (the backend's defaults where None), checked."""
         steps = validation.positive_int(self.num_inference_steps if steps is None else steps, "num_inference_steps")
@@ -249,10 +265,18 @@ class LatentDiffusionBackend(LatentBackend):
             )
         return steps, guidance_scale
 
-    def _run(self, scheduler, x: Tensor, cond: Tensor, steps: int, guidance_scale: float, desc: str) -> Tensor:
+    def _run(
+        self, scheduler, x: Tensor, cond: Tensor, steps: int, guidance_scale: float, desc: str, keep: int | None = None
+    ) -> Tensor:
+        """Step ``x`` through the scheduler's timesteps: all of them, or the ``keep`` lowest-noise ones (the first
+        ``keep`` of an inversion, the last ``keep`` of sampling: a partial round trip, see ``strength``)."""
         scheduler.set_timesteps(steps, device=x.device)
+        timesteps = scheduler.timesteps
+        if keep is not None:
+            inverse = isinstance(scheduler, DDIMInverseScheduler)
+            timesteps = timesteps[:keep] if inverse else timesteps[len(timesteps) - keep :]
         x = x.float()
-        for t in tqdm(scheduler.timesteps, desc=desc, disable=not self.show_progress, leave=False):
+        for t in tqdm(timesteps, desc=desc, disable=not self.show_progress, leave=False):
             eps = self.predict_noise(x, t, cond, guidance_scale)
             x = scheduler.step(eps, t, x).prev_sample
         return x
@@ -267,8 +291,14 @@ class LatentDiffusionBackend(LatentBackend):
         guidance_scale: float | None = None,
         inversion: str = "ddim",
         inversion_iterations: int | None = None,
+        strength: float = 1.0,
     ) -> Tensor:
         """Invert autoencoder latents (N, *latent_shape) to noise latents.
+
+        ``strength`` < 1 inverts only the first ``int(num_inference_steps * strength)`` steps: the latent at that
+        intermediate noise level (img2img's ``strength``), which :meth:`denoise` with the same strength takes back.
+        Walks between such partly noised latents stay closer to the images' layout and are cleaned up by the
+        sampler instead of cross-fading (SDEdit, Meng et al. 2022; Wang & Golland 2023); DDIM inversion only.
 
         ``inversion="ddim"`` is deterministic DDIM inversion (``DDIMInverseScheduler``); ``"fixed-point"`` and
         ``"exact"`` refine every step by fixed-point iteration (:mod:`latentmix.backends.diffusion`), at
@@ -276,10 +306,13 @@ class LatentDiffusionBackend(LatentBackend):
         of the last call are kept in ``last_inversion_calls``.
         """
         steps, guidance_scale = self._settings(num_inference_steps, guidance_scale)
+        keep = self._kept_steps(steps, strength)
+        if keep is not None and inversion != "ddim":
+            raise ValueError(f"strength below 1 needs inversion='ddim', got inversion={inversion!r}")
         if inversion == "ddim":
             inverse = DDIMInverseScheduler.from_config(self.scheduler.config)
-            self.last_inversion_calls = steps
-            return self._run(inverse, z0, cond, steps, guidance_scale, "DDIM inversion")
+            self.last_inversion_calls = steps if keep is None else keep
+            return self._run(inverse, z0, cond, steps, guidance_scale, "DDIM inversion", keep)
         if inversion_iterations is not None:
             validation.non_negative_int(inversion_iterations, "inversion_iterations")
         x, calls = fixed_point_invert(
@@ -303,9 +336,16 @@ class LatentDiffusionBackend(LatentBackend):
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         sampler: str = "ddim",
+        strength: float = 1.0,
     ) -> Tensor:
         """Deterministic sampling from noise latents to autoencoder latents, float32: DDIM (η = 0), or
-        ``sampler="dpm-solver"`` (DPM-Solver++, second order) for prior latents in fewer steps."""
+        ``sampler="dpm-solver"`` (DPM-Solver++, second order) for prior latents in fewer steps. With
+        ``strength`` < 1 the latents are partly noised ones from :meth:`invert` at the same strength, and only
+        the last ``int(num_inference_steps * strength)`` DDIM steps run."""
+        steps, guidance_scale = self._settings(num_inference_steps, guidance_scale)
+        keep = self._kept_steps(steps, strength)
+        if keep is not None and sampler != "ddim":
+            raise ValueError(f"strength below 1 needs sampler='ddim', got sampler={sampler!r}")
         if sampler == "ddim":
             scheduler = DDIMScheduler.from_config(self.scheduler.config)
         elif sampler == "dpm-solver":
@@ -314,8 +354,7 @@ class LatentDiffusionBackend(LatentBackend):
             )
         else:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
-        steps, guidance_scale = self._settings(num_inference_steps, guidance_scale)
-        return self._run(scheduler, noise, cond, steps, guidance_scale, f"{sampler} sampling")
+        return self._run(scheduler, noise, cond, steps, guidance_scale, f"{sampler} sampling", keep)
 
     def _encode(
         self,
@@ -326,11 +365,12 @@ class LatentDiffusionBackend(LatentBackend):
         guidance_scale: float | None = None,
         inversion: str = "ddim",
         inversion_iterations: int | None = None,
+        strength: float = 1.0,
     ) -> Tensor:
         z0 = self.autoencoder.encode(images).reshape(images.shape[0], *self._shape)
         noise = self.invert(
             z0, cond, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, inversion=inversion,
-            inversion_iterations=inversion_iterations,
+            inversion_iterations=inversion_iterations, strength=strength,
         )  # fmt: skip
         return noise.to(self.dtype)
 
@@ -342,10 +382,12 @@ class LatentDiffusionBackend(LatentBackend):
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         sampler: str = "ddim",
+        strength: float = 1.0,
     ) -> Tensor:
         z0 = self.denoise(
-            latents, cond, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, sampler=sampler
-        )
+            latents, cond, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, sampler=sampler,
+            strength=strength,
+        )  # fmt: skip
         return self.autoencoder.decode(z0.reshape(latents.shape[0], *self.autoencoder.latent_shape).to(self.dtype))
 
     # -- save / load ---------------------------------------------------------------------
