@@ -194,7 +194,9 @@ def _check_path_strength(backend: LatentBackend, config: EvalConfig, test: Any) 
     """The partial single-factor walks (data with factors, diffusion backends) must keep a DDIM step."""
     if test.factor_values is None or backend.encoder_kind != "ddim-inversion" or config.path_strength == 1:
         return
-    steps = config.num_inference_steps or getattr(backend, "num_inference_steps", 1)
+    steps = config.num_inference_steps
+    if steps is None:
+        steps = int(getattr(backend, "num_inference_steps", 1))
     if int(steps * config.path_strength) < 1:
         raise ValueError(
             f"path_strength {config.path_strength:g} keeps no DDIM step of {steps}: raise it (1 skips the partial "
