@@ -6,7 +6,7 @@ On top of it:
 
 * :func:`predict_factors` — (N, F) predicted factor indices (the label first);
 * :func:`attribute_direction` — latent arithmetic: ``mean(z | factor = target) − mean(z | factor = source)`` over
-  labelled latents, e.g. blue minus red. On a spatial latent (a VAE's 4 × 8 × 8 map) that global difference
+  labelled latents, e.g. blue minus red. On a spatial latent (a VAE's 8 × 8 × 8 map) that global difference
   averages the change over every position, shape and size, so added to one image it moves it only a fraction
   of the way.
   A **matched** direction is taken among the latents that share the edited image's other factors (``given``:

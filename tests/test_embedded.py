@@ -52,6 +52,25 @@ def test_shapes_classifier_card_is_reproduced_and_reads_every_factor(shapes_cach
         assert measured == pytest.approx(card_metric(card, name), abs=1e-3) and measured >= 0.98, name
 
 
+def test_shapes_vae_reconstructions_keep_every_factor(shapes_cache):
+    """≥ 95 % of the test split's reconstructions keep every factor (issue 11), recomputed from the loaded model and
+    equal to the card's evaluation."""
+    from latentmix.attributes import factor_names, predict_factors, true_factors
+    from latentmix.data import load_dataset
+    from latentmix.reference import load_reference_classifier
+
+    card = (embedded_models_dir() / "shapes-vae" / "MODEL_CARD.md").read_text()
+    recorded = re.search(r"\| attributes: reconstruction \|.* all=([0-9.]+) \|", card)
+    assert recorded, "the card has no evaluation of its reconstructions"
+    test, backend = load_dataset("shapes", split="test"), load_backend("shapes-vae")
+    x = test.images(range(len(test)))
+    with torch.inference_mode():
+        recon = backend.decode(backend.encode(x))
+    read = predict_factors(load_reference_classifier("shapes-classifier"), recon, factor_names(test)[1:])
+    kept = float((read == true_factors(test)).all(1).float().mean())
+    assert kept == pytest.approx(float(recorded.group(1)), abs=1e-3) and kept >= 0.95
+
+
 def test_shapes_align_card_is_reproduced_and_reaches_the_data_s_ceiling(shapes_cache):
     """Retrieval of real test pairs within groups of 100, recomputed from the loaded model (issue 12)."""
     from latentmix.align import load_align_model
