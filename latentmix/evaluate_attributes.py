@@ -21,6 +21,7 @@ Judged by a reference classifier with one head per factor (the label first):
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from typing import Any
 
@@ -121,14 +122,17 @@ def _single_factor_paths(ctx: Any, names: list[str], truth: Tensor, factor: str)
     if ctx.backend.encoder_kind == "ddim-inversion" and strength < 1:
         partial = {**ctx.sampling, "strength": strength}
         with torch.inference_mode():
-            za, zb = (ctx.backend.encode(ctx.x_test[rows], cond=c[rows], **partial) for rows in (ia, ib))
+            za, zb = (
+                ctx.backend.encode(ctx.x_test[rows], cond=None if c is None else c[rows], **partial)
+                for rows in (ia, ib)
+            )
 
         def decode_partial(latents: Tensor, cond: Tensor | None) -> Tensor:
             with torch.inference_mode():
                 return ctx.backend.decode(latents, cond=cond, **partial).float().cpu()
 
         ends.append(("_partial", za, zb, decode_partial))
-    for (suffix, za, zb, decode), method in ((e, m) for e in ends for m in METHODS):
+    for (suffix, za, zb, decode), method in itertools.product(ends, METHODS):
         path = interpolation_path(za, zb, steps, method)
         cond = None if c is None else interpolation_path(c[ia], c[ib], steps, "lerp").flatten(0, 1)
         pred = predict_factors(ctx.clf, decode(path.flatten(0, 1), cond), names[1:]).reshape(len(ia), steps, len(names))
