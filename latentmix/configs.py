@@ -346,9 +346,17 @@ class WalkConfig:
     )
     inversion: str = option("ddim", _INVERSION_HELP, check=one_of(INVERSIONS))
     inversion_iterations: int | None = option(None, _ITERATIONS_HELP, check=NON_NEGATIVE_INT)
+    inversion_strength: float | None = option(
+        None, _STRENGTH_HELP.replace("real endpoints", "keyframes from images") + " (default: 1, all the way to noise)",
+        check=STRENGTH,
+    )  # fmt: skip
 
     def validate(self) -> None:
         validate_fields(self)
+        if self.inversion_strength not in (None, 1.0) and self.keyframes is None:
+            raise ValueError(
+                "inversion_strength walks between partly inverted images (--keyframes); prior keyframes are pure noise"
+            )
         if self.keyframes is None and self.seeds is None and self.prompts is None:
             raise ValueError("choose keyframes: --keyframes (dataset indices or image files), --seeds, or --prompts")
         if self.keyframes is not None and self.seeds is not None:

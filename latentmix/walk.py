@@ -91,7 +91,7 @@ def _from_images(backend: LatentBackend, config: WalkConfig, inversion: dict) ->
     cond = backend.condition(texts)
     kwargs = {
         **backend.encode_kwargs(config.refine_steps),
-        **backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale),
+        **backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale, config.inversion_strength),
         **inversion,
     }
     with torch.inference_mode():
@@ -151,7 +151,7 @@ def walk(
     if config.prompts is not None and not backend.supports_text_condition:
         raise ValueError(f"prompts: backend {backend.backend_name!r} is not text-conditioned")
     decode_kwargs = {
-        **backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale),
+        **backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale, config.inversion_strength),
         **backend.decoder_kwargs(config.sampler),
     }
     inversion = backend.inversion_kwargs(config.inversion, config.inversion_iterations)  # refused before any work

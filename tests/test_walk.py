@@ -131,6 +131,9 @@ def test_seed_and_prompt_travel_with_the_fast_sampler_as_webm(tmp_path, capsys):
         (["--keyframes", "0", "1", "--inversion", "exact"], "apply to diffusion backends"),
         (["--backend", "digits-ldm", "--keyframes", "0", "1", "--sampler", "dpm-solver"], "decode with ddim"),
         (["--seeds", "1", "2", "--prompts", "a", "b", "c"], "one prompt per keyframe"),
+        (["--backend", "digits-ldm", "--seeds", "1", "2", "--inversion-strength", "0.5"], "prior keyframes are pure"),
+        (["--keyframes", "0", "1", "--inversion-strength", "0.5"], "strength apply to diffusion backends"),
+        (["--backend", "digits-ldm", "--keyframes", "0", "1", "--inversion-strength", "0"], "strength must be"),
     ],
 )
 def test_bad_walks_are_one_line_errors_and_write_nothing(tmp_path, capsys, args, message):
@@ -181,6 +184,32 @@ def test_an_encode_that_fails_half_way_leaves_no_video_and_no_walk(tmp_path, mon
     assert main(["--quiet", "walk", "--seeds", "1", "2", "--frames", "4", "--out", str(tmp_path / "w")]) == 2
     assert "No space left on device" in one_line_error(capsys)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_walk_between_partly_inverted_keyframes(tmp_path):
+    """``inversion_strength``: the keyframes are inverted part of the way and every frame is sampled back from there,
+    so each keyframe frame is that image's partial round trip."""
+    from latentmix.configs import WalkConfig
+    from latentmix.walk import walk
+
+    ldm, test = load_backend("digits-ldm"), DigitsDataset("test")
+    config = WalkConfig(
+        backend="digits-ldm",
+        keyframes=("0", "5"),
+        frames=3,
+        video="none",
+        num_inference_steps=6,
+        inversion_strength=0.5,
+    )
+    result = walk(config, tmp_path / "out", backend=ldm)
+    kwargs = {"texts": [test.texts[0], test.texts[5]], "num_inference_steps": 6, "strength": 0.5}
+    with torch.inference_mode():
+        ends = ldm.decode(ldm.encode(test.images([0, 5]), **kwargs), **kwargs)
+        full = {**kwargs, "strength": 1.0}
+        assert not np.array_equal(to_uint8(ldm.decode(ldm.encode(test.images([0, 5]), **full), **full)), to_uint8(ends))
+    keyframe_frames = json.loads(result.manifest.read_text())["keyframe_frames"]
+    frames = [np.asarray(Image.open(result.frames[k])) for k in keyframe_frames]
+    assert all(np.array_equal(frame[..., None], end) for frame, end in zip(frames, to_uint8(ends), strict=True))
 
 
 def test_walk_from_python_with_int_indices_and_path_objects(tmp_path):
