@@ -145,8 +145,8 @@ GUIDANCE = Check(validation.guidance_scale)
 STRENGTH = Check(validation.strength)
 _STRENGTH_HELP = (
     "diffusion backends: walk between partly inverted latents, inverting this fraction of the DDIM steps, in (0, 1]; "
-    "the sampler cleans each frame up from that noise level, and lower keeps more of the two images (real endpoints "
-    "only)"
+    "the sampler cleans each frame up from that noise level, and lower keeps more of the images (default: 1, all "
+    "the way to noise; "
 )
 IMBALANCE = number_in(1.0)
 CLASS_WEIGHTS = ("none", "balanced")  # classifier training: loss weight per class
@@ -250,9 +250,7 @@ class GridConfig:
     guidance_scale: float | None = option(
         None, _SAMPLER_HELP + "classifier-free guidance, >= 1 (default: the backend's)", check=GUIDANCE
     )
-    inversion_strength: float | None = option(
-        None, _STRENGTH_HELP + " (default: 1, all the way to noise)", check=STRENGTH
-    )
+    inversion_strength: float | None = option(None, _STRENGTH_HELP + "real endpoints only)", check=STRENGTH)
 
     def validate(self) -> None:
         validate_fields(self)
@@ -346,10 +344,7 @@ class WalkConfig:
     )
     inversion: str = option("ddim", _INVERSION_HELP, check=one_of(INVERSIONS))
     inversion_iterations: int | None = option(None, _ITERATIONS_HELP, check=NON_NEGATIVE_INT)
-    inversion_strength: float | None = option(
-        None, _STRENGTH_HELP.replace("real endpoints", "keyframes from images") + " (default: 1, all the way to noise)",
-        check=STRENGTH,
-    )  # fmt: skip
+    inversion_strength: float | None = option(None, _STRENGTH_HELP + "keyframes from images only)", check=STRENGTH)
 
     def validate(self) -> None:
         validate_fields(self)

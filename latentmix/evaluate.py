@@ -47,7 +47,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from latentmix.attributes import check_reference
-from latentmix.backends import LatentBackend, load_backend, mix_conditions
+from latentmix.backends import LatentBackend, LatentDiffusionBackend, load_backend, mix_conditions
 from latentmix.configs import EvalConfig, backend_for
 from latentmix.data import ImageTextDataset, Subset, load_matching, spread_indices
 from latentmix.interpolate import METHODS, interpolate, interpolation_path
@@ -79,9 +79,10 @@ class _Context:
     def feats(self, images: Tensor) -> Tensor:
         return reference_features(self.clf)(images)
 
-    def decode(self, latents: Tensor, cond: Tensor | None = None) -> Tensor:
+    def decode(self, latents: Tensor, cond: Tensor | None = None, **sampling: Any) -> Tensor:
+        """Decoded images (float32, CPU) with the evaluation's sampler settings, ``sampling`` overriding them."""
         with torch.inference_mode():
-            return self.backend.decode(latents, cond=cond, **self.sampling).float().cpu()
+            return self.backend.decode(latents, cond=cond, **{**self.sampling, **sampling}).float().cpu()
 
     def encode(self, images: Tensor, refine_steps: int) -> Tensor:
         with torch.inference_mode():
@@ -192,16 +193,8 @@ def evaluate_backend(
 
 def _check_path_strength(backend: LatentBackend, config: EvalConfig, test: Any) -> None:
     """The partial single-factor walks (data with factors, diffusion backends) must keep a DDIM step."""
-    if test.factor_values is None or backend.encoder_kind != "ddim-inversion" or config.path_strength == 1:
-        return
-    steps = config.num_inference_steps
-    if steps is None:
-        steps = int(getattr(backend, "num_inference_steps", 1))
-    if int(steps * config.path_strength) < 1:
-        raise ValueError(
-            f"path_strength {config.path_strength:g} keeps no DDIM step of {steps}: raise it (1 skips the partial "
-            "walks) or num_inference_steps"
-        )
+    if test.factor_values is not None and isinstance(backend, LatentDiffusionBackend):
+        backend.kept_steps(config.path_strength, config.num_inference_steps, name="path_strength")
 
 
 def _reference(config: EvalConfig) -> Any:

@@ -117,25 +117,21 @@ def _single_factor_paths(ctx: Any, names: list[str], truth: Tensor, factor: str)
         return {}
     out = {}
     c = ctx.c_test
-    ends = [("", ctx.z_test[ia], ctx.z_test[ib], ctx.decode)]
+    walks: list[tuple[str, Tensor, Tensor, dict]] = [("", ctx.z_test[ia], ctx.z_test[ib], {})]
     strength = ctx.config.path_strength
     if ctx.backend.encoder_kind == "ddim-inversion" and strength < 1:
-        partial = {**ctx.sampling, "strength": strength}
+        partial = {"strength": strength}
         with torch.inference_mode():
             za, zb = (
-                ctx.backend.encode(ctx.x_test[rows], cond=None if c is None else c[rows], **partial)
+                ctx.backend.encode(ctx.x_test[rows], cond=None if c is None else c[rows], **ctx.sampling, **partial)
                 for rows in (ia, ib)
             )
-
-        def decode_partial(latents: Tensor, cond: Tensor | None) -> Tensor:
-            with torch.inference_mode():
-                return ctx.backend.decode(latents, cond=cond, **partial).float().cpu()
-
-        ends.append(("_partial", za, zb, decode_partial))
-    for (suffix, za, zb, decode), method in itertools.product(ends, METHODS):
+        walks.append(("_partial", za, zb, partial))
+    cond = None if c is None else interpolation_path(c[ia], c[ib], steps, "lerp").flatten(0, 1)
+    for (suffix, za, zb, sampling), method in itertools.product(walks, METHODS):
         path = interpolation_path(za, zb, steps, method)
-        cond = None if c is None else interpolation_path(c[ia], c[ib], steps, "lerp").flatten(0, 1)
-        pred = predict_factors(ctx.clf, decode(path.flatten(0, 1), cond), names[1:]).reshape(len(ia), steps, len(names))
+        images = ctx.decode(path.flatten(0, 1), cond, **sampling)
+        pred = predict_factors(ctx.clf, images, names[1:]).reshape(len(ia), steps, len(names))
         a, b = truth[ia, column], truth[ib, column]
         values = pred[:, :, column]
         only_ends = ((values == a[:, None]) | (values == b[:, None])).all(1)

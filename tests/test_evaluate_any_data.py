@@ -104,7 +104,7 @@ def test_a_text_conditioned_backend_is_prompted_with_the_datas_captions(tiny_sd_
     config = EvalConfig(data="shapes", reference=str(shapes_reference), path_strength=0.5, **SMALL)
     report = evaluate_backend(backend, config, quiet=True)
     _check_attributes(report["attributes"], prompted=True)
-    with pytest.raises(ValueError, match="path_strength 0.4 keeps no DDIM step of 2"):
+    with pytest.raises(ValueError, match="path_strength 0.4 keeps no step of 2"):
         evaluate_backend(backend, EvalConfig(data="shapes", reference=str(shapes_reference), **SMALL), quiet=True)
 
 

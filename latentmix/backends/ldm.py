@@ -242,15 +242,18 @@ class LatentDiffusionBackend(LatentBackend):
         eps_uncond, eps_cond = out.chunk(2)
         return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 
-    def _kept_steps(self, steps: int, strength: float) -> int | None:
-        """How many of ``steps`` a round trip at ``strength`` runs (None: all; diffusers' img2img rule)."""
-        strength = validation.strength(strength)
+    def kept_steps(self, strength: float, num_inference_steps: int | None = None, name: str = "strength") -> int | None:
+        """How many DDIM steps a round trip at ``strength`` runs (None: all of them; diffusers' img2img rule,
+        ``int(num_inference_steps * strength)``, the backend's steps where None); an error names ``name`` when it
+        keeps none."""
+        strength = validation.strength(strength, name)
         if strength == 1.0:
             return None
+        steps = self._settings(num_inference_steps, None)[0]
         keep = int(steps * strength)
         if keep < 1:
             raise ValueError(
-                f"strength {strength:g} keeps no step of {steps} (num_inference_steps * strength must be >= 1)"
+                f"{name} {strength:g} keeps no step of {steps} (num_inference_steps * {name} must be >= 1)"
             )
         return keep
 
@@ -306,7 +309,7 @@ class LatentDiffusionBackend(LatentBackend):
         of the last call are kept in ``last_inversion_calls``.
         """
         steps, guidance_scale = self._settings(num_inference_steps, guidance_scale)
-        keep = self._kept_steps(steps, strength)
+        keep = self.kept_steps(strength, steps)
         if keep is not None and inversion != "ddim":
             raise ValueError(f"strength below 1 needs inversion='ddim', got inversion={inversion!r}")
         if inversion == "ddim":
@@ -343,7 +346,7 @@ class LatentDiffusionBackend(LatentBackend):
         ``strength`` < 1 the latents are partly noised ones from :meth:`invert` at the same strength, and only
         the last ``int(num_inference_steps * strength)`` DDIM steps run."""
         steps, guidance_scale = self._settings(num_inference_steps, guidance_scale)
-        keep = self._kept_steps(steps, strength)
+        keep = self.kept_steps(strength, steps)
         if keep is not None and sampler != "ddim":
             raise ValueError(f"strength below 1 needs sampler='ddim', got sampler={sampler!r}")
         if sampler == "ddim":
