@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from latentmix import embedded_models
-from latentmix.evaluate import evaluate_backend
+from latentmix.jobs.evaluate import evaluate_backend
 
 
 def rows(reports: dict[str, dict]) -> list[tuple[str, list[str]]]:

@@ -18,9 +18,9 @@ import torch
 from _timing import report
 
 from latentmix import load_backend
+from latentmix.classifiers.metrics import frechet_distance
+from latentmix.classifiers.reference import load_reference_classifier
 from latentmix.data import load_dataset
-from latentmix.metrics import frechet_distance
-from latentmix.reference import load_reference_classifier
 
 INVERSIONS = [("ddim", None), ("fixed-point", 1), ("fixed-point", 2), ("fixed-point", 3), ("exact", None)]
 

@@ -23,7 +23,7 @@ from _timing import report
 from latentmix import load_backend
 from latentmix.backends import LatentDiffusionBackend
 from latentmix.data import DigitsDataset
-from latentmix.grid import decode_walk
+from latentmix.jobs.grid import decode_walk
 
 PATHS, FRAMES, STEPS = 8, 8, 20
 
@@ -80,7 +80,7 @@ def sd_shaped_pipeline(device, dtype):
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from latentmix.text import default_text_encoder_path
+    from latentmix.data.text import default_text_encoder_path
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(

@@ -18,8 +18,8 @@ import torch
 from _timing import best_of, report
 from torch import nn
 
-from latentmix.mixup import ManifoldMixup, Mixup, soft_cross_entropy, soft_targets
-from latentmix.mixup_guided import AdversarialManifoldMixup, DepthCurriculum, SaliencyMix
+from latentmix.train.mixup import ManifoldMixup, Mixup, soft_cross_entropy, soft_targets
+from latentmix.train.mixup_guided import AdversarialManifoldMixup, DepthCurriculum, SaliencyMix
 
 
 def small_cnn() -> nn.Module:

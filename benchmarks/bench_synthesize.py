@@ -18,12 +18,12 @@ import torch
 from _timing import report
 
 from latentmix import load_backend
-from latentmix.blend import blend
 from latentmix.configs import SynthesisConfig
-from latentmix.pairing import Pairing, sample_lambdas
-from latentmix.sources import SourceData, make_shard
-from latentmix.text import TextEncoder
-from latentmix.viz import to_pil, to_uint8
+from latentmix.data.text import TextEncoder
+from latentmix.jobs.sources import SourceData, make_shard
+from latentmix.latent.blend import blend
+from latentmix.latent.pairing import Pairing, sample_lambdas
+from latentmix.utils.viz import to_pil, to_uint8
 
 N_BATCHED, N_PER_PAIR = 8192, 2048
 
@@ -80,7 +80,7 @@ def throughput() -> list[dict]:
 CHILD = """
 import resource, sys, tempfile
 from latentmix.configs import SynthesisConfig
-from latentmix.synthesize import synthesize
+from latentmix.jobs.synthesize import synthesize
 synthesize(SynthesisConfig(n=int(sys.argv[1]), strategy="inter-class"), tempfile.mkdtemp() + "/set", quiet=True)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """

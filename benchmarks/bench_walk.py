@@ -16,10 +16,10 @@ import torch
 from _timing import best_of, report
 
 from latentmix import load_backend
+from latentmix.classifiers.reference import load_reference_classifier
 from latentmix.data import load_dataset
-from latentmix.keyframe_walk import decode_keyframe_walk, reference_features
-from latentmix.keyframes import keyframe_path
-from latentmix.reference import load_reference_classifier
+from latentmix.jobs.keyframe_walk import decode_keyframe_walk, reference_features
+from latentmix.latent.keyframes import keyframe_path
 
 BACKENDS = [  # (backend, data, decode settings)
     ("digits-vae", "digits", {}),

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latentmix.compare import RECIPES, recipe_config
+from latentmix.classifiers.metrics import expected_calibration_error, fit_temperature
 from latentmix.configs import TrainConfig
 from latentmix.data import load_dataset
-from latentmix.metrics import expected_calibration_error, fit_temperature
+from latentmix.jobs.compare import RECIPES, recipe_config
 from latentmix.train.classifier import low_data_split, train_classifier
 
 STUDY_RECIPES = ("erm", "blends-intra", "input-mixup", "manifold-mixup")

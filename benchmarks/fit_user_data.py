@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from photo_patches import CLASSES, write_photo_patches
 
 from latentmix.backends import load_backend
+from latentmix.classifiers.reference import fit_reference_classifier, load_reference_classifier
 from latentmix.configs import CompareConfig, GANFitConfig, LDMFitConfig, ReferenceFitConfig, TrainConfig, VAEFitConfig
 from latentmix.data import load_dataset
-from latentmix.reference import fit_reference_classifier, load_reference_classifier
 
 PROMPTS_PER_CLASS = 30
 
@@ -108,7 +108,7 @@ def part_measure(work: Path, data: Path, results: dict) -> None:
 
 def _picture(work: Path, x, recon, prompted, class_names) -> None:
     """Real test patches over their VAE / GAN / LDM reconstructions, and LDM samples prompted per class."""
-    from latentmix.viz import grid_image, save_png
+    from latentmix.utils.viz import grid_image, save_png
 
     pick = torch.tensor([next(i for i in range(len(x)) if i % len(class_names) == c) + 6 * j
                          for j in range(2) for c in range(len(class_names))])  # fmt: skip
@@ -120,7 +120,7 @@ def _picture(work: Path, x, recon, prompted, class_names) -> None:
 
 
 def part_study(work: Path, data: Path, results: dict, seeds: list[int], backend: str) -> None:
-    from latentmix.compare import format_table, run_compare
+    from latentmix.jobs.compare import format_table, run_compare
 
     base = TrainConfig(data=str(data), labels_per_class=5)
     config = CompareConfig(recipes=("erm", "blends-intra", "blends-intra+filter"), seeds=tuple(seeds),

@@ -7,29 +7,27 @@ The public names below are imported on first use (PEP 562), so ``import latentmi
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 from latentmix.version import __version__
 
 _EXPORTS = {
-    "GridResult": "latentmix.grid",
+    "GridResult": "latentmix.jobs.grid",
     "LatentBackend": "latentmix.backends",
-    "decode_keyframe_walk": "latentmix.keyframe_walk",
-    "decode_walk": "latentmix.grid",
+    "decode_keyframe_walk": "latentmix.jobs.keyframe_walk",
+    "decode_walk": "latentmix.jobs.grid",
     "embedded_models": "latentmix.backends",
-    "interpolate": "latentmix.interpolate",
-    "interpolation_grid": "latentmix.grid",
-    "interpolation_grid_2d": "latentmix.interpolate",
-    "interpolation_path": "latentmix.interpolate",
-    "keyframe_path": "latentmix.keyframes",
-    "keyframe_path_at": "latentmix.keyframes",
-    "lerp": "latentmix.interpolate",
+    "interpolate": "latentmix.latent.interpolate",
+    "interpolation_grid": "latentmix.jobs.grid",
+    "interpolation_grid_2d": "latentmix.latent.interpolate",
+    "interpolation_path": "latentmix.latent.interpolate",
+    "keyframe_path": "latentmix.latent.keyframes",
+    "keyframe_path_at": "latentmix.latent.keyframes",
+    "lerp": "latentmix.latent.interpolate",
     "load_backend": "latentmix.backends",
     "load_dataset": "latentmix.data",
-    "sample_lambda": "latentmix.interpolate",
-    "slerp": "latentmix.interpolate",
+    "sample_lambda": "latentmix.latent.interpolate",
+    "slerp": "latentmix.latent.interpolate",
 }
 
 __all__ = [
@@ -55,8 +53,9 @@ __all__ = [
 if TYPE_CHECKING:
     from latentmix.backends import LatentBackend, embedded_models, load_backend
     from latentmix.data import load_dataset
-    from latentmix.grid import GridResult, decode_walk, interpolation_grid
-    from latentmix.interpolate import (
+    from latentmix.jobs.grid import GridResult, decode_walk, interpolation_grid
+    from latentmix.jobs.keyframe_walk import decode_keyframe_walk
+    from latentmix.latent.interpolate import (
         interpolate,
         interpolation_grid_2d,
         interpolation_path,
@@ -64,22 +63,7 @@ if TYPE_CHECKING:
         sample_lambda,
         slerp,
     )
-    from latentmix.keyframe_walk import decode_keyframe_walk
-    from latentmix.keyframes import keyframe_path, keyframe_path_at
-
-
-class _Package(types.ModuleType):
-    """``latentmix.interpolate`` is the function (as it always was), although a submodule has the same name:
-    importing the submodule must not replace the package attribute (``from latentmix.interpolate import slerp``
-    still reads the module from ``sys.modules``)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "interpolate" and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+    from latentmix.latent.keyframes import keyframe_path, keyframe_path_at
 
 
 def __getattr__(name: str) -> Any:

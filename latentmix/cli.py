@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from latentmix import configs
-from latentmix.options import ArgumentParser, add_flags, from_args
+from latentmix.configs.options import ArgumentParser, add_flags, from_args
 from latentmix.version import __version__
 
 
@@ -41,7 +41,7 @@ def _is_main_process() -> bool:
 
 
 def _write_json(path: str, data: dict) -> None:
-    from latentmix.atomic import atomic_write_text
+    from latentmix.utils.atomic import atomic_write_text
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(path), json.dumps(data, indent=2) + "\n")
@@ -54,7 +54,7 @@ _default_showwarning = warnings.showwarning
 
 
 def _demo(args: argparse.Namespace, argv: list[str]) -> int:
-    from latentmix.demo import run_demo
+    from latentmix.jobs.demo import run_demo
 
     written = run_demo(args.out, seed=args.seed, quiet=args.quiet)
     print("latentmix demo: wrote")
@@ -66,7 +66,7 @@ def _demo(args: argparse.Namespace, argv: list[str]) -> int:
 def _grid(args: argparse.Namespace, argv: list[str]) -> int:
     config = from_args(configs.GridConfig, args)
     config.validate()  # before the heavy imports: a bad flag answers at once
-    from latentmix.grid import interpolation_grid
+    from latentmix.jobs.grid import interpolation_grid
 
     result = interpolation_grid(config=config, quiet=args.quiet)
     print(f"wrote {result.png} ({len(result.row_labels)} pairs x {config.steps} steps, {result.method})")
@@ -78,7 +78,7 @@ def _grid(args: argparse.Namespace, argv: list[str]) -> int:
 def _walk(args: argparse.Namespace, argv: list[str]) -> int:
     config = from_args(configs.WalkConfig, args)
     config.validate()
-    from latentmix.walk import walk
+    from latentmix.jobs.walk import walk
 
     result = walk(config, args.out, quiet=args.quiet)
     w = result.walk
@@ -97,7 +97,7 @@ def _walk(args: argparse.Namespace, argv: list[str]) -> int:
 def _synthesize(args: argparse.Namespace, argv: list[str]) -> int:
     config = from_args(configs.SynthesisConfig, args)
     config.validate()
-    from latentmix.synthesize import synthesize
+    from latentmix.jobs.synthesize import synthesize
 
     result = synthesize(config, args.out, quiet=args.quiet)
     if _is_main_process():
@@ -133,11 +133,11 @@ def _explore(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _evaluate(args: argparse.Namespace, argv: list[str]) -> int:
-    from latentmix.evaluate import evaluate_backend, format_report
+    from latentmix.jobs.evaluate import evaluate_backend, format_report
 
     config = from_args(configs.EvalConfig, args)
     if args.json is not None:
-        from latentmix.validation import suffix
+        from latentmix.utils.validation import suffix
 
         suffix(args.json, "--json", (".json",))
     report = evaluate_backend(config=config, quiet=args.quiet)
@@ -149,10 +149,10 @@ def _evaluate(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _evaluate_pairs(args: argparse.Namespace, argv: list[str]) -> int:
-    from latentmix.pair_alignment import evaluate_pairs, format_pair_report
+    from latentmix.jobs.evaluate_pairs import evaluate_pairs, format_pair_report
 
     if args.json is not None:
-        from latentmix.validation import suffix
+        from latentmix.utils.validation import suffix
 
         suffix(args.json, "--json", (".json",))
     report = evaluate_pairs(from_args(configs.PairEvalConfig, args), quiet=args.quiet)
@@ -165,7 +165,7 @@ def _evaluate_pairs(args: argparse.Namespace, argv: list[str]) -> int:
 def _export(args: argparse.Namespace, argv: list[str]) -> int:
     config = from_args(configs.ExportConfig, args)
     config.validate()
-    from latentmix.export import export_dataset
+    from latentmix.jobs.export import export_dataset
 
     out = export_dataset(config.data, args.out, split=config.split, image_size=config.image_size, quiet=args.quiet)
     print(f"wrote {out}: " + ", ".join(s for s in ("train", "test") if (out / s).is_dir()) + " (metadata.jsonl each)")
@@ -175,7 +175,7 @@ def _export(args: argparse.Namespace, argv: list[str]) -> int:
 def _augment(args: argparse.Namespace, argv: list[str]) -> int:
     config = from_args(configs.AugmentConfig, args)
     config.validate()
-    from latentmix.augment_set import augment_dataset
+    from latentmix.jobs.augment import augment_dataset
 
     out = augment_dataset(config, args.out, quiet=args.quiet)
     print(f"wrote {out}: images/, metadata.jsonl ({config.mode}: {', '.join(config.transforms)}, p={config.p:g})")
@@ -185,7 +185,7 @@ def _augment(args: argparse.Namespace, argv: list[str]) -> int:
 def _edit(args: argparse.Namespace, argv: list[str]) -> int:
     config = from_args(configs.EditConfig, args)
     config.validate()
-    from latentmix.edit import edit
+    from latentmix.jobs.edit import edit
 
     result = edit(config, args.out, quiet=args.quiet)
     d = result.direction
@@ -222,8 +222,8 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
         share = 100 * report.synthetic_agreement
         print(f"synthetic set: the trained classifier predicts the dominant label of {share:.1f} % of its samples")
     if outputs.reliability:
-        from latentmix.metrics import calibration_bins
-        from latentmix.viz import reliability_diagram
+        from latentmix.classifiers.metrics import calibration_bins
+        from latentmix.utils.viz import reliability_diagram
 
         logits, labels = report.test_logits.double(), report.test_labels
         before = calibration_bins(logits.softmax(1), labels)
@@ -236,10 +236,10 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _compare(args: argparse.Namespace, argv: list[str]) -> int:
-    from latentmix.compare import format_table, run_compare
+    from latentmix.jobs.compare import format_table, run_compare
 
     if args.json is not None:
-        from latentmix.validation import suffix
+        from latentmix.utils.validation import suffix
 
         suffix(args.json, "--json", (".json",))
     base = from_args(configs.TrainConfig, args, defaults=COMPARE_TRAIN_DEFAULTS)
@@ -260,8 +260,8 @@ def _fit(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _fitters() -> dict[str, Callable]:
-    from latentmix.align import fit_align
-    from latentmix.reference import fit_reference_classifier
+    from latentmix.classifiers.align import fit_align
+    from latentmix.classifiers.reference import fit_reference_classifier
     from latentmix.train.fit_gan import fit_gan
     from latentmix.train.fit_ldm import fit_ldm
     from latentmix.train.fit_vae import fit_vae
@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _show_warning
     if args.trust_remote_code:
-        from latentmix.text import set_trust_remote_code
+        from latentmix.data.text import set_trust_remote_code
 
         set_trust_remote_code(True)
     if args.max_image_pixels is not None:

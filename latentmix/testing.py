@@ -10,7 +10,7 @@ Anyone who writes a backend (a subclass of :class:`~latentmix.backends.LatentBac
 
 Each check raises ``AssertionError`` naming itself and what failed (:data:`BACKEND_CHECKS` lists them, to
 run or parametrize one at a time). latentmix runs every check over a tiny instance of every registered
-backend class (``tests/test_contract.py``). The checks:
+backend class (``tests/test_testing.py``). The checks:
 
 * ``capabilities``: the capability attributes are of the documented kinds, and the class is registered;
 * ``shapes``: encode / decode / reconstruction_error return the documented shapes, finite, in range;

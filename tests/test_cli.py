@@ -123,6 +123,6 @@ def test_every_setting_of_every_job_is_a_flag_with_help_and_the_configs_default(
         for action in sub._actions:
             assert action.help, f"{job}: {action.option_strings} has no help"
     args = build_parser().parse_args(["train", "--steps", "7"])
-    from latentmix.options import from_args
+    from latentmix.configs.options import from_args
 
     assert from_args(configs.TrainConfig, args) == configs.TrainConfig(steps=7)  # every other default: the config's

@@ -39,9 +39,9 @@ def test_embedded_models_are_small_safetensors_with_a_card(name):
 
 def test_shapes_classifier_card_is_reproduced_and_reads_every_factor(shapes_cache):
     """≥ 98 % on every factor of the shapes test split (issue 11), recomputed from the loaded model."""
-    from latentmix.attributes import predict_factors, true_factors
+    from latentmix.classifiers.reference import load_reference_classifier
     from latentmix.data import load_dataset
-    from latentmix.reference import load_reference_classifier
+    from latentmix.jobs.attributes import predict_factors, true_factors
 
     card = (embedded_models_dir() / "shapes-classifier" / "MODEL_CARD.md").read_text()
     test = load_dataset("shapes", split="test")
@@ -55,9 +55,9 @@ def test_shapes_classifier_card_is_reproduced_and_reads_every_factor(shapes_cach
 def test_shapes_vae_reconstructions_keep_every_factor(shapes_cache):
     """≥ 95 % of the test split's reconstructions keep every factor (issue 11), recomputed from the loaded model and
     equal to the card's evaluation."""
-    from latentmix.attributes import factor_names, predict_factors, true_factors
+    from latentmix.classifiers.reference import load_reference_classifier
     from latentmix.data import load_dataset
-    from latentmix.reference import load_reference_classifier
+    from latentmix.jobs.attributes import factor_names, predict_factors, true_factors
 
     card = (embedded_models_dir() / "shapes-vae" / "MODEL_CARD.md").read_text()
     recorded = re.search(r"\| attributes: reconstruction \|.* all=([0-9.]+) \|", card)
@@ -73,9 +73,9 @@ def test_shapes_vae_reconstructions_keep_every_factor(shapes_cache):
 
 def test_shapes_align_card_is_reproduced_and_reaches_the_data_s_ceiling(shapes_cache):
     """Retrieval of real test pairs within groups of 100, recomputed from the loaded model (issue 12)."""
-    from latentmix.align import load_align_model
+    from latentmix.classifiers.align import load_align_model
     from latentmix.data import load_dataset
-    from latentmix.pair_alignment import score_pairs
+    from latentmix.jobs.evaluate_pairs import score_pairs
 
     card = (embedded_models_dir() / "shapes-align" / "MODEL_CARD.md").read_text()
     scores = score_pairs(load_align_model("shapes-align"), load_dataset("shapes", split="test"), seed=0)
@@ -89,9 +89,9 @@ def test_shapes_align_card_is_reproduced_and_reaches_the_data_s_ceiling(shapes_c
 def test_shapes_ldm_realises_what_its_prompts_name(shapes_cache):
     """Compositional accuracy of prompted samples ≥ 80 % (issue 11), recomputed from the loaded model on 150 test
     captions (the card's 86.7 % is over 300 through `latentmix evaluate`)."""
-    from latentmix.attributes import factor_names, predict_factors, true_factors
+    from latentmix.classifiers.reference import load_reference_classifier
     from latentmix.data import load_dataset
-    from latentmix.reference import load_reference_classifier
+    from latentmix.jobs.attributes import factor_names, predict_factors, true_factors
 
     test, backend = load_dataset("shapes", split="test"), load_backend("shapes-ldm")
     assert backend.guidance_scale == 3.0

@@ -24,7 +24,7 @@ from latentmix.backends import load_backend
 from latentmix.cli import main
 from latentmix.configs import SynthesisConfig, TrainConfig
 from latentmix.data import ImageFolderDataset, SyntheticDataset, load_dataset
-from latentmix.synthesize import synthesize
+from latentmix.jobs.synthesize import synthesize
 from latentmix.train.classifier import train_classifier
 
 FAST = TrainConfig(labels_per_class=5, steps=40, eval_every=20, batch_size=32)
@@ -78,7 +78,7 @@ def test_wrong_shapes_and_extra_tensors_are_errors_not_tracebacks(saved_vae):
 
 def _remote_code_dir(root: Path, marker: Path) -> Path:
     """A text-encoder directory whose config maps to Python in the directory, which writes ``marker`` on import."""
-    from latentmix.text import default_text_encoder_path
+    from latentmix.data.text import default_text_encoder_path
 
     root.mkdir(parents=True)
     minilm = default_text_encoder_path()
@@ -104,7 +104,7 @@ def _remote_code_dir(root: Path, marker: Path) -> Path:
 
 
 def test_code_in_a_text_encoder_directory_never_runs_without_the_option(tmp_path, capsys):
-    from latentmix.text import TextEncoder, set_trust_remote_code
+    from latentmix.data.text import TextEncoder, set_trust_remote_code
 
     marker = tmp_path / "marker"
     directory = _remote_code_dir(tmp_path / "encoder", marker)
@@ -200,7 +200,7 @@ def test_a_decompression_bomb_is_one_line_in_every_job(tmp_path, capsys):
 
 
 def test_a_second_writer_is_refused_and_a_killed_ones_lock_does_not_block(tmp_path):
-    from latentmix.locks import exclusive, lock_path
+    from latentmix.utils.locks import exclusive, lock_path
 
     out = tmp_path / "set"
     with (
@@ -211,7 +211,7 @@ def test_a_second_writer_is_refused_and_a_killed_ones_lock_does_not_block(tmp_pa
     assert not out.exists()
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
-        from latentmix.locks import exclusive
+        from latentmix.utils.locks import exclusive
         with exclusive({str(out)!r}):
             print("held", flush=True)
             time.sleep(60)
@@ -246,7 +246,7 @@ def test_non_finite_settings_and_inputs_are_refused(tmp_path, capsys):
 
 def test_a_diverging_run_stops_in_one_line_and_keeps_its_last_checkpoint(tmp_path, monkeypatch):
     import latentmix.train.classifier as tc
-    from latentmix.checkpoint import read_meta
+    from latentmix.train.checkpoint import read_meta
     from latentmix.train.common import TrainingDiverged
 
     real, calls = tc.soft_cross_entropy, []
@@ -322,8 +322,8 @@ def test_a_checkpoint_is_one_file_and_its_identity_ignores_how_paths_are_spelled
 
 def test_an_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
     """Killed while writing the step-40 checkpoint: the step-20 one stays, whole, and resumes."""
-    import latentmix.atomic as atomic
-    from latentmix.checkpoint import read_meta
+    import latentmix.utils.atomic as atomic
+    from latentmix.train.checkpoint import read_meta
 
     real_replace, writes = atomic.os.replace, []
 

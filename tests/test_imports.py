@@ -18,8 +18,7 @@ HEAVY = ("torch", "numpy", "diffusers", "transformers", "accelerate", "PIL", "sa
 def _loaded_after(statement: str) -> list[str]:
     """Top-level names of the heavy libraries loaded by ``statement`` in a fresh interpreter."""
     code = (
-        f"import sys\n{statement}\n"
-        f"print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))))"
+        f"import sys\n{statement}\nprint(' '.join(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return done.stdout.split()

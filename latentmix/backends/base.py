@@ -51,7 +51,7 @@ from torch import Tensor
 
 from latentmix.backends.files import BACKEND_CONFIG, atomic_directory, move_modules, read_json, refuse_pickles
 from latentmix.backends.registry import get_backend_class
-from latentmix.validation import positive_int
+from latentmix.utils.validation import positive_int
 from latentmix.version import __version__
 
 ENCODER_KINDS = ("amortized", "inversion", "ddim-inversion")
@@ -64,7 +64,7 @@ def mix_conditions(cond_a: Tensor | None, cond_b: Tensor | None, t, method: str 
         raise ValueError("give both conditionings, or neither")
     if cond_a is None or cond_b is None:
         return None
-    from latentmix.interpolate import interpolate
+    from latentmix.latent.interpolate import interpolate
 
     return interpolate(cond_a, cond_b, t, method)
 

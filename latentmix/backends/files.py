@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from latentmix.atomic import replace_dir, tmp_name
+from latentmix.utils.atomic import replace_dir, tmp_name
 
 BACKEND_CONFIG = "config.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")

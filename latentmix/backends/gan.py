@@ -27,7 +27,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from latentmix.backends.base import LatentBackend
 from latentmix.backends.files import load_weights
 from latentmix.backends.registry import register_backend
-from latentmix.validation import non_negative_int
+from latentmix.utils.validation import non_negative_int
 
 
 def _check_size(image_size: int) -> int:

@@ -41,7 +41,6 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler, DPMSolverMultistepSch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from latentmix import validation
 from latentmix.backends.autoencoders import (
     AutoencoderKLBackend,
     AutoencoderTinyBackend,
@@ -55,7 +54,8 @@ from latentmix.backends.files import BACKEND_CONFIG, load_weights, move_modules,
 from latentmix.backends.loading import embedded_models, embedded_models_dir, load_directory, load_hub
 from latentmix.backends.registry import register_backend
 from latentmix.configs import SAMPLERS
-from latentmix.text import DEFAULT_TEXT_ENCODER_NAMES, TextEncoder, check_texts
+from latentmix.data.text import DEFAULT_TEXT_ENCODER_NAMES, TextEncoder, check_texts
+from latentmix.utils import validation
 
 PIPELINE_INDEX = "model_index.json"
 PIPELINE_COMPONENTS = ("vae", "unet", "scheduler", "text_encoder", "tokenizer")
@@ -80,7 +80,7 @@ class LatentDiffusionBackend(LatentBackend):
             :class:`AutoencoderKLBackend`).
         unet: a diffusers ``UNet2DConditionModel``.
         scheduler: any diffusers scheduler; its config builds the DDIM sampler and inverter.
-        text_encoder: a :class:`~latentmix.text.TextEncoder` (MiniLM, CLIP, …).
+        text_encoder: a :class:`~latentmix.data.text.TextEncoder` (MiniLM, CLIP, …).
         num_inference_steps: default DDIM steps of ``encode`` and ``decode``.
         guidance_scale: default classifier-free guidance scale (>= 1; 1 is off).
         text_max_length: tokens every text is padded / truncated to (default: the tokenizer's, capped at 77).

@@ -5,7 +5,7 @@ then a projection) and a text tower that is the frozen offline sentence encoder 
 under a learned two-layer projection. Both land on the unit sphere of a shared ``embed_dim`` space; the cosine
 of an image and a caption is their alignment score. It is fitted with the symmetric InfoNCE loss of CLIP
 (Radford et al., 2021) on a data set's real train pairs — ``latentmix fit align --data shapes`` (the embedded
-``models/shapes-align``) or any captioned image folder — and :mod:`latentmix.pair_alignment` uses it to judge
+``models/shapes-align``) or any captioned image folder — and :mod:`latentmix.jobs.evaluate_pairs` uses it to judge
 paired sets. Captions that are exactly equal inside a batch count as positives of each other's images (a data
 set whose captions repeat would otherwise teach the model to tell identical texts apart).
 """
@@ -26,12 +26,12 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from latentmix.backends.files import BACKEND_CONFIG, atomic_directory, load_weights, read_json
-from latentmix.cards import model_card
+from latentmix.classifiers.reference import conv_tower
 from latentmix.configs import DEFAULT_ALIGN_MODELS, AlignFitConfig
 from latentmix.data import ImageTextDataset, load_train_test
-from latentmix.locks import holds_outputs
-from latentmix.reference import conv_tower
+from latentmix.train.cards import model_card
 from latentmix.train.common import FitResult, random_shift
+from latentmix.utils.locks import holds_outputs
 
 PAIR_PASSES = 300_000  # default fit length: about 30 epochs of the 10,000 shapes train pairs
 MIN_EPOCHS, MAX_EPOCHS = 10, 200
@@ -128,7 +128,7 @@ def check_captioned(data: ImageTextDataset, name: str) -> None:
 
 def sentence_embeddings(texts: list[str], text_encoder: str, *, batch_size: int = 128) -> Tensor:
     """(N, D) sentence embeddings of ``texts`` by the named encoder (each unique text encoded once)."""
-    from latentmix.text import TextEncoder
+    from latentmix.data.text import TextEncoder
 
     return TextEncoder.from_pretrained(text_encoder, device="cpu").encode(texts, batch_size=batch_size)
 
@@ -158,7 +158,7 @@ def fit_align(
     command: str | None = None,
 ) -> FitResult:
     """Fit an :class:`AlignModel` on ``config.data``'s captioned train pairs; measure it on the test pairs."""
-    from latentmix.pair_alignment import score_pairs
+    from latentmix.jobs.evaluate_pairs import score_pairs
 
     config = config or AlignFitConfig()
     config.validate()

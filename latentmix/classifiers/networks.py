@@ -150,7 +150,7 @@ def load_classifier(path: str | os.PathLike) -> Any:
     """A classifier saved by ``latentmix train --save-model`` or ``fit reference-classifier`` (eval mode);
     ``.config.temperature`` and ``.config.class_names`` say how it was calibrated and what it names."""
     from latentmix.backends.files import BACKEND_CONFIG, load_weights, read_json
-    from latentmix.reference import load_reference_classifier
+    from latentmix.classifiers.reference import load_reference_classifier
 
     path = Path(path)
     kind = read_json(path / BACKEND_CONFIG, "classifier config").get("_class_name")

@@ -23,12 +23,12 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from latentmix.backends.files import BACKEND_CONFIG, atomic_directory, load_weights, read_json
-from latentmix.cards import model_card
 from latentmix.configs import ReferenceFitConfig
 from latentmix.data import ImageTextDataset, load_train_test
 from latentmix.data.digits import DIGITS_TRAIN_DESCRIPTION
-from latentmix.locks import holds_outputs
+from latentmix.train.cards import model_card
 from latentmix.train.common import FitResult, random_shift
+from latentmix.utils.locks import holds_outputs
 
 REFERENCE = "digits-classifier"
 #: the embedded reference classifier of each embedded data set

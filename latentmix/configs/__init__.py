@@ -1,6 +1,6 @@
 """Every job's settings, and the choices the jobs share — the one source of the CLI's flags and defaults.
 
-Each dataclass is what one ``latentmix`` command runs on; its fields are :func:`~latentmix.options.option`
+Each dataclass is what one ``latentmix`` command runs on; its fields are :func:`~latentmix.configs.options.option`
 declarations (default, help text, check). ``latentmix --help`` and every subcommand's flags are generated
 from them (:mod:`latentmix.cli`), and ``config.validate()`` checks them before any work starts. Only the
 standard library is imported here, so ``latentmix --help`` does not load torch.
@@ -11,8 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from latentmix import validation
-from latentmix.options import (
+from latentmix.configs.options import (
     INT,
     NON_NEGATIVE_INT,
     NON_NEGATIVE_NUMBER,
@@ -30,18 +29,19 @@ from latentmix.options import (
     option,
     validate_fields,
 )
+from latentmix.utils import validation
 
 # -- choices shared by several jobs --------------------------------------------------------------------
 METHODS = ("lerp", "slerp")  # latent interpolators
-KEYFRAME_METHODS = ("spline", "slerp", "lerp")  # walks through keyframes (latentmix.keyframes)
-SPACINGS = ("uniform", "even")  # frame timing of walks (latentmix.spacing)
+KEYFRAME_METHODS = ("spline", "slerp", "lerp")  # walks through keyframes (latentmix.latent.keyframes)
+SPACINGS = ("uniform", "even")  # frame timing of walks (latentmix.latent.spacing)
 SPACING_FEATURES = ("reference", "pixels")  # where even spacing measures distance
 INVERSIONS = ("ddim", "fixed-point", "exact")  # latent diffusion: how images are inverted to noise
 SAMPLERS = ("ddim", "dpm-solver")  # latent diffusion: how noise is decoded
 VIDEO_FORMATS = ("mp4", "webm", "none")
 SPLITS = ("train", "test", "all")
 STRATEGIES = ("random", "intra-class", "inter-class", "knn")  # pairing strategies of paired synthesis
-AUGMENT_TRANSFORMS = ("hflip", "vflip", "translate", "recolour")  # latentmix.augment
+AUGMENT_TRANSFORMS = ("hflip", "vflip", "translate", "recolour")  # latentmix.data.augment
 AUGMENT_MODES = ("synchronized", "image-only", "none")
 
 
@@ -54,7 +54,7 @@ def _transform_names(value, name: str) -> tuple[str, ...]:
 
 
 TRANSFORM_NAMES = Check(_transform_names)
-CAPTION_RULES = ("auto", "factors", "nearest")  # blend captions: latentmix.factor_captions, or the nearest source
+CAPTION_RULES = ("auto", "factors", "nearest")  # blend captions: latentmix.data.factor_captions, or the nearest source
 MIXUP_MODES = ("none", "input", "cutmix", "manifold", "adversarial-manifold", "saliency", "cross-modal", "mixgen")
 MODALITIES = ("auto", "image", "text", "fusion")  # what the classifier reads: auto = fusion for cross-modal / mixgen
 FUSION_MIXUPS = ("cross-modal", "mixgen")  # mixing that needs image + caption
@@ -284,7 +284,7 @@ def _texts(value, name: str) -> tuple[str, ...]:
 
 @dataclass
 class WalkConfig:
-    """Settings of ``latentmix walk`` / :func:`latentmix.walk.walk`: a walk through keyframes, written as frames,
+    """Settings of ``latentmix walk`` / :func:`latentmix.jobs.walk.walk`: a walk through keyframes, written as frames,
     a video and a GIF."""
 
     backend: str | None = option(None, _BACKEND_HELP, path=True)
@@ -717,7 +717,7 @@ class TrainConfig:
     )
     augment: str = option(
         "none",
-        "transform the real training pairs (latentmix.augment): synchronized (captions follow the image, so "
+        "transform the real training pairs (latentmix.data.augment): synchronized (captions follow the image, so "
         "cross-modal training sees aligned pairs), image-only, or none",
         check=one_of(AUGMENT_MODES),
     )

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from latentmix import validation
+from latentmix.utils import validation
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,7 @@ Flips rewrite words that mean the same in any English caption, so they work on a
 ``translate`` and ``recolour`` need to know where named positions are and what named colours look like: they
 are defined for data with ``shapes``' factors (the embedded set, an export of it, a synthetic set made from it);
 on other data they are refused with one line. ``mode="image-only"`` applies the very same image transforms but
-leaves captions and factors as they were — the common practice that :mod:`latentmix.pair_alignment` shows to
+leaves captions and factors as they were — the common practice that :mod:`latentmix.jobs.evaluate_pairs` shows to
 break alignment; ``"none"`` changes nothing.
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from latentmix.factor_captions import is_shapes
+from latentmix.data.factor_captions import is_shapes
 
 TRANSFORMS = ("hflip", "vflip", "translate", "recolour")
 MODES = ("synchronized", "image-only", "none")

@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from latentmix.configs import SPLITS
-from latentmix.validation import choice, number, positive_int
+from latentmix.utils.validation import choice, number, positive_int
 
 GENERIC_TEMPLATES = ("a photo of a {name}", "an image of a {name}", "a picture of a {name}", "a {name}")
 

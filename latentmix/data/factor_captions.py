@@ -14,7 +14,7 @@ The rule (``latentmix synthesize --caption factors``, the default for data with 
 For ``shapes`` the words and templates are the data set's own (:mod:`latentmix.data.shapes`), picked by the
 sample's index so that a set has the paraphrase variety of the real captions; for other data with factors
 (a folder with ``factors.json``) a plain "circle; colour: red; size: small" form is used. Without factors the
-nearest-caption rule of :mod:`latentmix.blend` stays. ``latentmix evaluate-pairs`` compares the rules.
+nearest-caption rule of :mod:`latentmix.latent.blend` stays. ``latentmix evaluate-pairs`` compares the rules.
 """
 
 from __future__ import annotations

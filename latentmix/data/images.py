@@ -27,7 +27,7 @@ _WIDE_GRAY = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 6553
 
 def set_max_image_pixels(limit: int) -> None:
     """Raise (or lower) the largest image, in pixels, that latentmix opens (default 50,000,000)."""
-    from latentmix.validation import positive_int
+    from latentmix.utils.validation import positive_int
 
     global MAX_IMAGE_PIXELS
     MAX_IMAGE_PIXELS = positive_int(limit, "max_image_pixels")

@@ -210,7 +210,7 @@ def generate(seed: int, split: str, image_size: int, count: int | None = None) -
 
 
 def _save_cache(path: Path, images: np.ndarray, factors: np.ndarray) -> None:
-    from latentmix.atomic import atomic_file
+    from latentmix.utils.atomic import atomic_file
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ import gradio as gr
 import torch
 
 from latentmix.explore.engine import MAX_SHEET, MAX_STRIP, Endpoint, Explorer, display_image
-from latentmix.viz import grid_image
+from latentmix.utils.viz import grid_image
 
 SLOTS = ("A", "B", "C", "D")
 ALL = "(all classes)"

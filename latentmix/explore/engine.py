@@ -27,12 +27,12 @@ from torch import Tensor
 
 from latentmix.backends import LatentBackend
 from latentmix.backends.base import mix_conditions
-from latentmix.blend import compose_caption, soft_labels
 from latentmix.data import ImageTextDataset
 from latentmix.data.images import image_info, open_image, pil_to_tensor
-from latentmix.interpolate import check_method, interpolate, interpolation_grid_2d, interpolation_path
-from latentmix.validation import int_at_least, positive_int
-from latentmix.viz import grid_image, save_gif, save_png, to_pil, to_uint8
+from latentmix.latent.blend import compose_caption, soft_labels
+from latentmix.latent.interpolate import check_method, interpolate, interpolation_grid_2d, interpolation_path
+from latentmix.utils.validation import int_at_least, positive_int
+from latentmix.utils.viz import grid_image, save_gif, save_png, to_pil, to_uint8
 
 #: Largest upload, in pixels, that the page opens (larger ones are refused with a message).
 DEFAULT_MAX_UPLOAD_PIXELS = 16_000_000
@@ -288,8 +288,8 @@ class Explorer:
     def edit(self, endpoint: Endpoint, factor: str, source: str, target: str, strength: float = 1.0) -> Tensor:
         """Move the endpoint along the direction ``factor: source → target`` (mean latent difference over up
         to 500 training items of the data); returns (2, C, H, W): its reconstruction and the edit."""
-        from latentmix.attributes import attribute_direction, edit_images, labelled_latents
         from latentmix.data import load_dataset
+        from latentmix.jobs.attributes import attribute_direction, edit_images, labelled_latents
 
         if endpoint.kind == "prompt":
             raise ValueError("edit: pick an image endpoint (data set item or upload) as A")
@@ -327,7 +327,7 @@ class Explorer:
         out = {"png": save_png(grid_image(frames[None]), stem.with_suffix(".png"))}
         out["gif"] = save_gif(frames[:, None], stem.with_suffix(".gif"), duration_ms=round(1000 / fps))
         if video:
-            from latentmix.video import save_video
+            from latentmix.utils.video import save_video
 
             out[video] = save_video(to_uint8(frames), stem.with_suffix(f".{video}"), fps=fps)
         return out
@@ -338,9 +338,9 @@ class Explorer:
     def synthesize_like(self, a: Endpoint, b: Endpoint, t: float, method: str, n: int = 64, *, quiet: bool = True):
         """A paired set like the current blend: ``n`` samples of the classes of A and B (intra-class when they
         share one, else inter-class between the two), λ fixed at the current weight of A, the current
-        interpolator. Returns the :class:`~latentmix.synthesize.SynthesisResult`."""
+        interpolator. Returns the :class:`~latentmix.jobs.synthesize.SynthesisResult`."""
         from latentmix.configs import SynthesisConfig
-        from latentmix.synthesize import synthesize
+        from latentmix.jobs.synthesize import synthesize
 
         if a.label is None or b.label is None or self.data_spec is None:
             raise ValueError("synthesize: pick A and B from the data set, so the set knows which classes to blend")
@@ -355,9 +355,9 @@ class Explorer:
 
     def keyframe_walk(self, endpoints: list[Endpoint], frames: int, method: str, spacing: str, closed: bool = False):
         """``latentmix walk`` through data set items and uploads, written (frames, GIF, MP4, manifest) to a new
-        folder; returns the :class:`~latentmix.walk.WalkResult`."""
+        folder; returns the :class:`~latentmix.jobs.walk.WalkResult`."""
         from latentmix.configs import WalkConfig
-        from latentmix.walk import walk
+        from latentmix.jobs.walk import walk
 
         if len(endpoints) < 2:
             raise ValueError("keyframes: a walk needs at least two keyframes")

@@ -1,4 +1,4 @@
-"""``latentmix augment``: write a data set or a paired set with its pairs transformed (:mod:`latentmix.augment`).
+"""``latentmix augment``: write a data set or a paired set with its pairs transformed (:mod:`latentmix.data.augment`).
 
 The output is an imagefolder like ``latentmix export`` writes (``images/``, ``metadata.jsonl`` with ``text``,
 ``label`` and one column per factor, ``class_names.json``, ``factors.json``), so ``--data OUT`` reads it back
@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from latentmix.augment import PairAugment
 from latentmix.configs import AugmentConfig
 from latentmix.data import load_pairs
+from latentmix.data.augment import PairAugment
 from latentmix.data.folder import CLASS_NAMES, FACTORS
-from latentmix.export import write_split
+from latentmix.jobs.export import write_split
 
 BATCH = 256
 

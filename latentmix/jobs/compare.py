@@ -33,7 +33,7 @@ from latentmix.configs import (
     TrainConfig,
     backend_for,
 )
-from latentmix.synthesize import synthesize
+from latentmix.jobs.synthesize import synthesize
 from latentmix.train.classifier import train_classifier
 
 __all__ = ["DEFAULT_RECIPES", "RECIPES", "CompareConfig", "format_table", "paired_differences", "run_compare"]
@@ -53,7 +53,7 @@ def run_compare(base: TrainConfig, config: CompareConfig | None = None, *, quiet
     Synthetic recipes blend the seed's labelled examples of ``base.data`` with ``config.backend`` (fitted on
     that data). Each synthetic set is judged by the seed's ERM classifier (fitted on the same labels, no
     others): ``erm_agreement`` is the share of blends whose dominant label it predicts; ``+filter`` recipes keep
-    only those (:class:`latentmix.sources.BlendFilter`, threshold 0.5).
+    only those (:class:`latentmix.jobs.sources.BlendFilter`, threshold 0.5).
 
     Args:
         base: the :class:`~latentmix.configs.TrainConfig` every recipe starts from.
@@ -134,7 +134,7 @@ def _lt_tag(base: TrainConfig) -> str:
 
 def _agreement(classifier: str, synthetic: str) -> float:
     """Share of a synthetic set's samples whose dominant label ``classifier`` predicts."""
-    from latentmix.classifiers import load_classifier
+    from latentmix.classifiers.networks import load_classifier
     from latentmix.data import SyntheticDataset
 
     model, syn = load_classifier(classifier), SyntheticDataset(synthetic)
@@ -215,7 +215,7 @@ def paired_differences(baseline: list, other: list, *, resamples: int = BOOTSTRA
     """Mean over seeds of (other − baseline) for accuracy, NLL and ECE of temperature-scaled logits,
     with a 95 % percentile interval from resampling the test examples (one resample for all seeds and
     both recipes, so the comparison stays paired)."""
-    from latentmix.metrics import accuracy, expected_calibration_error, nll
+    from latentmix.classifiers.metrics import accuracy, expected_calibration_error, nll
 
     labels = baseline[0][1]
     fns = {
@@ -353,6 +353,6 @@ def format_table(results: dict) -> str:
 
 
 def save_results(results: dict, path: str) -> None:
-    from latentmix.atomic import atomic_write_text
+    from latentmix.utils.atomic import atomic_write_text
 
     atomic_write_text(Path(path), json.dumps(results, indent=2) + "\n")

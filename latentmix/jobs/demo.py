@@ -9,9 +9,9 @@ from latentmix.backends import load_backend
 from latentmix.configs import DEFAULT_BACKEND, SynthesisConfig
 from latentmix.data import SyntheticDataset
 from latentmix.data.digits import digits_prompt
-from latentmix.grid import interpolation_grid
-from latentmix.synthesize import synthesize
-from latentmix.viz import grid_image, save_png
+from latentmix.jobs.grid import interpolation_grid
+from latentmix.jobs.synthesize import synthesize
+from latentmix.utils.viz import grid_image, save_png
 
 
 def run_demo(
@@ -60,7 +60,8 @@ def _shapes_examples(out: Path, seed: int) -> dict[str, Path]:
     import numpy as np
     import torch
 
-    from latentmix.attributes import (
+    from latentmix.data import load_dataset
+    from latentmix.jobs.attributes import (
         attribute_direction,
         edit_images,
         factor_column,
@@ -68,8 +69,7 @@ def _shapes_examples(out: Path, seed: int) -> dict[str, Path]:
         matched_directions,
         true_factors,
     )
-    from latentmix.data import load_dataset
-    from latentmix.evaluate_attributes import pairs_differing_in
+    from latentmix.jobs.evaluate_attributes import pairs_differing_in
 
     vae = load_backend("shapes-vae")
     test, train = load_dataset("shapes", split="test"), load_dataset("shapes", split="train")
@@ -103,9 +103,9 @@ def _training_comparison(out: Path, backend: str, seed: int, quiet: bool) -> dic
     """5 labels per class: ERM vs ERM + intra-class blends of those same labels; table + diagrams."""
     from dataclasses import replace
 
-    from latentmix.metrics import calibration_bins
+    from latentmix.classifiers.metrics import calibration_bins
     from latentmix.train.classifier import TrainConfig, train_classifier
-    from latentmix.viz import reliability_diagram
+    from latentmix.utils.viz import reliability_diagram
 
     blends = out / f"blends_k5_seed{seed}"
     synthesize(

@@ -7,7 +7,7 @@ By default each image gets a **matched** direction: the data's reference classif
 factors (its shape, size, position when recolouring) and the direction is taken between the train latents of
 the source and target values that share them, nearest to the image (``--neighbours K``). ``--neighbours 0``
 adds one global ``mean(z | factor = target) − mean(z | factor = source)`` to every image instead — the
-textbook arithmetic, which on a spatial latent moves nothing far enough (see :mod:`latentmix.attributes`).
+textbook arithmetic, which on a spatial latent moves nothing far enough (see :mod:`latentmix.jobs.attributes`).
 The output directory appears whole, by rename, or not at all.
 """
 
@@ -21,7 +21,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from latentmix.attributes import (
+from latentmix.backends import LatentBackend, load_backend
+from latentmix.classifiers.reference import load_reference_classifier, reference_for
+from latentmix.configs import EditConfig
+from latentmix.data import load_matching
+from latentmix.data.images import is_image_file, load_image_files
+from latentmix.jobs.attributes import (
     Direction,
     attribute_direction,
     check_reference,
@@ -31,11 +36,6 @@ from latentmix.attributes import (
     matched_directions,
     predict_factors,
 )
-from latentmix.backends import LatentBackend, load_backend
-from latentmix.configs import EditConfig
-from latentmix.data import load_matching
-from latentmix.data.images import is_image_file, load_image_files
-from latentmix.reference import load_reference_classifier, reference_for
 
 __all__ = ["EditResult", "direction_for", "edit", "image_files"]
 
@@ -104,7 +104,7 @@ def direction_for(
 def edit(config: EditConfig, out: str | os.PathLike, *, quiet: bool = False) -> EditResult:
     """Apply ``config``'s attribute direction to its images; write the edits and a contact sheet to ``out``."""
     from latentmix.backends.files import atomic_directory
-    from latentmix.viz import grid_image, save_png, to_pil, to_uint8
+    from latentmix.utils.viz import grid_image, save_png, to_pil, to_uint8
 
     config.validate()
     out = Path(out)

@@ -30,7 +30,7 @@ data's own captions (the test captions of class c for sample i % K == c), and th
 classifier assigns to the prompted class is reported as ``text_conditional`` class consistency. A backend
 built on an autoencoder (``first_stage``) also reports that autoencoder's own reconstruction error.
 
-Data with known factors (``shapes``) adds an ``attributes`` section (:mod:`latentmix.evaluate_attributes`):
+Data with known factors (``shapes``) adds an ``attributes`` section (:mod:`latentmix.jobs.evaluate_attributes`):
 attribute accuracy of reconstructions and of prompted samples (compositional: every factor a caption names
 realised), single-factor paths (lerp and slerp), and latent arithmetic.
 """
@@ -46,14 +46,14 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from latentmix.attributes import check_reference
 from latentmix.backends import LatentBackend, LatentDiffusionBackend, load_backend, mix_conditions
+from latentmix.classifiers.metrics import frechet_distance, monotone_fraction, trimmed_mean
+from latentmix.classifiers.reference import load_reference_classifier, reference_for
 from latentmix.configs import EvalConfig, backend_for
 from latentmix.data import ImageTextDataset, Subset, load_matching, spread_indices
-from latentmix.interpolate import METHODS, interpolate, interpolation_path
-from latentmix.keyframe_walk import decode_keyframe_walk, reference_features
-from latentmix.metrics import frechet_distance, monotone_fraction, trimmed_mean
-from latentmix.reference import load_reference_classifier, reference_for
+from latentmix.jobs.attributes import check_reference
+from latentmix.jobs.keyframe_walk import decode_keyframe_walk, reference_features
+from latentmix.latent.interpolate import METHODS, interpolate, interpolation_path
 
 __all__ = ["EvalConfig", "evaluate_backend", "format_report"]
 TRAIN_LIMIT = 2000  # train images for the Fréchet yardstick (all of the digits' 1,437)
@@ -181,7 +181,7 @@ def evaluate_backend(
     if config.spacing_pairs > 0:
         sections.append(("walk_spacing", _walk_spacing))
     if test.factor_values is not None and getattr(clf, "factors", None):  # a head per factor to judge with
-        from latentmix.evaluate_attributes import attribute_report
+        from latentmix.jobs.evaluate_attributes import attribute_report
 
         sections.append(("attributes", attribute_report))
     bar = tqdm(sections, desc="evaluate", disable=quiet)
@@ -230,7 +230,7 @@ def _reconstruction(ctx: _Context, report: dict) -> dict:
 
 def _walk_spacing(ctx: _Context, report: dict) -> dict:
     """Coefficient of variation of per-step feature distances along walks between test pairs, with uniform t
-    and with even spacing (:mod:`latentmix.spacing`); the backend's own interpolator."""
+    and with even spacing (:mod:`latentmix.latent.spacing`); the backend's own interpolator."""
     assert ctx.z_test is not None
     n, frames = ctx.config.spacing_pairs, ctx.config.spacing_frames
     pa, pb = ctx.rng.integers(0, len(ctx.test), size=(2, n))

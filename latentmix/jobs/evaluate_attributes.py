@@ -15,7 +15,7 @@ Judged by a reference classifier with one head per factor (the label first):
   factor became the target and every other factor kept what the unedited reconstruction shows;
   ``arithmetic_<factor>_matched``: the same edits along matched directions (taken among the train latents
   that share the test example's other factors, between the nearest of each value; see
-  :func:`latentmix.attributes.attribute_direction`). A text-conditioned backend is encoded and decoded
+  :func:`latentmix.jobs.attributes.attribute_direction`). A text-conditioned backend is encoded and decoded
   unconditionally here (its captions name the source value).
 """
 
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from latentmix.attributes import (
+from latentmix.jobs.attributes import (
     apply_direction,
     attribute_direction,
     edit_success,
@@ -42,7 +42,7 @@ from latentmix.attributes import (
     predict_factors,
     true_factors,
 )
-from latentmix.interpolate import METHODS, interpolation_path
+from latentmix.latent.interpolate import METHODS, interpolation_path
 
 PATH_FACTORS = ("label", "colour", "position")
 EDIT_FACTORS = ("label", "colour", "size", "position")
@@ -153,7 +153,7 @@ def _arithmetic(ctx: Any, names: list[str], factor: str, z_train: Tensor, direct
     """Directions from train latents (``z_train`` of ``directions_from``), added to ``edits_per_pair`` test
     latents per (source, target) pair: the global mean difference (``arithmetic_<factor>``) and the matched
     one (``arithmetic_<factor>_matched``: among the train latents that share the test example's other
-    factors, the nearest of each value: :func:`~latentmix.attributes.matched_directions`)."""
+    factors, the nearest of each value: :func:`~latentmix.jobs.attributes.matched_directions`)."""
     column, values = factor_column(ctx.test, factor)
     truth = true_factors(ctx.test)
     test_values = truth[:, column].numpy()

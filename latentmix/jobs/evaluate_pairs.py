@@ -1,6 +1,6 @@
 """Pair alignment: does each caption of a paired set describe its image? (``latentmix evaluate-pairs``)
 
-An alignment model (:mod:`latentmix.align`) embeds every image and every caption; the pairs are shuffled
+An alignment model (:mod:`latentmix.classifiers.align`) embeds every image and every caption; the pairs are shuffled
 (seeded) into groups of ``group_size`` (100 by default, the last incomplete group left out), and within each
 group every image retrieves among the group's captions (image→text) and every caption among its images
 (text→image). Reported: recall@1 and recall@5 both ways, and the mean cosine of the matched pairs. Exactly
@@ -117,8 +117,8 @@ def embed_images(model, data: ImageTextDataset, indices, *, batch_size: int = 51
 @torch.inference_mode()
 def embed_captions(model, texts: list[str], encoder=None) -> tuple[Tensor, Tensor]:
     """(N, E) unit caption embeddings, and an id per caption (equal captions share it)."""
-    from latentmix.align import caption_ids
-    from latentmix.text import TextEncoder
+    from latentmix.classifiers.align import caption_ids
+    from latentmix.data.text import TextEncoder
 
     encoder = encoder or TextEncoder.from_pretrained(model.config.text_encoder, device="cpu")
     return model.embed_texts(encoder.encode(texts)), caption_ids(texts)
@@ -174,8 +174,8 @@ def open_pairs(spec: str, image_size: int, channels: int) -> tuple[ImageTextData
 
 def evaluate_pairs(config: PairEvalConfig, *, quiet: bool = False) -> dict[str, Any]:
     """Score ``config.pairs`` (each of its caption columns) and real test pairs with an alignment model."""
-    from latentmix.align import align_model_for, check_captioned, load_align_model
-    from latentmix.text import TextEncoder
+    from latentmix.classifiers.align import align_model_for, check_captioned, load_align_model
+    from latentmix.data.text import TextEncoder
 
     config.validate()
     align = align_model_for(config.align, _origin(config.pairs))

@@ -67,7 +67,7 @@ def _write_split(dataset: ImageTextDataset, folder: Path, desc: str, quiet: bool
 def write_split(folder: Path, batches, count: int, desc: str, quiet: bool) -> None:
     """Write ``images/*.png`` and ``metadata.jsonl`` under ``folder`` from batches of (images in [-1, 1], texts,
     labels, factors (dicts of value names, the label included, or None), named factors (or None))."""
-    from latentmix.viz import to_pil, to_uint8
+    from latentmix.utils.viz import to_pil, to_uint8
 
     (folder / "images").mkdir(parents=True)
     width = len(str(max(count - 1, 0)))

@@ -20,8 +20,8 @@ from torch import Tensor
 from latentmix.backends import LatentBackend, load_backend
 from latentmix.configs import DEFAULT_BACKEND, GridConfig, backend_for
 from latentmix.data import ImageTextDataset, load_matching
-from latentmix.interpolate import interpolation_path
-from latentmix.viz import grid_image, save_gif, save_png
+from latentmix.latent.interpolate import interpolation_path
+from latentmix.utils.viz import grid_image, save_gif, save_png
 
 __all__ = ["DEFAULT_BACKEND", "GridConfig", "GridResult", "decode_walk", "interpolation_grid", "render_grid"]
 

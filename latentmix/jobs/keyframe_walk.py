@@ -1,10 +1,10 @@
 """Decode walks through keyframes with any backend, with uniform or perceptually even frame timing.
 
-:func:`decode_keyframe_walk` evaluates :func:`~latentmix.keyframes.keyframe_path_at` for all frames of
+:func:`decode_keyframe_walk` evaluates :func:`~latentmix.latent.keyframes.keyframe_path_at` for all frames of
 all paths and decodes them in shared batched calls (chunks of ``backend.batch_size``, with a progress
 bar), moving text conditionings along the same positions. With ``spacing="even"`` it first decodes the
 path densely (``measure`` points per frame), measures it with ``features`` and re-times it
-(:func:`~latentmix.spacing.even_positions`), then adds the re-timed frames' own measurements and re-times
+(:func:`~latentmix.latent.spacing.even_positions`), then adds the re-timed frames' own measurements and re-times
 again (``refine`` passes): ``measure + refine + 1`` decodes per frame instead of one.
 """
 
@@ -19,9 +19,9 @@ from tqdm.auto import tqdm
 
 from latentmix.backends import LatentBackend
 from latentmix.configs import SPACINGS
-from latentmix.keyframes import keyframe_path_at, keyframe_positions, segments
-from latentmix.spacing import even_positions, spacing_cv
-from latentmix.validation import choice, int_at_least, non_negative_int, positive_int
+from latentmix.latent.keyframes import keyframe_path_at, keyframe_positions, segments
+from latentmix.latent.spacing import even_positions, spacing_cv
+from latentmix.utils.validation import choice, int_at_least, non_negative_int, positive_int
 
 Features = Callable[[Tensor], Tensor]  # images (N, C, H, W) in [-1, 1] -> (N, F)
 
@@ -52,7 +52,7 @@ class KeyframeWalk:
 
 
 def reference_features(classifier) -> Features:
-    """The embedding of a reference classifier (:func:`latentmix.reference.load_reference_classifier`)."""
+    """The embedding of a reference classifier (:func:`latentmix.classifiers.reference.load_reference_classifier`)."""
 
     def features(images: Tensor) -> Tensor:
         with torch.inference_mode():
@@ -149,7 +149,7 @@ def decode_keyframe_walk(
         backend: any backend.
         keyframes: B paths of K >= 2 latents each (one path: ``z[None]``).
         frames: frames per segment; T = (K - 1) * frames + 1 (K * frames closed).
-        method: ``"spline"``, ``"slerp"`` or ``"lerp"`` (:mod:`latentmix.keyframes`).
+        method: ``"spline"``, ``"slerp"`` or ``"lerp"`` (:mod:`latentmix.latent.keyframes`).
         closed: loop back to the first keyframe.
         conds: (B, K, *cond_shape) conditionings of the keyframes (text-conditioned backends).
         text_method: how conditionings travel.

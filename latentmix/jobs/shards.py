@@ -22,8 +22,8 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from latentmix.atomic import atomic_file, atomic_save_safetensors, atomic_write_text, replace_dir, tmp_name
 from latentmix.data.synthetic import IMAGES, SHARDS
+from latentmix.utils.atomic import atomic_file, atomic_save_safetensors, atomic_write_text, replace_dir, tmp_name
 
 
 def remove_temporaries(root: Path) -> None:

@@ -3,7 +3,7 @@
 :class:`SourceData` holds what every shard needs (image latents, sentence embeddings, one-hot labels and
 the caption bank of the source split, computed once); :func:`make_shard` turns a range of sample indices
 into blended rows, tensors and decoded images — a pure function of (config, shard), which is what makes a
-synthetic set independent of batch size, process count and resume point. :mod:`latentmix.synthesize`
+synthetic set independent of batch size, process count and resume point. :mod:`latentmix.jobs.synthesize`
 writes the shards; the benchmarks call these directly.
 """
 
@@ -17,14 +17,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from latentmix.backends import LatentBackend, mix_conditions
-from latentmix.blend import CaptionBank, Pairs, blend
 from latentmix.configs import SynthesisConfig
 from latentmix.data import ImageTextDataset, Subset, labelled_subset, load_dataset, load_matching
+from latentmix.data.factor_captions import FactorCaptioner
 from latentmix.data.synthetic import EMBEDDING_FIELDS, image_path, sample_id
-from latentmix.factor_captions import FactorCaptioner
-from latentmix.pairing import Pairing, sample_lambdas
-from latentmix.text import TextEncoder
-from latentmix.viz import to_uint8
+from latentmix.data.text import TextEncoder
+from latentmix.latent.blend import CaptionBank, Pairs, blend
+from latentmix.latent.pairing import Pairing, sample_lambdas
+from latentmix.utils.viz import to_uint8
 
 ENCODE_CHUNK = 256
 
@@ -121,8 +121,8 @@ class BlendFilter:
     def __init__(
         self, classifier: str, threshold: float, class_names: list[str], image_shape: tuple[int, int], data: str
     ):
-        from latentmix.classifiers import load_classifier
-        from latentmix.reference import load_reference_classifier
+        from latentmix.classifiers.networks import load_classifier
+        from latentmix.classifiers.reference import load_reference_classifier
 
         if classifier == "reference":
             if str(data) != "digits":

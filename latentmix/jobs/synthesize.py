@@ -6,7 +6,7 @@ latents, text embeddings and labels with that one λ, decode, and write. The out
 
 the layout of :mod:`latentmix.data.synthetic` (images, ``metadata.jsonl``, ``embeddings.safetensors``,
 ``manifest.json`` written last, ``shards/`` kept so that a run can resume or extend). The samples
-themselves come from :mod:`latentmix.sources`.
+themselves come from :mod:`latentmix.jobs.sources`.
 
 Sample ``i`` depends only on (seed, i): launched with N processes (``torchrun`` or
 ``accelerate launch``), the processes split the shards and the result is byte-identical to a
@@ -30,17 +30,17 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from latentmix.atomic import atomic_write_text
 from latentmix.backends import LatentBackend, load_backend
 from latentmix.configs import SynthesisConfig, backend_for
 from latentmix.data.synthetic import EMBEDDING_FIELDS, EMBEDDINGS, IMAGES, MANIFEST, METADATA, RUN_FILE, SHARDS
-from latentmix.locks import exclusive
-from latentmix.pairing import Pairing, balance_quota
-from latentmix.shards import merge_embeddings, merge_metadata, remove_temporaries, shard_state, write_shard
-from latentmix.sources import BlendFilter, Shard, SourceData, make_shard, source_labels
-from latentmix.text import TextEncoder
+from latentmix.data.text import TextEncoder
+from latentmix.jobs.shards import merge_embeddings, merge_metadata, remove_temporaries, shard_state, write_shard
+from latentmix.jobs.sources import BlendFilter, Shard, SourceData, make_shard, source_labels
+from latentmix.latent.pairing import Pairing, balance_quota
+from latentmix.utils.atomic import atomic_write_text
+from latentmix.utils.locks import exclusive
+from latentmix.utils.viz import to_pil
 from latentmix.version import __version__
-from latentmix.viz import to_pil
 
 __all__ = ["SynthesisConfig", "SynthesisResult", "SyntheticSamples", "synthesize"]
 

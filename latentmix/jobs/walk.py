@@ -3,7 +3,7 @@
 Keyframes come from dataset indices and image files (encoded; text-conditioned backends are conditioned
 on the images' captions, or on ``prompts``), from seeds (prior draws: seed travel), or from prompts alone
 (one shared noise, the prompts travel). The path is a spline, slerp or lerp through them
-(:mod:`latentmix.keyframes`), timed uniformly or evenly in feature space (:mod:`latentmix.spacing`), and
+(:mod:`latentmix.latent.keyframes`), timed uniformly or evenly in feature space (:mod:`latentmix.latent.spacing`), and
 decoded in batched calls with a progress bar.
 
 The output directory (new or empty) appears whole, by rename, or not at all::
@@ -26,7 +26,7 @@ from torch import Tensor
 
 from latentmix.backends import LatentBackend, load_backend
 from latentmix.configs import WalkConfig, backend_for
-from latentmix.keyframe_walk import KeyframeWalk, decode_keyframe_walk, pixel_features, reference_features
+from latentmix.jobs.keyframe_walk import KeyframeWalk, decode_keyframe_walk, pixel_features, reference_features
 
 __all__ = ["WalkConfig", "WalkResult", "walk"]
 
@@ -118,7 +118,7 @@ def _from_prior(backend: LatentBackend, config: WalkConfig) -> _Keyframes:
 def _features(backend: LatentBackend, config: WalkConfig):
     if config.features == "pixels":
         return pixel_features
-    from latentmix.reference import load_reference_classifier, reference_for
+    from latentmix.classifiers.reference import load_reference_classifier, reference_for
 
     name = reference_for(config.reference, config.data, alternative=", or pass --features pixels")
     clf = load_reference_classifier(name)
@@ -137,8 +137,8 @@ def walk(
 ) -> WalkResult:
     """Run ``config``'s walk and write its frames, video, GIF and manifest to ``out`` (see the module docstring)."""
     from latentmix.backends.files import atomic_directory
-    from latentmix.video import check_video_format, save_video
-    from latentmix.viz import save_gif, to_pil, to_uint8
+    from latentmix.utils.video import check_video_format, save_video
+    from latentmix.utils.viz import save_gif, to_pil, to_uint8
 
     config.validate()
     out = Path(out)

@@ -9,8 +9,8 @@ Convention (the mixup one): λ is the weight of example **a**. A blend with λ =
 * captions: the caption in a bank nearest to the blended text embedding (cosine), and a
   composed caption naming both sources and their weights.
 
-The same λ reaches every modality of a pair (``tests/test_text_pairing_blend.py`` and, on disk,
-``tests/test_synthesize.py`` check it).
+The same λ reaches every modality of a pair (``tests/latent/test_blend.py`` and, on disk,
+``tests/jobs/test_synthesize.py`` check it).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from latentmix.interpolate import check_method, interpolate, sample_lambda
+from latentmix.latent.interpolate import check_method, interpolate, sample_lambda
 
 
 @dataclass

@@ -8,7 +8,7 @@ tensor of shape ``(B,)`` (one value per pair). ``t = 0`` gives ``a`` and ``t = 1
 ``b`` exactly (bit for bit); other values of ``t`` extrapolate.
 
 How :func:`slerp` differs from the snippets copied through diffusers' community pipelines
-(each point has a regression test in ``tests/test_interpolate.py``):
+(each point has a regression test in ``tests/latent/test_interpolate.py``):
 
 * one angle **per row**, over all non-batch dims (not one norm for the whole batch, not an
   element-wise product treated as the dot product);
@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from latentmix.configs import METHODS
-from latentmix.validation import non_negative_int, positive_number
+from latentmix.utils.validation import non_negative_int, positive_number
 
 DOT_THRESHOLD = 0.9995
 # Below this sine of the angle (cos < -(1 - 5e-7)) a row counts as antipodal.

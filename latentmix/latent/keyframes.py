@@ -1,6 +1,6 @@
 """Walks through N >= 2 keyframes: piecewise lerp / slerp, and a smooth spherical spline.
 
-Pure torch, no model code, batched over paths like :mod:`latentmix.interpolate`: keyframes are
+Pure torch, no model code, batched over paths like :mod:`latentmix.latent.interpolate`: keyframes are
 ``(B, K, *latent_shape)`` (B paths of K keyframes each) and a path is evaluated at positions ``s`` on
 the keyframe axis: ``s = k`` is keyframe ``k`` exactly (bit for bit), ``s = k + u`` lies between
 keyframes ``k`` and ``k + 1``. An open path runs over ``[0, K - 1]``; a closed one over ``[0, K]`` and
@@ -8,8 +8,8 @@ returns to keyframe 0 at ``s = K``.
 
 Methods:
 
-* ``"lerp"`` / ``"slerp"``: segment by segment with :func:`~latentmix.interpolate.lerp` /
-  :func:`~latentmix.interpolate.slerp` (continuous, with a kink at every keyframe).
+* ``"lerp"`` / ``"slerp"``: segment by segment with :func:`~latentmix.latent.interpolate.lerp` /
+  :func:`~latentmix.latent.interpolate.slerp` (continuous, with a kink at every keyframe).
 * ``"spline"``: C¹ through every keyframe, built like slerp from a direction and a norm:
 
   - the **direction** ``x / |x|`` follows a spherical cubic Bézier curve on each segment (de Casteljau's
@@ -24,7 +24,7 @@ Methods:
     norms lie on a line. Gaussian latents therefore stay on their typical shell.
 
   Parallel neighbours (equal directions) give a zero tangent, and antipodal ones, where the log map is
-  not defined, turn through the same fixed orthogonal direction as :func:`~latentmix.interpolate.slerp`:
+  not defined, turn through the same fixed orthogonal direction as :func:`~latentmix.latent.interpolate.slerp`:
   no NaN either way.
 
 Text conditionings travel along the same positions ``s`` (usually with ``"lerp"``).
@@ -36,8 +36,8 @@ import torch
 from torch import Tensor
 
 from latentmix.configs import KEYFRAME_METHODS
-from latentmix.interpolate import DOT_THRESHOLD, _compute_dtype, _lerp_flat, _slerp_flat
-from latentmix.validation import positive_int
+from latentmix.latent.interpolate import DOT_THRESHOLD, _compute_dtype, _lerp_flat, _slerp_flat
+from latentmix.utils.validation import positive_int
 
 _PARALLEL_SIN = 1e-7
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from latentmix.validation import int_at_least
+from latentmix.utils.validation import int_at_least
 
 
 def step_distances(features: Tensor) -> Tensor:

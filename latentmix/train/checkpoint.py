@@ -2,9 +2,10 @@
 
 Every loop that resumes (``fit gan``, ``fit ldm``, ``train --checkpoint-dir``) saves its state here as
 **one** safetensors file, ``state.safetensors``: the tensors (weights, EMA, optimiser moments, RNG
-states) and, in the file's header metadata, the run's identity (its settings, :func:`latentmix.options.identity`),
-its progress and the latentmix version. One file written by one rename is one unit: a kill at any moment
-leaves the previous checkpoint or the new one, never the new weights with the old progress.
+states) and, in the file's header metadata, the run's identity (its settings,
+:func:`latentmix.configs.options.identity`), its progress and the latentmix version. One file written by one
+rename is one unit: a kill at any moment leaves the previous checkpoint or the new one, never the new weights
+with the old progress.
 
 A run restarted with other settings is refused (naming what differs); the directory's path is not part of
 the identity, however it is spelled.
@@ -21,8 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from latentmix.atomic import atomic_write_bytes
-from latentmix.options import identity
+from latentmix.configs.options import identity
+from latentmix.utils.atomic import atomic_write_bytes
 from latentmix.version import __version__
 
 STATE_FILE = "state.safetensors"

@@ -1,7 +1,7 @@
 """Train a classifier on real data, optionally with a synthetic paired set and any mixup variant.
 
-``train_classifier(TrainConfig(...))`` (``latentmix train``) fits a :class:`~latentmix.classifiers.SmallCNN`
-on images (an MLP on feature vectors, a :class:`~latentmix.classifiers.FusionClassifier` on image + caption
+``train_classifier(TrainConfig(...))`` (``latentmix train``) fits a :class:`~latentmix.classifiers.networks.SmallCNN`
+on images (an MLP on feature vectors, a :class:`~latentmix.classifiers.networks.FusionClassifier` on image + caption
 for ``mixup="cross-modal"``) on the splits of :mod:`latentmix.train.classifier_data`:
 
 * a synthetic set enters every batch: each row is replaced by a synthetic sample with probability
@@ -12,13 +12,13 @@ for ``mixup="cross-modal"``) on the splits of :mod:`latentmix.train.classifier_d
 * early stopping on the validation NLL; the best weights are kept;
 * accelerate places the model; evaluation runs through prepared data loaders across processes and
   ``gather_for_metrics`` returns every prediction once, in order;
-* checkpoints (:mod:`latentmix.checkpoint`, one file) at every evaluation when ``checkpoint_dir`` is set;
+* checkpoints (:mod:`latentmix.train.checkpoint`, one file) at every evaluation when ``checkpoint_dir`` is set;
   a restarted run with the same settings resumes from the last one, and a finished run reproduces its
   report instead of training on.
 
 Reported (:class:`TrainResult`): accuracy, NLL, Brier, ECE (15 bins) and the mean confidence − accuracy
 gap on the test split, before and after temperature scaling fitted on the validation set (by default the
-MAP temperature under a log-normal prior, :func:`latentmix.metrics.fit_temperature`).
+MAP temperature under a log-normal prior, :func:`latentmix.classifiers.metrics.fit_temperature`).
 """
 
 from __future__ import annotations
@@ -34,8 +34,13 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from latentmix.augment import PairAugment
-from latentmix.checkpoint import (
+from latentmix.classifiers.metrics import classification_report, fit_temperature
+from latentmix.classifiers.networks import MLP, FusionClassifier, SmallCNN
+from latentmix.classifiers.robustness import robustness_report
+from latentmix.configs import DEFAULT_ALPHA, FUSION_MIXUPS, TrainConfig
+from latentmix.data.augment import PairAugment
+from latentmix.latent.interpolate import sample_lambda
+from latentmix.train.checkpoint import (
     load_checkpoint,
     load_module,
     load_optimizer,
@@ -45,12 +50,9 @@ from latentmix.checkpoint import (
     rng_tensors,
     save_checkpoint,
 )
-from latentmix.classifiers import MLP, FusionClassifier, SmallCNN
-from latentmix.configs import DEFAULT_ALPHA, FUSION_MIXUPS, TrainConfig
-from latentmix.interpolate import sample_lambda
-from latentmix.locks import holds_outputs
-from latentmix.metrics import classification_report, fit_temperature
-from latentmix.mixup import (
+from latentmix.train.classifier_data import Split, TrainData, load_data, load_synthetic, low_data_split
+from latentmix.train.common import check_finite_loss, has_accelerator
+from latentmix.train.mixup import (
     ManifoldMixup,
     Mixup,
     consistency_loss,
@@ -60,10 +62,8 @@ from latentmix.mixup import (
     soft_cross_entropy,
     soft_targets,
 )
-from latentmix.mixup_guided import AdversarialManifoldMixup, DepthCurriculum, SaliencyMix
-from latentmix.robustness import robustness_report
-from latentmix.train.classifier_data import Split, TrainData, load_data, load_synthetic, low_data_split
-from latentmix.train.common import check_finite_loss, has_accelerator
+from latentmix.train.mixup_guided import AdversarialManifoldMixup, DepthCurriculum, SaliencyMix
+from latentmix.utils.locks import holds_outputs
 
 __all__ = ["TrainConfig", "TrainResult", "low_data_split", "train_classifier"]
 EVAL_BATCH = 512
@@ -86,7 +86,7 @@ class TrainResult:
     model: nn.Module  # the best weights, unwrapped
     test_logits: Tensor  # (N, K) before temperature scaling
     test_labels: Tensor
-    #: test accuracy clean and under FGSM, PGD, noise and blur (latentmix.robustness; image classifiers only)
+    #: test accuracy clean and under FGSM, PGD, noise and blur (classifiers.robustness; image classifiers only)
     robustness: dict[str, float] | None = None
     #: test accuracy with both modalities, the image only (text missing) and the text only (image missing)
     missing_modality: dict[str, float] | None = None
@@ -126,7 +126,7 @@ def _embed_captions(config: TrainConfig, data: TrainData, syn: Split | None) -> 
         raise ValueError(
             f"{what} needs images with captions (digits, shapes, an image folder or an imagefolder with texts)"
         )
-    from latentmix.text import TextEncoder
+    from latentmix.data.text import TextEncoder
 
     encoder = TextEncoder.from_pretrained(config.text_encoder)
     for split in (data.train, data.val, data.test):
@@ -383,7 +383,7 @@ class _Loop:
 def save_classifier(model: nn.Module, out: str, class_names: list[str], temperature: float, shape: tuple) -> Path:
     """Save a trained classifier (config.json with class names, temperature, input shape + safetensors), atomically."""
     from latentmix.backends.files import atomic_directory
-    from latentmix.classifiers import describe
+    from latentmix.classifiers.networks import describe
 
     describe(model, class_names, temperature, shape)
 

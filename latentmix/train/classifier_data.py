@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from latentmix.blend import soft_labels
 from latentmix.configs import TrainConfig
 from latentmix.data import SyntheticDataset, labelled_subset, load_train_test
+from latentmix.latent.blend import soft_labels
 
 VALIDATION_SEED_OFFSET = 10_000  # the validation draw of seed s uses seed s + 10,000
 

@@ -11,7 +11,7 @@ processes), the real images come from a prepared loader whose **global** batch o
 split between the processes (``split_batches``), and the shuffle is seeded per epoch, so every process
 trains the same model on its share of each batch.
 
-Training state goes to ``<out>.train/`` (:mod:`latentmix.checkpoint`, one file) every
+Training state goes to ``<out>.train/`` (:mod:`latentmix.train.checkpoint`, one file) every
 ``checkpoint_every`` epochs, with a grid of samples from fixed latents; running the same command again
 resumes from it. Randomness is re-derived from (seed, phase, epoch, process), so a resumed run continues
 exactly as an uninterrupted one would.
@@ -30,8 +30,11 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from latentmix.backends.gan import Discriminator, GANBackend, Generator, InversionEncoder
-from latentmix.cards import model_card
-from latentmix.checkpoint import (
+from latentmix.configs import GANFitConfig
+from latentmix.data import load_dataset
+from latentmix.data.digits import DIGITS_TRAIN_DESCRIPTION
+from latentmix.train.cards import model_card
+from latentmix.train.checkpoint import (
     load_checkpoint,
     load_module,
     load_optimizer,
@@ -39,10 +42,6 @@ from latentmix.checkpoint import (
     optimizer_tensors,
     save_checkpoint,
 )
-from latentmix.configs import GANFitConfig
-from latentmix.data import load_dataset
-from latentmix.data.digits import DIGITS_TRAIN_DESCRIPTION
-from latentmix.locks import holds_outputs
 from latentmix.train.common import (
     FitResult,
     check_finite_loss,
@@ -53,7 +52,8 @@ from latentmix.train.common import (
     split_batch_accelerator,
     warn,
 )
-from latentmix.viz import grid_image, save_png
+from latentmix.utils.locks import holds_outputs
+from latentmix.utils.viz import grid_image, save_png
 
 __all__ = ["GANFitConfig", "fit_gan"]
 

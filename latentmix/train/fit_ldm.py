@@ -33,8 +33,12 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from latentmix.backends import LatentBackend, LatentDiffusionBackend, load_backend
-from latentmix.cards import model_card
-from latentmix.checkpoint import (
+from latentmix.configs import LDMFitConfig
+from latentmix.data import digits_prompt, load_matching
+from latentmix.data.digits import DIGITS_TRAIN_DESCRIPTION
+from latentmix.data.text import TextEncoder
+from latentmix.train.cards import model_card
+from latentmix.train.checkpoint import (
     load_checkpoint,
     load_module,
     load_optimizer,
@@ -42,11 +46,6 @@ from latentmix.checkpoint import (
     optimizer_tensors,
     save_checkpoint,
 )
-from latentmix.configs import LDMFitConfig
-from latentmix.data import digits_prompt, load_matching
-from latentmix.data.digits import DIGITS_TRAIN_DESCRIPTION
-from latentmix.locks import holds_outputs
-from latentmix.text import TextEncoder
 from latentmix.train.common import (
     FitResult,
     check_finite_loss,
@@ -56,6 +55,7 @@ from latentmix.train.common import (
     split_batch_accelerator,
     warn,
 )
+from latentmix.utils.locks import holds_outputs
 
 __all__ = ["LDMFitConfig", "build_scheduler", "build_unet", "fit_ldm"]
 WARMUP_STEPS = 200  # linear learning-rate warm-up before the cosine decay
@@ -338,8 +338,8 @@ def fit_ldm(
 def digits_metrics(backend: LatentDiffusionBackend) -> dict:
     """Round trip of the digits test split (50 DDIM steps, the saved guidance) against the autoencoder's own,
     and the reference classifier's agreement with samples generated from the digits prompt of each class."""
+    from latentmix.classifiers.reference import load_reference_classifier
     from latentmix.data import DigitsDataset
-    from latentmix.reference import load_reference_classifier
 
     test = DigitsDataset("test")
     x = test.images(range(len(test)))

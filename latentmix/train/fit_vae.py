@@ -19,12 +19,12 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from latentmix.backends.vae import ConvVAE, VAEBackend
-from latentmix.cards import model_card
 from latentmix.configs import VAEFitConfig
 from latentmix.data import load_dataset
 from latentmix.data.digits import DIGITS_TRAIN_DESCRIPTION
-from latentmix.locks import holds_outputs
+from latentmix.train.cards import model_card
 from latentmix.train.common import FitResult, check_finite_loss, has_accelerator, random_shift, warn
+from latentmix.utils.locks import holds_outputs
 
 __all__ = ["VAEFitConfig", "fit_vae"]
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from latentmix.interpolate import sample_lambda
-from latentmix.validation import int_at_least
+from latentmix.latent.interpolate import sample_lambda
+from latentmix.utils.validation import int_at_least
 
 MODES = ("batch", "elem")
 
@@ -252,7 +252,7 @@ class ManifoldMixup:
 
     def __call__(self, x: Tensor, targets: Tensor, layers: list[str] | None = None) -> tuple[Tensor, Tensor, str]:
         """Forward with mixing; returns ``(logits, soft_targets, layer)``. ``layers`` narrows the eligible layers
-        for this call (a :class:`~latentmix.mixup_guided.DepthCurriculum`'s window)."""
+        for this call (a :class:`~latentmix.train.mixup_guided.DepthCurriculum`'s window)."""
         y = soft_targets(targets.to(x.device), self.num_classes, self.label_smoothing)
         n = x.shape[0]
         g = self.generator

@@ -1,5 +1,5 @@
 """Guided members of the mixup family: adversarial feature mixing, a depth curriculum for manifold mixup,
-and saliency-guided CutMix. Same conventions as :mod:`latentmix.mixup`: explicit generators, the caller's
+and saliency-guided CutMix. Same conventions as :mod:`latentmix.train.mixup`: explicit generators, the caller's
 tensors untouched, ``ValueError`` on bad settings, label weights equal to the mixing weights actually used.
 
 * :class:`AdversarialManifoldMixup` — manifold mixup whose mixing weights (one λ per sample, or one per sample
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from latentmix.mixup import MixedBatch, _check_alpha, _lam, _mix_permuted, apply_boxes, mix_tensors, soft_targets
-from latentmix.validation import int_at_least
+from latentmix.train.mixup import MixedBatch, _check_alpha, _lam, _mix_permuted, apply_boxes, mix_tensors, soft_targets
+from latentmix.utils.validation import int_at_least
 
 GRANULARITIES = ("sample", "channel")
 SCHEDULES = ("linear", "step")

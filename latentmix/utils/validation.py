@@ -2,7 +2,7 @@
 
 A check takes ``(value, name)`` and returns the value (converted where that is lossless) or raises
 ``ValueError`` / ``TypeError`` with a message such as ``"steps must be a positive int, got 0"``. Config
-dataclasses attach checks to their fields (:func:`latentmix.options.option`), library functions call them
+dataclasses attach checks to their fields (:func:`latentmix.configs.options.option`), library functions call them
 directly. Only the standard library is imported here, so the CLI can use these without loading torch.
 """
 

@@ -10,7 +10,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from latentmix.atomic import atomic_file
+from latentmix.utils.atomic import atomic_file
 
 BACKGROUND = (255, 255, 255)
 TEXT = (40, 40, 40)
@@ -111,7 +111,7 @@ def reliability_diagram(
 ) -> Path:
     """Bar chart of accuracy per confidence bin (before, and after temperature scaling) vs the diagonal.
 
-    ``bins_*`` are ``(accuracy, confidence, share)`` from :func:`latentmix.metrics.calibration_bins`.
+    ``bins_*`` are ``(accuracy, confidence, share)`` from :func:`latentmix.classifiers.metrics.calibration_bins`.
     """
     size, pad = 300, 30
     panels = [b for b in (bins_before, bins_after) if b is not None]

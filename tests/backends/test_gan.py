@@ -10,12 +10,12 @@ import torch
 
 from latentmix import load_backend
 from latentmix.backends import Discriminator, GANBackend, Generator, InversionEncoder
-from latentmix.checkpoint import read_meta
+from latentmix.classifiers.metrics import frechet_distance, monotone_fraction, trimmed_mean
+from latentmix.classifiers.reference import load_reference_classifier
 from latentmix.cli import main
 from latentmix.data import DigitsDataset
-from latentmix.evaluate import EvalConfig, evaluate_backend
-from latentmix.metrics import frechet_distance, monotone_fraction, trimmed_mean
-from latentmix.reference import load_reference_classifier
+from latentmix.jobs.evaluate import EvalConfig, evaluate_backend
+from latentmix.train.checkpoint import read_meta
 from latentmix.train.fit_gan import GANFitConfig, fit_gan
 
 TINY_FIT = dict(latent_dim=8, width=16, epochs=2, encoder_epochs=2, batch_size=256, checkpoint_every=1)
@@ -153,7 +153,7 @@ def test_evaluate_cli_writes_json_and_refuses_other_image_sizes(tmp_path, tiny_a
 def test_grids_and_synthesis_take_gan_backends_unchanged(tiny_gan, tiny_vae, tmp_path):
     from latentmix import interpolation_grid
     from latentmix.data import SyntheticDataset
-    from latentmix.synthesize import SynthesisConfig, synthesize
+    from latentmix.jobs.synthesize import SynthesisConfig, synthesize
 
     calls = []
     refine = tiny_gan.refine
@@ -177,7 +177,7 @@ def test_fit_gan_under_torchrun_trains_one_model_on_the_global_batch(tmp_path):
     import sys
     from pathlib import Path
 
-    script = Path(__file__).parent / "scripts" / "fit_gan_ranks.py"
+    script = Path(__file__).parents[1] / "scripts" / "fit_gan_ranks.py"
     cmd = [
         sys.executable,
         "-m",

@@ -10,7 +10,7 @@ import torch
 from diffusers import DDIMScheduler, StableDiffusionPipeline
 
 from latentmix.backends import LatentBackend, LatentDiffusionBackend, load_backend
-from latentmix.grid import decode_walk
+from latentmix.jobs.grid import decode_walk
 
 PROMPTS = ["a red square", "a blue circle", "", "a green triangle"]
 
@@ -246,7 +246,7 @@ def test_unconditional_backends_refuse_texts_and_sampler_settings(tiny_vae):
 
 
 def test_mismatched_components_are_refused(tiny_sd_pipeline, tiny_vae):
-    from latentmix.text import TextEncoder
+    from latentmix.data.text import TextEncoder
 
     te = TextEncoder(tiny_sd_pipeline.text_encoder, tiny_sd_pipeline.tokenizer)
     with pytest.raises(ValueError, match="latents .* hold 6"):

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from latentmix.compare import format_table, run_compare
+from latentmix.classifiers.robustness import fgsm, gaussian_blur, gaussian_noise, pgd, robustness_report
 from latentmix.configs import TrainConfig
-from latentmix.robustness import fgsm, gaussian_blur, gaussian_noise, pgd, robustness_report
+from latentmix.jobs.compare import format_table, run_compare
 
 
 def _model_and_data():

@@ -1,4 +1,4 @@
-"""Synchronized augmentation: image, caption and factors transformed together (latentmix.augment)."""
+"""Synchronized augmentation: image, caption and factors transformed together (latentmix.data.augment)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from latentmix.augment import PairAugment, circular_shift, fix_articles, recolour_objects, swap_words
+from latentmix.classifiers.reference import load_reference_classifier
 from latentmix.cli import main
 from latentmix.data import load_dataset
-from latentmix.reference import load_reference_classifier
+from latentmix.data.augment import PairAugment, circular_shift, fix_articles, recolour_objects, swap_words
 
 
 def test_word_rewrites_swap_whole_words_once_and_fix_articles():
@@ -106,7 +106,7 @@ def test_augment_command_writes_a_readable_set_and_refuses_undefined_rewrites(sh
 
 def test_the_trainer_augments_real_rows_and_re_embeds_rewritten_captions_only_when_synchronized(shapes_cache):
     from latentmix.configs import TrainConfig
-    from latentmix.text import TextEncoder
+    from latentmix.data.text import TextEncoder
     from latentmix.train.classifier import _Batches
     from latentmix.train.classifier_data import Split
 

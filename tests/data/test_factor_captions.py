@@ -1,11 +1,11 @@
-"""Blend captions rendered from the blended factors (latentmix.factor_captions)."""
+"""Blend captions rendered from the blended factors (latentmix.data.factor_captions)."""
 
 from __future__ import annotations
 
 import pytest
 
 from latentmix.data import load_dataset
-from latentmix.factor_captions import FactorCaptioner, blended_factors, is_shapes, render_generic, render_shapes
+from latentmix.data.factor_captions import FactorCaptioner, blended_factors, is_shapes, render_generic, render_shapes
 
 A = {"label": "circle", "colour": "red", "size": "small", "position": "left", "background": "plain"}
 B = {"label": "square", "colour": "red", "size": "large", "position": "top", "background": "plain"}

@@ -17,7 +17,7 @@ from latentmix.explore.browser import chromium_path
 pytestmark = pytest.mark.browser
 REQUIRED = os.environ.get("LATENTMIX_REQUIRE_BROWSER") == "1"
 #: the README's picture; the test rewrites it under LATENTMIX_UPDATE_SCREENSHOT=1 (else into its tmp_path)
-README_SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "explore.png"
+README_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "explore.png"
 
 
 def _missing() -> str | None:
@@ -50,8 +50,8 @@ from latentmix.explore.browser import (  # noqa: E402
     slide,
     wait_new_image,
 )
-from latentmix.interpolate import interpolate  # noqa: E402
-from latentmix.viz import to_uint8  # noqa: E402
+from latentmix.latent.interpolate import interpolate  # noqa: E402
+from latentmix.utils.viz import to_uint8  # noqa: E402
 
 
 @pytest.fixture(scope="module")

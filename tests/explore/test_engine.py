@@ -1,5 +1,5 @@
 """The explore page's engine (every number the page shows) and the ``latentmix explore`` command, without a
-browser; tests/test_explore_browser.py drives the page itself."""
+browser; tests/explore/test_browser.py drives the page itself."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from latentmix.cli import main
 from latentmix.configs import ExploreConfig
 from latentmix.data import load_dataset
 from latentmix.explore import Explorer, display_image, explorer_for
-from latentmix.interpolate import interpolate, interpolation_grid_2d
-from latentmix.viz import to_uint8
+from latentmix.latent.interpolate import interpolate, interpolation_grid_2d
+from latentmix.utils.viz import to_uint8
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +212,7 @@ def test_readme_explore_commands_parse():
 
     from latentmix.cli import build_parser
 
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = text.split("## Exploring a latent space in the browser", 1)[1].split("```bash\n", 1)[1].split("```")[0]
     lines = [line.split("#")[0].split("&&")[-1].strip() for line in section.splitlines()]
     commands = [line for line in lines if line.startswith("latentmix explore")]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from latentmix.attributes import apply_direction, attribute_direction, factors_given, true_factors
 from latentmix.data import Subset, load_dataset
+from latentmix.jobs.attributes import apply_direction, attribute_direction, factors_given, true_factors
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ import torch
 from latentmix import interpolation_grid
 from latentmix.backends import load_backend
 from latentmix.data import DigitsDataset, SyntheticDataset
-from latentmix.evaluate import EvalConfig, evaluate_backend
-from latentmix.interpolate import interpolate
-from latentmix.synthesize import SynthesisConfig, synthesize
+from latentmix.jobs.evaluate import EvalConfig, evaluate_backend
+from latentmix.jobs.synthesize import SynthesisConfig, synthesize
+from latentmix.latent.interpolate import interpolate
 
 STEPS = 8  # DDIM steps: enough to exercise every path, few enough for CPU tests
 

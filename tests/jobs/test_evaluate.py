@@ -8,11 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from latentmix.attributes import predict_factors
 from latentmix.backends import ConvVAE, VAEBackend
 from latentmix.cli import main
 from latentmix.configs import EditConfig, EvalConfig, ReferenceFitConfig
 from latentmix.data import load_dataset
+from latentmix.jobs.attributes import predict_factors
 
 SMALL = dict(
     test_images=200,
@@ -29,7 +29,7 @@ SMALL = dict(
 @pytest.fixture(scope="module")
 def shapes_reference(tmp_path_factory, shapes_cache):
     """A real (one-epoch, narrow) reference classifier with a head per factor, fitted on shapes."""
-    from latentmix.reference import fit_reference_classifier, load_reference_classifier
+    from latentmix.classifiers.reference import fit_reference_classifier, load_reference_classifier
 
     out = tmp_path_factory.mktemp("ref") / "shapes-ref"
     result = fit_reference_classifier(ReferenceFitConfig(data="shapes", epochs=1, width=8), out, quiet=True)
@@ -91,7 +91,7 @@ def test_a_text_conditioned_backend_is_prompted_with_the_datas_captions(tiny_sd_
     from diffusers import AutoencoderKL, StableDiffusionPipeline
 
     from latentmix.backends import LatentDiffusionBackend
-    from latentmix.evaluate import evaluate_backend
+    from latentmix.jobs.evaluate import evaluate_backend
 
     torch.manual_seed(0)
     vae = AutoencoderKL(
@@ -136,7 +136,7 @@ def test_evaluate_on_a_users_folder_with_its_own_reference(photo_patches, tmp_pa
 
 
 def test_edit_moves_images_along_a_direction_and_writes_them(shapes_vae, tmp_path, capsys):
-    from latentmix.edit import edit
+    from latentmix.jobs.edit import edit
 
     test = load_dataset("shapes", split="test")
     red = [i for i in range(40) if test.factors(i)["colour"] == "red"][:3]

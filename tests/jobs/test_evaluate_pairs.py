@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from latentmix.align import AlignModel, fit_align, info_nce, load_align_model
+from latentmix.classifiers.align import AlignModel, fit_align, info_nce, load_align_model
 from latentmix.cli import main
 from latentmix.configs import AlignFitConfig, PairEvalConfig
 from latentmix.data import load_dataset
 from latentmix.data.shapes import POSITION_WORDS
-from latentmix.pair_alignment import evaluate_pairs, format_pair_report, recall_at, retrieval, score_pairs
+from latentmix.jobs.evaluate_pairs import evaluate_pairs, format_pair_report, recall_at, retrieval, score_pairs
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:

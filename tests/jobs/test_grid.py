@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from latentmix import interpolation_grid
-from latentmix.grid import render_grid
+from latentmix.jobs.grid import render_grid
 
 
 def test_grid_between_real_images_shows_them_beside_their_reconstructions(tiny_vae, digits_test, tmp_path):

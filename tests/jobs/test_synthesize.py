@@ -18,8 +18,8 @@ import torch
 from latentmix import interpolate, load_backend
 from latentmix.cli import main
 from latentmix.data import DigitsDataset, SyntheticDataset
-from latentmix.synthesize import SynthesisConfig, synthesize
-from latentmix.text import TextEncoder
+from latentmix.data.text import TextEncoder
+from latentmix.jobs.synthesize import SynthesisConfig, synthesize
 
 SMALL = dict(n=40, shard_size=16)
 
@@ -109,7 +109,7 @@ def test_samples_do_not_depend_on_shard_size_and_return_in_memory():
 
 
 def test_interrupted_run_resumes_to_the_identical_set(tmp_path, reference, monkeypatch, crash_on_call):
-    import latentmix.synthesize as syn
+    import latentmix.jobs.synthesize as syn
 
     real = crash_on_call(syn, "write_shard", 2)  # crash on the second shard
     out = tmp_path / "set"

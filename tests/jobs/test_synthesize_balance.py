@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from latentmix.classifiers.metrics import per_class_accuracy
 from latentmix.cli import main
-from latentmix.compare import format_table, run_compare
 from latentmix.data import DigitsDataset, labelled_subset, long_tailed_counts
-from latentmix.metrics import per_class_accuracy
-from latentmix.mixup import soft_cross_entropy
-from latentmix.pairing import Pairing, balance_quota
-from latentmix.synthesize import SynthesisConfig, synthesize
+from latentmix.jobs.compare import format_table, run_compare
+from latentmix.jobs.synthesize import SynthesisConfig, synthesize
+from latentmix.latent.pairing import Pairing, balance_quota
 from latentmix.train.classifier import TrainConfig, balanced_class_weights, low_data_split, train_classifier
+from latentmix.train.mixup import soft_cross_entropy
 
 LABELS = DigitsDataset("train").labels.numpy()
 

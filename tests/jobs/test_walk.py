@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 
 from latentmix.backends import load_backend
+from latentmix.classifiers.reference import load_reference_classifier
 from latentmix.cli import main
 from latentmix.data import DigitsDataset
-from latentmix.keyframe_walk import decode_keyframe_walk, pixel_features, reference_features
-from latentmix.keyframes import keyframe_path
-from latentmix.reference import load_reference_classifier
-from latentmix.viz import to_uint8
+from latentmix.jobs.keyframe_walk import decode_keyframe_walk, pixel_features, reference_features
+from latentmix.latent.keyframes import keyframe_path
+from latentmix.utils.viz import to_uint8
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,7 @@ def test_bad_walks_are_one_line_errors_and_write_nothing(tmp_path, capsys, args,
 def test_a_missing_codec_or_library_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
     import sys
 
-    import latentmix.video as video
+    import latentmix.utils.video as video
 
     monkeypatch.setattr(video, "_encoders", lambda exe: "")
     assert main(["--quiet", "walk", "--seeds", "1", "2", "--out", str(tmp_path / "a")]) == 2
@@ -158,7 +158,7 @@ def test_a_missing_codec_or_library_is_refused_before_any_work(tmp_path, capsys,
 
 
 def test_an_encode_that_fails_half_way_leaves_no_video_and_no_walk(tmp_path, monkeypatch, capsys):
-    import latentmix.video as video
+    import latentmix.utils.video as video
 
     frames = (np.random.default_rng(0).random((6, 8, 8, 3)) * 255).astype(np.uint8)
     real = imageio_ffmpeg.write_frames
@@ -190,7 +190,7 @@ def test_walk_between_partly_inverted_keyframes(tmp_path):
     """``inversion_strength``: the keyframes are inverted part of the way and every frame is sampled back from there,
     so each keyframe frame is that image's partial round trip."""
     from latentmix.configs import WalkConfig
-    from latentmix.walk import walk
+    from latentmix.jobs.walk import walk
 
     ldm, test = load_backend("digits-ldm"), DigitsDataset("test")
     config = WalkConfig(
@@ -214,7 +214,7 @@ def test_walk_between_partly_inverted_keyframes(tmp_path):
 
 def test_walk_from_python_with_int_indices_and_path_objects(tmp_path):
     from latentmix.configs import WalkConfig
-    from latentmix.walk import walk
+    from latentmix.jobs.walk import walk
 
     Image.fromarray(np.full((8, 8), 200, dtype=np.uint8)).save(tmp_path / "bright.png")
     config = WalkConfig(keyframes=(3, tmp_path / "bright.png", 7), frames=2, video="none")

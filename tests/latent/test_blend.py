@@ -8,9 +8,9 @@ import torch
 from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel
 
 from latentmix import slerp
-from latentmix.blend import CaptionBank, Pairs, blend, compose_caption, soft_labels
-from latentmix.pairing import Pairing, sample_lambdas, uniform
-from latentmix.text import TextEncoder, default_text_encoder_path
+from latentmix.data.text import TextEncoder, default_text_encoder_path
+from latentmix.latent.blend import CaptionBank, Pairs, blend, compose_caption, soft_labels
+from latentmix.latent.pairing import Pairing, sample_lambdas, uniform
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from latentmix import interpolation_grid_2d, interpolation_path, lerp, sample_lambda, slerp
-from latentmix.interpolate import interpolate
+from latentmix.latent.interpolate import interpolate
 
 
 def community_slerp(t, v0, v1, dot_threshold=0.9995):

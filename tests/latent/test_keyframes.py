@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from latentmix.interpolate import interpolation_path
-from latentmix.keyframes import keyframe_path, keyframe_path_at, keyframe_positions
-from latentmix.spacing import _allocate, even_positions, spacing_cv
+from latentmix.latent.interpolate import interpolation_path
+from latentmix.latent.keyframes import keyframe_path, keyframe_path_at, keyframe_positions
+from latentmix.latent.spacing import _allocate, even_positions, spacing_cv
 
 METHODS = ["spline", "slerp", "lerp"]
 

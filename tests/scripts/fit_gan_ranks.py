@@ -1,4 +1,4 @@
-"""Run by tests/test_gan_evaluate.py under torchrun: fit a tiny GAN; each process writes what it trained to
+"""Run by tests/backends/test_gan.py under torchrun: fit a tiny GAN; each process writes what it trained to
 ``rank<i>.json`` beside the output (two processes printing to one pipe can interleave their lines)."""
 
 import hashlib

@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 from latentmix.cli import main
-from latentmix.compare import format_table, run_compare
 from latentmix.data import DigitsDataset, labelled_subset
-from latentmix.estimator import MixupClassifier
-from latentmix.synthesize import SynthesisConfig, synthesize
+from latentmix.jobs.compare import format_table, run_compare
+from latentmix.jobs.synthesize import SynthesisConfig, synthesize
 from latentmix.train.classifier import TrainConfig, low_data_split, train_classifier
+from latentmix.train.estimator import MixupClassifier
 
 FAST = TrainConfig(labels_per_class=5, steps=60, eval_every=20, batch_size=32)
 
@@ -136,7 +136,7 @@ def test_compare_reports_mean_std_and_per_seed_numbers(tmp_path):
 
 
 def test_paired_differences_of_identical_recipes_are_exactly_zero():
-    from latentmix.compare import paired_differences
+    from latentmix.jobs.compare import paired_differences
 
     gen = torch.Generator().manual_seed(0)
     runs = [

@@ -44,7 +44,7 @@ def test_each_modality_trains_and_reports_accuracy_with_a_modality_missing(shape
 
 
 def test_mixgen_averages_a_quarter_of_the_rows_and_concatenates_their_captions(shapes_cache):
-    from latentmix.text import TextEncoder
+    from latentmix.data.text import TextEncoder
 
     data = load_dataset("shapes", split="test", image_size=16)
     idx = list(range(40))

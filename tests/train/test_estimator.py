@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from latentmix.estimator import MixupClassifier
+from latentmix.train.estimator import MixupClassifier
 
 
 @parametrize_with_checks([MixupClassifier(steps=100)])

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from latentmix.backends import LatentDiffusionBackend, load_backend
-from latentmix.checkpoint import read_meta
 from latentmix.cli import main
+from latentmix.train.checkpoint import read_meta
 from latentmix.train.fit_ldm import LDMFitConfig, fit_ldm
 
 TINY = dict(

@@ -46,7 +46,7 @@ def test_a_backend_of_another_shape_is_refused_unless_resize_is_asked(photo_patc
     err = capsys.readouterr().err
     assert "backend 'vae' makes 1-channel 8x8 images but data" in err and "3-channel 16x16" in err and "--resize" in err
     assert main([*args, "--resize"]) == 0 and (tmp_path / "g.png").is_file()
-    from latentmix.synthesize import synthesize
+    from latentmix.jobs.synthesize import synthesize
 
     with pytest.raises(ValueError, match="pass --resize"):
         synthesize(SynthesisConfig(backend="digits-vae", data=str(photo_patches), n=4), tmp_path / "s", quiet=True)
@@ -111,8 +111,8 @@ def test_ema_warm_up_forgets_the_initial_weights_at_once():
 def test_a_users_folder_end_to_end_with_filtered_blends(photo_patches, tmp_path, capsys):
     """fit vae and fit ldm on the folder with its own shape; an ERM classifier saved by train filters blends."""
     from latentmix.backends import load_backend
-    from latentmix.compare import run_compare
     from latentmix.data import SyntheticDataset
+    from latentmix.jobs.compare import run_compare
 
     data = str(photo_patches)
     tiny = ["--epochs", "2", "--block-channels", "8", "16", "32", "--latent-channels", "4"]
@@ -129,7 +129,7 @@ def test_a_users_folder_end_to_end_with_filtered_blends(photo_patches, tmp_path,
                  str(tmp_path / "erm")]) == 0  # fmt: skip
     config = SynthesisConfig(backend=str(tmp_path / "vae"), data=data, n=24, shard_size=8, labels_per_class=3,
                              filter_classifier=str(tmp_path / "erm"), filter_threshold=0.3)  # fmt: skip
-    from latentmix.synthesize import synthesize
+    from latentmix.jobs.synthesize import synthesize
 
     result = synthesize(config, tmp_path / "kept", quiet=True)
     manifest = json.loads((tmp_path / "kept" / "manifest.json").read_text())
@@ -138,7 +138,7 @@ def test_a_users_folder_end_to_end_with_filtered_blends(photo_patches, tmp_path,
     )
     assert manifest["filter"]["kept_fraction"] == pytest.approx(result.num_samples / 24, abs=1e-6)
     unfiltered = synthesize(replace(config, filter_classifier=None), quiet=True).samples
-    from latentmix.classifiers import load_classifier
+    from latentmix.classifiers.networks import load_classifier
 
     erm = load_classifier(tmp_path / "erm")
     with torch.inference_mode():

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassCalibrationError
 
-from latentmix.metrics import (
+from latentmix.classifiers.metrics import (
     brier,
     calibration_bins,
     classification_report,
@@ -17,7 +17,7 @@ from latentmix.metrics import (
     expected_calibration_error,
     fit_temperature,
 )
-from latentmix.mixup import (
+from latentmix.train.mixup import (
     ManifoldMixup,
     Mixup,
     apply_boxes,
@@ -127,7 +127,7 @@ def test_manifold_mixup_hooks_a_named_layer_without_rewriting_the_model():
 
 def test_manifold_mix_gradient_equals_plain_indexing():
     """The gather-based backward of the hidden-state mix is the gradient of λ·h + (1 − λ)·h[perm]."""
-    from latentmix.mixup import _mix_permuted, mix_tensors
+    from latentmix.train.mixup import _mix_permuted, mix_tensors
 
     g = torch.Generator().manual_seed(0)
     h0 = torch.randn(9, 3, 4, 4, generator=g, dtype=torch.float64)
@@ -213,7 +213,7 @@ def test_temperature_prior_shrinks_small_validation_fits_towards_one():
 
 
 def test_fusion_classifier_modality_masks_and_unimodal_heads():
-    from latentmix.classifiers import FusionClassifier
+    from latentmix.classifiers.networks import FusionClassifier
 
     torch.manual_seed(0)
     model = FusionClassifier(1, 12, 5, width=8).eval()

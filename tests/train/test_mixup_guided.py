@@ -11,9 +11,9 @@ from torch import nn
 
 from latentmix.cli import main
 from latentmix.configs import TrainConfig
-from latentmix.mixup import ManifoldMixup, soft_cross_entropy, soft_targets
-from latentmix.mixup_guided import AdversarialManifoldMixup, DepthCurriculum, SaliencyMix
 from latentmix.train.classifier import train_classifier
+from latentmix.train.mixup import ManifoldMixup, soft_cross_entropy, soft_targets
+from latentmix.train.mixup_guided import AdversarialManifoldMixup, DepthCurriculum, SaliencyMix
 
 
 def _net() -> nn.Sequential:
@@ -57,7 +57,7 @@ def test_adversarial_weights_stay_in_budget_and_labels_follow_them(granularity, 
     g = lam0.generator
     torch.randint(1, (1,), generator=g)
     perm = torch.randperm(len(x), generator=g)
-    from latentmix.mixup import _lam
+    from latentmix.train.mixup import _lam
 
     start = _lam(len(x), 2.0, "elem", g, "cpu").float()
     h, out = seen["h"], seen["out"]
@@ -106,7 +106,7 @@ def test_adversarial_budget_zero_is_manifold_mixup_at_the_sampled_lambda():
     g = torch.Generator().manual_seed(9)
     torch.randint(1, (1,), generator=g)
     perm = torch.randperm(len(x), generator=g)
-    from latentmix.mixup import _lam
+    from latentmix.train.mixup import _lam
 
     lam = _lam(len(x), 2.0, "elem", g, "cpu").float()
     mixed = lam.view(-1, 1, 1, 1) * x + (1 - lam.view(-1, 1, 1, 1)) * x[perm]
@@ -226,7 +226,7 @@ def test_new_modes_train_end_to_end(settings):
 
 
 def test_adversarial_robust_recipe_sets_the_study_settings(tmp_path):
-    from latentmix.compare import recipe_config
+    from latentmix.jobs.compare import recipe_config
 
     config = recipe_config(FAST, "adversarial-robust", 3, tmp_path)
     assert (config.mixup, config.adversarial_budget, config.adversarial_steps) == ("adversarial-manifold", 0.5, 3)
