@@ -43,7 +43,7 @@ from torch import Tensor
 
 from latentmix.backends import LatentBackend, load_backend, registered_backends
 from latentmix.backends.base import ENCODER_KINDS
-from latentmix.configs import METHODS
+from latentmix.latent.choices import METHODS
 
 __all__ = ["BACKEND_CHECKS", "Probe", "check_backend"]
 

@@ -18,7 +18,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from latentmix.backends import LatentBackend
-from latentmix.configs import SPACINGS
+from latentmix.latent.choices import SPACINGS
 from latentmix.latent.keyframes import keyframe_path_at, keyframe_positions, segments
 from latentmix.latent.spacing import even_positions, spacing_cv
 from latentmix.utils.validation import choice, int_at_least, non_negative_int, positive_int

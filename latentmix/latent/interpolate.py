@@ -29,7 +29,7 @@ import math
 import torch
 from torch import Tensor
 
-from latentmix.configs import METHODS
+from latentmix.latent.choices import METHODS
 from latentmix.utils.validation import non_negative_int, positive_number
 
 DOT_THRESHOLD = 0.9995

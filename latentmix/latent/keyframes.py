@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from latentmix.configs import KEYFRAME_METHODS
+from latentmix.latent.choices import KEYFRAME_METHODS
 from latentmix.latent.interpolate import DOT_THRESHOLD, _compute_dtype, _lerp_flat, _slerp_flat
 from latentmix.utils.validation import positive_int
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import betaincinv
 
-from latentmix.configs import STRATEGIES
+from latentmix.latent.choices import STRATEGIES
 
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 _STREAMS = {"a": 1, "b": 2, "lambda": 3, "class": 4}

@@ -1,0 +1,96 @@
+"""Field groups that many jobs share, declared once: the backend and its call options, the data and how it
+is converted, the split.
+
+A job's settings dataclass inherits the groups it takes (``class GridConfig(SplitSettings, DataSettings,
+BackendSettings)``); where one job needs another default or help text for a shared field it says only that,
+with :func:`override`, and keeps the group's check and flag. Standard library only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from latentmix.configs.choices import SPLITS, int_list, pairs, transform_names
+from latentmix.configs.options import NON_NEGATIVE_INT, POSITIVE_INT, Check, number_in, one_of, option
+from latentmix.utils import validation
+
+GUIDANCE = Check(validation.guidance_scale)
+STRENGTH = Check(validation.strength)
+PAIRS = Check(pairs)
+SEEDS = Check(int_list)
+TRANSFORM_NAMES = Check(transform_names)
+
+BACKEND_HELP = (
+    "embedded name, directory or hub id of the backend (default: digits-vae for digits, shapes-vae for shapes)"
+)
+DIFFUSION = "diffusion backends: "
+STRENGTH_HELP = (
+    "diffusion backends: walk between partly inverted latents, inverting this fraction of the DDIM steps, in (0, 1]; "
+    "the sampler cleans each frame up from that noise level, and lower keeps more of the images (default: 1, all "
+    "the way to noise; "
+)
+INVERSION_HELP = (
+    "diffusion backends: how images are inverted to noise: ddim (plain DDIM inversion), fixed-point (each step "
+    "refined by fixed-point iteration) or exact (iterated to convergence)"
+)
+ITERATIONS_HELP = "fixed-point / exact inversion: UNet calls per step beyond the first (default: 3; exact: at most 50)"
+
+
+def override(group: type, name: str, **changes: Any) -> Any:
+    """Field ``name`` of the shared ``group`` with another ``default``, ``help`` or other :func:`option`
+    setting for one job; everything not named (the check, the flag, the path flag) stays the group's."""
+    field = {f.name: f for f in dataclasses.fields(group)}[name]
+    metadata = dict(field.metadata)
+    default = changes.pop("default", field.default)
+    unknown = set(changes) - set(metadata)
+    if unknown:
+        raise TypeError(f"override: {', '.join(sorted(unknown))} is not an option() setting")
+    metadata.update(changes)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclass
+class BackendSettings:
+    """The backend a job runs, and the options its encode and decode calls take (each refused by a backend it
+    does not apply to; see :class:`latentmix.backends.CallOptions`)."""
+
+    backend: str | None = option(None, BACKEND_HELP, path=True)
+    refine_steps: int | None = option(
+        None, "GAN backends: inversion refinement steps (default: the backend's, 100)", check=NON_NEGATIVE_INT
+    )
+    num_inference_steps: int | None = option(
+        None, DIFFUSION + "sampler steps (default: the backend's)", check=POSITIVE_INT
+    )
+    guidance_scale: float | None = option(
+        None, DIFFUSION + "classifier-free guidance, >= 1 (default: the backend's)", check=GUIDANCE
+    )
+
+
+@dataclass
+class DataSettings:
+    """The data a job reads, converted to the model's image shape only when asked."""
+
+    data: str = option("digits", "'digits', 'shapes' or an image folder", path=True)
+    resize: bool = option(False, "convert data whose image size or channels differ from the model's (else an error)")
+
+
+@dataclass
+class SplitSettings:
+    """Which split of the data a job reads."""
+
+    split: str = option("test", "which split of the data", check=one_of(SPLITS))
+
+
+IMBALANCE = number_in(1.0)
+IMBALANCE_HELP = (
+    "draw a long-tailed labelled subset: labels_per_class examples of class 0 down to labels_per_class / R of the "
+    "last class, exponentially (latentmix.data.long_tailed_counts)"
+)
+
+
+def check_imbalance(config) -> None:
+    """A long-tailed draw is given by the count of its largest class: ``imbalance_ratio`` needs ``labels_per_class``."""
+    if config.imbalance_ratio is not None and config.labels_per_class is None:
+        raise ValueError("imbalance_ratio needs labels_per_class (the count of the largest, first class)")
