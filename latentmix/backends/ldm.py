@@ -25,7 +25,8 @@ Saved layout: a diffusers Stable Diffusion pipeline directory (``unet/``, ``sche
 ``model_index.json``) plus latentmix's ``config.json``. The autoencoder and the text encoder may
 be *references* instead of copies (``"vae": "digits-vae"``, ``"text_encoder": "all-MiniLM-L6-v2"``),
 which is how the embedded ``digits-ldm`` stays small. ``from_pretrained`` also reads a plain
-diffusers pipeline directory such as a local Stable Diffusion checkout.
+diffusers pipeline directory such as a local Stable Diffusion checkout; the folder handling lives in
+:mod:`latentmix.backends.ldm_pipeline`, the sampler and the inverter here.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -41,34 +41,15 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler, DPMSolverMultistepSch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from latentmix.backends.autoencoders import (
-    AutoencoderKLBackend,
-    AutoencoderTinyBackend,
-    DiffusersAutoencoderBackend,
-    VQModelBackend,
-    downsample_factor,
-)
+from latentmix.backends import ldm_pipeline
 from latentmix.backends.base import LatentBackend
 from latentmix.backends.diffusion import fixed_point_invert
-from latentmix.backends.files import BACKEND_CONFIG, load_weights, move_modules, read_json, refuse_pickles
-from latentmix.backends.loading import embedded_models, embedded_models_dir, load_directory, load_hub
+from latentmix.backends.files import move_modules
+from latentmix.backends.ldm_pipeline import PIPELINE_INDEX, unet_sample_shape
 from latentmix.backends.registry import register_backend
 from latentmix.configs import SAMPLERS
-from latentmix.data.text import DEFAULT_TEXT_ENCODER_NAMES, TextEncoder, check_texts
+from latentmix.data.text import TextEncoder, check_texts
 from latentmix.utils import validation
-
-PIPELINE_INDEX = "model_index.json"
-PIPELINE_COMPONENTS = ("vae", "unet", "scheduler", "text_encoder", "tokenizer")
-
-
-def unet_sample_shape(unet: UNet2DConditionModel) -> tuple[int, int, int]:
-    """(channels, side, side) of the latents a UNet denoises."""
-    size = unet.config.sample_size
-    if isinstance(size, (list, tuple)):
-        if len(set(size)) != 1:
-            raise ValueError(f"the UNet's sample_size {tuple(size)} is not square; latentmix backends are square")
-        size = size[0]
-    return (int(unet.config.in_channels), int(size), int(size))
 
 
 @register_backend("latent-diffusion")
@@ -156,20 +137,7 @@ class LatentDiffusionBackend(LatentBackend):
     def from_pipeline(cls, pipe, **kwargs) -> LatentDiffusionBackend:
         """Wrap an already loaded diffusers pipeline (``StableDiffusionPipeline`` or one with the
         same components: ``vae``, ``unet``, ``scheduler``, ``text_encoder``, ``tokenizer``)."""
-        missing = [c for c in PIPELINE_COMPONENTS if getattr(pipe, c, None) is None]
-        if missing:
-            raise ValueError(f"pipeline {type(pipe).__name__} lacks the component(s) {', '.join(missing)}")
-        adapters = {a.model_class: a for a in (AutoencoderKLBackend, AutoencoderTinyBackend, VQModelBackend)}
-        adapter = adapters.get(type(pipe.vae))
-        if adapter is None:
-            raise TypeError(
-                f"pipeline vae must be an AutoencoderKL, AutoencoderTiny or VQModel, got {type(pipe.vae).__name__}"
-            )
-        autoencoder = adapter(pipe.vae, image_size=unet_sample_shape(pipe.unet)[1] * downsample_factor(pipe.vae))
-        text_encoder = TextEncoder(pipe.text_encoder, pipe.tokenizer, name=type(pipe.text_encoder).__name__)
-        kwargs.setdefault("text_max_length", getattr(pipe.tokenizer, "model_max_length", 77))
-        kwargs.setdefault("text_attention_mask", bool(getattr(pipe.text_encoder.config, "use_attention_mask", False)))
-        return cls(autoencoder, pipe.unet, pipe.scheduler, text_encoder, **kwargs)
+        return cls(*ldm_pipeline.pipeline_parts(pipe, kwargs), **kwargs)
 
     # -- shape and placement -------------------------------------------------------------
     @property
@@ -408,7 +376,7 @@ class LatentDiffusionBackend(LatentBackend):
     def _save_weights(self, directory: Path) -> None:
         self.unet.save_pretrained(directory / "unet", safe_serialization=True)
         self.scheduler.save_pretrained(directory / "scheduler")
-        plain = self._plain_diffusers_autoencoder()
+        plain = ldm_pipeline.is_plain_diffusers_autoencoder(self.autoencoder)
         if self.autoencoder_ref is None:
             if plain:
                 model: Any = getattr(self.autoencoder, "vae")  # noqa: B009 (a diffusers adapter's model)
@@ -418,37 +386,13 @@ class LatentDiffusionBackend(LatentBackend):
         if self.text_encoder_ref is None:
             self.text_encoder.save_pretrained(directory / "text_encoder", directory / "tokenizer")
         if self.autoencoder_ref is None and self.text_encoder_ref is None and plain:
-            (directory / PIPELINE_INDEX).write_text(json.dumps(self._pipeline_index(), indent=2) + "\n")
-
-    def _plain_diffusers_autoencoder(self) -> bool:
-        """Whether the autoencoder is a diffusers model saved as a plain diffusers folder (nothing of latentmix's
-        own to keep: a VQ backend that decodes without re-quantizing is saved as a latentmix backend)."""
-        ae = self.autoencoder
-        return isinstance(ae, DiffusersAutoencoderBackend) and getattr(ae, "requantize", True)
-
-    def _pipeline_index(self) -> dict[str, Any]:
-        import diffusers
-
-        return {
-            "_class_name": "StableDiffusionPipeline",
-            "_diffusers_version": diffusers.__version__,
-            "feature_extractor": [None, None],
-            "image_encoder": [None, None],
-            "requires_safety_checker": False,
-            "safety_checker": [None, None],
-            "scheduler": ["diffusers", "DDIMScheduler"],
-            "text_encoder": ["transformers", type(self.text_encoder.model).__name__],
-            "tokenizer": ["transformers", type(self.text_encoder.tokenizer).__name__],
-            "unet": ["diffusers", "UNet2DConditionModel"],
-            "vae": ["diffusers", type(self.autoencoder.vae).__name__],  # type: ignore[attr-defined]
-        }
+            index = ldm_pipeline.pipeline_index(self.autoencoder, self.text_encoder)
+            (directory / PIPELINE_INDEX).write_text(json.dumps(index, indent=2) + "\n")
 
     @classmethod
     def claims(cls, directory: Path) -> bool:
         """A latentmix save of this class, or a diffusers pipeline directory (``model_index.json``)."""
-        directory = Path(directory)
-        plain_pipeline = (directory / PIPELINE_INDEX).is_file() and not (directory / BACKEND_CONFIG).is_file()
-        return plain_pipeline or super().claims(directory)
+        return ldm_pipeline.is_pipeline_dir(directory) or super().claims(directory)
 
     @classmethod
     def from_pretrained(
@@ -461,127 +405,17 @@ class LatentDiffusionBackend(LatentBackend):
         default, and that code is never run without it.
         """
         directory = Path(directory)
-        if directory.is_dir() and (directory / PIPELINE_INDEX).is_file() and not (directory / BACKEND_CONFIG).is_file():
-            return cls._load_pipeline_dir(directory, trust_remote_code=trust_remote_code, **kwargs)
+        if directory.is_dir() and ldm_pipeline.is_pipeline_dir(directory):
+            pipe = ldm_pipeline.load_pipeline_dir(directory, trust_remote_code=trust_remote_code)
+            return cls.from_pipeline(pipe, **kwargs)
         return super().from_pretrained(directory, trust_remote_code=trust_remote_code, **kwargs)  # type: ignore[return-value]
-
-    @classmethod
-    def _load_pipeline_dir(
-        cls, directory: Path, *, trust_remote_code: bool | None = None, **kwargs
-    ) -> LatentDiffusionBackend:
-        index = read_json(directory / PIPELINE_INDEX, "pipeline index")
-        missing = [
-            c for c in PIPELINE_COMPONENTS if not (directory / c).is_dir() or (index.get(c) or [None])[0] is None
-        ]
-        if missing:
-            raise ValueError(
-                f"pipeline directory {directory} is missing the component(s) {', '.join(missing)} "
-                f"(a latent-diffusion backend needs {', '.join(PIPELINE_COMPONENTS)})"
-            )
-        refuse_pickles(directory)
-        text_encoder = _load_text_encoder(directory, "text_encoder", trust_remote_code)
-        vae = load_directory(directory / "vae")
-        if not isinstance(vae, DiffusersAutoencoderBackend):
-            raise ValueError(f"{directory / 'vae'} is not a diffusers autoencoder (AutoencoderKL, Tiny or VQModel)")
-        pipe = SimpleNamespace(
-            vae=vae.vae,
-            unet=load_weights(UNet2DConditionModel, directory / "unet"),
-            scheduler=_load_scheduler(directory),
-            text_encoder=text_encoder.model,
-            tokenizer=text_encoder.tokenizer,
-        )
-        return cls.from_pipeline(pipe, **kwargs)
 
     @classmethod
     def _load(
         cls, directory: Path, config: dict[str, Any], *, trust_remote_code: bool | None = None, **kwargs
     ) -> LatentDiffusionBackend:
-        for part in ("unet", "scheduler"):
-            if not (directory / part).is_dir():
-                raise ValueError(f"{directory} is missing the component {part}")
-        vae_ref, te_ref = str(config.get("vae", "vae")), str(config.get("text_encoder", "text_encoder"))
-        vae_dir, te_dir = (
-            component_dir(directory, ref, key) for ref, key in ((vae_ref, "vae"), (te_ref, "text_encoder"))
-        )
-        unet = load_weights(UNet2DConditionModel, directory / "unet")
-        if vae_dir is not None:
-            autoencoder = load_directory(vae_dir)
-        elif vae_ref in embedded_models():
-            autoencoder = load_directory(embedded_models_dir() / vae_ref)
-        else:
-            autoencoder = load_hub(vae_ref)
-        if te_dir is not None:
-            text_encoder = _load_text_encoder(directory, te_ref, trust_remote_code)
-        else:
-            text_encoder = TextEncoder.from_pretrained(te_ref, device="cpu", trust_remote_code=trust_remote_code)
-        kwargs.setdefault("num_inference_steps", int(config.get("num_inference_steps", 50)))
-        kwargs.setdefault("guidance_scale", float(config.get("guidance_scale", 1.0)))
-        kwargs.setdefault("text_max_length", config.get("text_max_length"))
-        kwargs.setdefault("text_attention_mask", bool(config.get("text_attention_mask", True)))
+        args, kwargs = ldm_pipeline.load_saved(directory, config, trust_remote_code=trust_remote_code, **kwargs)
         try:
-            return cls(
-                autoencoder,
-                unet,
-                _load_scheduler(directory),
-                text_encoder,
-                autoencoder_ref=None if vae_dir is not None else vae_ref,
-                text_encoder_ref=None if te_dir is not None else te_ref,
-                **kwargs,
-            )
+            return cls(*args, **kwargs)
         except TypeError as exc:  # components of the wrong kind: a problem of the directory, not of the code
             raise ValueError(f"{directory}: {exc}") from None
-
-
-def component_dir(directory: Path, ref: str, key: str) -> Path | None:
-    """The folder of component ``ref`` inside the pipeline ``directory``, or None when ``ref`` is a name
-    (an embedded backend, the default text encoder, a hub id). A reference that leads outside the
-    directory (an absolute path, ``..``, a symlink out) is refused: a saved backend's config.json must not
-    make latentmix read arbitrary places on disk."""
-    where = directory / BACKEND_CONFIG
-    if Path(ref).is_absolute() or ".." in Path(ref).parts:
-        raise ValueError(
-            f"{where}: '{key}' = {ref!r} points outside the backend directory; components must live inside it "
-            "(to combine parts from elsewhere, load them and build LatentDiffusionBackend(...) in Python)"
-        )
-    candidate = directory / ref
-    if candidate.exists():
-        if not candidate.resolve().is_relative_to(directory.resolve()):
-            raise ValueError(
-                f"{where}: '{key}' = {ref!r} is a link to {candidate.resolve()}, outside the backend directory"
-            )
-        if not candidate.is_dir():
-            raise ValueError(f"{where}: '{key}' = {ref!r} is not a directory")
-        return candidate
-    if ref == key:
-        raise ValueError(f"{directory} is missing the component {key}")
-    known = ref in embedded_models() or ref in DEFAULT_TEXT_ENCODER_NAMES or _is_hub_id(ref)
-    if not known:
-        raise ValueError(
-            f"{where}: '{key}' = {ref!r} is neither a folder inside {directory}, an embedded model, nor a hub id"
-        )
-    if Path(ref).exists():
-        raise ValueError(
-            f"{where}: '{key}' = {ref!r} names a folder outside the backend directory (relative to the current "
-            "directory); components must live inside it"
-        )
-    return None
-
-
-def _is_hub_id(ref: str) -> bool:
-    parts = ref.split("/")
-    return len(parts) == 2 and all(parts) and not ref.startswith((".", "~"))
-
-
-def _load_scheduler(directory: Path) -> DDIMScheduler:
-    config = read_json(directory / "scheduler" / "scheduler_config.json", "scheduler config")
-    return DDIMScheduler.from_config(config)
-
-
-def _load_text_encoder(directory: Path, folder: str, trust_remote_code: bool | None) -> TextEncoder:
-    """The text encoder saved in ``directory/folder`` with its ``tokenizer/``; on CPU
-    (``load_backend(device=...)`` places the whole backend)."""
-    if not (directory / "tokenizer").is_dir():
-        raise ValueError(f"{directory} is missing the component tokenizer")
-    return TextEncoder.from_pretrained(
-        directory / folder, tokenizer=directory / "tokenizer", device="cpu", trust_remote_code=trust_remote_code
-    )
