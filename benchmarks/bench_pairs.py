@@ -26,10 +26,9 @@ def main() -> None:
     parser.add_argument("--one-at-a-time", type=int, default=300)
     args = parser.parse_args()
 
-    from latentmix.classifiers.align import load_align_model
+    from latentmix.classifiers.align import load_align_model, score_pairs
     from latentmix.data import Subset, load_dataset
     from latentmix.data.text import TextEncoder
-    from latentmix.jobs.evaluate_pairs import score_pairs
 
     model = load_align_model(args.align)
     data = load_dataset("shapes", split="train")

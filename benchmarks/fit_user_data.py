@@ -36,9 +36,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from photo_patches import CLASSES, write_photo_patches
 
 from latentmix.backends import load_backend
-from latentmix.classifiers.reference import fit_reference_classifier, load_reference_classifier
+from latentmix.classifiers.reference import load_reference_classifier
 from latentmix.configs import CompareConfig, GANFitConfig, LDMFitConfig, ReferenceFitConfig, TrainConfig, VAEFitConfig
 from latentmix.data import load_dataset
+from latentmix.train.fit_reference import fit_reference_classifier
 
 PROMPTS_PER_CLASS = 30
 

@@ -260,10 +260,10 @@ def _fit(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _fitters() -> dict[str, Callable]:
-    from latentmix.classifiers.align import fit_align
-    from latentmix.classifiers.reference import fit_reference_classifier
+    from latentmix.train.fit_align import fit_align
     from latentmix.train.fit_gan import fit_gan
     from latentmix.train.fit_ldm import fit_ldm
+    from latentmix.train.fit_reference import fit_reference_classifier
     from latentmix.train.fit_vae import fit_vae
 
     return {

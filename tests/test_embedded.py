@@ -73,9 +73,8 @@ def test_shapes_vae_reconstructions_keep_every_factor(shapes_cache):
 
 def test_shapes_align_card_is_reproduced_and_reaches_the_data_s_ceiling(shapes_cache):
     """Retrieval of real test pairs within groups of 100, recomputed from the loaded model (issue 12)."""
-    from latentmix.classifiers.align import load_align_model
+    from latentmix.classifiers.align import load_align_model, score_pairs
     from latentmix.data import load_dataset
-    from latentmix.jobs.evaluate_pairs import score_pairs
 
     card = (embedded_models_dir() / "shapes-align" / "MODEL_CARD.md").read_text()
     scores = score_pairs(load_align_model("shapes-align"), load_dataset("shapes", split="test"), seed=0)

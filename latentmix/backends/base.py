@@ -49,8 +49,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from latentmix.backends.files import BACKEND_CONFIG, atomic_directory, move_modules, read_json, refuse_pickles
+from latentmix.backends.files import BACKEND_CONFIG, move_modules, read_json, refuse_pickles
 from latentmix.backends.registry import get_backend_class
+from latentmix.utils.atomic import atomic_directory
 from latentmix.utils.validation import positive_int
 from latentmix.version import __version__
 

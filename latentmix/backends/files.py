@@ -7,20 +7,15 @@
   tensor of the wrong shape is a one-line ``ValueError`` naming the file and the first offending key —
   never a model with freshly initialised layers, never a traceback from deep inside the loader.
 * :func:`read_json`: a JSON object or a one-line error.
-* :func:`atomic_directory`: a save appears whole, by one rename, or not at all.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-
-from latentmix.utils.atomic import replace_dir, tmp_name
 
 BACKEND_CONFIG = "config.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -158,35 +153,6 @@ def _load_with_info(model_cls: Any, directory: Path, kwargs: dict[str, Any]) -> 
     if any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")):
         return None
     return model
-
-
-def atomic_directory(target: Path, write: Callable[[Path], None], *, marker: str = "latentmix_backend") -> Path:
-    """Call ``write(tmp_dir)`` and move the finished directory to ``target`` in one rename.
-
-    An interrupted save leaves a hidden ``.tmp-*`` directory, never a half-written ``target``.
-    An existing ``target`` is replaced only if it is empty or a saved model (its config.json
-    names ``marker``); anything else is refused, so no user files are lost.
-    """
-    target = Path(target)
-    if target.exists():
-        if not target.is_dir():
-            raise ValueError(f"save directory {target} exists and is not a directory")
-        cfg = target / BACKEND_CONFIG
-        is_saved = cfg.is_file() and marker in cfg.read_text(encoding="utf-8", errors="replace")
-        if any(target.iterdir()) and not is_saved:
-            raise ValueError(
-                f"save directory {target} is not empty and does not hold a saved latentmix model; choose another"
-            )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(target)
-    tmp.mkdir()
-    try:
-        write(tmp)
-        replace_dir(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def move_modules(modules, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:

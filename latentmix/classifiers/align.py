@@ -5,17 +5,18 @@ then a projection) and a text tower that is the frozen offline sentence encoder 
 under a learned two-layer projection. Both land on the unit sphere of a shared ``embed_dim`` space; the cosine
 of an image and a caption is their alignment score. It is fitted with the symmetric InfoNCE loss of CLIP
 (Radford et al., 2021) on a data set's real train pairs — ``latentmix fit align --data shapes`` (the embedded
-``models/shapes-align``) or any captioned image folder — and :mod:`latentmix.jobs.evaluate_pairs` uses it to judge
-paired sets. Captions that are exactly equal inside a batch count as positives of each other's images (a data
-set whose captions repeat would otherwise teach the model to tell identical texts apart).
+``models/shapes-align``; :mod:`latentmix.train.fit_align`) or any captioned image folder.
+
+:func:`score_pairs` scores a set of pairs with it: every image and caption is embedded (batched), the pairs are
+shuffled into groups, and within each group images retrieve captions and captions images (:func:`retrieval`:
+recall@1/@5 both ways, with ties for equal captions, the perfect judge's ceiling and factor-level recall where
+the data knows its factors). ``latentmix evaluate-pairs`` (:mod:`latentmix.jobs.evaluate_pairs`) reports it.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +26,10 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from latentmix.backends.files import BACKEND_CONFIG, atomic_directory, load_weights, read_json
+from latentmix.backends.files import BACKEND_CONFIG, load_weights, read_json
 from latentmix.classifiers.reference import conv_tower
-from latentmix.configs import DEFAULT_ALIGN_MODELS, AlignFitConfig
-from latentmix.data import ImageTextDataset, load_train_test
-from latentmix.train.cards import model_card
-from latentmix.train.common import FitResult, random_shift
-from latentmix.utils.locks import holds_outputs
-
-PAIR_PASSES = 300_000  # default fit length: about 30 epochs of the 10,000 shapes train pairs
-MIN_EPOCHS, MAX_EPOCHS = 10, 200
+from latentmix.configs import DEFAULT_ALIGN_MODELS
+from latentmix.data import ImageTextDataset, spread_indices
 
 
 class AlignModel(ModelMixin, ConfigMixin):
@@ -126,104 +121,124 @@ def check_captioned(data: ImageTextDataset, name: str) -> None:
         )
 
 
-def sentence_embeddings(texts: list[str], text_encoder: str, *, batch_size: int = 128) -> Tensor:
-    """(N, D) sentence embeddings of ``texts`` by the named encoder (each unique text encoded once)."""
-    from latentmix.data.text import TextEncoder
-
-    return TextEncoder.from_pretrained(text_encoder, device="cpu").encode(texts, batch_size=batch_size)
-
-
 def caption_ids(texts: list[str]) -> Tensor:
     """An id per caption, equal for equal captions (ties in retrieval, positives of each other in InfoNCE)."""
     unique = {t: i for i, t in enumerate(dict.fromkeys(texts))}
     return torch.tensor([unique[t] for t in texts])
 
 
-def info_nce(logits: Tensor, text_ids: Tensor) -> Tensor:
-    """Symmetric InfoNCE over an (N, N) logit matrix; pairs whose captions are equal (same ``text_ids``) are
-    positives of each other, with the target mass shared among them."""
-    same = (text_ids[:, None] == text_ids[None, :]).float()
-    targets = same / same.sum(1, keepdim=True)
-    loss_i2t = -(targets * logits.log_softmax(1)).sum(1).mean()
-    loss_t2i = -(targets * logits.T.log_softmax(1)).sum(1).mean()
-    return (loss_i2t + loss_t2i) / 2
+def recall_at(greater: Tensor, ties: Tensor, k: int) -> Tensor:
+    """Expected recall@k per query when ``greater`` candidates score above the match and ``ties`` equal it."""
+    return ((k - greater).double() / (ties + 1).double()).clamp(0.0, 1.0)
 
 
-@holds_outputs(lambda out, **_: [out])
-def fit_align(
-    config: AlignFitConfig | None = None,
-    out: str | os.PathLike | None = None,
+def retrieval(
+    images: Tensor,
+    texts: Tensor,
     *,
-    quiet: bool = False,
-    command: str | None = None,
-) -> FitResult:
-    """Fit an :class:`AlignModel` on ``config.data``'s captioned train pairs; measure it on the test pairs."""
-    from latentmix.jobs.evaluate_pairs import score_pairs
+    text_ids: Tensor | None = None,
+    group_size: int = 100,
+    generator: torch.Generator | None = None,
+    table: Tensor | None = None,
+    named: Tensor | None = None,
+) -> dict[str, float]:
+    """Recall@1/@5 both ways within random groups, and the matched similarity, from unit embeddings (N, E).
 
-    config = config or AlignFitConfig()
-    config.validate()
-    train, test = load_train_test(config.data, image_size=config.image_size, channels=config.channels,
-                                  purpose="the model is measured apart")  # fmt: skip
-    check_captioned(train, f"data {config.data!r}")
-    if len(train) < 2:
-        raise ValueError(f"data {config.data!r} has {len(train)} training pairs; InfoNCE needs at least 2")
-    if config.epochs is None:
-        config = replace(config, epochs=min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(PAIR_PASSES / len(train)))))
-    assert config.epochs is not None
-    start = time.perf_counter()
-    texts = sentence_embeddings(train.texts, config.text_encoder)
-    text_ids = caption_ids(train.texts)
-    torch.manual_seed(config.seed)
-    model = AlignModel(
-        train.channels, train.image_size, texts.shape[1], config.embed_dim, config.width, config.text_encoder,
-        str(config.data), list(train.class_names),
-    )  # fmt: skip
-    x = train.images(range(len(train)))
-    batch = min(config.batch_size, len(train))
-    steps = config.epochs * (len(train) // batch)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps)
-    gen = torch.Generator().manual_seed(config.seed)
-    shift = max(1, train.image_size // 32)
-    model.train()
-    bar = tqdm(range(config.epochs), desc="fit align", disable=quiet)
-    for _ in bar:
-        order = torch.randperm(len(train), generator=gen)
-        for i in range(0, len(train) - batch + 1, batch):  # whole batches only: every pair sees batch-1 negatives
-            idx = order[i : i + batch]
-            loss = info_nce(model(random_shift(x[idx], shift, gen), texts[idx]), text_ids[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-    model.eval()
-    metrics: dict[str, Any] = {"train_seconds": round(time.perf_counter() - start, 1), "train_pairs": len(train)}
-    scores = score_pairs(model, test, group_size=min(100, len(test)), seed=0)
-    metrics.update({f"test_{k}": v for k, v in scores.items() if isinstance(v, float)})
-    metrics["test_pairs"] = len(test)
-    if out is not None:
-        _save(model, config, metrics, command, Path(out))
-    return FitResult(model, metrics, None if out is None else Path(out))
+    Args:
+        images, texts: row i of each is pair i.
+        text_ids: equal ids mark equal captions (ties); default: every caption distinct.
+        group_size: pairs per group (N // group_size groups; at least one group of min(N, group_size)).
+        generator: shuffles the pairs into groups.
+        table, named: (N, F) factor values (label first) and (N, F) whether each caption names each factor: the
+            perfect judge's text→image recall@1 ("ceiling") and the factor-level recall@1 ("fits") are added.
+    """
+    n = images.shape[0]
+    if n < 2:
+        raise ValueError(f"pair alignment needs at least 2 pairs, got {n}")
+    g = min(group_size, n)
+    groups = n // g
+    order = torch.randperm(n, generator=generator)[: groups * g].view(groups, g)
+    img, txt = images[order].double(), texts[order].double()
+    sims = img @ txt.transpose(1, 2)  # (G, g, g): image i against caption j
+    match = sims.diagonal(dim1=1, dim2=2)  # (G, g)
+    ids = (text_ids if text_ids is not None else torch.arange(n))[order]
+    same_text = ids[:, :, None] == ids[:, None, :]  # (G, g, g), the diagonal included
+    above_i2t = ((sims > match[:, :, None]) & ~same_text).sum(2)
+    ties_i2t = same_text.sum(2) - 1
+    above_t2i = (sims > match[:, None, :]).sum(1)
+    no_ties = torch.zeros_like(above_t2i)
+    out = {
+        "image_to_text_r1": float(recall_at(above_i2t, ties_i2t, 1).mean()),
+        "image_to_text_r5": float(recall_at(above_i2t, ties_i2t, 5).mean()),
+        "text_to_image_r1": float(recall_at(above_t2i, no_ties, 1).mean()),
+        "text_to_image_r5": float(recall_at(above_t2i, no_ties, 5).mean()),
+        "matched_similarity": float(match.mean()),
+        "pairs_scored": int(groups * g),
+        "groups": int(groups),
+    }
+    if table is not None and named is not None:
+        t, m = table[order], named[order]  # (G, g, F)
+        # fits[b, i, j]: image j matches every factor that caption i names
+        fits = (~m[:, :, None, :] | (t[:, :, None, :] == t[:, None, :, :])).all(-1)
+        out["text_to_image_r1_ceiling"] = float((1.0 / fits.sum(2).double()).mean())
+        top_image = sims.argmax(1, keepdim=True)  # (G, 1, g): per caption, the image it retrieves first
+        top_text = sims.argmax(2, keepdim=True)  # (G, g, 1): per image, the caption it retrieves first
+        out["text_to_image_r1_fits"] = float(fits.gather(2, top_image.transpose(1, 2)).double().mean())
+        out["image_to_text_r1_fits"] = float(fits.gather(1, top_text.transpose(1, 2)).double().mean())
+    return out
 
 
-def _save(model: AlignModel, config: AlignFitConfig, metrics: dict, command: str | None, out: Path) -> None:
-    card = model_card(
-        title="Image-text alignment model",
-        command=command,
-        default_command="latentmix fit align (Python API)",
-        description=(
-            f"A CLIP-style dual encoder fitted with symmetric InfoNCE on the captioned pairs of `{config.data}` (its "
-            f"train split): an image tower trained from scratch and the frozen `{config.text_encoder}` sentence "
-            "encoder under a learned projection. The test split was used only for the retrieval numbers below "
-            "(recall within random groups of 100 test pairs). `latentmix evaluate-pairs` uses it to judge paired sets."
-        ),
-        metrics=metrics,
-        settings=config,
-    )
+def factor_table(data: ImageTextDataset) -> tuple[Tensor, Tensor] | None:
+    """(labels and factor values (N, F), which of them each caption names (N, F)), where the data knows both."""
+    if data.factor_values is None or data.named_factors is None:
+        return None
+    names = ["label", *data.factor_values]
+    table = torch.cat([data.labels[:, None], data.factor_labels()], dim=1)
+    named = torch.tensor([[f in item for f in names] for item in data.named_factors], dtype=torch.bool)
+    return table, named
 
-    def write(tmp: Path) -> None:
-        model.save_pretrained(tmp, safe_serialization=True)
-        (tmp / "MODEL_CARD.md").write_text(card)
 
-    atomic_directory(out, write, marker="AlignModel")
+@torch.inference_mode()
+def embed_images(model, data: ImageTextDataset, indices, *, batch_size: int = 512, quiet: bool = True) -> Tensor:
+    """(N, E) unit image embeddings of ``data``'s images at ``indices``, ``batch_size`` at a time."""
+    indices = list(indices)
+    chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+    return torch.cat([model.embed_images(data.images(c)) for c in tqdm(chunks, desc="embed images", disable=quiet)])
+
+
+@torch.inference_mode()
+def embed_captions(model, texts: list[str], encoder=None) -> tuple[Tensor, Tensor]:
+    """(N, E) unit caption embeddings, and an id per caption (equal captions share it)."""
+    from latentmix.data.text import TextEncoder
+
+    encoder = encoder or TextEncoder.from_pretrained(model.config.text_encoder, device="cpu")
+    return model.embed_texts(encoder.encode(texts)), caption_ids(texts)
+
+
+def score_pairs(
+    model,
+    data: ImageTextDataset,
+    *,
+    columns: dict[str, list[str]] | None = None,
+    group_size: int = 100,
+    seed: int = 0,
+    max_pairs: int | None = None,
+    batch_size: int = 512,
+    encoder=None,
+    quiet: bool = True,
+) -> dict[str, Any]:
+    """Alignment numbers of ``data``'s pairs (its ``texts``), or of each caption column in ``columns``
+    (name -> one caption per item), all against the same images and the same groups."""
+    indices = spread_indices(len(data), max_pairs).tolist()
+    images = embed_images(model, data, indices, batch_size=batch_size, quiet=quiet)
+    factors = factor_table(data)
+    results = {}
+    for name, texts in (columns or {"text": data.texts}).items():
+        texts = [texts[i] for i in indices]
+        captions, ids = embed_captions(model, texts, encoder)
+        extra = {}
+        if factors is not None and columns is None:
+            extra = {"table": factors[0][indices], "named": factors[1][indices]}
+        gen = torch.Generator().manual_seed(seed)
+        results[name] = retrieval(images, captions, text_ids=ids, group_size=group_size, generator=gen, **extra)
+    return results if columns is not None else results["text"]

@@ -75,7 +75,7 @@ class SyntheticDataset(ImageTextDataset):
 
     def __init__(self, root: str | os.PathLike, image_size: int | None = None, channels: int | None = None):
         root = Path(root)
-        self.manifest = _read_manifest(root)
+        self.manifest = read_manifest(root)
         rows = _read_rows(root, self.manifest)
         self.root = root
         self.class_names = list(self.manifest["class_names"])
@@ -149,7 +149,7 @@ REQUIRED_ROW_FIELDS = (
 MANIFEST_FIELDS = {"num_samples": int, "class_names": list, "image_size": int, "channels": int}
 
 
-def _read_manifest(root: Path) -> dict[str, Any]:
+def read_manifest(root: Path) -> dict[str, Any]:
     """The manifest of a complete set, with the fields the reader needs (a one-line error naming what is missing)."""
     path = root / MANIFEST
     if not path.is_file():

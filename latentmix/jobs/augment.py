@@ -26,7 +26,7 @@ BATCH = 256
 
 def augment_dataset(config: AugmentConfig, out: str | os.PathLike, *, quiet: bool = False) -> Path:
     """Write ``config.data`` with ``config.transforms`` applied to its pairs under ``out`` (new or empty)."""
-    from latentmix.backends.files import atomic_directory
+    from latentmix.utils.atomic import atomic_directory
 
     config.validate()
     out = Path(out)

@@ -103,7 +103,7 @@ def direction_for(
 
 def edit(config: EditConfig, out: str | os.PathLike, *, quiet: bool = False) -> EditResult:
     """Apply ``config``'s attribute direction to its images; write the edits and a contact sheet to ``out``."""
-    from latentmix.backends.files import atomic_directory
+    from latentmix.utils.atomic import atomic_directory
     from latentmix.utils.viz import grid_image, save_png, to_pil, to_uint8
 
     config.validate()

@@ -26,141 +26,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
-from tqdm.auto import tqdm
 
+from latentmix.classifiers.align import score_pairs
 from latentmix.configs import PairEvalConfig
-from latentmix.data import ImageTextDataset, SyntheticDataset, load_dataset, load_pairs, spread_indices
+from latentmix.data import ImageTextDataset, SyntheticDataset, load_dataset, load_pairs
 
 COLUMNS = ("text", "nearest_text", "composed_text")  # the caption columns of a synthetic set scored, where present
 
 
-def recall_at(greater: Tensor, ties: Tensor, k: int) -> Tensor:
-    """Expected recall@k per query when ``greater`` candidates score above the match and ``ties`` equal it."""
-    return ((k - greater).double() / (ties + 1).double()).clamp(0.0, 1.0)
-
-
-def retrieval(
-    images: Tensor,
-    texts: Tensor,
-    *,
-    text_ids: Tensor | None = None,
-    group_size: int = 100,
-    generator: torch.Generator | None = None,
-    table: Tensor | None = None,
-    named: Tensor | None = None,
-) -> dict[str, float]:
-    """Recall@1/@5 both ways within random groups, and the matched similarity, from unit embeddings (N, E).
-
-    Args:
-        images, texts: row i of each is pair i.
-        text_ids: equal ids mark equal captions (ties); default: every caption distinct.
-        group_size: pairs per group (N // group_size groups; at least one group of min(N, group_size)).
-        generator: shuffles the pairs into groups.
-        table, named: (N, F) factor values (label first) and (N, F) whether each caption names each factor: the
-            perfect judge's text→image recall@1 ("ceiling") and the factor-level recall@1 ("fits") are added.
-    """
-    n = images.shape[0]
-    if n < 2:
-        raise ValueError(f"pair alignment needs at least 2 pairs, got {n}")
-    g = min(group_size, n)
-    groups = n // g
-    order = torch.randperm(n, generator=generator)[: groups * g].view(groups, g)
-    img, txt = images[order].double(), texts[order].double()
-    sims = img @ txt.transpose(1, 2)  # (G, g, g): image i against caption j
-    match = sims.diagonal(dim1=1, dim2=2)  # (G, g)
-    ids = (text_ids if text_ids is not None else torch.arange(n))[order]
-    same_text = ids[:, :, None] == ids[:, None, :]  # (G, g, g), the diagonal included
-    above_i2t = ((sims > match[:, :, None]) & ~same_text).sum(2)
-    ties_i2t = same_text.sum(2) - 1
-    above_t2i = (sims > match[:, None, :]).sum(1)
-    no_ties = torch.zeros_like(above_t2i)
-    out = {
-        "image_to_text_r1": float(recall_at(above_i2t, ties_i2t, 1).mean()),
-        "image_to_text_r5": float(recall_at(above_i2t, ties_i2t, 5).mean()),
-        "text_to_image_r1": float(recall_at(above_t2i, no_ties, 1).mean()),
-        "text_to_image_r5": float(recall_at(above_t2i, no_ties, 5).mean()),
-        "matched_similarity": float(match.mean()),
-        "pairs_scored": int(groups * g),
-        "groups": int(groups),
-    }
-    if table is not None and named is not None:
-        t, m = table[order], named[order]  # (G, g, F)
-        # fits[b, i, j]: image j matches every factor that caption i names
-        fits = (~m[:, :, None, :] | (t[:, :, None, :] == t[:, None, :, :])).all(-1)
-        out["text_to_image_r1_ceiling"] = float((1.0 / fits.sum(2).double()).mean())
-        top_image = sims.argmax(1, keepdim=True)  # (G, 1, g): per caption, the image it retrieves first
-        top_text = sims.argmax(2, keepdim=True)  # (G, g, 1): per image, the caption it retrieves first
-        out["text_to_image_r1_fits"] = float(fits.gather(2, top_image.transpose(1, 2)).double().mean())
-        out["image_to_text_r1_fits"] = float(fits.gather(1, top_text.transpose(1, 2)).double().mean())
-    return out
-
-
-def factor_table(data: ImageTextDataset) -> tuple[Tensor, Tensor] | None:
-    """(labels and factor values (N, F), which of them each caption names (N, F)), where the data knows both."""
-    if data.factor_values is None or data.named_factors is None:
-        return None
-    names = ["label", *data.factor_values]
-    table = torch.cat([data.labels[:, None], data.factor_labels()], dim=1)
-    named = torch.tensor([[f in item for f in names] for item in data.named_factors], dtype=torch.bool)
-    return table, named
-
-
-@torch.inference_mode()
-def embed_images(model, data: ImageTextDataset, indices, *, batch_size: int = 512, quiet: bool = True) -> Tensor:
-    """(N, E) unit image embeddings of ``data``'s images at ``indices``, ``batch_size`` at a time."""
-    indices = list(indices)
-    chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
-    return torch.cat([model.embed_images(data.images(c)) for c in tqdm(chunks, desc="embed images", disable=quiet)])
-
-
-@torch.inference_mode()
-def embed_captions(model, texts: list[str], encoder=None) -> tuple[Tensor, Tensor]:
-    """(N, E) unit caption embeddings, and an id per caption (equal captions share it)."""
-    from latentmix.classifiers.align import caption_ids
-    from latentmix.data.text import TextEncoder
-
-    encoder = encoder or TextEncoder.from_pretrained(model.config.text_encoder, device="cpu")
-    return model.embed_texts(encoder.encode(texts)), caption_ids(texts)
-
-
-def score_pairs(
-    model,
-    data: ImageTextDataset,
-    *,
-    columns: dict[str, list[str]] | None = None,
-    group_size: int = 100,
-    seed: int = 0,
-    max_pairs: int | None = None,
-    batch_size: int = 512,
-    encoder=None,
-    quiet: bool = True,
-) -> dict[str, Any]:
-    """Alignment numbers of ``data``'s pairs (its ``texts``), or of each caption column in ``columns``
-    (name -> one caption per item), all against the same images and the same groups."""
-    indices = spread_indices(len(data), max_pairs).tolist()
-    images = embed_images(model, data, indices, batch_size=batch_size, quiet=quiet)
-    factors = factor_table(data)
-    results = {}
-    for name, texts in (columns or {"text": data.texts}).items():
-        texts = [texts[i] for i in indices]
-        captions, ids = embed_captions(model, texts, encoder)
-        extra = {}
-        if factors is not None and columns is None:
-            extra = {"table": factors[0][indices], "named": factors[1][indices]}
-        gen = torch.Generator().manual_seed(seed)
-        results[name] = retrieval(images, captions, text_ids=ids, group_size=group_size, generator=gen, **extra)
-    return results if columns is not None else results["text"]
-
-
 def _origin(spec: str) -> str:
     """The data a paired set was made from (its manifest's settings), or ``spec`` itself for real data."""
-    from latentmix.data.synthetic import _read_manifest
+    from latentmix.data.synthetic import read_manifest
 
     path = Path(spec)
     if not (path / "manifest.json").is_file():
         return spec
-    return str(_read_manifest(path).get("settings", {}).get("data", ""))
+    return str(read_manifest(path).get("settings", {}).get("data", ""))
 
 
 def open_pairs(spec: str, image_size: int, channels: int) -> tuple[ImageTextDataset, str]:

@@ -31,7 +31,7 @@ def export_dataset(
     quiet: bool = False,
 ) -> Path:
     """Write ``data`` (``split``: ``train``, ``test`` or ``all`` = both) as an imagefolder under ``out``."""
-    from latentmix.backends.files import atomic_directory
+    from latentmix.utils.atomic import atomic_directory
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

@@ -136,7 +136,7 @@ def walk(
     config: WalkConfig, out: str | os.PathLike, *, backend: LatentBackend | None = None, quiet: bool = True
 ) -> WalkResult:
     """Run ``config``'s walk and write its frames, video, GIF and manifest to ``out`` (see the module docstring)."""
-    from latentmix.backends.files import atomic_directory
+    from latentmix.utils.atomic import atomic_directory
     from latentmix.utils.video import check_video_format, save_video
     from latentmix.utils.viz import save_gif, to_pil, to_uint8
 

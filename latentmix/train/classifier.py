@@ -382,8 +382,8 @@ class _Loop:
 
 def save_classifier(model: nn.Module, out: str, class_names: list[str], temperature: float, shape: tuple) -> Path:
     """Save a trained classifier (config.json with class names, temperature, input shape + safetensors), atomically."""
-    from latentmix.backends.files import atomic_directory
     from latentmix.classifiers.networks import describe
+    from latentmix.utils.atomic import atomic_directory
 
     describe(model, class_names, temperature, shape)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -64,3 +65,35 @@ def replace_dir(tmp: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, target)
+
+
+def atomic_directory(
+    target: Path, write: Callable[[Path], None], *, marker: str = "latentmix_backend", config: str = "config.json"
+) -> Path:
+    """Call ``write(tmp_dir)`` and move the finished directory to ``target`` in one rename.
+
+    An interrupted save leaves a hidden ``.tmp-*`` directory, never a half-written ``target``.
+    An existing ``target`` is replaced only if it is empty or a saved model (its config.json
+    names ``marker``); anything else is refused, so no user files are lost. ``config`` is the file a saved model's
+    directory holds.
+    """
+    target = Path(target)
+    if target.exists():
+        if not target.is_dir():
+            raise ValueError(f"save directory {target} exists and is not a directory")
+        cfg = target / config
+        is_saved = cfg.is_file() and marker in cfg.read_text(encoding="utf-8", errors="replace")
+        if any(target.iterdir()) and not is_saved:
+            raise ValueError(
+                f"save directory {target} is not empty and does not hold a saved latentmix model; choose another"
+            )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(target)
+    tmp.mkdir()
+    try:
+        write(tmp)
+        replace_dir(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target

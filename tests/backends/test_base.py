@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from latentmix import load_backend
 from latentmix.backends import AutoencoderKLBackend, ConvVAE, LatentBackend, VAEBackend, register_backend
-from latentmix.backends.files import atomic_directory
+from latentmix.utils.atomic import atomic_directory
 
 
 def images(n, channels=1, size=8, seed=0):

@@ -29,7 +29,8 @@ SMALL = dict(
 @pytest.fixture(scope="module")
 def shapes_reference(tmp_path_factory, shapes_cache):
     """A real (one-epoch, narrow) reference classifier with a head per factor, fitted on shapes."""
-    from latentmix.classifiers.reference import fit_reference_classifier, load_reference_classifier
+    from latentmix.classifiers.reference import load_reference_classifier
+    from latentmix.train.fit_reference import fit_reference_classifier
 
     out = tmp_path_factory.mktemp("ref") / "shapes-ref"
     result = fit_reference_classifier(ReferenceFitConfig(data="shapes", epochs=1, width=8), out, quiet=True)

@@ -9,12 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from latentmix.classifiers.align import AlignModel, fit_align, info_nce, load_align_model
+from latentmix.classifiers.align import AlignModel, load_align_model, recall_at, retrieval, score_pairs
 from latentmix.cli import main
 from latentmix.configs import AlignFitConfig, PairEvalConfig
 from latentmix.data import load_dataset
 from latentmix.data.shapes import POSITION_WORDS
-from latentmix.jobs.evaluate_pairs import evaluate_pairs, format_pair_report, recall_at, retrieval, score_pairs
+from latentmix.jobs.evaluate_pairs import evaluate_pairs, format_pair_report
+from latentmix.train.fit_align import fit_align, info_nce
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
