@@ -53,7 +53,14 @@ def is_shapes(data: Any) -> bool:
 
 def render_shapes(factors: dict[str, tuple[str, ...]], index: int) -> str:
     """A shapes caption naming every factor (alternatives joined by "or"), template and words chosen by ``index``."""
-    from latentmix.data.shapes import BACKGROUND_WORDS, POSITION_WORDS, SHAPE_WORDS, SIZE_WORDS, TEMPLATES, _articles
+    from latentmix.data.shapes import (
+        BACKGROUND_WORDS,
+        POSITION_WORDS,
+        SHAPE_WORDS,
+        SIZE_WORDS,
+        TEMPLATES,
+        with_articles,
+    )
 
     def words(table: dict[str, tuple[str, ...]], values: tuple[str, ...], salt: int) -> str:
         return " or ".join(table[v][(index // salt) % len(table[v])] for v in values)
@@ -65,7 +72,7 @@ def render_shapes(factors: dict[str, tuple[str, ...]], index: int) -> str:
         "where": words(POSITION_WORDS, factors["position"], 7),
         "background": " or ".join(BACKGROUND_WORDS[v] for v in factors["background"]),
     }
-    return _articles(TEMPLATES[index % len(TEMPLATES)].format(**filled))
+    return with_articles(TEMPLATES[index % len(TEMPLATES)].format(**filled))
 
 
 def render_generic(factors: dict[str, tuple[str, ...]]) -> str:

@@ -120,10 +120,10 @@ def describe(seed: int, split: str, index: int, factors: dict[str, int]) -> tupl
     }
     template = TEMPLATES[int(rng.integers(len(TEMPLATES)))]
     named = {"colour", "size", "position"} | ({"background"} if "{background}" in template else set())
-    return _articles(template.format(**words)), frozenset(named if index % 2 else named | {"label"})
+    return with_articles(template.format(**words)), frozenset(named if index % 2 else named | {"label"})
 
 
-def _articles(text: str) -> str:
+def with_articles(text: str) -> str:
     """ "a orange" -> "an orange", "a object" -> "an object"."""
     return re.sub(r"\ba (?=[aeiou])", "an ", text)
 

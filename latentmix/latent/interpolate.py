@@ -54,7 +54,8 @@ def _check_pair(a: Tensor, b: Tensor) -> None:
         )
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the interpolators compute in for inputs of ``dtype``: float64 stays, everything else is float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
@@ -97,7 +98,7 @@ def _combine(a2: Tensor, b2: Tensor, ca: Tensor, cb: Tensor, out_dtype: torch.dt
     return out.to(out_dtype)
 
 
-def _lerp_flat(a2: Tensor, b2: Tensor, t: Tensor) -> Tensor:
+def lerp_rows(a2: Tensor, b2: Tensor, t: Tensor) -> Tensor:
     """Lerp of (B, D) rows at t (B, T) -> (B, T, D), endpoints exact."""
     out = _combine(a2, b2, 1.0 - t, t, a2.dtype)
     if not bool(torch.isfinite(out).all()):
@@ -116,14 +117,14 @@ def _row_stats(a2: Tensor, b2: Tensor, cdtype: torch.dtype) -> tuple[Tensor, Ten
     return na, nb, dot
 
 
-def _slerp_flat(a2: Tensor, b2: Tensor, t: Tensor, dot_threshold: float) -> Tensor:
+def slerp_rows(a2: Tensor, b2: Tensor, t: Tensor, dot_threshold: float) -> Tensor:
     """Slerp of (B, D) rows at t (B, T) -> (B, T, D)."""
     cdtype = t.dtype
     na, nb, dot = _row_stats(a2, b2, cdtype)
     if not bool(torch.isfinite(na).all() & torch.isfinite(nb).all() & torch.isfinite(dot).all()):
         _raise_non_finite(a2, b2)
         if cdtype == torch.float32:  # finite inputs whose norm overflows float32
-            return _slerp_flat(a2, b2, t.double(), dot_threshold).to(a2.dtype)
+            return slerp_rows(a2, b2, t.double(), dot_threshold).to(a2.dtype)
         raise ValueError("a and b are too large to interpolate")
 
     tiny = torch.finfo(cdtype).tiny
@@ -191,8 +192,8 @@ def lerp(a: Tensor, b: Tensor, t: float | Tensor) -> Tensor:
         ``b`` exactly.
     """
     _check_pair(a, b)
-    tt = _as_t(t, a.shape[0], a.device, _compute_dtype(a.dtype))
-    return _lerp_flat(a.flatten(1), b.flatten(1), tt).reshape(a.shape)
+    tt = _as_t(t, a.shape[0], a.device, compute_dtype(a.dtype))
+    return lerp_rows(a.flatten(1), b.flatten(1), tt).reshape(a.shape)
 
 
 def slerp(a: Tensor, b: Tensor, t: float | Tensor, *, dot_threshold: float = DOT_THRESHOLD) -> Tensor:
@@ -215,8 +216,8 @@ def slerp(a: Tensor, b: Tensor, t: float | Tensor, *, dot_threshold: float = DOT
     _check_pair(a, b)
     if not 0.0 < float(dot_threshold) <= 1.0:
         raise ValueError(f"dot_threshold must be in (0, 1], got {dot_threshold}")
-    tt = _as_t(t, a.shape[0], a.device, _compute_dtype(a.dtype))
-    return _slerp_flat(a.flatten(1), b.flatten(1), tt, float(dot_threshold)).reshape(a.shape)
+    tt = _as_t(t, a.shape[0], a.device, compute_dtype(a.dtype))
+    return slerp_rows(a.flatten(1), b.flatten(1), tt, float(dot_threshold)).reshape(a.shape)
 
 
 def check_method(method: str) -> str:
@@ -244,13 +245,13 @@ def interpolation_path(a: Tensor, b: Tensor, steps: int, method: str = "slerp") 
     check_method(method)
     _check_pair(a, b)
     _check_steps(steps)
-    cdtype = _compute_dtype(a.dtype)
+    cdtype = compute_dtype(a.dtype)
     t = torch.linspace(0.0, 1.0, steps, device=a.device, dtype=cdtype).unsqueeze(0)
     a2, b2 = a.flatten(1), b.flatten(1)
     if method == "slerp":
-        out = _slerp_flat(a2, b2, t, DOT_THRESHOLD)
+        out = slerp_rows(a2, b2, t, DOT_THRESHOLD)
     else:
-        out = _lerp_flat(a2, b2, t.expand(a.shape[0], -1))
+        out = lerp_rows(a2, b2, t.expand(a.shape[0], -1))
     return out.reshape(a.shape[0], steps, *a.shape[1:])
 
 

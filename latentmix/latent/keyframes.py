@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from latentmix.latent.choices import KEYFRAME_METHODS
-from latentmix.latent.interpolate import DOT_THRESHOLD, _compute_dtype, _lerp_flat, _slerp_flat
+from latentmix.latent.interpolate import DOT_THRESHOLD, compute_dtype, lerp_rows, slerp_rows
 from latentmix.utils.validation import positive_int
 
 _PARALLEL_SIN = 1e-7
@@ -112,7 +112,7 @@ def keyframe_path_at(keyframes: Tensor, s: Tensor | list, method: str = "spline"
     _check_keyframes(keyframes, method)
     batch, k = keyframes.shape[:2]
     n_seg = segments(k, closed)
-    cdtype = _compute_dtype(keyframes.dtype)
+    cdtype = compute_dtype(keyframes.dtype)
     s = _positions(s, batch, n_seg, keyframes.device, cdtype)
     flat = keyframes.flatten(2)  # (B, K, D)
     seg = s.floor().long().clamp(max=n_seg - 1)  # (B, T)
@@ -122,9 +122,9 @@ def keyframe_path_at(keyframes: Tensor, s: Tensor | list, method: str = "spline"
     a, b = flat[rows, seg], flat[rows, nxt]  # (B, T, D)
     u_rows = u.reshape(-1, 1)
     if method == "lerp":
-        out = _lerp_flat(a.flatten(0, 1), b.flatten(0, 1), u_rows)[:, 0]
+        out = lerp_rows(a.flatten(0, 1), b.flatten(0, 1), u_rows)[:, 0]
     elif method == "slerp":
-        out = _slerp_flat(a.flatten(0, 1), b.flatten(0, 1), u_rows, DOT_THRESHOLD)[:, 0]
+        out = slerp_rows(a.flatten(0, 1), b.flatten(0, 1), u_rows, DOT_THRESHOLD)[:, 0]
     else:
         out = _spline(flat, seg, u, closed).flatten(0, 1)
     out = out.reshape(batch, -1, flat.shape[2]).to(keyframes.dtype)
@@ -164,7 +164,7 @@ def _exp_map(p: Tensor, v: Tensor) -> Tensor:
 
 def _unit_slerp(a: Tensor, b: Tensor, u: Tensor) -> Tensor:
     """Slerp of unit rows (N, D) at per-row u (N,), renormalised (the near-parallel lerp fallback is not unit)."""
-    out = _slerp_flat(a, b, u[:, None], DOT_THRESHOLD)[:, 0]
+    out = slerp_rows(a, b, u[:, None], DOT_THRESHOLD)[:, 0]
     return out / torch.linalg.vector_norm(out, dim=-1, keepdim=True)
 
 

@@ -39,7 +39,7 @@ def spacing_cv(features: Tensor) -> Tensor:
     return torch.where(mean > 0, cv, torch.zeros_like(cv))
 
 
-def _allocate(lengths: list[float], steps: int) -> list[int]:
+def allocate_frames(lengths: list[float], steps: int) -> list[int]:
     """Split ``steps`` among segments in proportion to ``lengths`` (largest remainders, >= 1 each)."""
     n = len(lengths)
     if steps < n:
@@ -91,7 +91,7 @@ def _even_row(s: Tensor, cum: Tensor, steps: int, knots: list[float] | None) -> 
     at_knots = cum[where]
     lengths = at_knots[1:] - at_knots[:-1]
     pieces = []
-    for j, count in enumerate(_allocate(lengths.tolist(), steps)):
+    for j, count in enumerate(allocate_frames(lengths.tolist(), steps)):
         frac = torch.arange(count, dtype=torch.float64) / count
         if lengths[j] > 0:
             piece = _invert(cum, s, at_knots[j] + frac * lengths[j])

@@ -202,7 +202,7 @@ def balanced_class_weights(labels: Tensor, num_classes: int) -> Tensor:
 MIXGEN_SHARE = 0.25  # MixGen (Hao et al., 2023): the share of a batch's rows replaced by MixGen pairs
 
 
-class _Batches:
+class Batches:
     """Draws each step's batch: real rows by index (transformed by ``augment``), some replaced by synthetic rows
     (``synthetic_ratio``, or the synthetic share of all rows with ``synthetic_pooled``: uniform draws from real and
     synthetic together); with ``mixup="mixgen"`` a quarter of the rows become MixGen pairs — two real images
@@ -304,7 +304,7 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
         weights = balanced_class_weights(train.y, num_classes).to(accelerator.device)
     step_fn = _make_step(config, model, raw, num_classes, gens["mixing"], clock=lambda: state.step,
                          class_weights=weights)  # fmt: skip
-    batches = _Batches(config, train, syn, num_classes, gens["batches"], _augmenter(config, data), encoder)
+    batches = Batches(config, train, syn, num_classes, gens["batches"], _augmenter(config, data), encoder)
 
     loop = _Loop(config, accelerator, model, opt, sched, evaluate["val"], val.y, ckpt_dir, gens)
     loop.run(state, batches, step_fn, quiet)

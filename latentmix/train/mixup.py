@@ -55,7 +55,8 @@ def soft_cross_entropy(logits: Tensor, targets: Tensor, class_weights: Tensor | 
     return -terms.sum(-1).mean()
 
 
-def _lam(n: int, alpha: float, mode: str, generator, device) -> Tensor:
+def draw_lambdas(n: int, alpha: float, mode: str, generator, device) -> Tensor:
+    """``n`` mixing weights from Beta(α, α): one per row (``mode`` "elem"), or one for the batch ("batch")."""
     lam = sample_lambda(1 if mode == "batch" else n, alpha, generator=generator, device=device)
     return lam.expand(n) if mode == "batch" else lam
 
@@ -84,7 +85,7 @@ class _PermuteRows(torch.autograd.Function):
         return grad[torch.argsort(perm)], None
 
 
-def _mix_permuted(x: Tensor, perm: Tensor, lam: Tensor) -> Tensor:
+def mix_permuted(x: Tensor, perm: Tensor, lam: Tensor) -> Tensor:
     """:func:`mix_tensors` for a ``perm`` known to be a permutation (from ``torch.randperm``)."""
     shape = (-1,) + (1,) * (x.dim() - 1)
     partner = _PermuteRows.apply(x, perm) if x.requires_grad else x[perm]
@@ -131,7 +132,8 @@ class MixedBatch:
     kind: str  # "mixup", "cutmix" or "none"
 
 
-def _check_alpha(name: str, alpha: float) -> float:
+def check_alpha(name: str, alpha: float) -> float:
+    """A Beta concentration ``alpha`` >= 0 (0 disables the mode), or a ValueError naming ``name``."""
     alpha = float(alpha)
     if not math.isfinite(alpha) or alpha < 0:
         raise ValueError(f"{name} must be a finite number >= 0 (0 disables it), got {alpha}")
@@ -165,8 +167,8 @@ class Mixup:
         generator: torch.Generator | None = None,
     ):
         int_at_least(num_classes, "num_classes", 2)
-        self.mixup_alpha = _check_alpha("mixup_alpha", mixup_alpha)
-        self.cutmix_alpha = _check_alpha("cutmix_alpha", cutmix_alpha)
+        self.mixup_alpha = check_alpha("mixup_alpha", mixup_alpha)
+        self.cutmix_alpha = check_alpha("cutmix_alpha", cutmix_alpha)
         if self.mixup_alpha == 0 and self.cutmix_alpha == 0:
             raise ValueError("enable mixup_alpha or cutmix_alpha (both are 0)")
         for name, p in (("prob", prob), ("switch_prob", switch_prob)):
@@ -193,11 +195,11 @@ class Mixup:
         if use_cutmix:
             if x.dim() != 4:
                 raise ValueError(f"CutMix needs images (B, C, H, W), got shape {tuple(x.shape)}")
-            lam = _lam(n, self.cutmix_alpha, self.mode, self.generator, "cpu")
+            lam = draw_lambdas(n, self.cutmix_alpha, self.mode, self.generator, "cpu")
             boxes, lam = cutmix_boxes(x.shape[-2], x.shape[-1], lam, self.generator)
             lam = lam.to(x.device).float()
             return MixedBatch(apply_boxes(x, perm, boxes), mix_tensors(y, perm, lam), lam, perm, "cutmix")
-        lam = _lam(n, self.mixup_alpha, self.mode, self.generator, x.device).float()
+        lam = draw_lambdas(n, self.mixup_alpha, self.mode, self.generator, x.device).float()
         return MixedBatch(mix_tensors(x, perm, lam), mix_tensors(y, perm, lam), lam, perm, "mixup")
 
 
@@ -240,7 +242,7 @@ class ManifoldMixup:
             raise ValueError(
                 f"unknown layer {unknown[0]!r} for manifold mixup; layers are e.g. {', '.join(list(modules)[1:8])}"
             )
-        self.alpha = _check_alpha("alpha", alpha)
+        self.alpha = check_alpha("alpha", alpha)
         if self.alpha == 0:
             raise ValueError("alpha must be > 0 for manifold mixup")
         if mode not in MODES:
@@ -262,7 +264,7 @@ class ManifoldMixup:
             raise ValueError(f"unknown layer {unknown[0]!r} for manifold mixup")
         layer = eligible[int(torch.randint(len(eligible), (1,), generator=g, device=g.device))]
         perm = torch.randperm(n, generator=g, device=g.device).to(x.device)
-        lam = _lam(n, self.alpha, self.mode, g, x.device).float()
+        lam = draw_lambdas(n, self.alpha, self.mode, g, x.device).float()
         cut = bool(torch.rand(1, generator=g, device=g.device) < self.feature_cutmix_prob)
         state = {}
 
@@ -270,7 +272,7 @@ class ManifoldMixup:
             if cut and h.dim() == 4:
                 boxes, state["lam"] = cutmix_boxes(h.shape[-2], h.shape[-1], lam.cpu(), g)
                 return apply_boxes(h, perm, boxes)
-            return _mix_permuted(h, perm, lam)
+            return mix_permuted(h, perm, lam)
 
         if layer == "input":
             logits = self.model(mix(x))

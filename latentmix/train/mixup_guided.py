@@ -24,7 +24,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from latentmix.train.mixup import MixedBatch, _check_alpha, _lam, _mix_permuted, apply_boxes, mix_tensors, soft_targets
+from latentmix.train.mixup import (
+    MixedBatch,
+    apply_boxes,
+    check_alpha,
+    draw_lambdas,
+    mix_permuted,
+    mix_tensors,
+    soft_targets,
+)
 from latentmix.utils.validation import int_at_least
 
 GRANULARITIES = ("sample", "channel")
@@ -111,7 +119,7 @@ class AdversarialManifoldMixup:
         generator: torch.Generator | None = None,
     ):
         self.modules = _modules(model, layers, "adversarial mixing")
-        self.alpha = _check_alpha("alpha", alpha)
+        self.alpha = check_alpha("alpha", alpha)
         if self.alpha == 0:
             raise ValueError("alpha must be > 0 for adversarial mixing")
         if not (isinstance(budget, (int, float)) and math.isfinite(budget) and 0 <= budget <= 1):
@@ -146,7 +154,7 @@ class AdversarialManifoldMixup:
         g = self.generator
         layer = _pick(list(layers) if layers else self.layers, g)
         perm = torch.randperm(x.shape[0], generator=g, device=g.device).to(x.device)
-        lam0 = _lam(x.shape[0], self.alpha, "elem", g, x.device).float()
+        lam0 = draw_lambdas(x.shape[0], self.alpha, "elem", g, x.device).float()
         box: dict[str, Tensor] = {}
         if self.budget > 0:
             buffers = {k: v.clone() for k, v in self.model.state_dict().items() if "running" in k or "batches" in k}
@@ -175,7 +183,7 @@ class AdversarialManifoldMixup:
             w = box.get("w", self._weights(h, lam0)).to(dtype=h.dtype)
             used["w"] = w
             if w.flatten(1).shape[1] == 1:
-                return _mix_permuted(h, perm, w.flatten())
+                return mix_permuted(h, perm, w.flatten())
             return torch.lerp(h[perm], h, w)
 
         logits = self._forward(x, layer, final)
@@ -211,7 +219,7 @@ class SaliencyMix:
         if layer == "input":
             raise ValueError("layer: saliency comes from one of the model's layers, not the input")
         self.module = _modules(model, [layer], "saliency")[layer]
-        self.alpha = _check_alpha("alpha", alpha)
+        self.alpha = check_alpha("alpha", alpha)
         if self.alpha == 0:
             raise ValueError("alpha must be > 0 for saliency mixing")
         self.model, self.layer, self.num_classes, self.label_smoothing = model, layer, num_classes, label_smoothing
@@ -252,7 +260,7 @@ class SaliencyMix:
         g = self.generator
         n, (height, width) = x.shape[0], x.shape[-2:]
         perm = torch.randperm(n, generator=g, device=g.device).to(x.device)
-        lam = _lam(n, self.alpha, "elem", g, "cpu").double()
+        lam = draw_lambdas(n, self.alpha, "elem", g, "cpu").double()
         peak = self.saliency(x)[perm].flatten(1).argmax(1).cpu()  # the salient point of the image pasted in
         cy, cx = peak // width, peak % width
         cut = torch.sqrt(1.0 - lam)

@@ -107,7 +107,7 @@ def test_augment_command_writes_a_readable_set_and_refuses_undefined_rewrites(sh
 def test_the_trainer_augments_real_rows_and_re_embeds_rewritten_captions_only_when_synchronized(shapes_cache):
     from latentmix.configs import TrainConfig
     from latentmix.data.text import TextEncoder
-    from latentmix.train.classifier import _Batches
+    from latentmix.train.classifier import Batches
     from latentmix.train.classifier_data import Split
 
     data = load_dataset("shapes", split="test", image_size=16)
@@ -120,7 +120,7 @@ def test_the_trainer_augments_real_rows_and_re_embeds_rewritten_captions_only_wh
     for mode in ("synchronized", "image-only"):
         config = TrainConfig(data="shapes", batch_size=16, augment=mode, augment_transforms=("recolour",), augment_p=1)
         augment = PairAugment(("recolour",), p=1.0, mode=mode, data=data)
-        batches = _Batches(config, train, None, 6, torch.Generator().manual_seed(0), augment, encoder)
+        batches = Batches(config, train, None, 6, torch.Generator().manual_seed(0), augment, encoder)
         drawn[mode] = batches()
     (xs, ys, ts), (xi, yi, ti) = drawn["synchronized"], drawn["image-only"]
     assert torch.equal(xs, xi) and torch.equal(ys, yi)  # the same rows, transformed the same way

@@ -116,17 +116,17 @@ def test_class_weights_and_per_class_accuracy():
 
 
 def test_pooled_batches_draw_real_and_synthetic_rows_uniformly():
-    from latentmix.train.classifier import _Batches
+    from latentmix.train.classifier import Batches
     from latentmix.train.classifier_data import Split
 
     real = Split(torch.zeros(30, 1, 2, 2), torch.zeros(30, dtype=torch.long))  # 30 of class 0
     syn = Split(torch.ones(90, 1, 2, 2), torch.nn.functional.one_hot(torch.ones(90, dtype=torch.long), 2).float())
     config = TrainConfig(batch_size=4000, synthetic="set", synthetic_pooled=True)
-    batches = _Batches(config, real, syn, 2, torch.Generator().manual_seed(0))
+    batches = Batches(config, real, syn, 2, torch.Generator().manual_seed(0))
     assert batches.ratio == 0.75  # 90 of 120 examples are synthetic
     _, y, _ = batches()
     assert abs(float(y[:, 1].mean()) - 0.75) < 0.03
-    assert _Batches(replace(config, synthetic_pooled=False), real, syn, 2, torch.Generator()).ratio == 0.5
+    assert Batches(replace(config, synthetic_pooled=False), real, syn, 2, torch.Generator()).ratio == 0.5
 
 
 def test_trainer_long_tailed_reweighted_and_pooled_runs(tmp_path):

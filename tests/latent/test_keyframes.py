@@ -7,7 +7,7 @@ import torch
 
 from latentmix.latent.interpolate import interpolation_path
 from latentmix.latent.keyframes import keyframe_path, keyframe_path_at, keyframe_positions
-from latentmix.latent.spacing import _allocate, even_positions, spacing_cv
+from latentmix.latent.spacing import allocate_frames, even_positions, spacing_cv
 
 METHODS = ["spline", "slerp", "lerp"]
 
@@ -117,6 +117,6 @@ def test_even_positions_invert_the_cumulative_distance():
     steps = fg[1:] - fg[:-1]
     assert float(uniform) > 0.8 and float(steps.std(correction=0) / steps.mean()) < 0.05
     assert (positions[0, 1:] > positions[0, :-1]).all()
-    assert _allocate([1.0, 3.0], 16) == [4, 12] and _allocate([0.0, 0.0], 5) in ([3, 2], [2, 3])
+    assert allocate_frames([1.0, 3.0], 16) == [4, 12] and allocate_frames([0.0, 0.0], 5) in ([3, 2], [2, 3])
     with pytest.raises(ValueError, match="knots"):
         even_positions(s, f, 16, knots=[0.0, 0.33333, 2.0])

@@ -9,7 +9,7 @@ import torch
 from latentmix.cli import main
 from latentmix.configs import TrainConfig
 from latentmix.data import load_dataset
-from latentmix.train.classifier import MIXGEN_SHARE, _Batches, train_classifier
+from latentmix.train.classifier import MIXGEN_SHARE, Batches, train_classifier
 from latentmix.train.classifier_data import Split
 
 TINY = {"data": "shapes", "image_size": 16, "labels_per_class": 3, "steps": 6, "eval_every": 3, "width": 8}
@@ -52,7 +52,7 @@ def test_mixgen_averages_a_quarter_of_the_rows_and_concatenates_their_captions(s
     texts = [data.texts[i] for i in idx]
     train = Split(data.images(idx), data.labels[idx], t=encoder.encode(texts), texts=texts)
     config = TrainConfig(data="shapes", batch_size=400, mixup="mixgen")
-    x, y, t = _Batches(config, train, None, 6, torch.Generator().manual_seed(0), encoder=encoder)()
+    x, y, t = Batches(config, train, None, 6, torch.Generator().manual_seed(0), encoder=encoder)()
     rows = torch.randint(40, (400,), generator=torch.Generator().manual_seed(0))
     recaptioned = (~torch.isclose(t, train.t[rows], atol=1e-6).all(1)).nonzero().flatten()  # concatenated
     changed = (~torch.isclose(x, train.x[rows]).flatten(1).all(1)).nonzero().flatten()  # averaged images

@@ -127,21 +127,21 @@ def test_manifold_mixup_hooks_a_named_layer_without_rewriting_the_model():
 
 def test_manifold_mix_gradient_equals_plain_indexing():
     """The gather-based backward of the hidden-state mix is the gradient of λ·h + (1 − λ)·h[perm]."""
-    from latentmix.train.mixup import _mix_permuted, mix_tensors
+    from latentmix.train.mixup import mix_permuted, mix_tensors
 
     g = torch.Generator().manual_seed(0)
     h0 = torch.randn(9, 3, 4, 4, generator=g, dtype=torch.float64)
     perm, lam = torch.randperm(9, generator=g), torch.rand(9, generator=g, dtype=torch.float64)
     weights = torch.randn(9, 3, 4, 4, generator=g, dtype=torch.float64)
     grads = []
-    for fn in (_mix_permuted, mix_tensors):
+    for fn in (mix_permuted, mix_tensors):
         h = h0.clone().requires_grad_(True)
         out = fn(h, perm, lam)
         (out * weights).sum().backward()
         grads.append((out.detach(), h.grad))
     torch.testing.assert_close(grads[0][0], grads[1][0])
     torch.testing.assert_close(grads[0][1], grads[1][1])
-    assert torch.autograd.gradcheck(lambda h: _mix_permuted(h, perm, lam), (h0.clone().requires_grad_(True),))
+    assert torch.autograd.gradcheck(lambda h: mix_permuted(h, perm, lam), (h0.clone().requires_grad_(True),))
 
 
 def test_cross_modal_mixup_mixgen_modality_dropout_and_consistency():

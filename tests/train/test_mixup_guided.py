@@ -57,9 +57,9 @@ def test_adversarial_weights_stay_in_budget_and_labels_follow_them(granularity, 
     g = lam0.generator
     torch.randint(1, (1,), generator=g)
     perm = torch.randperm(len(x), generator=g)
-    from latentmix.train.mixup import _lam
+    from latentmix.train.mixup import draw_lambdas
 
-    start = _lam(len(x), 2.0, "elem", g, "cpu").float()
+    start = draw_lambdas(len(x), 2.0, "elem", g, "cpu").float()
     h, out = seen["h"], seen["out"]
     diff = h - h[perm]
     dims = tuple(range(2, h.dim())) if granularity == "channel" else tuple(range(1, h.dim()))
@@ -106,9 +106,9 @@ def test_adversarial_budget_zero_is_manifold_mixup_at_the_sampled_lambda():
     g = torch.Generator().manual_seed(9)
     torch.randint(1, (1,), generator=g)
     perm = torch.randperm(len(x), generator=g)
-    from latentmix.train.mixup import _lam
+    from latentmix.train.mixup import draw_lambdas
 
-    lam = _lam(len(x), 2.0, "elem", g, "cpu").float()
+    lam = draw_lambdas(len(x), 2.0, "elem", g, "cpu").float()
     mixed = lam.view(-1, 1, 1, 1) * x + (1 - lam.view(-1, 1, 1, 1)) * x[perm]
     torch.testing.assert_close(logits, model(mixed), atol=1e-5, rtol=0)
 
