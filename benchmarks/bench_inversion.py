@@ -35,7 +35,7 @@ def round_trips(ldm, x, cond) -> list[dict]:
             with torch.inference_mode():
                 z = ldm.encode(x, cond=cond, num_inference_steps=steps, inversion=inversion,
                                inversion_iterations=iterations)  # fmt: skip
-                calls = ldm.last_inversion_calls
+                calls = ldm.last_encode_calls
                 err = float((ldm.decode(z, cond=cond, num_inference_steps=steps) - x).pow(2).mean())
             rows.append(
                 {

@@ -69,7 +69,7 @@ def spacing_rows(pairs: int, frames: int, quick: bool) -> list[dict]:
         x = test.images(idx)
         cond = backend.condition([test.texts[i] for i in idx])
         with torch.inference_mode():
-            z = backend.encode(x, cond=cond, **backend.encode_kwargs(None), **settings)
+            z = backend.encode(x, cond=cond, options=backend.call_options(**settings))
         keyframes = z.reshape(2, pairs, *z.shape[1:]).transpose(0, 1)
         conds = None if cond is None else cond.reshape(2, pairs, *cond.shape[1:]).transpose(0, 1)
         for method in ("spline", "lerp") if backend.default_method == "slerp" else ("lerp",):

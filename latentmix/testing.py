@@ -35,13 +35,14 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from latentmix.backends import LatentBackend, load_backend, registered_backends
+from latentmix.backends import CallOptions, LatentBackend, load_backend, registered_backends
 from latentmix.backends.base import ENCODER_KINDS
 from latentmix.latent.choices import METHODS
 
@@ -119,6 +120,32 @@ def check_capabilities(backend: LatentBackend, probe: Probe) -> None:
     _expect(backend.first_stage is None or isinstance(backend.first_stage, LatentBackend), c, "first_stage kind")
     modules = backend.modules()
     _expect(bool(modules) and all(isinstance(m, torch.nn.Module) for m in modules.values()), c, "modules()")
+
+
+#: a value of each call option that no backend treats as its default
+_NON_NEUTRAL = {
+    "refine_steps": 3, "num_inference_steps": 2, "guidance_scale": 2.0, "strength": 0.5, "inversion": "fixed-point",
+    "inversion_iterations": 1, "sampler": "dpm-solver",
+}  # fmt: skip
+
+
+def check_call_options(backend: LatentBackend, probe: Probe) -> None:
+    """``call_options`` resolves the job defaults, refuses every option outside ``option_names``, and the
+    resolved options drive encode and decode exactly as the same keyword arguments do."""
+    c = "call_options"
+    _expect(set(backend.option_names) <= set(_NON_NEUTRAL), c, f"unknown option_names {set(backend.option_names)}")
+    resolved = backend.call_options()
+    _expect(isinstance(resolved, CallOptions), c, f"call_options() gave {type(resolved).__name__}")
+    _expect(set(resolved.given()) <= set(backend.option_names), c, f"defaults outside option_names: {resolved}")
+    for name, value in _NON_NEUTRAL.items():
+        if name not in backend.option_names:
+            _raises(partial(backend.call_options, **{name: value}), c, f"call_options({name}={value!r})")
+    given = {"refine_steps": 0, **{k: v for k, v in probe.call_kwargs.items() if k in _NON_NEUTRAL}}  # 0: as encode
+    options = backend.call_options(CallOptions(**given))
+    with torch.inference_mode():
+        z = backend.encode(probe.images, **probe.cond, options=options)
+        _close(z, _encode(backend, probe), c, "encode(options=) and encode(**kwargs) latents")
+        _close(backend.decode(z, **probe.cond, options=options), _decode(backend, probe, z), c, "decodes")
 
 
 def check_shapes(backend: LatentBackend, probe: Probe) -> None:
@@ -260,6 +287,7 @@ def check_loads_whole_or_not_at_all(backend: LatentBackend, probe: Probe) -> Non
 
 BACKEND_CHECKS: dict[str, Callable[[LatentBackend, Probe], None]] = {
     "capabilities": check_capabilities,
+    "call_options": check_call_options,
     "shapes": check_shapes,
     "dtype_and_device": check_dtype_and_device,
     "prior": check_prior,

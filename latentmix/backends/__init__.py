@@ -10,12 +10,14 @@ from latentmix.backends.files import load_weights
 from latentmix.backends.gan import Discriminator, GANBackend, Generator, InversionEncoder
 from latentmix.backends.ldm import LatentDiffusionBackend
 from latentmix.backends.loading import embedded_models, embedded_models_dir, load_backend, load_directory
+from latentmix.backends.options import CallOptions
 from latentmix.backends.registry import register_backend, registered_backends
 from latentmix.backends.vae import ConvVAE, VAEBackend
 
 __all__ = [
     "AutoencoderKLBackend",
     "AutoencoderTinyBackend",
+    "CallOptions",
     "ConvVAE",
     "Discriminator",
     "GANBackend",

@@ -5,9 +5,10 @@ A backend maps images to latents and back:
 * ``encode(images) -> latents``: images are float NCHW in [-1, 1] at ``image_size`` with
   ``image_channels`` channels; latents have shape ``(N, *latent_shape)`` in the backend's
   documented, normalised space (the backend owns its scaling factors). A VAE encodes with its
-  encoder, a GAN by inversion, a latent-diffusion model by DDIM inversion; keyword arguments
-  that only some backends take (``refine_steps``, ``num_inference_steps``) pass through
-  ``**kwargs`` to the backend's own ``_encode``.
+  encoder, a GAN by inversion, a latent-diffusion model by DDIM inversion. Options that only
+  some backends take (``refine_steps``, ``num_inference_steps``, ``strength``, …) travel as one
+  :class:`~latentmix.backends.options.CallOptions` (``options=``), which the backend checks once
+  (:meth:`LatentBackend.call_options`); ``**kwargs`` go to the backend's own ``_encode`` as they are.
 * ``decode(latents) -> images`` in [-1, 1], batched.
 * ``sample(n, generator=...) -> latents`` drawn from the prior (``latent_prior``).
 * ``condition(texts)``: the conditioning of ``texts`` for text-conditioned backends and ``None`` for
@@ -27,6 +28,8 @@ Capabilities are attributes that callers read instead of ``isinstance`` checks:
 * ``encoder_kind``: ``"amortized"`` (one network pass), ``"inversion"`` or ``"ddim-inversion"``;
 * ``first_stage``: the autoencoder a backend works on top of (latent diffusion), or None — its
   reconstruction error is the floor of the backend's own;
+* ``option_names``: the call options ``encode`` and ``decode`` take; ``last_encode_calls``: the
+  network evaluations per item of the last encode, where the backend counts them;
 * ``show_progress``: per instance, whether long calls (diffusion sampling) show a progress bar
   (:meth:`progress` sets it for a block).
 
@@ -50,6 +53,7 @@ import torch
 from torch import Tensor
 
 from latentmix.backends.files import BACKEND_CONFIG, move_modules, read_json, refuse_pickles
+from latentmix.backends.options import CallOptions, refuse_unsupported
 from latentmix.backends.registry import get_backend_class
 from latentmix.utils.atomic import atomic_directory
 from latentmix.utils.validation import positive_int
@@ -86,6 +90,8 @@ class LatentBackend(abc.ABC):
     batch_size: int = 256
     #: Refinement steps that grids and synthesis use for inversion backends by default.
     DEFAULT_REFINE_STEPS: ClassVar[int] = 100
+    #: The :class:`~latentmix.backends.options.CallOptions` this backend's encode and decode take.
+    option_names: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def claims(cls, directory: Path) -> bool:
@@ -114,63 +120,28 @@ class LatentBackend(abc.ABC):
         finally:
             self.show_progress = before
 
-    def encode_kwargs(self, refine_steps: int | None = None) -> dict:
-        """Keyword arguments for :meth:`encode` in high-level jobs (grids, synthesis, evaluation).
+    def call_options(self, options: CallOptions | None = None, /, **fields: Any) -> CallOptions:
+        """``options`` (with ``fields`` set on top) checked for this backend, with the defaults jobs use filled in.
 
-        Inversion backends refine their encoder's guess (``DEFAULT_REFINE_STEPS`` unless given);
-        asking other backends to refine is an error.
+        An option the backend does not take (see ``option_names``) is a ValueError naming it, unless it holds the
+        neutral value every backend accepts (``refine_steps=0``, ``inversion="ddim"``, ``sampler="ddim"``); values
+        are checked by the backend's own rules. Jobs call this once, before any work, and pass the result to
+        :meth:`encode` and :meth:`decode` (``options=``).
         """
-        if self.encoder_kind != "inversion":
-            if refine_steps:
-                raise ValueError(
-                    f"refine_steps applies to inversion backends (GANs); {self.backend_name!r} encodes with "
-                    f"{self.encoder_kind} encoding"
-                )
-            return {}
-        return {"refine_steps": self.DEFAULT_REFINE_STEPS if refine_steps is None else refine_steps}
+        options = options if options is not None else CallOptions()
+        if fields:
+            options = options.replace(**fields)
+        return self._resolve_options(refuse_unsupported(options, self.option_names, self))
 
-    def sampling_kwargs(
-        self, num_inference_steps: int | None = None, guidance_scale: float | None = None, strength: float | None = None
-    ) -> dict:
-        """Keyword arguments for :meth:`encode` / :meth:`decode` of diffusion backends (DDIM steps,
-        classifier-free guidance, partial inversion ``strength``); None keeps the backend's default, and setting
-        them for other backends is an error."""
-        given = {
-            k: v
-            for k, v in (
-                ("num_inference_steps", num_inference_steps),
-                ("guidance_scale", guidance_scale),
-                ("strength", strength),
-            )
-            if v is not None
-        }
-        if given and self.encoder_kind != "ddim-inversion":
-            raise ValueError(f"{' and '.join(given)} apply to diffusion backends; {self.backend_name!r} has no sampler")
-        return given
+    def _resolve_options(self, options: CallOptions) -> CallOptions:
+        """Check the options this backend takes and fill in its job defaults (the base class takes none)."""
+        return options
 
-    def inversion_kwargs(self, inversion: str | None = None, iterations: int | None = None) -> dict:
-        """Keyword arguments for :meth:`encode` of diffusion backends: how images are inverted to noise
-        (``"ddim"``, ``"fixed-point"``, ``"exact"``) and the refinement's UNet calls per step. ``"ddim"`` and None
-        are the default; asking other backends for another inversion is an error."""
-        asked = (inversion not in (None, "ddim")) or iterations is not None
-        if self.encoder_kind != "ddim-inversion":
-            if asked:
-                raise ValueError(
-                    f"inversion and inversion_iterations apply to diffusion backends; {self.backend_name!r} encodes "
-                    f"with {self.encoder_kind} encoding"
-                )
-            return {}
-        given = {"inversion": inversion, "inversion_iterations": iterations}
-        return {k: v for k, v in given.items() if v is not None}
-
-    def decoder_kwargs(self, sampler: str | None = None) -> dict:
-        """Keyword arguments for :meth:`decode` of diffusion backends: the sampler (``"ddim"``, the default, or
-        ``"dpm-solver"``); asking other backends for a sampler other than the default is an error."""
-        if self.encoder_kind != "ddim-inversion":
-            if sampler not in (None, "ddim"):
-                raise ValueError(f"sampler applies to diffusion backends; {self.backend_name!r} has no sampler")
-            return {}
-        return {} if sampler is None else {"sampler": sampler}
+    @property
+    def last_encode_calls(self) -> int | None:
+        """Network evaluations per item of the last :meth:`encode`, where the backend counts them (a diffusion
+        backend's UNet calls of its inversion); None where it does not."""
+        return None
 
     # -- shape and placement -------------------------------------------------------------
     @property
@@ -219,20 +190,40 @@ class LatentBackend(abc.ABC):
     def _decode(self, *args: Any, **kwargs: Any) -> Tensor:
         """Decode one validated batch of latents."""
 
-    def encode(self, images: Tensor, *, texts: list[str] | None = None, cond: Tensor | None = None, **kwargs) -> Tensor:
+    def encode(
+        self,
+        images: Tensor,
+        *,
+        texts: list[str] | None = None,
+        cond: Tensor | None = None,
+        options: CallOptions | None = None,
+        **kwargs,
+    ) -> Tensor:
         """Encode images (N, C, H, W) in [-1, 1] to latents (N, *latent_shape), in chunks of ``batch_size``.
 
         Text-conditioned backends take one text per image (``texts``) or its conditioning
-        (``cond``, from :meth:`encode_text`, possibly blended).
+        (``cond``, from :meth:`encode_text`, possibly blended). ``options`` (:meth:`call_options`) are the
+        job's call options; ``kwargs`` go to the backend's own ``_encode`` as they are.
         """
         images = self.check_images(images)
+        if options is not None:
+            kwargs = {**self.call_options(options).encode_kwargs(), **kwargs}
         return self._chunked(self._encode, images, texts, cond, kwargs)
 
     def decode(
-        self, latents: Tensor, *, texts: list[str] | None = None, cond: Tensor | None = None, **kwargs
+        self,
+        latents: Tensor,
+        *,
+        texts: list[str] | None = None,
+        cond: Tensor | None = None,
+        options: CallOptions | None = None,
+        **kwargs,
     ) -> Tensor:
-        """Decode latents (N, *latent_shape) to images (N, C, H, W) in [-1, 1], in chunks of ``batch_size``."""
+        """Decode latents (N, *latent_shape) to images (N, C, H, W) in [-1, 1], in chunks of ``batch_size``;
+        ``options`` and ``kwargs`` as for :meth:`encode`."""
         latents = self.check_latents(latents)
+        if options is not None:
+            kwargs = {**self.call_options(options).decode_kwargs(), **kwargs}
         return self._chunked(self._decode, latents, texts, cond, kwargs)
 
     def encode_text(self, texts: list[str]) -> Tensor:
@@ -268,13 +259,21 @@ class LatentBackend(abc.ABC):
         return z.to(device=self.device, dtype=self.dtype)
 
     def reconstruct(
-        self, images: Tensor, *, texts: list[str] | None = None, cond: Tensor | None = None, **kwargs
+        self,
+        images: Tensor,
+        *,
+        texts: list[str] | None = None,
+        cond: Tensor | None = None,
+        options: CallOptions | None = None,
+        **kwargs,
     ) -> Tensor:
-        """decode(encode(images)); sampler settings (``num_inference_steps``, ``guidance_scale``) apply to both."""
+        """decode(encode(images)); sampler settings (``num_inference_steps``, ``guidance_scale``, ``strength``)
+        apply to both."""
         if cond is None and texts is not None:
             cond = self.encode_text(texts)
-        sampler = {k: kwargs[k] for k in ("num_inference_steps", "guidance_scale") if k in kwargs}
-        return self.decode(self.encode(images, cond=cond, **kwargs), cond=cond, **sampler)
+        sampler = {k: kwargs[k] for k in ("num_inference_steps", "guidance_scale", "strength") if k in kwargs}
+        latents = self.encode(images, cond=cond, options=options, **kwargs)
+        return self.decode(latents, cond=cond, options=options, **sampler)
 
     @torch.inference_mode()
     def reconstruction_error(self, images: Tensor, **kwargs) -> Tensor:

@@ -26,6 +26,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from latentmix.backends.base import LatentBackend
 from latentmix.backends.files import load_weights
+from latentmix.backends.options import CallOptions
 from latentmix.backends.registry import register_backend
 from latentmix.utils.validation import non_negative_int
 
@@ -125,6 +126,7 @@ class GANBackend(LatentBackend):
     latent_prior = "gaussian"
     default_method = "slerp"
     encoder_kind = "inversion"
+    option_names = frozenset({"refine_steps"})
 
     def __init__(
         self,
@@ -163,7 +165,12 @@ class GANBackend(LatentBackend):
         parts = {"generator": self.generator, "discriminator": self.discriminator, "encoder": self.encoder}
         return {k: v for k, v in parts.items() if v is not None}
 
-    def encode(self, images: Tensor, *, texts=None, refine_steps: int = 0, **kwargs) -> Tensor:
+    def _resolve_options(self, options: CallOptions) -> CallOptions:
+        """Jobs refine the encoder's guess by ``DEFAULT_REFINE_STEPS`` unless told otherwise."""
+        steps = self.DEFAULT_REFINE_STEPS if options.refine_steps is None else options.refine_steps
+        return options.replace(refine_steps=non_negative_int(steps, options.name("refine_steps")))
+
+    def _encode(self, images: Tensor, *, refine_steps: int = 0) -> Tensor:
         """Invert images: the encoder's guess, refined by ``refine_steps`` batched optimisation steps."""
         non_negative_int(refine_steps, "refine_steps")
         if self.encoder is None:
@@ -173,10 +180,6 @@ class GANBackend(LatentBackend):
             )
         if refine_steps and self.discriminator is None and self.feature_weight > 0:
             raise ValueError("refinement with a feature loss needs the discriminator, which this checkpoint lacks")
-        return super().encode(images, texts=texts, refine_steps=refine_steps, **kwargs)
-
-    def _encode(self, images: Tensor, *, refine_steps: int = 0) -> Tensor:
-        assert self.encoder is not None  # encode() says so in one line
         with torch.no_grad():
             z = self.encoder(images)
         return self.refine(images, z, refine_steps) if refine_steps else z

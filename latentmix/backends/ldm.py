@@ -46,10 +46,19 @@ from latentmix.backends.base import LatentBackend
 from latentmix.backends.diffusion import fixed_point_invert
 from latentmix.backends.files import move_modules
 from latentmix.backends.ldm_pipeline import PIPELINE_INDEX, unet_sample_shape
+from latentmix.backends.options import CallOptions
 from latentmix.backends.registry import register_backend
-from latentmix.configs import SAMPLERS
+from latentmix.configs import INVERSIONS, SAMPLERS
 from latentmix.data.text import TextEncoder, check_texts
 from latentmix.utils import validation
+
+
+def _check_partial(keep: int | None, inversion: str, sampler: str) -> None:
+    """A partial round trip (``keep`` steps of a strength below 1) inverts and samples with plain DDIM."""
+    if keep is not None and inversion != "ddim":
+        raise ValueError(f"strength below 1 needs inversion='ddim', got inversion={inversion!r}")
+    if keep is not None and sampler != "ddim":
+        raise ValueError(f"strength below 1 needs sampler='ddim', got sampler={sampler!r}")
 
 
 @register_backend("latent-diffusion")
@@ -77,6 +86,9 @@ class LatentDiffusionBackend(LatentBackend):
     requires_text = True
     encoder_kind = "ddim-inversion"
     batch_size = 128
+    option_names = frozenset(
+        {"num_inference_steps", "guidance_scale", "strength", "inversion", "inversion_iterations", "sampler"}
+    )
 
     def __init__(
         self,
@@ -188,16 +200,29 @@ class LatentDiffusionBackend(LatentBackend):
                 self._text_cache[text] = h.float().cpu()
         return torch.stack([self._text_cache[t] for t in texts]).to(device=self.device, dtype=self.dtype)
 
-    def sampling_kwargs(
-        self, num_inference_steps: int | None = None, guidance_scale: float | None = None, strength: float | None = None
-    ) -> dict:
-        if num_inference_steps is not None:
-            validation.positive_int(num_inference_steps, "num_inference_steps")
-        if guidance_scale is not None:
-            validation.guidance_scale(guidance_scale)
-        if strength is not None:
-            validation.strength(strength)
-        return super().sampling_kwargs(num_inference_steps, guidance_scale, strength)
+    def _resolve_options(self, options: CallOptions) -> CallOptions:
+        """Check the sampler's options by this backend's rules (steps within the training timesteps, a strength
+        that keeps a step and goes with DDIM inversion and sampling)."""
+        name = options.name
+        if options.num_inference_steps is not None:
+            self._settings(validation.positive_int(options.num_inference_steps, name("num_inference_steps")), None)
+        if options.guidance_scale is not None:
+            validation.guidance_scale(options.guidance_scale, name("guidance_scale"))
+        if options.inversion is not None:
+            validation.choice(options.inversion, name("inversion"), INVERSIONS)
+        if options.inversion_iterations is not None:
+            validation.non_negative_int(options.inversion_iterations, name("inversion_iterations"))
+        if options.sampler is not None:
+            validation.choice(options.sampler, name("sampler"), SAMPLERS)
+        if options.strength is not None:
+            keep = self.kept_steps(options.strength, options.num_inference_steps, name=name("strength"))
+            _check_partial(keep, options.inversion or "ddim", options.sampler or "ddim")
+        return options
+
+    @property
+    def last_encode_calls(self) -> int | None:
+        """UNet calls per latent of the last inversion (:meth:`invert`)."""
+        return self.last_inversion_calls
 
     # -- diffusion -----------------------------------------------------------------------
     def predict_noise(self, x: Tensor, t: Tensor, cond: Tensor, guidance_scale: float) -> Tensor:
@@ -278,8 +303,7 @@ class LatentDiffusionBackend(LatentBackend):
         """
         steps, guidance_scale = self._settings(num_inference_steps, guidance_scale)
         keep = self.kept_steps(strength, steps)
-        if keep is not None and inversion != "ddim":
-            raise ValueError(f"strength below 1 needs inversion='ddim', got inversion={inversion!r}")
+        _check_partial(keep, inversion, "ddim")
         if inversion == "ddim":
             inverse = DDIMInverseScheduler.from_config(self.scheduler.config)
             self.last_inversion_calls = steps if keep is None else keep
@@ -315,8 +339,7 @@ class LatentDiffusionBackend(LatentBackend):
         the last ``int(num_inference_steps * strength)`` DDIM steps run."""
         steps, guidance_scale = self._settings(num_inference_steps, guidance_scale)
         keep = self.kept_steps(strength, steps)
-        if keep is not None and sampler != "ddim":
-            raise ValueError(f"strength below 1 needs sampler='ddim', got sampler={sampler!r}")
+        _check_partial(keep, "ddim", sampler)
         if sampler == "ddim":
             scheduler = DDIMScheduler.from_config(self.scheduler.config)
         elif sampler == "dpm-solver":

@@ -21,7 +21,7 @@ _OWN_DATA = {"digits-": "digits", "shapes-": "shapes"}
 def explorer_for(config: ExploreConfig) -> Explorer:
     """Load ``config``'s backend and data set (refused when the data's shape differs from the model's, unless
     ``resize``) and make the :class:`Explorer` the page serves."""
-    from latentmix.backends import load_backend
+    from latentmix.backends import CallOptions, load_backend
     from latentmix.configs import DEFAULT_BACKEND, backend_for
     from latentmix.data import load_matching
 
@@ -36,10 +36,9 @@ def explorer_for(config: ExploreConfig) -> Explorer:
         who = f"backend {spec!r}"
         dataset = load_matching(data, config.split, backend.image_size, backend.image_channels, who=who,
                                 fix="pass the backend's own --data", resize=config.resize)  # fmt: skip
-    sampling = backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale)
+    options = backend.call_options(CallOptions.from_settings(config))
     return Explorer(backend, dataset, out_dir=config.out, backend_spec=str(spec), data_spec=data, split=config.split,
-                    max_upload_pixels=config.max_upload_pixels, sampling=sampling,
-                    refine_steps=config.refine_steps)  # fmt: skip
+                    max_upload_pixels=config.max_upload_pixels, options=options)  # fmt: skip
 
 
 def launch(*args, **kwargs):

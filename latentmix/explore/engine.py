@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from latentmix.backends import LatentBackend
+from latentmix.backends import CallOptions, LatentBackend
 from latentmix.backends.base import mix_conditions
 from latentmix.data import ImageTextDataset
 from latentmix.data.images import image_info, open_image, pil_to_tensor
@@ -81,8 +81,8 @@ class Explorer:
         backend_spec / data_spec: the names ``synthesize`` and ``walk`` load them by (embedded name or path).
         max_upload_pixels: uploads larger than this are refused.
         cache_size: encodings kept.
-        sampling: keyword arguments of a diffusion backend's encode and decode (steps, guidance).
-        refine_steps: GAN inversion refinement steps (default: the backend's).
+        options: the backend's call options (:class:`~latentmix.backends.CallOptions`: a diffusion backend's
+            steps and guidance, a GAN's refinement steps; default: the backend's job defaults).
     """
 
     def __init__(
@@ -96,8 +96,7 @@ class Explorer:
         split: str = "test",
         max_upload_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS,
         cache_size: int = 256,
-        sampling: dict[str, Any] | None = None,
-        refine_steps: int | None = None,
+        options: CallOptions | None = None,
     ):
         self.backend = backend.eval()
         self.dataset = dataset
@@ -107,8 +106,11 @@ class Explorer:
         self.split = split
         self.max_upload_pixels = positive_int(max_upload_pixels, "max_upload_pixels")
         self.cache_size = positive_int(cache_size, "cache_size")
-        self.sampling = dict(sampling or {})
-        self.encode_kwargs = {**backend.encode_kwargs(refine_steps), **self.sampling}
+        self.options = backend.call_options(options)
+        #: the sampler settings the page's walks and synthetic sets inherit
+        self.sampling = {
+            k: v for k, v in self.options.given().items() if k in ("num_inference_steps", "guidance_scale")
+        }
         self._cache: OrderedDict[str, tuple[Tensor, Tensor | None]] = OrderedDict()
         self._directions: dict[tuple, Any] = {}
         self._lock = threading.Lock()
@@ -214,7 +216,7 @@ class Explorer:
         else:
             x = self.image(endpoint)[None]
             with torch.inference_mode(self.backend.encoder_kind != "inversion"):
-                z = self.backend.encode(x, cond=cond, **self.encode_kwargs).detach()
+                z = self.backend.encode(x, cond=cond, options=self.options).detach()
             self.encodes += 1
         with self._lock:
             self._cache[endpoint.key] = (z, cond)
@@ -224,7 +226,7 @@ class Explorer:
 
     def _decode(self, z: Tensor, cond: Tensor | None) -> Tensor:
         with torch.inference_mode():
-            images = self.backend.decode(z, cond=cond, **self.sampling).float().cpu()
+            images = self.backend.decode(z, cond=cond, options=self.options).float().cpu()
         self.decodes += len(z)
         return images
 
@@ -301,12 +303,12 @@ class Explorer:
         if direction is None:
             train = load_dataset(self.data_spec, split="train", image_size=self.backend.image_size,
                                  channels=self.backend.image_channels)  # fmt: skip
-            z, labelled = labelled_latents(self.backend, train, 500, **self.encode_kwargs)
+            z, labelled = labelled_latents(self.backend, train, 500, options=self.options)
             direction = attribute_direction(z, labelled, factor, source, target)
             with self._lock:
                 self._directions[key] = direction
         recon, edited = edit_images(self.backend, self.image(endpoint)[None], direction, float(strength),
-                                    **self.encode_kwargs)  # fmt: skip
+                                    options=self.options)  # fmt: skip
         return torch.cat([recon, edited]).float().cpu()
 
     # -- exports ----------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from latentmix.backends import LatentBackend
+from latentmix.backends import CallOptions, LatentBackend
 from latentmix.configs import EDIT_NEIGHBOURS
 from latentmix.data import ImageTextDataset, Subset, spread_indices
 
@@ -229,21 +229,22 @@ def plain_condition(backend: LatentBackend, n: int) -> Tensor | None:
     return backend.condition([""] * n) if backend.supports_text_condition else None
 
 
-def encode_plain(backend: LatentBackend, images: Tensor, *, refine_steps: int | None = None, **sampling: Any) -> Tensor:
-    """Latents of ``images``, unconditioned for text-conditioned backends (a caption would name the old value)."""
+def encode_plain(backend: LatentBackend, images: Tensor, *, options: CallOptions | None = None) -> Tensor:
+    """Latents of ``images``, unconditioned for text-conditioned backends (a caption would name the old value);
+    ``options`` default to the backend's job defaults (:meth:`~latentmix.backends.LatentBackend.call_options`)."""
     with torch.inference_mode():
-        kwargs = {**backend.encode_kwargs(refine_steps), **sampling}
-        return backend.encode(images, cond=plain_condition(backend, len(images)), **kwargs)
+        options = backend.call_options(options)
+        return backend.encode(images, cond=plain_condition(backend, len(images)), options=options)
 
 
 def labelled_latents(
-    backend: LatentBackend, dataset: ImageTextDataset, count: int, *, refine_steps: int | None = None, **sampling: Any
+    backend: LatentBackend, dataset: ImageTextDataset, count: int, *, options: CallOptions | None = None
 ) -> tuple[Tensor, ImageTextDataset]:
     """:func:`encode_plain` latents of ``count`` rows spread evenly over ``dataset``, and those rows (a
     :class:`~latentmix.data.Subset` with their factors) — what :func:`attribute_direction` averages over."""
     labelled = Subset(dataset, spread_indices(len(dataset), count))
     images = labelled.images(range(len(labelled)))
-    return encode_plain(backend, images, refine_steps=refine_steps, **sampling), labelled
+    return encode_plain(backend, images, options=options), labelled
 
 
 def edit_images(
@@ -252,22 +253,22 @@ def edit_images(
     direction: Direction | Callable[[Tensor], list[Direction]],
     strength: float = 1.0,
     *,
-    refine_steps: int | None = None,
-    **sampling: Any,
+    options: CallOptions | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Encode ``images``, move their latents ``strength`` times along ``direction``, decode.
 
     ``direction`` is one direction for every image, or a function of the latents giving one per image
     (matched directions, which depend on where each latent lies). Returns (reconstructions, edits).
     Text-conditioned backends encode and decode unconditionally (a caption would name the old value);
-    ``sampling`` goes to a diffusion backend's encode and decode.
+    ``options`` go to the backend's encode and decode (default: its job defaults).
     """
     cond = plain_condition(backend, len(images))
-    z = encode_plain(backend, images, refine_steps=refine_steps, **sampling)
+    options = backend.call_options(options)
+    z = encode_plain(backend, images, options=options)
     moved = apply_direction(z, direction if isinstance(direction, Direction) else direction(z), strength)
     with torch.inference_mode():
         both = torch.cat([z, moved])
-        decoded = backend.decode(both, cond=None if cond is None else torch.cat([cond, cond]), **sampling)
+        decoded = backend.decode(both, cond=None if cond is None else torch.cat([cond, cond]), options=options)
     return decoded[: len(images)], decoded[len(images) :]
 
 

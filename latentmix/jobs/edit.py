@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from latentmix.backends import LatentBackend, load_backend
+from latentmix.backends import CallOptions, LatentBackend, load_backend
 from latentmix.classifiers.reference import load_reference_classifier, reference_for
 from latentmix.configs import EditConfig
 from latentmix.data import load_matching
@@ -74,6 +74,7 @@ def direction_for(
     ``config.neighbours`` > 0 and ``images`` — a function giving the matched direction of each of their latents."""
     shape = (backend.image_size, backend.image_channels)
     who = f"backend {backend.backend_name!r}"
+    options = backend.call_options(CallOptions.from_settings(config))
     train = load_matching(
         config.data, "train", *shape, who=who, fix="use data of the model's shape", resize=config.resize
     )
@@ -89,7 +90,7 @@ def direction_for(
             reference_for(config.reference, config.data, alternative=" or --neighbours 0")
         )
         check_reference(reference, train)
-    z, labelled = labelled_latents(backend, train, config.direction_samples, refine_steps=config.refine_steps)
+    z, labelled = labelled_latents(backend, train, config.direction_samples, options=options)
     direction = attribute_direction(z, labelled, *edit)
     if images is None or not config.neighbours:
         return direction, None
@@ -119,6 +120,7 @@ def edit(config: EditConfig, out: str | os.PathLike, *, quiet: bool = False) -> 
     x = load_image_files(
         files, backend.image_size, backend.image_channels, resize=config.resize, who=f"backend {backend.backend_name!r}"
     )
+    options = backend.call_options(CallOptions.from_settings(config))  # refused before any work
     direction, matched = direction_for(backend, config, x)
     used: list[Direction] = [direction] * len(x)  # what each image was moved along, for the result
 
@@ -128,7 +130,7 @@ def edit(config: EditConfig, out: str | os.PathLike, *, quiet: bool = False) -> 
         return used
 
     move = per_image if matched else direction
-    recon, edited = edit_images(backend, x, move, config.strength, refine_steps=config.refine_steps)
+    recon, edited = edit_images(backend, x, move, config.strength, options=options)
 
     def write(tmp: Path) -> None:
         for name, array in zip(names, to_uint8(edited), strict=True):

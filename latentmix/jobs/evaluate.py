@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from latentmix.backends import LatentBackend, LatentDiffusionBackend, load_backend, mix_conditions
+from latentmix.backends import CallOptions, LatentBackend, load_backend, mix_conditions
 from latentmix.classifiers.metrics import frechet_distance, monotone_fraction, trimmed_mean
 from latentmix.classifiers.reference import load_reference_classifier, reference_for
 from latentmix.configs import EvalConfig, backend_for
@@ -71,7 +71,8 @@ class _Context:
     train: ImageTextDataset
     x_test: Tensor
     c_test: Tensor | None  # the test captions' conditioning (text-conditioned backends)
-    sampling: dict
+    options: CallOptions  # the sampler's settings (every decode, and the encodes of the attribute sections)
+    inversion: CallOptions  # those and the inversion's (the test images' encodings)
     z_test: Tensor | None = None  # latents of the test images (refined for inversion backends)
     recon: Tensor | None = None  # their reconstructions
     norm_pairs: tuple[np.ndarray, np.ndarray] | None = None  # the path-length test pairs, reused for midpoint norms
@@ -79,19 +80,16 @@ class _Context:
     def feats(self, images: Tensor) -> Tensor:
         return reference_features(self.clf)(images)
 
-    def decode(self, latents: Tensor, cond: Tensor | None = None, **sampling: Any) -> Tensor:
-        """Decoded images (float32, CPU) with the evaluation's sampler settings, ``sampling`` overriding them."""
+    def decode(self, latents: Tensor, cond: Tensor | None = None, options: CallOptions | None = None) -> Tensor:
+        """Decoded images (float32, CPU) with the evaluation's sampler settings (or ``options``)."""
         with torch.inference_mode():
-            return self.backend.decode(latents, cond=cond, **{**self.sampling, **sampling}).float().cpu()
+            return self.backend.decode(latents, cond=cond, options=options or self.options).float().cpu()
 
     def encode(self, images: Tensor, refine_steps: int) -> Tensor:
+        """The test images' latents, inverted as the evaluation says and refined ``refine_steps`` (GANs)."""
         with torch.inference_mode():
-            kwargs = {
-                **self.backend.encode_kwargs(refine_steps),
-                **self.sampling,
-                **self.backend.inversion_kwargs(self.config.inversion, self.config.inversion_iterations),
-            }
-            return self.backend.encode(images, cond=self.c_test, **kwargs)
+            options = self.inversion.replace(refine_steps=refine_steps)
+            return self.backend.encode(images, cond=self.c_test, options=options)
 
     def walk(self, ia, ib, t, method: str) -> tuple[Tensor, Tensor | None]:
         """Latents (and conditionings) at t between test images ia and ib."""
@@ -152,7 +150,10 @@ def evaluate_backend(
         raise ValueError(f"data {config.data!r}: evaluate needs a label for every test image")
     if config.test_images is not None and config.test_images < len(test):
         test = Subset(test, spread_indices(len(test), config.test_images))
-    _check_path_strength(backend, config, test)
+    options = backend.call_options(
+        CallOptions(num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale)
+    )
+    _check_path_strength(backend, options, config, test)
     clf = classifier if classifier is not None else _reference(config)
     check_reference(clf, test, where=f"reference {reference_for(config.reference, config.data)}")
     ctx = _Context(
@@ -164,7 +165,10 @@ def evaluate_backend(
         train=train,
         x_test=test.images(range(len(test))),
         c_test=backend.condition(test.texts),
-        sampling=backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale),
+        options=options,
+        inversion=backend.call_options(
+            options, inversion=config.inversion, inversion_iterations=config.inversion_iterations
+        ),
     )
     report: dict = {
         "backend": backend.backend_name,
@@ -191,10 +195,10 @@ def evaluate_backend(
     return report
 
 
-def _check_path_strength(backend: LatentBackend, config: EvalConfig, test: Any) -> None:
-    """The partial single-factor walks (data with factors, diffusion backends) must keep a DDIM step."""
-    if test.factor_values is not None and isinstance(backend, LatentDiffusionBackend):
-        backend.kept_steps(config.path_strength, config.num_inference_steps, name="path_strength")
+def _check_path_strength(backend: LatentBackend, options: CallOptions, config: EvalConfig, test: Any) -> None:
+    """The partial single-factor walks (data with factors, backends that take a strength) must keep a step."""
+    if test.factor_values is not None and "strength" in backend.option_names:
+        backend.call_options(options, strength=config.path_strength, names={"strength": "path_strength"})
 
 
 def _reference(config: EvalConfig) -> Any:
@@ -210,7 +214,7 @@ def _reconstruction(ctx: _Context, report: dict) -> dict:
     ctx.recon = ctx.decode(z_enc, ctx.c_test)
     err = float((ctx.recon - ctx.x_test).pow(2).mean())
     recon["encoder"] = {"mse": err, "seconds": round(time.perf_counter() - start, 3)}
-    calls = getattr(ctx.backend, "last_inversion_calls", None)
+    calls = ctx.backend.last_encode_calls
     if calls is not None:  # diffusion: how the images were inverted, and at what cost
         recon["encoder"].update(inversion=ctx.config.inversion, unet_calls_per_image=calls)
     ctx.z_test = z_enc
@@ -239,7 +243,7 @@ def _walk_spacing(ctx: _Context, report: dict) -> dict:
     conds = None if c is None else torch.stack([c[pa], c[pb]], dim=1)
     method = ctx.backend.default_method
     walk = decode_keyframe_walk(
-        ctx.backend, keyframes, frames - 1, method, conds=conds, spacing="even", features=ctx.feats, **ctx.sampling
+        ctx.backend, keyframes, frames - 1, method, conds=conds, spacing="even", features=ctx.feats, options=ctx.options
     )
     assert walk.cv is not None and walk.cv_uniform is not None
     return {
@@ -348,7 +352,7 @@ def _path_length(ctx: _Context, report: dict) -> dict:
                     f1, f2 = (
                         clf64.features(
                             backend.decode(
-                                interpolate(a, b, tt, method), cond=mix_conditions(ca64, cb64, tt), **ctx.sampling
+                                interpolate(a, b, tt, method), cond=mix_conditions(ca64, cb64, tt), options=ctx.options
                             )
                         )
                         for tt in (t, t + config.epsilon)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from latentmix.backends import CallOptions
 from latentmix.jobs.attributes import (
     apply_direction,
     attribute_direction,
@@ -60,7 +61,9 @@ def attribute_report(ctx: Any, report: dict) -> dict:
             out.update(_single_factor_paths(ctx, names, truth, factor))
     edit_factors = [f for f in EDIT_FACTORS if f in names]
     if edit_factors:
-        z_train, labelled = labelled_latents(ctx.backend, ctx.train, ctx.config.direction_samples, **_plain_kwargs(ctx))
+        z_train, labelled = labelled_latents(
+            ctx.backend, ctx.train, ctx.config.direction_samples, options=_plain_options(ctx)
+        )
         for factor in edit_factors:
             out.update(_arithmetic(ctx, names, factor, z_train, labelled))
     return out
@@ -117,20 +120,20 @@ def _single_factor_paths(ctx: Any, names: list[str], truth: Tensor, factor: str)
         return {}
     out = {}
     c = ctx.c_test
-    walks: list[tuple[str, Tensor, Tensor, dict]] = [("", ctx.z_test[ia], ctx.z_test[ib], {})]
+    walks: list[tuple[str, Tensor, Tensor, CallOptions]] = [("", ctx.z_test[ia], ctx.z_test[ib], ctx.options)]
     strength = ctx.config.path_strength
-    if ctx.backend.encoder_kind == "ddim-inversion" and strength < 1:
-        partial = {"strength": strength}
+    if "strength" in ctx.backend.option_names and strength < 1:
+        partial = ctx.options.replace(strength=strength)
         with torch.inference_mode():
             za, zb = (
-                ctx.backend.encode(ctx.x_test[rows], cond=None if c is None else c[rows], **ctx.sampling, **partial)
+                ctx.backend.encode(ctx.x_test[rows], cond=None if c is None else c[rows], options=partial)
                 for rows in (ia, ib)
             )
         walks.append(("_partial", za, zb, partial))
     cond = None if c is None else interpolation_path(c[ia], c[ib], steps, "lerp").flatten(0, 1)
-    for (suffix, za, zb, sampling), method in itertools.product(walks, METHODS):
+    for (suffix, za, zb, options), method in itertools.product(walks, METHODS):
         path = interpolation_path(za, zb, steps, method)
-        images = ctx.decode(path.flatten(0, 1), cond, **sampling)
+        images = ctx.decode(path.flatten(0, 1), cond, options)
         pred = predict_factors(ctx.clf, images, names[1:]).reshape(len(ia), steps, len(names))
         a, b = truth[ia, column], truth[ib, column]
         values = pred[:, :, column]
@@ -161,7 +164,7 @@ def _arithmetic(ctx: Any, names: list[str], factor: str, z_train: Tensor, direct
     chosen = np.concatenate(list(members.values()))
     if not len(chosen):
         return {}
-    z_chosen = encode_plain(ctx.backend, ctx.x_test[chosen], **_plain_kwargs(ctx))
+    z_chosen = encode_plain(ctx.backend, ctx.x_test[chosen], options=_plain_options(ctx))
     where = {int(row): k for k, row in enumerate(chosen)}
     moved: dict[str, list[Tensor]] = {"": [], "_matched": []}
     before, targets = [], []
@@ -195,14 +198,16 @@ def _arithmetic(ctx: Any, names: list[str], factor: str, z_train: Tensor, direct
     return out
 
 
-def _plain_kwargs(ctx: Any) -> dict[str, Any]:
-    """:func:`encode_plain` settings of the evaluation: its refinement (inversion backends) and sampler."""
-    refine = ctx.config.refine_steps if ctx.backend.encoder_kind == "inversion" else None
-    return {"refine_steps": refine, **ctx.sampling}
+def _plain_options(ctx: Any) -> CallOptions:
+    """:func:`encode_plain` settings of the evaluation: its refinement (backends that refine) and sampler."""
+    refine = ctx.config.refine_steps if "refine_steps" in ctx.backend.option_names else None
+    return ctx.options.replace(refine_steps=refine)
 
 
 def _decode_plain(ctx: Any, latents: Tensor) -> Tensor:
     with torch.inference_mode():
         return (
-            ctx.backend.decode(latents, cond=plain_condition(ctx.backend, len(latents)), **ctx.sampling).float().cpu()
+            ctx.backend.decode(latents, cond=plain_condition(ctx.backend, len(latents)), options=ctx.options)
+            .float()
+            .cpu()
         )

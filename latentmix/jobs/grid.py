@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from latentmix.backends import LatentBackend, load_backend
+from latentmix.backends import CallOptions, LatentBackend, load_backend
 from latentmix.configs import DEFAULT_BACKEND, GridConfig, backend_for
 from latentmix.data import ImageTextDataset, load_matching
 from latentmix.latent.interpolate import interpolation_path
@@ -74,7 +74,8 @@ def decode_walk(
     in the same batched calls (chunked by ``backend.batch_size``).
 
     Text-conditioned backends take the endpoints' conditionings (``backend.condition(texts)``); they
-    move with the same t as the latents, by ``text_method``.
+    move with the same t as the latents, by ``text_method``. ``decode_kwargs`` go to ``backend.decode``
+    (``options=`` a :class:`~latentmix.backends.CallOptions`, or a backend's own keyword arguments).
 
     Returns:
         images (P, steps, C, H, W) in [-1, 1] on CPU, and the latent path (P, steps, *latent_shape).
@@ -161,7 +162,7 @@ def _pick_pairs(dataset: ImageTextDataset, config: GridConfig) -> tuple[list[int
     return ia, ib, [f"#{a} -> #{b}" for a, b in zip(ia, ib, strict=True)]
 
 
-def _real_endpoints(backend: LatentBackend, config: GridConfig, encode_kwargs: dict) -> _Endpoints:
+def _real_endpoints(backend: LatentBackend, config: GridConfig, options: CallOptions) -> _Endpoints:
     dataset = load_matching(
         config.data, config.split, backend.image_size, backend.image_channels, resize=config.resize,
         who=f"backend {backend.backend_name!r}", fix="fit a backend on this data (latentmix fit vae --data ...)",
@@ -169,7 +170,7 @@ def _real_endpoints(backend: LatentBackend, config: GridConfig, encode_kwargs: d
     ia, ib, labels = _pick_pairs(dataset, config)
     real = dataset.images(ia + ib)
     cond = backend.condition([dataset.texts[i] for i in ia + ib])  # real endpoints: their own captions
-    z = backend.encode(real, cond=cond, **encode_kwargs)
+    z = backend.encode(real, cond=cond, options=options)
     n = len(ia)
     cond_a, cond_b = (None, None) if cond is None else (cond[:n], cond[n:])
     return _Endpoints(z[:n], z[n:], cond_a, cond_b, labels, real[:n], real[n:])
@@ -214,16 +215,15 @@ def interpolation_grid(
     if config.classes is not None and not config.classes:
         raise ValueError("classes is empty")
     method = config.method or backend.default_method
-    sampling = backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale, config.inversion_strength)
-    encode_kwargs = {**backend.encode_kwargs(config.refine_steps), **sampling}
+    options = backend.call_options(CallOptions.from_settings(config))
     with torch.inference_mode(), backend.progress(not quiet):
         if config.prior is not None or config.prompts is not None:
             ends = _prior_endpoints(backend, config)
         else:
-            ends = _real_endpoints(backend, config, encode_kwargs)
+            ends = _real_endpoints(backend, config, options)
         images, path = decode_walk(
             backend, ends.za, ends.zb, config.steps, method, cond_a=ends.cond_a, cond_b=ends.cond_b,
-            text_method=config.text_method, **sampling,
+            text_method=config.text_method, options=options,
         )  # fmt: skip
     result = GridResult(
         images=images,

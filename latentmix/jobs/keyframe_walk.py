@@ -161,7 +161,8 @@ def decode_keyframe_walk(
             re-time again (they land where the path changes fastest, so each pass sharpens the timing
             there); cost: ``measure + refine + 1`` decodes per frame in all.
         show_progress: a progress bar over decoding chunks.
-        decode_kwargs: passed to ``backend.decode`` (sampler settings).
+        decode_kwargs: passed to ``backend.decode``: ``options=`` (:class:`~latentmix.backends.CallOptions`) or
+            a backend's own keyword arguments.
     """
     choice(spacing, "spacing", SPACINGS)
     positive_int(frames, "frames")

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from latentmix.backends import LatentBackend, mix_conditions
+from latentmix.backends import CallOptions, LatentBackend, mix_conditions
 from latentmix.configs import SynthesisConfig
 from latentmix.data import ImageTextDataset, Subset, labelled_subset, load_dataset, load_matching
 from latentmix.data.factor_captions import FactorCaptioner
@@ -67,15 +67,12 @@ class SourceData:
             raise ValueError(
                 f"data {config.data!r} has unlabelled examples; paired synthesis needs a label for every image"
             )
-        kwargs = {
-            **backend.encode_kwargs(config.refine_steps),
-            **backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale),
-        }
+        options = backend.call_options(CallOptions.from_settings(config))
 
         def encode(start: int) -> Tensor:
             rows = range(start, min(start + ENCODE_CHUNK, len(ds)))
             cond = backend.condition([ds.texts[j] for j in rows])
-            return backend.encode(ds.images(rows), cond=cond, **kwargs).float().cpu()
+            return backend.encode(ds.images(rows), cond=cond, options=options).float().cpu()
 
         chunks = range(0, len(ds), ENCODE_CHUNK)
         with torch.inference_mode():
@@ -191,9 +188,9 @@ def make_shard(
         backend.condition([texts[i] for i in ib]),
         torch.from_numpy(1.0 - lam),
     )
-    sampling = backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale)
+    options = backend.call_options(CallOptions.from_settings(config))
     with torch.inference_mode():
-        decoded = backend.decode(mix.latents.to(backend.device), cond=cond, **sampling)
+        decoded = backend.decode(mix.latents.to(backend.device), cond=cond, options=options)
     keep = np.ones(len(idx), dtype=bool)
     if blend_filter is not None:
         keep = blend_filter.keep(decoded, mix.soft_labels).numpy()

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from latentmix.backends import LatentBackend, load_backend
+from latentmix.backends import CallOptions, LatentBackend, load_backend
 from latentmix.configs import WalkConfig, backend_for
 from latentmix.jobs.keyframe_walk import KeyframeWalk, decode_keyframe_walk, pixel_features, reference_features
 
@@ -56,7 +56,7 @@ def _texts(config: WalkConfig, count: int) -> list[str] | None:
     return list(config.prompts) * count if len(config.prompts) == 1 else list(config.prompts)
 
 
-def _from_images(backend: LatentBackend, config: WalkConfig, inversion: dict) -> _Keyframes:
+def _from_images(backend: LatentBackend, config: WalkConfig, options: CallOptions) -> _Keyframes:
     from latentmix.data import load_matching
     from latentmix.data.images import is_image_file, load_image_files
 
@@ -89,13 +89,8 @@ def _from_images(backend: LatentBackend, config: WalkConfig, inversion: dict) ->
             texts.append(prompts[i] if prompts else "")
     x = torch.cat(images)
     cond = backend.condition(texts)
-    kwargs = {
-        **backend.encode_kwargs(config.refine_steps),
-        **backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale, config.inversion_strength),
-        **inversion,
-    }
     with torch.inference_mode():
-        z = backend.encode(x, cond=cond, **kwargs)
+        z = backend.encode(x, cond=cond, options=options)
     return _Keyframes(z, cond, [f"#{s}" if s.isdigit() else Path(s).name for s in specs], True)
 
 
@@ -150,22 +145,15 @@ def walk(
         backend = load_backend(backend_for(config.backend, config.data))
     if config.prompts is not None and not backend.supports_text_condition:
         raise ValueError(f"prompts: backend {backend.backend_name!r} is not text-conditioned")
-    decode_kwargs = {
-        **backend.sampling_kwargs(config.num_inference_steps, config.guidance_scale, config.inversion_strength),
-        **backend.decoder_kwargs(config.sampler),
-    }
-    inversion = backend.inversion_kwargs(config.inversion, config.inversion_iterations)  # refused before any work
+    options = backend.call_options(CallOptions.from_settings(config))  # refused before any work
     features = _features(backend, config) if config.spacing == "even" else None
     with backend.progress(not quiet):
-        keys = (
-            _from_images(backend, config, inversion) if config.keyframes is not None else _from_prior(backend, config)
-        )
+        keys = _from_images(backend, config, options) if config.keyframes is not None else _from_prior(backend, config)
         result = decode_keyframe_walk(
             backend, keys.latents[None], config.frames, config.method, closed=config.closed,
             conds=None if keys.conds is None else keys.conds[None], text_method=config.text_method,
             spacing=config.spacing, features=features, measure=config.measure, refine=config.refine,
-            show_progress=not quiet,
-            **decode_kwargs,
+            show_progress=not quiet, options=options,
         )  # fmt: skip
     frames = to_uint8(result.images[0])
     names = [f"{i:05d}.png" for i in range(len(frames))]

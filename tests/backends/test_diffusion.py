@@ -93,13 +93,17 @@ def test_options_are_checked_and_refused_by_other_backends(ldm, tiny_vae):
         ldm.denoise(z0, cond, sampler="euler")
     with pytest.raises(ValueError, match="inversion_iterations must be an int >= 0"):
         ldm.invert(z0, cond, inversion="fixed-point", inversion_iterations=-1)
-    assert ldm.inversion_kwargs("exact", 4) == {"inversion": "exact", "inversion_iterations": 4}
-    assert ldm.decoder_kwargs("dpm-solver") == {"sampler": "dpm-solver"}
-    assert tiny_vae.inversion_kwargs("ddim") == {} and tiny_vae.decoder_kwargs("ddim") == {}
-    with pytest.raises(ValueError, match="apply to diffusion backends"):
-        tiny_vae.inversion_kwargs("fixed-point")
-    with pytest.raises(ValueError, match="sampler applies to diffusion backends"):
-        tiny_vae.decoder_kwargs("dpm-solver")
+    options = ldm.call_options(inversion="exact", inversion_iterations=4, sampler="dpm-solver")
+    assert options.encode_kwargs() == {"inversion": "exact", "inversion_iterations": 4}
+    assert options.decode_kwargs() == {"sampler": "dpm-solver"}
+    with pytest.raises(ValueError, match="inversion must be one of ddim, fixed-point, exact"):
+        ldm.call_options(inversion="newton")
+    plain = tiny_vae.call_options(inversion="ddim", sampler="ddim", refine_steps=0)  # every backend's defaults
+    assert plain.encode_kwargs() == {} and plain.decode_kwargs() == {}
+    with pytest.raises(ValueError, match="inversion applies to diffusion backends; 'vae' encodes with amortized"):
+        tiny_vae.call_options(inversion="fixed-point")
+    with pytest.raises(ValueError, match="sampler applies to diffusion backends; 'vae' has no sampler"):
+        tiny_vae.call_options(sampler="dpm-solver")
 
 
 def test_digits_ldm_round_trip_reaches_the_autoencoders_error_in_few_steps():

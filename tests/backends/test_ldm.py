@@ -9,7 +9,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-from latentmix.backends import LatentBackend, LatentDiffusionBackend, load_backend
+from latentmix.backends import CallOptions, LatentBackend, LatentDiffusionBackend, load_backend
 from latentmix.jobs.grid import decode_walk
 
 PROMPTS = ["a red square", "a blue circle", "", "a green triangle"]
@@ -217,8 +217,14 @@ def test_float16_keeps_a_force_upcast_vae_in_float32(ldm):
         ),
         (lambda b: b.decode(noise(b, 1), cond=torch.zeros(1, 5, 32)), "cond must have shape \\(1, 12, 32\\)"),
         (lambda b: b.decode(noise(b, 1), texts=[""], cond=b.encode_text([""])), "texts or cond, not both"),
-        (lambda b: b.sampling_kwargs(guidance_scale=0.9), "guidance_scale must be a finite number >= 1"),
-        (lambda b: b.sampling_kwargs(strength=0), "strength must be a number in \\(0, 1\\]"),
+        (lambda b: b.call_options(guidance_scale=0.9), "guidance_scale must be a finite number >= 1"),
+        (lambda b: b.call_options(strength=0), "strength must be a number in \\(0, 1\\]"),
+        (lambda b: b.call_options(strength=0.2), "strength 0.2 keeps no step of 4"),
+        (lambda b: b.call_options(strength=0.5, sampler="dpm-solver"), "strength below 1 needs sampler='ddim'"),
+        (
+            lambda b: b.call_options(CallOptions(strength=0.1, names={"strength": "path_strength"})),
+            "path_strength 0.1 keeps no step of 4",
+        ),
         (lambda b: b.decode(noise(b, 1), texts=[""], strength=1.5), "strength must be a number in \\(0, 1\\]"),
         (lambda b: b.decode(noise(b, 1), texts=[""], strength=0.2), "strength 0.2 keeps no step of 4"),
         (
@@ -239,10 +245,10 @@ def test_bad_input_is_a_clear_error(ldm, call, message):
 def test_unconditional_backends_refuse_texts_and_sampler_settings(tiny_vae):
     with pytest.raises(ValueError, match="not text-conditioned"):
         tiny_vae.decode(torch.zeros(1, 6), texts=["a"])
-    with pytest.raises(ValueError, match="guidance_scale apply to diffusion backends"):
-        tiny_vae.sampling_kwargs(guidance_scale=2.0)
-    with pytest.raises(ValueError, match="strength apply to diffusion backends"):
-        tiny_vae.sampling_kwargs(strength=0.5)
+    with pytest.raises(ValueError, match="guidance_scale applies to diffusion backends; 'vae' has no sampler"):
+        tiny_vae.call_options(guidance_scale=2.0)
+    with pytest.raises(ValueError, match="num_inference_steps and strength apply to diffusion backends"):
+        tiny_vae.call_options(num_inference_steps=4, strength=0.5)
 
 
 def test_mismatched_components_are_refused(tiny_sd_pipeline, tiny_vae):

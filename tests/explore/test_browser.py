@@ -37,7 +37,7 @@ if _why is not None:
         raise RuntimeError(f"browser tests required (LATENTMIX_REQUIRE_BROWSER=1): {_why}")
     pytest.skip(_why, allow_module_level=True)
 
-from latentmix.backends import load_backend  # noqa: E402
+from latentmix.backends import CallOptions, load_backend  # noqa: E402
 from latentmix.data import load_dataset  # noqa: E402
 from latentmix.data.images import pil_to_tensor  # noqa: E402
 from latentmix.explore import Explorer, launch  # noqa: E402
@@ -199,7 +199,7 @@ def test_long_jobs_show_progress_and_do_not_block_the_slider(browser, tmp_path):
     torch.manual_seed(0)
     ldm, digits = load_backend("digits-ldm"), load_dataset("digits", split="test")
     explorer = Explorer(ldm, digits, out_dir=tmp_path, backend_spec="digits-ldm", data_spec="digits",
-                        sampling={"num_inference_steps": 20})  # fmt: skip
+                        options=CallOptions(num_inference_steps=20))  # fmt: skip
     app = launch(explorer, port=None, block=False)
     try:
         page = open_page(browser, app.local_url)

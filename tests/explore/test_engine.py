@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from latentmix.backends import load_backend
+from latentmix.backends import CallOptions, load_backend
 from latentmix.cli import main
 from latentmix.configs import ExploreConfig
 from latentmix.data import load_dataset
@@ -156,7 +156,7 @@ def test_keyframe_walk_and_attribute_edit(explorer):
 
 def test_prompts_on_a_text_conditioned_backend(tmp_path):
     ldm = load_backend("digits-ldm")
-    explorer = Explorer(ldm, None, out_dir=tmp_path, sampling={"num_inference_steps": 4})
+    explorer = Explorer(ldm, None, out_dir=tmp_path, options=CallOptions(num_inference_steps=4))
     a, b = explorer.from_prompt("a handwritten digit 3", 0), explorer.from_prompt("a handwritten digit 8", 1)
     frame = explorer.frame(a, b, 0.5)
     za, ca = explorer.latent(a)

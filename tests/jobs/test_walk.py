@@ -128,11 +128,11 @@ def test_seed_and_prompt_travel_with_the_fast_sampler_as_webm(tmp_path, capsys):
         (["--keyframes", "0", "99999"], "out of range"),
         (["--seeds", "1", "2", "--fps", "0"], "fps must be"),
         (["--seeds", "1", "2", "--prompts", "a"], "not text-conditioned"),
-        (["--keyframes", "0", "1", "--inversion", "exact"], "apply to diffusion backends"),
+        (["--keyframes", "0", "1", "--inversion", "exact"], "inversion applies to diffusion backends"),
         (["--backend", "digits-ldm", "--keyframes", "0", "1", "--sampler", "dpm-solver"], "decode with ddim"),
         (["--seeds", "1", "2", "--prompts", "a", "b", "c"], "one prompt per keyframe"),
         (["--backend", "digits-ldm", "--seeds", "1", "2", "--inversion-strength", "0.5"], "prior keyframes are pure"),
-        (["--keyframes", "0", "1", "--inversion-strength", "0.5"], "strength apply to diffusion backends"),
+        (["--keyframes", "0", "1", "--inversion-strength", "0.5"], "inversion_strength applies to diffusion backends"),
         (["--backend", "digits-ldm", "--keyframes", "0", "1", "--inversion-strength", "0"], "strength must be"),
     ],
 )

@@ -115,7 +115,7 @@ def test_fit_ldm_cli_then_grid_with_prompts(tmp_path, capsys):
     assert main(["--quiet", "grid", "--backend", str(out), "--prompts", "only one", "--out", str(png)]) == 2
     assert "--prompts takes pairs" in capsys.readouterr().err
     assert main(["--quiet", "grid", "--backend", "digits-vae", "--guidance-scale", "2", "--out", str(png)]) == 2
-    assert "apply to diffusion backends" in capsys.readouterr().err
+    assert "guidance_scale applies to diffusion backends" in capsys.readouterr().err
 
 
 def test_fit_ldm_runs_in_two_real_processes_with_torchrun(tmp_path):
