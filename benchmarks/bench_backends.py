@@ -47,7 +47,7 @@ def rows(reports: dict[str, dict]) -> list[tuple[str, list[str]]]:
 
 
 def main() -> None:
-    reports = {name: evaluate_backend(name, quiet=True) for name in embedded_models()}
+    reports = {name: evaluate_backend(backend=name, quiet=True).to_dict() for name in embedded_models()}
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "backends.json").write_text(json.dumps(reports, indent=2))

@@ -29,7 +29,9 @@ def main() -> None:
         torch.testing.assert_close(batched(), per_image())
         fast = best_of(batched, repeat=20)
         slow = best_of(per_image, repeat=5)
-    whole = best_of(lambda: interpolation_grid(backend, pairs=[(i, i + 10) for i in range(10)], steps=10), repeat=5)
+    whole = best_of(
+        lambda: interpolation_grid(backend=backend, pairs=[(i, i + 10) for i in range(10)], steps=10), repeat=5
+    )
     report(
         "grid",
         [

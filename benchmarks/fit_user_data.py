@@ -28,6 +28,7 @@ import json
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -127,8 +128,8 @@ def part_study(work: Path, data: Path, results: dict, seeds: list[int], backend:
     config = CompareConfig(recipes=("erm", "blends-intra", "blends-intra+filter"), seeds=tuple(seeds),
                            backend=str(work / backend), synthetic_n=1000,
                            workdir=str(work / f"compare-{backend}"))  # fmt: skip
-    study = run_compare(base, config, quiet=True)
-    results.setdefault("study", {})[backend] = study
+    study = run_compare(replace(config, train=base), quiet=True)
+    results.setdefault("study", {})[backend] = study.to_dict()
     save(work, results)
     print(format_table(study), flush=True)
 

@@ -56,9 +56,9 @@ _default_showwarning = warnings.showwarning
 def _demo(args: argparse.Namespace, argv: list[str]) -> int:
     from latentmix.jobs.demo import run_demo
 
-    written = run_demo(args.out, seed=args.seed, quiet=args.quiet)
+    result = run_demo(from_args(configs.DemoConfig, args), quiet=args.quiet)
     print("latentmix demo: wrote")
-    for name, path in written.items():
+    for name, path in result.written.items():
         print(f"  {name:<22} {path}")
     return 0
 
@@ -80,7 +80,7 @@ def _walk(args: argparse.Namespace, argv: list[str]) -> int:
     config.validate()
     from latentmix.jobs.walk import walk
 
-    result = walk(config, args.out, quiet=args.quiet)
+    result = walk(config, quiet=args.quiet)
     w = result.walk
     spacing = ""
     if w.cv is not None and w.cv_uniform is not None:
@@ -99,7 +99,7 @@ def _synthesize(args: argparse.Namespace, argv: list[str]) -> int:
     config.validate()
     from latentmix.jobs.synthesize import synthesize
 
-    result = synthesize(config, args.out, quiet=args.quiet)
+    result = synthesize(config, quiet=args.quiet)
     if _is_main_process():
         kept = f" (kept {result.num_samples} of {result.generated} by the filter)" if config.filter_classifier else ""
         print(
@@ -140,11 +140,10 @@ def _evaluate(args: argparse.Namespace, argv: list[str]) -> int:
         from latentmix.utils.validation import suffix
 
         suffix(args.json, "--json", (".json",))
-    report = evaluate_backend(config=config, quiet=args.quiet)
-    report["backend_name"] = report["config"]["backend"]
+    report = evaluate_backend(config, quiet=args.quiet)
     print(format_report(report))
     if args.json:
-        _write_json(args.json, report)
+        _write_json(args.json, report.to_dict())
     return 0
 
 
@@ -158,7 +157,7 @@ def _evaluate_pairs(args: argparse.Namespace, argv: list[str]) -> int:
     report = evaluate_pairs(from_args(configs.PairEvalConfig, args), quiet=args.quiet)
     print(format_pair_report(report))
     if args.json:
-        _write_json(args.json, report)
+        _write_json(args.json, report.to_dict())
     return 0
 
 
@@ -167,8 +166,8 @@ def _export(args: argparse.Namespace, argv: list[str]) -> int:
     config.validate()
     from latentmix.jobs.export import export_dataset
 
-    out = export_dataset(config.data, args.out, split=config.split, image_size=config.image_size, quiet=args.quiet)
-    print(f"wrote {out}: " + ", ".join(s for s in ("train", "test") if (out / s).is_dir()) + " (metadata.jsonl each)")
+    result = export_dataset(config, quiet=args.quiet)
+    print(f"wrote {result.out}: " + ", ".join(result.counts) + " (metadata.jsonl each)")
     return 0
 
 
@@ -177,8 +176,10 @@ def _augment(args: argparse.Namespace, argv: list[str]) -> int:
     config.validate()
     from latentmix.jobs.augment import augment_dataset
 
-    out = augment_dataset(config, args.out, quiet=args.quiet)
-    print(f"wrote {out}: images/, metadata.jsonl ({config.mode}: {', '.join(config.transforms)}, p={config.p:g})")
+    result = augment_dataset(config, quiet=args.quiet)
+    print(
+        f"wrote {result.out}: images/, metadata.jsonl ({config.mode}: {', '.join(config.transforms)}, p={config.p:g})"
+    )
     return 0
 
 
@@ -187,7 +188,7 @@ def _edit(args: argparse.Namespace, argv: list[str]) -> int:
     config.validate()
     from latentmix.jobs.edit import edit
 
-    result = edit(config, args.out, quiet=args.quiet)
+    result = edit(config, quiet=args.quiet)
     d = result.direction
     print(f"wrote {len(result.files)} images edited along {d.factor} {d.source} -> {d.target} to {result.out}")
     if any(result.matched):
@@ -242,11 +243,11 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
         from latentmix.utils.validation import suffix
 
         suffix(args.json, "--json", (".json",))
-    base = from_args(configs.TrainConfig, args, defaults=COMPARE_TRAIN_DEFAULTS)
-    results = run_compare(base, from_args(configs.CompareConfig, args), quiet=args.quiet)
-    print(format_table(results))
+    base = from_args(configs.TrainConfig, args, defaults=configs.COMPARE_TRAIN_DEFAULTS)
+    result = run_compare(from_args(configs.CompareConfig, args, train=base), quiet=args.quiet)
+    print(format_table(result))
     if args.json:
-        _write_json(args.json, results)
+        _write_json(args.json, result.to_dict())
     return 0
 
 
@@ -274,7 +275,6 @@ def _fitters() -> dict[str, Callable]:
 
 # -- the parser --------------------------------------------------------------------------------------------
 
-COMPARE_TRAIN_DEFAULTS = {"labels_per_class": 5}
 FIT_HELP = {
     "vae": (configs.VAEFitConfig, "fit latentmix's convolutional VAE"),
     "gan": (configs.GANFitConfig, "fit a GAN with its inversion encoder (resumes an interrupted run)"),
@@ -311,8 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run the main jobs on the embedded default models")
-    demo.add_argument("--out", default="latentmix-demo", help="output directory (default: latentmix-demo)")
-    demo.add_argument("--seed", type=int, default=0, help="seeds every choice of the demo (default: 0)")
+    add_flags(demo, configs.DemoConfig)
     demo.set_defaults(handler=_demo)
 
     grid = sub.add_parser("grid", help="interpolation grid (PNG, optional GIF) between real or prior endpoints")
@@ -322,8 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     wk = sub.add_parser(
         "walk", help="walk through keyframes (indices, image files, seeds or prompts): PNG frames, video and GIF"
     )
-    add_flags(wk, configs.WalkConfig)
-    wk.add_argument("--out", required=True, help="output directory (new or empty)")
+    add_flags(wk, configs.WalkConfig, required=("out",))
     wk.set_defaults(handler=_walk)
 
     xp = sub.add_parser("explore", help="a local web page: pick endpoints, slide t, strips, sheets, walks, exports")
@@ -331,8 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     xp.set_defaults(handler=_explore)
 
     syn = sub.add_parser("synthesize", help="write a paired augmentation set: blended images, captions, soft labels")
-    add_flags(syn, configs.SynthesisConfig)
-    syn.add_argument("--out", required=True, help="output directory (an existing run with the same settings resumes)")
+    add_flags(syn, configs.SynthesisConfig, required=("out",))
     syn.set_defaults(handler=_synthesize)
 
     ev = sub.add_parser("evaluate", help="quality report of a backend on a data set's test split")
@@ -352,20 +349,17 @@ def build_parser() -> argparse.ArgumentParser:
     ed = sub.add_parser(
         "edit", help="latent arithmetic: move your images along an attribute direction (e.g. red -> blue)"
     )
-    add_flags(ed, configs.EditConfig, required=("images", "factor", "source", "target"))
-    ed.add_argument("--out", required=True, help="output directory (new or empty): edited PNGs and edits.png")
+    add_flags(ed, configs.EditConfig, required=("images", "factor", "source", "target", "out"))
     ed.set_defaults(handler=_edit)
 
     au = sub.add_parser(
         "augment", help="write a data set or paired set with its pairs flipped, moved, recoloured (captions follow)"
     )
-    add_flags(au, configs.AugmentConfig)
-    au.add_argument("--out", required=True, help="output directory (new or empty)")
+    add_flags(au, configs.AugmentConfig, required=("out",))
     au.set_defaults(handler=_augment)
 
     ex = sub.add_parser("export", help="write a data set (e.g. shapes) as an imagefolder with metadata.jsonl")
-    add_flags(ex, configs.ExportConfig)
-    ex.add_argument("--out", required=True, help="output directory (new or empty)")
+    add_flags(ex, configs.ExportConfig, required=("out",))
     ex.set_defaults(handler=_export)
 
     tr = sub.add_parser(
@@ -377,7 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmp = sub.add_parser("compare", help="recipes x seeds: accuracy, NLL, ECE before/after temperature scaling, paired")
     add_flags(cmp, configs.CompareConfig)
-    add_flags(cmp, configs.TrainConfig, skip=("seed", "checkpoint_dir", "synthetic"), defaults=COMPARE_TRAIN_DEFAULTS)
+    add_flags(
+        cmp, configs.TrainConfig, skip=("seed", "checkpoint_dir", "synthetic"), defaults=configs.COMPARE_TRAIN_DEFAULTS
+    )
     cmp.add_argument("--json", help="write all numbers here (.json)")
     cmp.set_defaults(handler=_compare)
 

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from latentmix.backends import CallOptions, LatentBackend, load_backend, registered_backends
+from latentmix.backends import CallOptions, LatentBackend, is_backend, load_backend, registered_backends
 from latentmix.backends.base import ENCODER_KINDS
 from latentmix.latent.choices import METHODS
 
@@ -117,7 +117,7 @@ def check_capabilities(backend: LatentBackend, probe: Probe) -> None:
     _expect(len(shape) > 0 and all(isinstance(d, int) and d > 0 for d in shape), c, f"latent_shape is {shape!r}")
     registered = registered_backends()
     _expect(registered.get(backend.backend_name) is type(backend), c, f"{type(backend).__name__} is not registered")
-    _expect(backend.first_stage is None or isinstance(backend.first_stage, LatentBackend), c, "first_stage kind")
+    _expect(backend.first_stage is None or is_backend(backend.first_stage), c, "first_stage kind")
     modules = backend.modules()
     _expect(bool(modules) and all(isinstance(m, torch.nn.Module) for m in modules.values()), c, "modules()")
 
@@ -330,7 +330,7 @@ def check_backend(backend: LatentBackend, *, checks: list[str] | None = None, **
     Keyword arguments go to :func:`make_probe` (``images``, ``texts``, ``call_kwargs``, ``tmp_dir``).
     Raises ``AssertionError`` at the first failed check, naming it.
     """
-    if not isinstance(backend, LatentBackend):
+    if not is_backend(backend):
         raise TypeError(f"backend must be a LatentBackend, got {type(backend).__name__}")
     names = list(BACKEND_CHECKS) if checks is None else checks
     unknown = [n for n in names if n not in BACKEND_CHECKS]

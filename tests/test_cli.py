@@ -102,19 +102,20 @@ def test_every_setting_of_every_job_is_a_flag_with_help_and_the_configs_default(
     subparsers = {a.dest: a for a in parser._actions if isinstance(a, type(parser._subparsers._group_actions[0]))}
     commands = subparsers["command"].choices
     fits = next(a for a in commands["fit"]._actions if a.dest == "model").choices
-    jobs = {
-        "grid": commands["grid"], "synthesize": commands["synthesize"], "evaluate": commands["evaluate"],
-        "train": commands["train"], "fit vae": fits["vae"], "fit gan": fits["gan"], "fit ldm": fits["ldm"],
-        "fit reference-classifier": fits["reference-classifier"],
-    }  # fmt: skip
     classes = {
-        "grid": configs.GridConfig, "synthesize": configs.SynthesisConfig, "evaluate": configs.EvalConfig,
-        "train": configs.TrainConfig, "fit vae": configs.VAEFitConfig, "fit gan": configs.GANFitConfig,
-        "fit ldm": configs.LDMFitConfig, "fit reference-classifier": configs.ReferenceFitConfig,
+        "grid": configs.GridConfig, "walk": configs.WalkConfig, "explore": configs.ExploreConfig,
+        "edit": configs.EditConfig, "synthesize": configs.SynthesisConfig, "export": configs.ExportConfig,
+        "augment": configs.AugmentConfig, "evaluate": configs.EvalConfig, "evaluate-pairs": configs.PairEvalConfig,
+        "train": configs.TrainConfig, "compare": configs.CompareConfig, "demo": configs.DemoConfig,
+        "fit vae": configs.VAEFitConfig, "fit gan": configs.GANFitConfig, "fit ldm": configs.LDMFitConfig,
+        "fit reference-classifier": configs.ReferenceFitConfig, "fit align": configs.AlignFitConfig,
     }  # fmt: skip
+    jobs = {job: fits[job[4:]] if job.startswith("fit ") else commands[job] for job in classes}
     for job, sub in jobs.items():
         actions = {a.dest: a for a in sub._actions}
         for f in dataclasses.fields(classes[job]):
+            if not f.metadata.get("cli", True):  # Python only (a loaded object, the base settings of compare)
+                continue
             assert f.name in actions, f"{job}: no flag for {f.name}"
             assert actions[f.name].help, f"{job} --{f.name} has no help"
             check = f.metadata.get("check")

@@ -207,7 +207,7 @@ def test_a_second_writer_is_refused_and_a_killed_ones_lock_does_not_block(tmp_pa
         exclusive(out, "out"),
         pytest.raises(ValueError, match=r"being written by another latentmix run \(process \d+\)"),
     ):
-        synthesize(SynthesisConfig(n=8, shard_size=8), out, quiet=True)
+        synthesize(SynthesisConfig(n=8, shard_size=8, out=out), quiet=True)
     assert not out.exists()
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
@@ -218,11 +218,11 @@ def test_a_second_writer_is_refused_and_a_killed_ones_lock_does_not_block(tmp_pa
     """)], stdout=subprocess.PIPE, text=True)  # fmt: skip
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(ValueError, match="being written by another latentmix run"):
-        synthesize(SynthesisConfig(n=8, shard_size=8), out, quiet=True)
+        synthesize(SynthesisConfig(n=8, shard_size=8, out=out), quiet=True)
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
     assert lock_path(out).exists()  # the file stays; the lock died with its process
-    assert synthesize(SynthesisConfig(n=8, shard_size=8), out, quiet=True).num_samples == 8
+    assert synthesize(SynthesisConfig(n=8, shard_size=8, out=out), quiet=True).num_samples == 8
     with exclusive(tmp_path / "ckpt"), pytest.raises(ValueError, match="being written by another"):
         train_classifier(replace(FAST, checkpoint_dir=str(tmp_path / "ckpt")), quiet=True)
 
@@ -268,7 +268,7 @@ def test_a_diverging_run_stops_in_one_line_and_keeps_its_last_checkpoint(tmp_pat
 @pytest.fixture(scope="module")
 def small_set(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("syn") / "set"
-    synthesize(SynthesisConfig(n=8, shard_size=8, labels_per_class=5), out, quiet=True)
+    synthesize(SynthesisConfig(n=8, shard_size=8, labels_per_class=5, out=out), quiet=True)
     return out
 
 
@@ -350,10 +350,10 @@ def test_synthesize_resumes_a_run_killed_at_its_start_and_redoes_deleted_images(
     out = tmp_path / "set"
     (out / "shards").mkdir(parents=True)  # a run killed before it wrote its run file (the old layout order)
     (out / "images").mkdir()
-    assert synthesize(SynthesisConfig(n=8, shard_size=8, labels_per_class=5), out, quiet=True).num_samples == 8
+    assert synthesize(SynthesisConfig(n=8, shard_size=8, labels_per_class=5, out=out), quiet=True).num_samples == 8
     victim = next((out / "images").rglob("*.png"))
     victim.unlink()
-    result = synthesize(SynthesisConfig(n=8, shard_size=8, labels_per_class=5), out, quiet=True)
+    result = synthesize(SynthesisConfig(n=8, shard_size=8, labels_per_class=5, out=out), quiet=True)
     assert result.written == 8 and victim.is_file()
     digest = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     assert digest == {p.relative_to(small_set): p.read_bytes() for p in sorted(small_set.rglob("*")) if p.is_file()}

@@ -5,7 +5,7 @@ and VQModel, GAN, latent diffusion).
 """
 
 from latentmix.backends.autoencoders import AutoencoderKLBackend, AutoencoderTinyBackend, VQModelBackend
-from latentmix.backends.base import LatentBackend, mix_conditions
+from latentmix.backends.base import LatentBackend, is_backend, mix_conditions
 from latentmix.backends.files import load_weights
 from latentmix.backends.gan import Discriminator, GANBackend, Generator, InversionEncoder
 from latentmix.backends.ldm import LatentDiffusionBackend
@@ -29,6 +29,7 @@ __all__ = [
     "VQModelBackend",
     "embedded_models",
     "embedded_models_dir",
+    "is_backend",
     "load_backend",
     "load_directory",
     "load_weights",

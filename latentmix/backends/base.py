@@ -74,6 +74,12 @@ def mix_conditions(cond_a: Tensor | None, cond_b: Tensor | None, t, method: str 
     return interpolate(cond_a, cond_b, t, method)
 
 
+def is_backend(obj: Any) -> bool:
+    """Whether ``obj`` answers the backend contract (is a :class:`LatentBackend`): callers outside this package ask
+    this, or a backend's capabilities, never for a backend class."""
+    return isinstance(obj, LatentBackend)
+
+
 class LatentBackend(abc.ABC):
     """Base class of all backends; see the module docstring for the contract."""
 

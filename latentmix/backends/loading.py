@@ -76,8 +76,9 @@ def load_hub(repo_id: str, **kwargs) -> LatentBackend:
     return load_directory(root / subfolder if subfolder else root, **kwargs)
 
 
-def load_backend(name_or_path: str | os.PathLike, *, device=None, **kwargs) -> LatentBackend:
-    """Load a backend by embedded name, local directory, or hub id, in that order.
+def load_backend(name_or_path: str | os.PathLike | LatentBackend, *, device=None, **kwargs) -> LatentBackend:
+    """Load a backend by embedded name, local directory, or hub id, in that order; a loaded backend is taken as
+    it is (so a job's ``backend`` setting may be either).
 
     Args:
         name_or_path: an embedded model (``"digits-vae"``, see :func:`embedded_models`), a directory
@@ -91,8 +92,12 @@ def load_backend(name_or_path: str | os.PathLike, *, device=None, **kwargs) -> L
     Returns:
         A :class:`~latentmix.backends.base.LatentBackend` in eval mode.
     """
+    if isinstance(name_or_path, LatentBackend):
+        if kwargs:
+            raise TypeError(f"backend is already loaded; {', '.join(kwargs)} apply to loading one")
+        return name_or_path.to(device).eval() if device is not None else name_or_path.eval()
     if not isinstance(name_or_path, (str, os.PathLike)):
-        raise TypeError(f"backend must be a name or a path, got {type(name_or_path).__name__}")
+        raise TypeError(f"backend must be a name, a path or a LatentBackend, got {type(name_or_path).__name__}")
     text = os.fspath(name_or_path)
     embedded = embedded_models()
     path = Path(text).expanduser()

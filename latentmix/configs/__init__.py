@@ -11,7 +11,8 @@ library is imported here, so ``latentmix --help`` does not load torch.
 * one module per job family: :mod:`~latentmix.configs.walks` (grid, walk, explore, edit),
   :mod:`~latentmix.configs.synthesis` (synthesize, export, augment), :mod:`~latentmix.configs.evaluation`
   (evaluate, evaluate-pairs), :mod:`~latentmix.configs.training` (train, compare and its recipes),
-  :mod:`~latentmix.configs.fitting` (fit vae / gan / ldm / reference-classifier / align).
+  :mod:`~latentmix.configs.fitting` (fit vae / gan / ldm / reference-classifier / align), and
+  :mod:`~latentmix.configs.demo`.
 """
 
 from latentmix.configs.choices import (
@@ -37,11 +38,13 @@ from latentmix.configs.choices import (
     backend_for,
 )
 from latentmix.configs.common import BackendSettings, DataSettings, SplitSettings, override
+from latentmix.configs.demo import DemoConfig
 from latentmix.configs.evaluation import EvalConfig, PairEvalConfig
 from latentmix.configs.fitting import AlignFitConfig, GANFitConfig, LDMFitConfig, ReferenceFitConfig, VAEFitConfig
 from latentmix.configs.synthesis import AugmentConfig, ExportConfig, SynthesisConfig
 from latentmix.configs.training import (
     CLASS_WEIGHTS,
+    COMPARE_TRAIN_DEFAULTS,
     DEFAULT_ALPHA,
     DEFAULT_RECIPES,
     DEFAULT_TEMPERATURE_PRIOR,
@@ -64,6 +67,7 @@ __all__ = [
     "BETA_SCHEDULES",
     "CAPTION_RULES",
     "CLASS_WEIGHTS",
+    "COMPARE_TRAIN_DEFAULTS",
     "DEFAULT_ALIGN_MODELS",
     "DEFAULT_ALPHA",
     "DEFAULT_BACKEND",
@@ -95,6 +99,7 @@ __all__ = [
     "BackendSettings",
     "CompareConfig",
     "DataSettings",
+    "DemoConfig",
     "EditConfig",
     "EvalConfig",
     "ExploreConfig",

@@ -7,6 +7,7 @@ the jobs' vocabulary. Standard library only.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from latentmix.latent.choices import KEYFRAME_METHODS, METHODS, SPACINGS, STRATEGIES
 
@@ -52,9 +53,10 @@ DEFAULT_BACKENDS = {"digits": DEFAULT_BACKEND, "shapes": "shapes-vae"}
 DEFAULT_ALIGN_MODELS = {"shapes": "shapes-align"}  # the embedded alignment model of each embedded data set
 
 
-def backend_for(backend: str | None, data: object, defaults: dict[str, str] = DEFAULT_BACKENDS) -> str:
-    """``backend``, or the embedded default for ``data`` in ``defaults`` (:data:`DEFAULT_BACKENDS`: digits-vae
-    for digits, shapes-vae for shapes; ``compare`` uses :data:`DEFAULT_SYNTHESIS_BACKENDS`)."""
+def backend_for(backend: Any, data: object, defaults: dict[str, str] = DEFAULT_BACKENDS) -> Any:
+    """``backend`` (a name, a path or a loaded backend), or the embedded default for ``data`` in ``defaults``
+    (:data:`DEFAULT_BACKENDS`: digits-vae for digits, shapes-vae for shapes; ``compare`` uses
+    :data:`DEFAULT_SYNTHESIS_BACKENDS`)."""
     if backend is not None:
         return backend
     name = defaults.get(str(data))

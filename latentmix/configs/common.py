@@ -26,6 +26,7 @@ BACKEND_HELP = (
     "embedded name, directory or hub id of the backend (default: digits-vae for digits, shapes-vae for shapes)"
 )
 DIFFUSION = "diffusion backends: "
+OUT_DIR_HELP = "output directory (new or empty)"
 STRENGTH_HELP = (
     "diffusion backends: walk between partly inverted latents, inverting this fraction of the DDIM steps, in (0, 1]; "
     "the sampler cleans each frame up from that noise level, and lower keeps more of the images (default: 1, all "
@@ -56,7 +57,8 @@ class BackendSettings:
     """The backend a job runs, and the options its encode and decode calls take (each refused by a backend it
     does not apply to; see :class:`latentmix.backends.CallOptions`)."""
 
-    backend: str | None = option(None, BACKEND_HELP, path=True)
+    #: a name, a directory or a hub id; from Python also a loaded ``LatentBackend``
+    backend: Any = option(None, BACKEND_HELP, path=True)
     refine_steps: int | None = option(
         None, "GAN backends: inversion refinement steps (default: the backend's, 100)", check=NON_NEGATIVE_INT
     )

@@ -8,6 +8,7 @@ from latentmix.configs.choices import AUGMENT_MODES, CAPTION_RULES, DEFAULT_TEXT
 from latentmix.configs.common import (
     IMBALANCE,
     IMBALANCE_HELP,
+    OUT_DIR_HELP,
     PAIRS,
     TRANSFORM_NAMES,
     BackendSettings,
@@ -98,6 +99,15 @@ class SynthesisConfig(SplitSettings, DataSettings, BackendSettings):
     filter_threshold: float = option(
         0.5, "a blend is kept when the classifier gives its dominant class at least this probability", check=PROBABILITY
     )
+    out: str | None = option(
+        None,
+        "output directory (an existing run with the same settings resumes or extends; in Python, none keeps the set "
+        "in memory)",
+        identity=False,
+    )
+    keep_in_memory: bool | None = option(
+        None, "also return the samples (default: only when out is none)", cli=False, identity=False
+    )
 
     def validate(self) -> None:
         validate_fields(self)
@@ -123,9 +133,12 @@ class ExportConfig:
     data: str = option("shapes", "'digits', 'shapes' or a labelled image folder", path=True)
     split: str = option("all", "train, test, or all (both, as train/ and test/)", check=one_of(SPLITS))
     image_size: int | None = option(None, "image side (default: the data's own)", check=POSITIVE_INT)
+    out: str | None = option(None, OUT_DIR_HELP, identity=False)
 
     def validate(self) -> None:
         validate_fields(self)
+        if self.out is None:
+            raise ValueError("out: give the output directory (new or empty)")
 
 
 @dataclass
@@ -147,6 +160,9 @@ class AugmentConfig:
         "synchronized", "synchronized (captions and factors follow), image-only, or none", check=one_of(AUGMENT_MODES)
     )
     seed: int = option(0, "seeds which pairs are transformed and how", check=INT)
+    out: str | None = option(None, OUT_DIR_HELP, identity=False)
 
     def validate(self) -> None:
         validate_fields(self)
+        if self.out is None:
+            raise ValueError("out: give the output directory (new or empty)")

@@ -4,6 +4,7 @@ recipes ``compare`` runs."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from latentmix.configs.choices import AUGMENT_MODES, DEFAULT_TEXT_ENCODER, MIXED_PRECISION
 from latentmix.configs.common import IMBALANCE, IMBALANCE_HELP, SEEDS, TRANSFORM_NAMES, check_imbalance
@@ -79,6 +80,8 @@ RECIPES: dict[str, dict] = {
         "class_weights": "balanced",
     },
 }
+#: ``latentmix compare`` trains at 5 labels per class unless told otherwise
+COMPARE_TRAIN_DEFAULTS: dict[str, Any] = {"labels_per_class": 5}
 DEFAULT_RECIPES = ("erm", "input-mixup", "manifold-mixup", "blends-intra", "blends-inter", "blends-intra+manifold")
 
 
@@ -257,6 +260,20 @@ class CompareConfig:
     )
     synthetic_n: int = option(2000, "synthetic samples per seed", check=POSITIVE_INT)
     workdir: str | None = option(None, "where the synthetic sets go (default: a new temporary directory)")
+    train: TrainConfig | None = option(
+        None,
+        "the training settings every recipe starts from (default: TrainConfig at 5 labels per class; on the command "
+        "line: the train flags)",
+        cli=False,
+    )
+
+    @property
+    def base(self) -> TrainConfig:
+        """The settings every recipe starts from."""
+        return self.train if self.train is not None else TrainConfig(**COMPARE_TRAIN_DEFAULTS)
 
     def validate(self) -> None:
         validate_fields(self)
+        if self.train is not None and not isinstance(self.train, TrainConfig):
+            raise TypeError(f"train must be a TrainConfig, got {type(self.train).__name__}")
+        self.base.validate()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from latentmix.configs.choices import (
     INVERSIONS,
@@ -19,6 +20,7 @@ from latentmix.configs.common import (
     DIFFUSION,
     INVERSION_HELP,
     ITERATIONS_HELP,
+    OUT_DIR_HELP,
     PAIRS,
     SEEDS,
     STRENGTH,
@@ -170,6 +172,7 @@ class WalkConfig(SplitSettings, DataSettings, BackendSettings):
     inversion: str = option("ddim", INVERSION_HELP, check=one_of(INVERSIONS))
     inversion_iterations: int | None = option(None, ITERATIONS_HELP, check=NON_NEGATIVE_INT)
     inversion_strength: float | None = option(None, STRENGTH_HELP + "keyframes from images only)", check=STRENGTH)
+    out: str | None = option(None, OUT_DIR_HELP + ": frames/, the video, the GIF and walk.json", identity=False)
 
     def validate(self) -> None:
         validate_fields(self)
@@ -191,6 +194,8 @@ class WalkConfig(SplitSettings, DataSettings, BackendSettings):
                 "sampler: keyframes from images are DDIM-inverted and decode with ddim; dpm-solver is for prior "
                 "keyframes (--seeds or --prompts)"
             )
+        if self.out is None:
+            raise ValueError("out: give the output directory (new or empty)")
 
 
 def _host(value, name: str) -> str:
@@ -237,7 +242,7 @@ def _names(value, name: str) -> tuple[str, ...]:
 class EditConfig(DataSettings, BackendSettings):
     """Settings of ``latentmix edit``: move images along an attribute direction (latent arithmetic)."""
 
-    backend: str = override(
+    backend: Any = override(
         BackendSettings, "backend", default="shapes-vae", help="embedded name, directory or hub id of the backend"
     )
     data: str = override(
@@ -270,9 +275,16 @@ class EditConfig(DataSettings, BackendSettings):
     reference: str | None = option(
         None, "reference classifier that reads the images' factors (default: the embedded one of the data)", path=True
     )
+    inversion_strength: float | None = option(
+        None,
+        DIFFUSION + "edit partly inverted latents, inverting this fraction of the DDIM steps, in (0, 1]; lower keeps "
+        "more of the image (default: 1, all the way to noise)",
+        check=STRENGTH,
+    )
+    out: str | None = option(None, OUT_DIR_HELP + ": edited PNGs and edits.png", identity=False)
 
     def validate(self) -> None:
         validate_fields(self)
-        for name in ("images", "factor", "source", "target"):
+        for name in ("images", "factor", "source", "target", "out"):
             if getattr(self, name) is None:
                 raise ValueError(f"{name} is required")

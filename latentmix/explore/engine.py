@@ -351,9 +351,8 @@ class Explorer:
                                  lam=round(1.0 - _position(t), 6), method=check_method(method),
                                  strategy="intra-class" if a.label == b.label else "inter-class",
                                  class_pairs=None if a.label == b.label else ((a.label, b.label),))  # fmt: skip
-        if self.sampling:
-            config = replace(config, **self.sampling)
-        return synthesize(config, self._new_path("synthetic", ""), quiet=quiet)
+        config = replace(config, out=str(self._new_path("synthetic", "")), **self.sampling)
+        return synthesize(config, quiet=quiet)
 
     def keyframe_walk(self, endpoints: list[Endpoint], frames: int, method: str, spacing: str, closed: bool = False):
         """``latentmix walk`` through data set items and uploads, written (frames, GIF, MP4, manifest) to a new
@@ -371,10 +370,11 @@ class Explorer:
         features = "reference" if self.data_spec in ("digits", "shapes") else "pixels"
         data = self.data_spec or "digits"  # only read for data set indices, which need a data set
         frames = _bounded(frames, "frames", 1, 120)
-        config = WalkConfig(backend=self.backend_spec, keyframes=tuple(specs), frames=frames, method=method,
+        config = WalkConfig(backend=self.backend, keyframes=tuple(specs), frames=frames, method=method,
                             spacing=spacing, closed=bool(closed), data=data, split=self.split,
-                            features=features, fps=12.0, **self.sampling)  # fmt: skip
-        return walk(config, self._new_path("walk", ""), backend=self.backend)
+                            features=features, fps=12.0, out=str(self._new_path("walk", "")),
+                            **self.sampling)  # fmt: skip
+        return walk(config)
 
 
 def _position(t: Any) -> float:

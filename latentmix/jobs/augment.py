@@ -10,7 +10,7 @@ The directory appears whole, by rename, or not at all.
 from __future__ import annotations
 
 import json
-import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,12 +24,20 @@ from latentmix.jobs.export import write_split
 BATCH = 256
 
 
-def augment_dataset(config: AugmentConfig, out: str | os.PathLike, *, quiet: bool = False) -> Path:
-    """Write ``config.data`` with ``config.transforms`` applied to its pairs under ``out`` (new or empty)."""
+@dataclass
+class AugmentResult:
+    """What :func:`augment_dataset` wrote: ``out`` and how many pairs."""
+
+    out: Path
+    pairs: int
+
+
+def augment_dataset(config: AugmentConfig, *, quiet: bool = False) -> AugmentResult:
+    """Write ``config.data`` with ``config.transforms`` applied to its pairs under ``config.out`` (new or empty)."""
     from latentmix.utils.atomic import atomic_directory
 
     config.validate()
-    out = Path(out)
+    out = Path(str(config.out))
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"out: {out} exists and is not an empty directory; choose a new one")
     data = load_pairs(config.data, split=config.split)
@@ -55,7 +63,8 @@ def augment_dataset(config: AugmentConfig, out: str | os.PathLike, *, quiet: boo
             (tmp / FACTORS).write_text(json.dumps(data.factor_values, indent=1) + "\n", encoding="utf-8")
         write_split(tmp, batches(), len(data), f"augment ({config.mode})", quiet)
 
-    return atomic_directory(out, write, marker="")
+    atomic_directory(out, write, marker="")
+    return AugmentResult(out, len(data))
 
 
 def hash_seed(seed: int, batch: int) -> int:

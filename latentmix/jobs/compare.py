@@ -15,9 +15,8 @@ needs ``--backend``, a model fitted on it.
 
 from __future__ import annotations
 
-import json
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,9 @@ from latentmix.configs import (
 from latentmix.jobs.synthesize import synthesize
 from latentmix.train.classifier import train_classifier
 
-__all__ = ["DEFAULT_RECIPES", "RECIPES", "CompareConfig", "format_table", "paired_differences", "run_compare"]
+__all__ = [
+    "DEFAULT_RECIPES", "RECIPES", "CompareConfig", "CompareResult", "format_table", "paired_differences", "run_compare",
+]  # fmt: skip
 
 METRICS = ("accuracy", "nll", "ece")
 BOOTSTRAP = 500  # test-set resamples for the paired intervals
@@ -47,23 +48,58 @@ def _mean_std(values: list[float]) -> dict[str, float]:
     return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0}
 
 
-def run_compare(base: TrainConfig, config: CompareConfig | None = None, *, quiet: bool = False, **settings) -> dict:
+@dataclass
+class CompareResult:
+    """What :func:`run_compare` measured; :meth:`to_dict` is the JSON of ``latentmix compare --json``.
+
+    Attributes:
+        recipes: per recipe, ``per_seed`` rows (before / after temperature scaling, robustness, …) and their
+            ``summary`` (mean ± std).
+        seeds, data, labels_per_class, imbalance_ratio: what was trained on.
+        baseline: the first recipe, which the others are paired with.
+        paired: per other recipe, the paired differences after temperature scaling (95 % intervals over test
+            resamples).
+        paired_by_seed: ``paired_robustness``, ``paired_class_balance``, ``paired_missing_modality`` where every
+            recipe has those numbers: per recipe, differences with t intervals over seeds.
+        verdicts: one sentence per other recipe: helped, hurt, or no measurable difference.
+    """
+
+    recipes: dict[str, dict[str, Any]]
+    seeds: list[int]
+    labels_per_class: int | None
+    data: str
+    imbalance_ratio: float | None
+    baseline: str
+    paired: dict[str, dict[str, Any]]
+    paired_by_seed: dict[str, dict[str, Any]]
+    verdicts: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "recipes": self.recipes, "seeds": self.seeds, "labels_per_class": self.labels_per_class,
+            "data": self.data, "imbalance_ratio": self.imbalance_ratio, "baseline": self.baseline,
+            "paired": self.paired,
+        }  # fmt: skip
+        return {**out, **self.paired_by_seed, "verdicts": self.verdicts}
+
+
+def run_compare(config: CompareConfig | None = None, *, quiet: bool = False, **settings: Any) -> CompareResult:
     """Train every recipe with every seed; return per-seed metrics, mean ± std and the paired differences.
 
-    Synthetic recipes blend the seed's labelled examples of ``base.data`` with ``config.backend`` (fitted on
+    Synthetic recipes blend the seed's labelled examples of the training data with ``config.backend`` (fitted on
     that data). Each synthetic set is judged by the seed's ERM classifier (fitted on the same labels, no
     others): ``erm_agreement`` is the share of blends whose dominant label it predicts; ``+filter`` recipes keep
     only those (:class:`latentmix.jobs.sources.BlendFilter`, threshold 0.5).
 
     Args:
-        base: the :class:`~latentmix.configs.TrainConfig` every recipe starts from.
-        config: a :class:`~latentmix.configs.CompareConfig`; ``settings`` override its fields
-            (``recipes``, ``seeds``, ``backend``, ``synthetic_n``, ``workdir``).
+        config: a :class:`~latentmix.configs.CompareConfig`: ``train``, the
+            :class:`~latentmix.configs.TrainConfig` every recipe starts from (default: 5 labels per class),
+            ``recipes``, ``seeds``, ``backend``, ``synthetic_n``, ``workdir``; ``settings`` override its fields.
     """
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
     config = replace(config or CompareConfig(), **settings)
     config.validate()
-    base.validate()
+    base = config.base
     recipes, seeds = list(config.recipes), list(config.seeds)
     work = Path(config.workdir or tempfile.mkdtemp(prefix="latentmix-compare-"))
     synthetic = any("synthetic_strategy" in RECIPES[r] for r in recipes)
@@ -116,7 +152,11 @@ def run_compare(base: TrainConfig, config: CompareConfig | None = None, *, quiet
                 r: seed_differences(base_rows, results["recipes"][r]["per_seed"], field) for r in recipes[1:]
             }
     results["verdicts"] = verdicts(results)
-    return results
+    paired_by_seed = {k: v for k, v in results.items() if k.startswith("paired_")}
+    return CompareResult(
+        results["recipes"], seeds, base.labels_per_class, base.data, base.imbalance_ratio, results["baseline"],
+        results["paired"], paired_by_seed, results["verdicts"],
+    )  # fmt: skip
 
 
 def _erm_model(base: TrainConfig, seed: int, work: Path, quiet: bool, reports: dict) -> str:
@@ -204,8 +244,8 @@ def recipe_config(
             imbalance_ratio=base.imbalance_ratio,
             balance=balance,
             filter_classifier=filter_classifier if use_filter else None,
+            out=str(out),
         ),
-        out,
         quiet=True,
     )
     return replace(config, synthetic=str(out))
@@ -294,8 +334,9 @@ def _reads_text(summary: dict) -> bool:
     return numbers is not None and numbers["both"]["mean"] != numbers["image_only"]["mean"]
 
 
-def format_table(results: dict) -> str:
+def format_table(result: CompareResult) -> str:
     """Markdown: mean ± std per recipe; accuracy in %, NLL, ECE before → after temperature scaling."""
+    results = result.to_dict()
 
     def ms(s, scale=1.0, digits=3):
         return f"{s['mean'] * scale:.{digits}f} ± {s['std'] * scale:.{digits}f}"
@@ -350,9 +391,3 @@ def format_table(results: dict) -> str:
             results, "class_balance", "class balance: test accuracy % per class, averaged and worst"
         )
     return "\n".join(lines)
-
-
-def save_results(results: dict, path: str) -> None:
-    from latentmix.utils.atomic import atomic_write_text
-
-    atomic_write_text(Path(path), json.dumps(results, indent=2) + "\n")

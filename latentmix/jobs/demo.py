@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from latentmix.backends import load_backend
-from latentmix.configs import DEFAULT_BACKEND, SynthesisConfig
+from latentmix.configs import DemoConfig, SynthesisConfig
 from latentmix.data import SyntheticDataset
 from latentmix.data.digits import digits_prompt
 from latentmix.jobs.grid import interpolation_grid
@@ -14,41 +14,46 @@ from latentmix.jobs.synthesize import synthesize
 from latentmix.utils.viz import grid_image, save_png
 
 
-def run_demo(
-    out: str | os.PathLike = "latentmix-demo", *, backend: str = DEFAULT_BACKEND, seed: int = 0, quiet: bool = False
-) -> dict[str, Path]:
+@dataclass
+class DemoResult:
+    """What :func:`run_demo` wrote: each file or folder by name."""
+
+    written: dict[str, Path]
+
+
+def run_demo(config: DemoConfig | None = None, *, quiet: bool = False) -> DemoResult:
     """Write grids between real test digits, a walk GIF, a prior grid, a latent-diffusion walk between
     prompts, a small paired set, a training comparison, and on ``shapes`` a walk and latent arithmetic
-    to ``out``.
-
-    Returns the paths written, by name.
-    """
-    out = Path(out)
+    to ``config.out``."""
+    config = config or DemoConfig()
+    config.validate()
+    out, backend, seed = Path(config.out), config.backend, config.seed
     model = load_backend(backend)
     written: dict[str, Path] = {}
     interpolation_grid(
-        model, method="slerp", steps=10, seed=seed, out=out / "grid_slerp.png", gif=out / "walk_slerp.gif"
+        backend=model, method="slerp", steps=10, seed=seed, out=out / "grid_slerp.png", gif=out / "walk_slerp.gif"
     )
     written["grid_slerp"], written["walk_gif"] = out / "grid_slerp.png", out / "walk_slerp.gif"
-    interpolation_grid(model, method="lerp", steps=10, seed=seed, out=out / "grid_lerp.png")
+    interpolation_grid(backend=model, method="lerp", steps=10, seed=seed, out=out / "grid_lerp.png")
     written["grid_lerp"] = out / "grid_lerp.png"
-    interpolation_grid(model, method="slerp", steps=10, prior=5, seed=seed, out=out / "grid_prior.png")
+    interpolation_grid(backend=model, method="slerp", steps=10, prior=5, seed=seed, out=out / "grid_prior.png")
     written["grid_prior"] = out / "grid_prior.png"
     prompts = [(digits_prompt(a), digits_prompt(b)) for a, b in ((0, 6), (4, 9), (3, 8))]
     interpolation_grid(
-        "digits-ldm", prompts=prompts, steps=10, seed=seed, num_inference_steps=25, out=out / "grid_ldm_prompts.png"
-    )
+        backend="digits-ldm", prompts=prompts, steps=10, seed=seed, num_inference_steps=25,
+        out=out / "grid_ldm_prompts.png",
+    )  # fmt: skip
     written["grid_ldm_prompts"] = out / "grid_ldm_prompts.png"
 
     paired = out / f"paired_set_seed{seed}"
-    synthesize(SynthesisConfig(backend=backend, n=256, strategy="inter-class", seed=seed), paired, quiet=quiet)
+    synthesize(SynthesisConfig(backend=backend, n=256, strategy="inter-class", seed=seed, out=str(paired)), quiet=quiet)
     written["paired_set"] = paired
     synthetic = SyntheticDataset(paired)
     preview = synthetic.images(range(32)).reshape(4, 8, synthetic.channels, synthetic.image_size, synthetic.image_size)
     written["paired_preview"] = save_png(grid_image(preview), out / "paired_preview.png")
     written.update(_training_comparison(out, backend, seed, quiet))
     written.update(_shapes_examples(out, seed))
-    return written
+    return DemoResult(written)
 
 
 def _shapes_examples(out: Path, seed: int) -> dict[str, Path]:
@@ -78,7 +83,7 @@ def _shapes_examples(out: Path, seed: int) -> dict[str, Path]:
     for column in (1, 0):  # colour, then shape (the label)
         ia, ib = pairs_differing_in(truth, column, 3, rng)
         pairs += list(zip(ia, ib, strict=True))
-    interpolation_grid(vae, data="shapes", pairs=pairs, steps=8, seed=seed, out=out / "shapes_walk.png")
+    interpolation_grid(backend=vae, data="shapes", pairs=pairs, steps=8, seed=seed, out=out / "shapes_walk.png")
     written = {"shapes_walk": out / "shapes_walk.png"}
 
     z_train, labelled = labelled_latents(vae, train, len(train))
@@ -110,9 +115,14 @@ def _training_comparison(out: Path, backend: str, seed: int, quiet: bool) -> dic
     blends = out / f"blends_k5_seed{seed}"
     synthesize(
         SynthesisConfig(
-            backend=backend, n=500, strategy="intra-class", seed=seed, labels_per_class=5, subset_seed=seed
+            backend=backend,
+            n=500,
+            strategy="intra-class",
+            seed=seed,
+            labels_per_class=5,
+            subset_seed=seed,
+            out=str(blends),
         ),
-        blends,
         quiet=quiet,
     )
     base = TrainConfig(labels_per_class=5, steps=400, eval_every=50, seed=seed)

@@ -13,7 +13,6 @@ The output directory appears whole, by rename, or not at all.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,13 +67,14 @@ def image_files(paths) -> list[Path]:
 
 
 def direction_for(
-    backend: LatentBackend, config: EditConfig, images: Tensor | None = None
+    backend: LatentBackend, config: EditConfig, images: Tensor | None = None, options: CallOptions | None = None
 ) -> tuple[Direction, Callable[[Tensor], list[Direction]] | None]:
     """The global attribute direction of ``config`` from the train latents of ``config.data``, and — with
-    ``config.neighbours`` > 0 and ``images`` — a function giving the matched direction of each of their latents."""
+    ``config.neighbours`` > 0 and ``images`` — a function giving the matched direction of each of their latents.
+    The train images are encoded with ``options`` (default: ``config``'s), as the edited images are."""
     shape = (backend.image_size, backend.image_channels)
     who = f"backend {backend.backend_name!r}"
-    options = backend.call_options(CallOptions.from_settings(config))
+    options = backend.call_options(options if options is not None else CallOptions.from_settings(config))
     train = load_matching(
         config.data, "train", *shape, who=who, fix="use data of the model's shape", resize=config.resize
     )
@@ -102,13 +102,14 @@ def direction_for(
     return direction, matched
 
 
-def edit(config: EditConfig, out: str | os.PathLike, *, quiet: bool = False) -> EditResult:
-    """Apply ``config``'s attribute direction to its images; write the edits and a contact sheet to ``out``."""
+def edit(config: EditConfig, *, quiet: bool = False) -> EditResult:
+    """Apply ``config``'s attribute direction to its images; write the edits and a contact sheet to
+    ``config.out``."""
     from latentmix.utils.atomic import atomic_directory
     from latentmix.utils.viz import grid_image, save_png, to_pil, to_uint8
 
     config.validate()
-    out = Path(out)
+    out = Path(str(config.out))
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"out: {out} exists and is not an empty directory; choose a new one")
     files = image_files(config.images)
@@ -116,12 +117,12 @@ def edit(config: EditConfig, out: str | os.PathLike, *, quiet: bool = False) -> 
     if len(set(names)) != len(names):
         raise ValueError("images: two inputs share a file name; edit them into separate --out directories")
     backend = load_backend(config.backend)
+    options = backend.call_options(CallOptions.from_settings(config))  # refused before any work
     backend.show_progress = not quiet
     x = load_image_files(
         files, backend.image_size, backend.image_channels, resize=config.resize, who=f"backend {backend.backend_name!r}"
     )
-    options = backend.call_options(CallOptions.from_settings(config))  # refused before any work
-    direction, matched = direction_for(backend, config, x)
+    direction, matched = direction_for(backend, config, x, options)
     used: list[Direction] = [direction] * len(x)  # what each image was moved along, for the result
 
     def per_image(latents: Tensor) -> list[Direction]:

@@ -37,6 +37,7 @@ realised), single-factor paths (lerp and slerp), and latent arithmetic.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -55,7 +56,7 @@ from latentmix.jobs.attributes import check_reference
 from latentmix.jobs.keyframe_walk import decode_keyframe_walk, reference_features
 from latentmix.latent.interpolate import METHODS, interpolate, interpolation_path
 
-__all__ = ["EvalConfig", "evaluate_backend", "format_report"]
+__all__ = ["EvalConfig", "EvalReport", "evaluate_backend", "format_report"]
 TRAIN_LIMIT = 2000  # train images for the Fréchet yardstick (all of the digits' 1,437)
 
 
@@ -122,26 +123,47 @@ class _Context:
         return self.backend.sample(n, generator=gen), self.backend.condition(texts), classes
 
 
-def evaluate_backend(
-    backend: str | LatentBackend | None = None,
-    config: EvalConfig | None = None,
-    *,
-    classifier=None,
-    quiet: bool = False,
-) -> dict:
-    """Measure a backend's reconstructions, samples and interpolation paths; return a JSON-able dict.
+@dataclass
+class EvalReport:
+    """What :func:`evaluate_backend` measured.
 
-    ``backend`` defaults to ``config.backend``; ``classifier`` to ``config.reference`` (or the embedded
-    reference of the digits / shapes).
+    Attributes:
+        backend: the backend's registered class (``"vae"``, ``"latent-diffusion"``, …).
+        backend_name: how the run named it (an embedded name or a directory; the class for a loaded backend).
+        latent_shape: the shape of one latent.
+        config: the settings, JSON-ready.
+        sections: each section's numbers by section name (``reconstruction``, ``frechet_distance``, …), in order.
     """
-    config = config or EvalConfig()
-    if isinstance(backend, (str, type(None))):
-        config = replace(config, backend=backend or config.backend)
+
+    backend: str
+    backend_name: str
+    latent_shape: list[int]
+    config: dict[str, Any]
+    sections: dict[str, dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``latentmix evaluate --json``)."""
+        return {
+            "backend": self.backend,
+            "latent_shape": self.latent_shape,
+            "config": self.config,
+            **self.sections,
+            "backend_name": self.backend_name,
+        }
+
+
+def evaluate_backend(config: EvalConfig | None = None, *, quiet: bool = False, **settings: Any) -> EvalReport:
+    """Measure a backend's reconstructions, samples and interpolation paths.
+
+    ``config`` is an :class:`~latentmix.configs.EvalConfig` (``settings`` override its fields); its ``backend``
+    is a name, a directory or a loaded backend (default: the data's embedded one), its ``reference`` the judge
+    (default: the embedded reference of the digits / shapes).
+    """
+    config = replace(config or EvalConfig(), **settings)
     config.validate()
-    if not isinstance(backend, LatentBackend):
-        config = replace(config, backend=backend_for(config.backend, config.data))
-        assert config.backend is not None
-        backend = load_backend(config.backend)
+    spec = backend_for(config.backend, config.data)
+    backend = load_backend(spec)
+    name = str(spec) if isinstance(spec, (str, os.PathLike)) else backend.backend_name
     shape = (backend.image_size, backend.image_channels)
     who, fix = f"backend {backend.backend_name!r}", "evaluate a backend fitted on this data"
     test = load_matching(config.data, "test", *shape, who=who, fix=fix, resize=config.resize)
@@ -154,7 +176,7 @@ def evaluate_backend(
         CallOptions(num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale)
     )
     _check_path_strength(backend, options, config, test)
-    clf = classifier if classifier is not None else _reference(config)
+    clf = _reference(config)
     check_reference(clf, test, where=f"reference {reference_for(config.reference, config.data)}")
     ctx = _Context(
         backend=backend,
@@ -170,11 +192,9 @@ def evaluate_backend(
             options, inversion=config.inversion, inversion_iterations=config.inversion_iterations
         ),
     )
-    report: dict = {
-        "backend": backend.backend_name,
-        "latent_shape": list(backend.latent_shape),
-        "config": asdict(config),
-    }
+    report = EvalReport(
+        backend.backend_name, name, list(backend.latent_shape), asdict(replace(config, backend=name)), {}
+    )
     sections: list[tuple[str, Any]] = [
         ("reconstruction", _reconstruction),
         ("frechet_distance", _frechet),
@@ -190,8 +210,8 @@ def evaluate_backend(
         sections.append(("attributes", attribute_report))
     bar = tqdm(sections, desc="evaluate", disable=quiet)
     with backend.progress(not quiet):
-        for name, section in bar:
-            report[name] = section(ctx, report)
+        for section_name, section in bar:
+            report.sections[section_name] = section(ctx, report.sections)
     return report
 
 
@@ -373,10 +393,10 @@ def _midpoint_norms(ctx: _Context, report: dict) -> dict:
     return {method: float((interpolate(a, b, 0.5, method).flatten(1).norm(dim=1) / ends).mean()) for method in METHODS}
 
 
-def format_report(report: dict) -> str:
+def format_report(report: EvalReport) -> str:
     """A plain-text table of a report, one line per number."""
-    name, kind, shape = report.get("backend_name", report["backend"]), report["backend"], tuple(report["latent_shape"])
-    lines = [f"backend {name} ({kind}, latent {shape}) on {report['config'].get('data', 'digits')}"]
+    name, kind, shape = report.backend_name, report.backend, tuple(report.latent_shape)
+    lines = [f"backend {name} ({kind}, latent {shape}) on {report.config.get('data', 'digits')}"]
     sections = (
         "reconstruction",
         "frechet_distance",
@@ -386,10 +406,10 @@ def format_report(report: dict) -> str:
         "walk_spacing",
     )
     for section in (*sections, "attributes"):
-        if section not in report:
+        if section not in report.sections:
             continue
         lines.append(f"{section}:")
-        for key, value in report[section].items():
+        for key, value in report.sections[section].items():
             if isinstance(value, dict):
                 value = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items())
             elif isinstance(value, float):

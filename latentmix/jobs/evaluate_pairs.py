@@ -22,6 +22,7 @@ through the text encoder once, and all groups' similarity matrices in one batche
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,30 @@ def open_pairs(spec: str, image_size: int, channels: int) -> tuple[ImageTextData
     return data, spec
 
 
-def evaluate_pairs(config: PairEvalConfig, *, quiet: bool = False) -> dict[str, Any]:
+@dataclass
+class PairReport:
+    """What :func:`evaluate_pairs` measured.
+
+    Attributes:
+        config: the settings, JSON-ready, with the alignment model used.
+        data: the data the pairs come from (a paired set's source data).
+        sets: per scored set (``"pairs: text"``, ``"pairs: nearest_text"``, …, ``"real test pairs"``) its numbers
+            (:func:`~latentmix.classifiers.align.retrieval`).
+        note: why no real pairs were scored, where none were.
+    """
+
+    config: dict[str, Any]
+    data: str
+    sets: dict[str, dict[str, Any]]
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``latentmix evaluate-pairs --json``)."""
+        out = {"config": self.config, "data": self.data, "sets": self.sets}
+        return {**out, "note": self.note} if self.note else out
+
+
+def evaluate_pairs(config: PairEvalConfig, *, quiet: bool = False) -> PairReport:
     """Score ``config.pairs`` (each of its caption columns) and real test pairs with an alignment model."""
     from latentmix.classifiers.align import align_model_for, check_captioned, load_align_model
     from latentmix.data.text import TextEncoder
@@ -83,10 +107,7 @@ def evaluate_pairs(config: PairEvalConfig, *, quiet: bool = False) -> dict[str, 
     real, note = _real_pairs(config, model, size, channels)
     if real is not None:
         sets["real test pairs"] = score_pairs(model, real, **kw)
-    report = {"config": config.__dict__ | {"align": align}, "data": origin, "sets": sets}
-    if note:
-        report["note"] = note
-    return report
+    return PairReport(config.__dict__ | {"align": align}, origin, sets, note)
 
 
 def _real_pairs(config: PairEvalConfig, model, size: int, channels: int) -> tuple[ImageTextDataset | None, str]:
@@ -101,16 +122,16 @@ def _real_pairs(config: PairEvalConfig, model, size: int, channels: int) -> tupl
         return None, f"real pairs: {name} could not be read ({exc}); pass --real"
 
 
-def format_pair_report(report: dict[str, Any]) -> str:
+def format_pair_report(report: PairReport) -> str:
     """The report as a table: one row per scored set (percentages; sim is the mean matched cosine)."""
-    config = report["config"]
+    config = report.config
     lines = [
         f"pair alignment judged by {config['align']} (recall within random groups of {config['group_size']}, "
         f"seed {config['seed']}; ties between equal captions broken at random in expectation)",
         f"{'set':<22} {'pairs':>6} {'i→t R@1':>8} {'i→t R@5':>8} {'t→i R@1':>8} {'t→i R@5':>8} {'sim':>6}"
         "  | factor-level R@1 i→t / t→i | t→i R@1 ceiling",
     ]
-    for name, s in report["sets"].items():
+    for name, s in report.sets.items():
         cells = [100 * s[k] for k in ("image_to_text_r1", "image_to_text_r5", "text_to_image_r1", "text_to_image_r5")]
         row = f"{name:<22} {s['pairs_scored']:>6} " + " ".join(f"{c:>8.1f}" for c in cells)
         row += f" {s['matched_similarity']:>6.3f}"
@@ -118,6 +139,6 @@ def format_pair_report(report: dict[str, Any]) -> str:
             row += f"  | {100 * s['image_to_text_r1_fits']:.1f} / {100 * s['text_to_image_r1_fits']:.1f}"
             row += f" | {100 * s['text_to_image_r1_ceiling']:.1f}"
         lines.append(row)
-    if report.get("note"):
-        lines.append(report["note"])
+    if report.note:
+        lines.append(report.note)
     return "\n".join(lines)

@@ -11,29 +11,34 @@ factors. The directory appears whole, by rename, or not at all.
 from __future__ import annotations
 
 import json
-import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from latentmix.configs import ExportConfig
 from latentmix.data import ImageTextDataset, load_dataset
 from latentmix.data.folder import CLASS_NAMES, FACTORS, METADATA
 
-__all__ = ["export_dataset", "write_split"]
+__all__ = ["ExportConfig", "ExportResult", "export_dataset", "write_split"]
 
 
-def export_dataset(
-    data: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    split: str = "all",
-    image_size: int | None = None,
-    quiet: bool = False,
-) -> Path:
-    """Write ``data`` (``split``: ``train``, ``test`` or ``all`` = both) as an imagefolder under ``out``."""
+@dataclass
+class ExportResult:
+    """What :func:`export_dataset` wrote: ``out`` and the images of each split written there."""
+
+    out: Path
+    counts: dict[str, int]
+
+
+def export_dataset(config: ExportConfig, *, quiet: bool = False) -> ExportResult:
+    """Write ``config.data`` (``config.split``: ``train``, ``test`` or ``all`` = both) as an imagefolder under
+    ``config.out`` (new or empty), its images at ``config.image_size`` (default: the data's own)."""
     from latentmix.utils.atomic import atomic_directory
 
-    out = Path(out)
+    config.validate()
+    data, split, image_size = config.data, config.split, config.image_size
+    out = Path(str(config.out))
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"out: {out} exists and is not an empty directory; choose a new one")
     splits = ("train", "test") if split == "all" else (split,)
@@ -49,7 +54,8 @@ def export_dataset(
         for name, part in parts.items():
             _write_split(part, tmp / name, f"export {name}", quiet)
 
-    return atomic_directory(out, write, marker="")
+    atomic_directory(out, write, marker="")
+    return ExportResult(out, {name: len(part) for name, part in parts.items()})
 
 
 def _write_split(dataset: ImageTextDataset, folder: Path, desc: str, quiet: bool) -> None:

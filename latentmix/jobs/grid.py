@@ -9,7 +9,6 @@ reconstruction error is visible. All pairs × steps are decoded in one batched c
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -176,23 +175,17 @@ def _real_endpoints(backend: LatentBackend, config: GridConfig, options: CallOpt
     return _Endpoints(z[:n], z[n:], cond_a, cond_b, labels, real[:n], real[n:])
 
 
-def interpolation_grid(
-    backend: str | LatentBackend | None = None,
-    config: GridConfig | None = None,
-    *,
-    quiet: bool = True,
-    **settings,
-) -> GridResult:
+def interpolation_grid(config: GridConfig | None = None, *, quiet: bool = True, **settings) -> GridResult:
     """Walk between pairs of endpoints in latent space and decode every step.
 
     Choose the endpoints with at most one of ``pairs``, ``classes`` and ``prior``; with none,
     one random image of each of up to five class pairs (0 -> 1, 2 -> 3, …) is used.
 
     Args:
-        backend: a backend, or a name / path for :func:`~latentmix.load_backend` (default: ``config.backend``).
         config: a :class:`~latentmix.configs.GridConfig`; ``settings`` override its fields, so
-            ``interpolation_grid("digits-vae", steps=10, classes=[(3, 8)], out="grid.png")`` works too.
-            The fields: ``method`` (default: the backend's), ``steps``, ``pairs`` (dataset indices),
+            ``interpolation_grid(backend="digits-vae", steps=10, classes=[(3, 8)], out="grid.png")`` works too.
+            The fields: ``backend`` (a name, a directory or a loaded backend; default: the data's embedded one),
+            ``method`` (default: the backend's), ``steps``, ``pairs`` (dataset indices),
             ``classes`` (by index or name; seeded picks), ``prior`` (pairs from the prior), ``data`` /
             ``split`` (default: the digits test split), ``seed``, ``out`` (PNG) / ``gif``,
             ``refine_steps`` (GANs), ``prompts`` (text-conditioned backends: pairs of texts walked between
@@ -204,14 +197,14 @@ def interpolation_grid(
     Returns:
         A :class:`GridResult`.
     """
+    if config is not None and not isinstance(config, GridConfig):
+        raise TypeError(
+            f"interpolation_grid takes a GridConfig (or settings), got {type(config).__name__}; pass a backend as "
+            "backend=..."
+        )
     config = replace(config or GridConfig(), **settings)
-    if isinstance(backend, LatentBackend):
-        pass
-    elif backend is None or isinstance(backend, (str, os.PathLike)):
-        backend = load_backend(backend_for(config.backend, config.data) if backend is None else backend)
-    else:
-        raise TypeError(f"backend must be a LatentBackend or a name/path, got {type(backend).__name__}")
     config.validate()
+    backend = load_backend(backend_for(config.backend, config.data))
     if config.classes is not None and not config.classes:
         raise ValueError("classes is empty")
     method = config.method or backend.default_method

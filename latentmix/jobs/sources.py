@@ -49,12 +49,21 @@ class SourceData:
         backend: encodes the source images (conditioned on their captions when text-conditioned).
         text_encoder: embeds the captions (sentence embeddings, blended with the same λ).
         quiet: hide the progress bar.
+        backend_name: how the run names the backend (for messages; default: ``config.backend``).
     """
 
-    def __init__(self, config: SynthesisConfig, backend: LatentBackend, text_encoder: TextEncoder, quiet: bool):
+    def __init__(
+        self,
+        config: SynthesisConfig,
+        backend: LatentBackend,
+        text_encoder: TextEncoder,
+        quiet: bool,
+        backend_name: str | None = None,
+    ):
         self.dataset: ImageTextDataset = load_matching(
             config.data, config.split, backend.image_size, backend.image_channels, resize=config.resize,
-            who=f"backend {config.backend!r}", fix="fit a backend on this data (latentmix fit vae --data ...)",
+            who=f"backend {backend_name or config.backend!r}",
+            fix="fit a backend on this data (latentmix fit vae --data ...)",
         )  # fmt: skip
         if config.labels_per_class is not None:
             self.dataset = Subset(self.dataset, _low_data_draw(config, self.dataset.labels.numpy()))
@@ -151,9 +160,10 @@ class BlendFilter:
         return probs[torch.arange(len(dominant)), dominant] >= self.threshold
 
 
-def shard_indices(shard: int, config: SynthesisConfig) -> np.ndarray:
-    start = shard * config.shard_size
-    return np.arange(start, min(start + config.shard_size, config.n))
+def shard_indices(shard: int, shard_size: int, n: int) -> np.ndarray:
+    """The sample indices of ``shard`` in a run of ``n`` samples."""
+    start = shard * shard_size
+    return np.arange(start, min(start + shard_size, n))
 
 
 def make_shard(
@@ -164,9 +174,12 @@ def make_shard(
     backend: LatentBackend,
     method: str,
     blend_filter: BlendFilter | None = None,
+    *,
+    n: int | None = None,
 ) -> Shard:
-    """Samples ``shard * shard_size …`` of the run: pair, λ, blend (one λ for latent, text and label), decode."""
-    idx = shard_indices(shard, config)
+    """Samples ``shard * shard_size …`` of the run (of ``n`` samples, default ``config.n``): pair, λ, blend (one λ
+    for latent, text and label), decode."""
+    idx = shard_indices(shard, config.shard_size, config.n if n is None else n)
     ia, ib = pairing.pairs(idx)
     if config.lam is not None:
         lam = np.full(len(idx), config.lam, dtype=np.float64)

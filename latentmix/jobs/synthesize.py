@@ -73,8 +73,51 @@ class SynthesisResult:
     generated: int = 0  # candidates generated (``config.n``); num_samples / generated is the kept fraction
 
 
-def _check_output_dir(out: Path, config: SynthesisConfig) -> None:
-    """Refuse a directory holding something else, or more samples than ``config.n``."""
+@dataclass(frozen=True)
+class SynthesisPlan:
+    """What a run derives from its settings before any work; the settings themselves stay as they were given.
+
+    Attributes:
+        backend: the backend the run uses: ``config.backend``, or the data's embedded default.
+        n: samples to generate: ``config.n``, or with ``balance`` the quota's sum (the data decides).
+        quota: with ``balance``: samples to make per class (every class up to the target), else None.
+        identity: the settings that identify the run (for resuming), naming the resolved backend.
+        root: the output directory, or None (in memory).
+        keep: whether the samples are returned in memory.
+    """
+
+    backend: str
+    n: int
+    quota: np.ndarray | None
+    identity: dict
+    root: Path | None
+    keep: bool
+
+    @property
+    def num_shards(self) -> int:
+        return math.ceil(self.n / self.identity["shard_size"])
+
+
+def plan_synthesis(config: SynthesisConfig) -> SynthesisPlan:
+    """The :class:`SynthesisPlan` of validated settings (the balance quota reads the source labels)."""
+    backend = backend_for(config.backend, config.data)
+    if not isinstance(backend, (str, os.PathLike)):
+        raise TypeError(
+            "backend: a synthesis run records its backend's name or directory (to resume it); pass that, not a "
+            f"loaded {type(backend).__name__}"
+        )
+    quota = balance_quota(source_labels(config), config.balance) if config.balance is not None else None
+    n = int(quota.sum()) if quota is not None else config.n
+    keep = (config.out is None) if config.keep_in_memory is None else config.keep_in_memory
+    if keep and n > IN_MEMORY_LIMIT:
+        raise ValueError(f"n={n} is too many samples to keep in memory (limit {IN_MEMORY_LIMIT}); write them with out=")
+    identity = replace(config, backend=str(backend)).identity()
+    root = Path(config.out) if config.out is not None else None
+    return SynthesisPlan(str(backend), n, quota, identity, root, keep)
+
+
+def _check_output_dir(out: Path, plan: SynthesisPlan) -> None:
+    """Refuse a directory holding something else, or more samples than the run makes."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"out {out} exists and is not a directory")
     if not out.exists() or not any(out.iterdir()):
@@ -87,7 +130,7 @@ def _check_output_dir(out: Path, config: SynthesisConfig) -> None:
             f"out {out} is not empty and holds no latentmix synthesis run; choose an empty or new directory"
         )
     previous = json.loads(run.read_text(encoding="utf-8"))
-    now = config.identity()
+    now = plan.identity
     differ = [k for k, v in now.items() if previous.get(k) != v]
     if differ:
         shown = ", ".join(f"{k}: {previous.get(k)!r} there vs {now[k]!r} now" for k in differ[:3])
@@ -96,60 +139,42 @@ def _check_output_dir(out: Path, config: SynthesisConfig) -> None:
     while (state := shard_state(out, shard)) is not None:
         done += int(state["generated"])
         shard += 1
-    if done > config.n:
+    if done > plan.n:
         raise ValueError(f"out {out} already holds {done} samples; ask for n >= {done} or use a new directory")
 
 
-def synthesize(
-    config: SynthesisConfig,
-    out: str | os.PathLike | None = None,
-    *,
-    quiet: bool = False,
-    keep_in_memory: bool | None = None,
-) -> SynthesisResult:
-    """Make a paired augmentation set; write it to ``out`` and/or return it in memory.
+def synthesize(config: SynthesisConfig, *, quiet: bool = False) -> SynthesisResult:
+    """Make a paired augmentation set; write it to ``config.out`` and/or return it in memory.
 
     Args:
-        config: a :class:`~latentmix.configs.SynthesisConfig`.
-        out: output directory (resumed or extended if it holds the same run); None keeps the
-            set in memory only (at most 20,000 samples).
+        config: a :class:`~latentmix.configs.SynthesisConfig`; its ``out`` is resumed or extended if it holds the
+            same run; None keeps the set in memory only (at most 20,000 samples); ``keep_in_memory`` also returns
+            the samples of a set written to ``out``.
         quiet: hide progress bars.
-        keep_in_memory: also return the samples (default: only when ``out`` is None).
     """
     from accelerate import PartialState
 
-    from latentmix.train.common import has_accelerator
+    from latentmix.utils.device import has_accelerator
 
     config.validate()
-    config = replace(config, backend=backend_for(config.backend, config.data))  # the run's identity names it
-    quota = None  # with balance, the data decides how many samples: every class up to the target
-    if config.balance is not None:
-        quota = balance_quota(source_labels(config), config.balance)
-        config = replace(config, n=int(quota.sum()))
-    keep = (out is None) if keep_in_memory is None else keep_in_memory
-    if keep and config.n > IN_MEMORY_LIMIT:
-        raise ValueError(
-            f"n={config.n} is too many samples to keep in memory (limit {IN_MEMORY_LIMIT}); write them with out="
-        )
+    plan = plan_synthesis(config)
     state = PartialState(cpu=not has_accelerator())
-    root = Path(out) if out is not None else None
+    root = plan.root
     guard = exclusive(root, "out") if root is not None and state.is_main_process else contextlib.nullcontext()
     with guard:  # one writer per output directory
         if root is not None:
-            _check_output_dir(root, config)
-        return _synthesize(config, root, state, keep, quiet, quota)
+            _check_output_dir(root, plan)
+        return _synthesize(config, plan, state, quiet)
 
 
-def _synthesize(
-    config: SynthesisConfig, root: Path | None, state, keep: bool, quiet: bool, quota: np.ndarray | None
-) -> SynthesisResult:
-    assert config.backend is not None
-    backend = load_backend(config.backend, device=state.device)
+def _synthesize(config: SynthesisConfig, plan: SynthesisPlan, state, quiet: bool) -> SynthesisResult:
+    root = plan.root
+    backend = load_backend(plan.backend, device=state.device)
     method = config.method or backend.default_method
     text_encoder = TextEncoder.from_pretrained(config.text_encoder, device=state.device)
     show = not quiet and state.is_local_main_process
     with backend.progress(show):
-        src = SourceData(config, backend, text_encoder, quiet=not show)
+        src = SourceData(config, backend, text_encoder, quiet=not show, backend_name=plan.backend)
     blend_filter = None
     if config.filter_classifier is not None:
         shape = (backend.image_channels, backend.image_size)
@@ -162,23 +187,23 @@ def _synthesize(
         class_pairs=config.class_pairs,
         latents=src.latents.numpy() if config.strategy == "knn" else None,
         k=config.k,
-        quota=quota,  # drawn from the same labels SourceData just loaded
+        quota=plan.quota,  # drawn from the same labels SourceData just loaded
     )
 
     if root is not None and state.is_main_process:
-        _start_run(root, config)
+        _start_run(root, plan)
     state.wait_for_everyone()
-    collected, written = _run_shards(config, root, state, src, pairing, backend, method, blend_filter, keep, show)
+    collected, written = _run_shards(config, plan, state, src, pairing, backend, method, blend_filter, show)
     state.wait_for_everyone()
 
     if root is not None and state.is_main_process:
-        _finish(root, config, math.ceil(config.n / config.shard_size), backend, text_encoder, src)
+        _finish(root, config, plan, backend, text_encoder, src)
     state.wait_for_everyone()
-    samples = _gather(collected) if keep and state.num_processes == 1 else None
+    samples = _gather(collected) if plan.keep and state.num_processes == 1 else None
     if root is None:
         written = sum(len(s.rows) for s in collected)
     count = json.loads((root / MANIFEST).read_text())["num_samples"] if root is not None else written
-    return SynthesisResult(out=root, num_samples=count, written=written, samples=samples, generated=config.n)
+    return SynthesisResult(out=root, num_samples=count, written=written, samples=samples, generated=plan.n)
 
 
 def _only_empty_layout(out: Path) -> bool:
@@ -190,24 +215,24 @@ def _only_empty_layout(out: Path) -> bool:
     return True
 
 
-def _start_run(root: Path, config: SynthesisConfig) -> None:
+def _start_run(root: Path, plan: SynthesisPlan) -> None:
     """Create the layout, drop an interrupted run's temporaries, and record the run's identity."""
     root.mkdir(parents=True, exist_ok=True)
     remove_temporaries(root)
-    atomic_write_text(root / RUN_FILE, json.dumps(config.identity(), indent=2) + "\n")  # first: the dir is a run's
+    atomic_write_text(root / RUN_FILE, json.dumps(plan.identity, indent=2) + "\n")  # first: the dir is a run's
     (root / SHARDS).mkdir(exist_ok=True)
     (root / IMAGES).mkdir(exist_ok=True)
 
 
 def _run_shards(
-    config, root, state, src, pairing, backend, method, blend_filter, keep: bool, show: bool
+    config: SynthesisConfig, plan: SynthesisPlan, state, src, pairing, backend, method, blend_filter, show: bool
 ) -> tuple[list[Shard], int]:
     """This process's shards (every ``num_processes``-th): make the missing ones, write them; keep them if asked."""
-    num_shards = math.ceil(config.n / config.shard_size)
-    mine = list(range(state.process_index, num_shards, state.num_processes))
+    root, keep = plan.root, plan.keep
+    mine = list(range(state.process_index, plan.num_shards, state.num_processes))
 
     def expected(s: int) -> int:
-        return min(config.shard_size, config.n - s * config.shard_size)
+        return min(config.shard_size, plan.n - s * config.shard_size)
 
     def done(s: int) -> bool:
         state = shard_state(root, s) if root is not None else None
@@ -218,7 +243,7 @@ def _run_shards(
     written = 0
     bar = tqdm(total=sum(expected(s) for s in todo), desc="synthesize", unit="sample", disable=not show)
     for s in todo:
-        shard = make_shard(s, config, src, pairing, backend, method, blend_filter)
+        shard = make_shard(s, config, src, pairing, backend, method, blend_filter, n=plan.n)
         if root is not None and not done(s):
             files = [(f"{sid}.png", to_pil(img)) for sid, img in zip(shard.ids, shard.images, strict=True)]
             write_shard(root, s, shard.rows, shard.tensors, files, generated=shard.generated)
@@ -233,11 +258,12 @@ def _run_shards(
 def _finish(
     root: Path,
     config: SynthesisConfig,
-    num_shards: int,
+    plan: SynthesisPlan,
     backend: LatentBackend,
     text_encoder: TextEncoder,
     src: SourceData,
 ) -> None:
+    num_shards = plan.num_shards
     count = merge_metadata(root, num_shards, root / METADATA)
     generated = sum(int((shard_state(root, s) or {}).get("generated", 0)) for s in range(num_shards))
     merge_embeddings(
@@ -259,7 +285,7 @@ def _finish(
             "kept": count,
             "kept_fraction": round(count / max(generated, 1), 6),
         },
-        "settings": config.identity(),
+        "settings": plan.identity,
         "backend_class": backend.backend_name,
         "interpolation": config.method or backend.default_method,
         "text_encoder": text_encoder.name,

@@ -17,7 +17,6 @@ The output directory (new or empty) appears whole, by rename, or not at all::
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -127,22 +126,21 @@ def _features(backend: LatentBackend, config: WalkConfig):
     return reference_features(clf)
 
 
-def walk(
-    config: WalkConfig, out: str | os.PathLike, *, backend: LatentBackend | None = None, quiet: bool = True
-) -> WalkResult:
-    """Run ``config``'s walk and write its frames, video, GIF and manifest to ``out`` (see the module docstring)."""
+def walk(config: WalkConfig, *, quiet: bool = True) -> WalkResult:
+    """Run ``config``'s walk and write its frames, video, GIF and manifest to ``config.out`` (see the module
+    docstring); ``config.backend`` may be a name, a directory or a loaded backend."""
     from latentmix.utils.atomic import atomic_directory
     from latentmix.utils.video import check_video_format, save_video
     from latentmix.utils.viz import save_gif, to_pil, to_uint8
 
     config.validate()
-    out = Path(out)
+    assert config.out is not None  # validate() says so in one line
+    out = Path(config.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"out: {out} exists and is not an empty directory; choose a new one")
     if config.video != "none":
         check_video_format(config.video)  # before any work: a missing codec answers at once
-    if backend is None:
-        backend = load_backend(backend_for(config.backend, config.data))
+    backend = load_backend(backend_for(config.backend, config.data))
     if config.prompts is not None and not backend.supports_text_condition:
         raise ValueError(f"prompts: backend {backend.backend_name!r} is not text-conditioned")
     options = backend.call_options(CallOptions.from_settings(config))  # refused before any work

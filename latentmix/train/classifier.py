@@ -51,7 +51,7 @@ from latentmix.train.checkpoint import (
     save_checkpoint,
 )
 from latentmix.train.classifier_data import Split, TrainData, load_data, load_synthetic, low_data_split
-from latentmix.train.common import check_finite_loss, has_accelerator
+from latentmix.train.common import check_finite_loss
 from latentmix.train.mixup import (
     ManifoldMixup,
     Mixup,
@@ -63,6 +63,7 @@ from latentmix.train.mixup import (
     soft_targets,
 )
 from latentmix.train.mixup_guided import AdversarialManifoldMixup, DepthCurriculum, SaliencyMix
+from latentmix.utils.device import has_accelerator
 from latentmix.utils.locks import holds_outputs
 
 __all__ = ["TrainConfig", "TrainResult", "low_data_split", "train_classifier"]

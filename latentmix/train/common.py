@@ -1,4 +1,4 @@
-"""Helpers shared by the training loops: device detection, shift augmentation, EMA, divergence checks."""
+"""Helpers shared by the training loops: the split-batch accelerator, shift augmentation, EMA, divergence checks."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from latentmix.utils.device import has_accelerator
 
 
 class FitWarning(UserWarning):
@@ -22,13 +24,6 @@ def warn(message: str) -> None:
 
 class TrainingDiverged(ValueError):
     """The loss became NaN or infinite; the run stopped (its last good checkpoint is kept)."""
-
-
-def has_accelerator() -> bool:
-    """Whether torch sees a GPU-like device; without one, accelerate needs ``cpu=True`` to run
-    several CPU processes (torchrun) over gloo."""
-    xpu = getattr(torch, "xpu", None)
-    return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
 
 
 def split_batch_accelerator(batch_size: int, seed: int, cpu: bool = False, mixed_precision: str = "no"):

@@ -23,7 +23,8 @@ from latentmix.configs import VAEFitConfig
 from latentmix.data import load_dataset
 from latentmix.data.digits import DIGITS_TRAIN_DESCRIPTION
 from latentmix.train.cards import model_card
-from latentmix.train.common import FitResult, check_finite_loss, has_accelerator, random_shift, warn
+from latentmix.train.common import FitResult, check_finite_loss, random_shift, warn
+from latentmix.utils.device import has_accelerator
 from latentmix.utils.locks import holds_outputs
 
 __all__ = ["VAEFitConfig", "fit_vae"]

@@ -125,7 +125,7 @@ def test_evaluate_reports_every_section_for_a_tiny_vae_and_gan(tiny_vae, tiny_ga
         prior_samples=64, intra_pairs_per_class=3, inter_paths=10, ppl_pairs=16, refine_steps=5, spacing_pairs=4
     )
     for backend in (tiny_vae, tiny_gan):
-        report = evaluate_backend(backend, small, quiet=True)
+        report = evaluate_backend(small, backend=backend, quiet=True).to_dict()
         assert set(report) >= {
             "reconstruction",
             "frechet_distance",
@@ -158,16 +158,16 @@ def test_grids_and_synthesis_take_gan_backends_unchanged(tiny_gan, tiny_vae, tmp
     calls = []
     refine = tiny_gan.refine
     tiny_gan.refine = lambda x, z, steps: calls.append(steps) or refine(x, z, steps)
-    result = interpolation_grid(tiny_gan, classes=[(3, 8)], steps=4)
+    result = interpolation_grid(backend=tiny_gan, classes=[(3, 8)], steps=4)
     assert result.images.shape == (1, 4, 1, 8, 8) and calls == [tiny_gan.DEFAULT_REFINE_STEPS]
-    interpolation_grid(tiny_gan, classes=[(3, 8)], steps=4, refine_steps=0)
+    interpolation_grid(backend=tiny_gan, classes=[(3, 8)], steps=4, refine_steps=0)
     assert calls == [tiny_gan.DEFAULT_REFINE_STEPS]  # 0 steps: encoder only
     tiny_gan.refine = refine
     tiny_gan.save_pretrained(tmp_path / "gan")
-    synthesize(SynthesisConfig(backend=str(tmp_path / "gan"), n=8, refine_steps=2), tmp_path / "set", quiet=True)
+    synthesize(SynthesisConfig(backend=str(tmp_path / "gan"), n=8, refine_steps=2, out=tmp_path / "set"), quiet=True)
     assert len(SyntheticDataset(tmp_path / "set")) == 8
     with pytest.raises(ValueError, match="refine_steps applies to inversion backends"):
-        interpolation_grid(tiny_vae, refine_steps=3)
+        interpolation_grid(backend=tiny_vae, refine_steps=3)
 
 
 def test_fit_gan_under_torchrun_trains_one_model_on_the_global_batch(tmp_path):

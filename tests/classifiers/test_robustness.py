@@ -68,11 +68,12 @@ def test_report_names_its_settings_and_leaves_the_model_as_it_was():
 
 def test_training_reports_and_compare_tables_carry_robust_accuracy(tmp_path):
     base = TrainConfig(labels_per_class=5, steps=30, eval_every=15, batch_size=32)
-    results = run_compare(base, recipes=("erm", "saliency-mix"), seeds=(0, 1), workdir=str(tmp_path), quiet=True)
+    result = run_compare(train=base, recipes=("erm", "saliency-mix"), seeds=(0, 1), workdir=str(tmp_path), quiet=True)
+    results = result.to_dict()
     rows = results["recipes"]["erm"]["per_seed"]
     assert set(rows[0]["robustness"]) == {"clean", "fgsm_eps0.1", "pgd10_eps0.1", "noise0.2", "blur1"}
     assert rows[0]["robustness"]["clean"] == pytest.approx(rows[0]["before"]["accuracy"])
     d = results["paired_robustness"]["saliency-mix"]["pgd10_eps0.1"]
     assert d["ci95"][0] <= d["mean"] <= d["ci95"][1]
-    table = format_table(results)
+    table = format_table(result)
     assert "robust test accuracy %" in table and "Δ pgd10_eps0.1" in table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -31,7 +32,7 @@ def test_embedded_ldm_reconstructs_close_to_its_autoencoder(digits_ldm, digits_t
 
 
 def test_grid_real_endpoints_are_conditioned_on_their_captions(digits_ldm, digits_test):
-    result = interpolation_grid(digits_ldm, pairs=[(0, 5), (10, 20)], steps=4, num_inference_steps=STEPS)
+    result = interpolation_grid(backend=digits_ldm, pairs=[(0, 5), (10, 20)], steps=4, num_inference_steps=STEPS)
     assert result.images.shape == (2, 4, 1, 8, 8)
     with torch.inference_mode():  # the endpoints are the round trips of the real images under their own captions
         ends = digits_ldm.reconstruct(
@@ -41,7 +42,7 @@ def test_grid_real_endpoints_are_conditioned_on_their_captions(digits_ldm, digit
         )
     torch.testing.assert_close(torch.cat([result.images[:, 0], result.images[:, -1]]), ends, atol=1e-4, rtol=0)
     prompts = interpolation_grid(
-        digits_ldm,
+        backend=digits_ldm,
         prompts=[("a handwritten digit 3", "a handwritten digit 8")],
         steps=3,
         num_inference_steps=STEPS,
@@ -49,16 +50,18 @@ def test_grid_real_endpoints_are_conditioned_on_their_captions(digits_ldm, digit
     )
     assert prompts.images.shape == (1, 3, 1, 8, 8) and prompts.real_a is None
     with pytest.raises(ValueError, match="prompts condition prior endpoints"):
-        interpolation_grid(digits_ldm, classes=[(3, 8)], prompts=[("a", "b")])
+        interpolation_grid(backend=digits_ldm, classes=[(3, 8)], prompts=[("a", "b")])
     with pytest.raises(ValueError, match="prompts: backend 'vae' is not text-conditioned"):
-        interpolation_grid("digits-vae", prompts=[("a", "b")])
+        interpolation_grid(backend="digits-vae", prompts=[("a", "b")])
 
 
 def test_grid_at_an_inversion_strength_walks_between_partly_inverted_latents(digits_ldm, digits_test):
     """``inversion_strength`` inverts part of the way: the walk's latents are those partly noised ones (its ends
     the images' partial round trips), not the pure-noise latents of a full inversion."""
-    full = interpolation_grid(digits_ldm, pairs=[(0, 5)], steps=3, num_inference_steps=STEPS)
-    half = interpolation_grid(digits_ldm, pairs=[(0, 5)], steps=3, num_inference_steps=STEPS, inversion_strength=0.5)
+    full = interpolation_grid(backend=digits_ldm, pairs=[(0, 5)], steps=3, num_inference_steps=STEPS)
+    half = interpolation_grid(
+        backend=digits_ldm, pairs=[(0, 5)], steps=3, num_inference_steps=STEPS, inversion_strength=0.5
+    )
     texts = [digits_test.texts[i] for i in (0, 5)]
     with torch.inference_mode():
         partial = digits_ldm.encode(digits_test.images([0, 5]), texts=texts, num_inference_steps=STEPS, strength=0.5)
@@ -67,14 +70,14 @@ def test_grid_at_an_inversion_strength_walks_between_partly_inverted_latents(dig
     torch.testing.assert_close(torch.cat([half.images[:, 0], half.images[:, -1]]), ends, atol=1e-4, rtol=0)
     assert (half.latents - full.latents).abs().max() > 0.1  # not the full inversion's noise latents
     with pytest.raises(ValueError, match="inversion_strength walks between partly inverted real images"):
-        interpolation_grid(digits_ldm, prior=2, inversion_strength=0.5)
+        interpolation_grid(backend=digits_ldm, prior=2, inversion_strength=0.5)
 
 
 def test_synthesis_decodes_with_the_blended_text_conditioning(digits_ldm, tmp_path):
     config = SynthesisConfig(
         backend="digits-ldm", n=12, strategy="inter-class", num_inference_steps=STEPS, shard_size=8
     )
-    synthesize(config, tmp_path / "set", quiet=True)
+    synthesize(replace(config, out=tmp_path / "set"), quiet=True)
     syn = SyntheticDataset(tmp_path / "set")
     assert len(syn) == 12 and syn.manifest["backend_class"] == "latent-diffusion"
     train = DigitsDataset("train")
@@ -97,7 +100,7 @@ def test_evaluate_reports_text_conditional_consistency(digits_ldm):
         prior_samples=40, intra_pairs_per_class=2, inter_paths=6, path_steps=3, ppl_pairs=8, num_inference_steps=STEPS,
         inversion="fixed-point", inversion_iterations=1, spacing_pairs=3, spacing_frames=6,
     )  # fmt: skip
-    report = evaluate_backend(digits_ldm, config, quiet=True)
+    report = evaluate_backend(config, backend=digits_ldm, quiet=True).to_dict()
     assert report["backend"] == "latent-diffusion" and report["latent_shape"] == [4, 2, 2]
     assert 0 <= report["class_consistency"]["text_conditional"] <= 1
     recon = report["reconstruction"]

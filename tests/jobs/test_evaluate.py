@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -103,10 +104,12 @@ def test_a_text_conditioned_backend_is_prompted_with_the_datas_captions(tiny_sd_
     backend = LatentDiffusionBackend.from_pipeline(pipe, num_inference_steps=2)
     assert (backend.image_size, backend.latent_shape) == (32, (4, 8, 8))
     config = EvalConfig(data="shapes", reference=str(shapes_reference), path_strength=0.5, **SMALL)
-    report = evaluate_backend(backend, config, quiet=True)
+    report = evaluate_backend(config, backend=backend, quiet=True).to_dict()
     _check_attributes(report["attributes"], prompted=True)
     with pytest.raises(ValueError, match="path_strength 0.4 keeps no step of 2"):
-        evaluate_backend(backend, EvalConfig(data="shapes", reference=str(shapes_reference), **SMALL), quiet=True)
+        evaluate_backend(
+            EvalConfig(data="shapes", reference=str(shapes_reference), **SMALL), backend=backend, quiet=True
+        )
 
 
 def test_evaluate_needs_a_reference_for_the_data_and_one_of_its_classes(shapes_vae, photo_patches, capsys):
@@ -146,7 +149,7 @@ def test_edit_moves_images_along_a_direction_and_writes_them(shapes_vae, tmp_pat
     for i in red:
         Image.fromarray(test._pixels[i]).save(folder / f"img{i}.png")
     config = EditConfig(images=(str(folder),), factor="colour", source="red", target="blue", backend=str(shapes_vae))
-    result = edit(config, tmp_path / "out", quiet=True)
+    result = edit(replace(config, out=tmp_path / "out"), quiet=True)
     assert [f.name for f in result.files] == sorted(f"img{i}.png" for i in red)
     assert Image.open(result.sheet).size[0] > 3 * 32 and all(Image.open(f).size == (32, 32) for f in result.files)
     assert result.direction.factor == "colour" and result.direction.vector.shape == (12,)
@@ -154,10 +157,10 @@ def test_edit_moves_images_along_a_direction_and_writes_them(shapes_vae, tmp_pat
     assert len(result.matched) == len(red) and all(
         set(m) <= {"label", "size", "position", "background"} and m for m in result.matched
     )
-    same = edit(EditConfig(**{**config.__dict__, "strength": 0.0}), tmp_path / "zero", quiet=True)
+    same = edit(replace(config, strength=0.0, out=tmp_path / "zero"), quiet=True)
     recon = [Image.open(f) for f in same.files]
     assert any(list(a.getdata()) != list(Image.open(b).getdata()) for a, b in zip(recon, result.files, strict=True))
-    plain = edit(EditConfig(**{**config.__dict__, "neighbours": 0}), tmp_path / "global", quiet=True)
+    plain = edit(replace(config, neighbours=0, out=tmp_path / "global"), quiet=True)
     assert plain.matched == [{}] * len(red)
     changed = [
         list(Image.open(a).getdata()) != list(Image.open(b).getdata())

@@ -147,7 +147,7 @@ def test_evaluate_pairs_scores_every_caption_column_of_a_synthetic_set_beside_re
         assert any(words in row["text"] for words in POSITION_WORDS[dominant["position"]])
     assert report["sets"]["pairs: text"]["pairs_scored"] == 40 and report["sets"]["real test pairs"]["groups"] == 3
     again = evaluate_pairs(PairEvalConfig(pairs=str(syn), align=str(out), group_size=20))
-    assert again["sets"] == report["sets"]  # seeded: the same groups, the same numbers
+    assert again.sets == report["sets"]  # seeded: the same groups, the same numbers
     assert "factor-level" in format_pair_report(again)
 
 

@@ -35,7 +35,7 @@ def tree_digest(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ref") / "set"
-    synthesize(SynthesisConfig(**SMALL, strategy="inter-class"), out, quiet=True)
+    synthesize(SynthesisConfig(**SMALL, strategy="inter-class", out=out), quiet=True)
     return out
 
 
@@ -114,10 +114,10 @@ def test_interrupted_run_resumes_to_the_identical_set(tmp_path, reference, monke
     real = crash_on_call(syn, "write_shard", 2)  # crash on the second shard
     out = tmp_path / "set"
     with pytest.raises(KeyboardInterrupt):
-        synthesize(SynthesisConfig(**SMALL, strategy="inter-class"), out, quiet=True)
+        synthesize(SynthesisConfig(**SMALL, strategy="inter-class", out=out), quiet=True)
     assert not (out / "manifest.json").exists() and not (out / "metadata.jsonl").exists()
     monkeypatch.setattr(syn, "write_shard", real)
-    result = synthesize(SynthesisConfig(**SMALL, strategy="inter-class"), out, quiet=True)
+    result = synthesize(SynthesisConfig(**SMALL, strategy="inter-class", out=out), quiet=True)
     assert result.written == 40 - 16
     assert tree_digest(out) == tree_digest(reference)
 
@@ -187,9 +187,9 @@ def test_two_processes_give_a_byte_identical_set(tmp_path, reference):
 
 def test_extending_a_set_adds_samples_and_keeps_the_old_ones(tmp_path, reference):
     out = tmp_path / "grow"
-    synthesize(SynthesisConfig(n=20, shard_size=16, strategy="inter-class"), out, quiet=True)
+    synthesize(SynthesisConfig(n=20, shard_size=16, strategy="inter-class", out=out), quiet=True)
     first = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
-    synthesize(SynthesisConfig(**SMALL, strategy="inter-class"), out, quiet=True)
+    synthesize(SynthesisConfig(**SMALL, strategy="inter-class", out=out), quiet=True)
     assert tree_digest(out) == tree_digest(reference)
     again = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
     assert again[:20] == first
@@ -197,7 +197,7 @@ def test_extending_a_set_adds_samples_and_keeps_the_old_ones(tmp_path, reference
 
 def test_a_full_disk_loses_nothing_already_written(tmp_path, monkeypatch):
     out = tmp_path / "set"
-    synthesize(SynthesisConfig(n=16, shard_size=16), out, quiet=True)
+    synthesize(SynthesisConfig(n=16, shard_size=16, out=out), quiet=True)
     before = tree_digest(out)
     from PIL import Image
 
@@ -210,7 +210,7 @@ def test_a_full_disk_loses_nothing_already_written(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Image.Image, "save", full_disk)
     with pytest.raises(OSError, match="No space left"):
-        synthesize(SynthesisConfig(n=40, shard_size=16), out, quiet=True)
+        synthesize(SynthesisConfig(n=40, shard_size=16, out=out), quiet=True)
     after = tree_digest(out)
     assert {k: v for k, v in after.items() if k in before} == before and set(after) <= set(before) | {
         ".latentmix-run.json"
@@ -231,7 +231,7 @@ def test_a_full_disk_loses_nothing_already_written(tmp_path, monkeypatch):
 )
 def test_bad_settings_fail_before_anything_is_written(tmp_path, config, message):
     with pytest.raises(ValueError, match=message):
-        synthesize(SynthesisConfig(n=config.pop("n", 8), **config), tmp_path / "out", quiet=True)
+        synthesize(SynthesisConfig(n=config.pop("n", 8), **config, out=tmp_path / "out"), quiet=True)
     assert not (tmp_path / "out").exists()
 
 
@@ -244,8 +244,7 @@ def test_bad_data_and_output_directories(tmp_path):
         Image.new("L", (8, 8), color=40 * i).save(one_class / "cats" / f"{i}.png")
     with pytest.raises(ValueError, match="inter-class needs at least 2 classes"):
         synthesize(
-            SynthesisConfig(backend="digits-vae", n=4, data=str(one_class), strategy="inter-class"),
-            tmp_path / "a",
+            SynthesisConfig(backend="digits-vae", n=4, data=str(one_class), strategy="inter-class", out=tmp_path / "a"),
             quiet=True,
         )
     meta = tmp_path / "meta"
@@ -257,20 +256,21 @@ def test_bad_data_and_output_directories(tmp_path):
     )
     with pytest.raises(ValueError, match="'text' is missing for some images"):
         synthesize(
-            SynthesisConfig(backend="digits-vae", n=4, data=str(meta), strategy="random"), tmp_path / "b", quiet=True
+            SynthesisConfig(backend="digits-vae", n=4, data=str(meta), strategy="random", out=tmp_path / "b"),
+            quiet=True,
         )
     unrelated = tmp_path / "unrelated"
     unrelated.mkdir()
     (unrelated / "keep.txt").write_text("mine")
     with pytest.raises(ValueError, match="holds no latentmix synthesis run"):
-        synthesize(SynthesisConfig(n=4), unrelated, quiet=True)
+        synthesize(SynthesisConfig(n=4, out=unrelated), quiet=True)
     assert (unrelated / "keep.txt").read_text() == "mine"
     done = tmp_path / "done"
-    synthesize(SynthesisConfig(n=8, shard_size=4), done, quiet=True)
+    synthesize(SynthesisConfig(n=8, shard_size=4, out=done), quiet=True)
     with pytest.raises(ValueError, match="holds a different run's set .*seed"):
-        synthesize(SynthesisConfig(n=8, shard_size=4, seed=1), done, quiet=True)
+        synthesize(SynthesisConfig(n=8, shard_size=4, seed=1, out=done), quiet=True)
     with pytest.raises(ValueError, match="already holds 8 samples"):
-        synthesize(SynthesisConfig(n=4, shard_size=4), done, quiet=True)
+        synthesize(SynthesisConfig(n=4, shard_size=4, out=done), quiet=True)
     with pytest.raises(ValueError, match="not a complete synthetic set"):
         SyntheticDataset(tmp_path / "b")
 

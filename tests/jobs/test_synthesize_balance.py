@@ -66,7 +66,7 @@ def test_quota_pairing_gives_each_class_exactly_its_quota_per_index():
 
 def test_synthesize_balance_writes_the_missing_samples_per_class(tmp_path):
     config = SynthesisConfig(labels_per_class=6, imbalance_ratio=3, subset_seed=1, balance=0, shard_size=16)
-    result = synthesize(config, tmp_path / "bal", quiet=True)
+    result = synthesize(replace(config, out=tmp_path / "bal"), quiet=True)
     real = long_tailed_counts(10, 6, 3)
     assert result.num_samples == int((6 - real).sum())
     manifest = json.loads((tmp_path / "bal" / "manifest.json").read_text())
@@ -143,7 +143,10 @@ def test_trainer_long_tailed_reweighted_and_pooled_runs(tmp_path):
         train_classifier(replace(base, synthetic_pooled=True), quiet=True)
 
     recipes = ["erm", "class-reweight", "blends-balance", "blends-balance+reweight"]
-    results = run_compare(base, recipes=recipes, seeds=[0, 1], backend="digits-vae", workdir=str(tmp_path), quiet=True)
+    result = run_compare(
+        train=base, recipes=recipes, seeds=[0, 1], backend="digits-vae", workdir=str(tmp_path), quiet=True
+    )
+    results = result.to_dict()
     rows = results["recipes"]["blends-balance"]["per_seed"]
     assert rows[0]["synthetic_examples"] == int((6 - long_tailed_counts(10, 6, 3)).sum())
     reweighted = results["recipes"]["class-reweight"]["per_seed"][0]["before"]
@@ -153,5 +156,5 @@ def test_trainer_long_tailed_reweighted_and_pooled_runs(tmp_path):
     assert both[0]["before"]["accuracy"] != rows[0]["before"]["accuracy"]
     d = results["paired_class_balance"]["blends-balance"]["worst_class_accuracy"]
     assert d["ci95"][0] <= d["mean"] <= d["ci95"][1]
-    table = format_table(results)
+    table = format_table(result)
     assert "class balance" in table and "Δ worst_class_accuracy" in table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import imageio_ffmpeg
 import numpy as np
@@ -201,7 +202,7 @@ def test_walk_between_partly_inverted_keyframes(tmp_path):
         num_inference_steps=6,
         inversion_strength=0.5,
     )
-    result = walk(config, tmp_path / "out", backend=ldm)
+    result = walk(replace(config, out=tmp_path / "out", backend=ldm))
     kwargs = {"texts": [test.texts[0], test.texts[5]], "num_inference_steps": 6, "strength": 0.5}
     with torch.inference_mode():
         ends = ldm.decode(ldm.encode(test.images([0, 5]), **kwargs), **kwargs)
@@ -218,7 +219,7 @@ def test_walk_from_python_with_int_indices_and_path_objects(tmp_path):
 
     Image.fromarray(np.full((8, 8), 200, dtype=np.uint8)).save(tmp_path / "bright.png")
     config = WalkConfig(keyframes=(3, tmp_path / "bright.png", 7), frames=2, video="none")
-    result = walk(config, tmp_path / "out")
+    result = walk(replace(config, out=tmp_path / "out"))
     assert result.labels == ["#3", "bright.png", "#7"] and len(result.frames) == 5 and result.video is None
     with pytest.raises(ValueError, match="list of dataset indices or image files"):
-        walk(WalkConfig(keyframes=(True, 2)), tmp_path / "bad")
+        walk(WalkConfig(keyframes=(True, 2), out=tmp_path / "bad"))

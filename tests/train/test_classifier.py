@@ -60,8 +60,9 @@ def test_training_is_seeded():
 
 def test_synthetic_set_with_soft_labels_and_gamma(tmp_path):
     synthesize(
-        SynthesisConfig(n=64, strategy="inter-class", labels_per_class=5, subset_seed=0, shard_size=32),
-        tmp_path / "syn",
+        SynthesisConfig(
+            n=64, strategy="inter-class", labels_per_class=5, subset_seed=0, shard_size=32, out=tmp_path / "syn"
+        ),
         quiet=True,
     )
     report = train_classifier(replace(FAST, synthetic=str(tmp_path / "syn"), gamma=2.0), quiet=True)
@@ -117,9 +118,14 @@ def test_feature_files_train_an_mlp_and_the_estimator_fits_tabular_data(tmp_path
 
 
 def test_compare_reports_mean_std_and_per_seed_numbers(tmp_path):
-    results = run_compare(
-        replace(FAST, steps=40), recipes=["erm", "blends-intra"], seeds=[0, 1], synthetic_n=32, workdir=str(tmp_path)
+    result = run_compare(
+        train=replace(FAST, steps=40),
+        recipes=["erm", "blends-intra"],
+        seeds=[0, 1],
+        synthetic_n=32,
+        workdir=str(tmp_path),
     )
+    results = result.to_dict()
     erm = results["recipes"]["erm"]
     assert [p["seed"] for p in erm["per_seed"]] == [0, 1]
     accs = [p["before"]["accuracy"] for p in erm["per_seed"]]
@@ -129,10 +135,10 @@ def test_compare_reports_mean_std_and_per_seed_numbers(tmp_path):
     blends = results["recipes"]["blends-intra"]["summary"]
     assert paired["ece"]["mean"] == pytest.approx(blends["ece_after"]["mean"] - erm["summary"]["ece_after"]["mean"])
     assert paired["accuracy"]["ci95"][0] <= paired["accuracy"]["mean"] <= paired["accuracy"]["ci95"][1]
-    table = format_table(results)
+    table = format_table(result)
     assert "| erm |" in table and "| blends-intra |" in table and "per seed" in table and "paired with erm" in table
     with pytest.raises(ValueError, match="recipes must be one of erm, .*got .magic."):
-        run_compare(FAST, recipes=["magic"], seeds=[0])
+        run_compare(train=FAST, recipes=["magic"], seeds=[0])
 
 
 def test_paired_differences_of_identical_recipes_are_exactly_zero():
@@ -233,7 +239,7 @@ def test_synthetic_set_with_another_class_count_is_refused(tmp_path):
             (root / split / c).mkdir(parents=True)
             for i in range(3):
                 Image.fromarray((torch.rand(8, 8) * 255).byte().numpy()).save(root / split / c / f"{i}.png")
-    synthesize(SynthesisConfig(n=8, shard_size=8), tmp_path / "syn", quiet=True)
+    synthesize(SynthesisConfig(n=8, shard_size=8, out=tmp_path / "syn"), quiet=True)
     with pytest.raises(ValueError, match="synthetic set .* has 10 classes, the data has 2"):
         train_classifier(TrainConfig(data=str(root), synthetic=str(tmp_path / "syn"), steps=5), quiet=True)
 

@@ -49,7 +49,7 @@ def test_a_backend_of_another_shape_is_refused_unless_resize_is_asked(photo_patc
     from latentmix.jobs.synthesize import synthesize
 
     with pytest.raises(ValueError, match="pass --resize"):
-        synthesize(SynthesisConfig(backend="digits-vae", data=str(photo_patches), n=4), tmp_path / "s", quiet=True)
+        synthesize(SynthesisConfig(backend="digits-vae", data=str(photo_patches), n=4, out=tmp_path / "s"), quiet=True)
     assert not (tmp_path / "s").exists()
 
 
@@ -131,7 +131,7 @@ def test_a_users_folder_end_to_end_with_filtered_blends(photo_patches, tmp_path,
                              filter_classifier=str(tmp_path / "erm"), filter_threshold=0.3)  # fmt: skip
     from latentmix.jobs.synthesize import synthesize
 
-    result = synthesize(config, tmp_path / "kept", quiet=True)
+    result = synthesize(replace(config, out=tmp_path / "kept"), quiet=True)
     manifest = json.loads((tmp_path / "kept" / "manifest.json").read_text())
     assert manifest["generated"] == 24 and manifest["filter"]["kept"] == result.num_samples == len(
         SyntheticDataset(tmp_path / "kept")
@@ -148,8 +148,8 @@ def test_a_users_folder_end_to_end_with_filtered_blends(photo_patches, tmp_path,
         tmp_path / "kept"
     ).ids
     recipes = ["erm", "blends-intra", "blends-intra+filter"]
-    results = run_compare(base, recipes=recipes, seeds=[0], backend=str(tmp_path / "vae"), synthetic_n=16,
-                          workdir=str(tmp_path / "cmp"), quiet=True)  # fmt: skip
+    results = run_compare(train=base, recipes=recipes, seeds=[0], backend=str(tmp_path / "vae"), synthetic_n=16,
+                          workdir=str(tmp_path / "cmp"), quiet=True).to_dict()  # fmt: skip
     agreement = results["recipes"]["blends-intra"]["per_seed"][0]["erm_agreement"]
     assert 0 <= agreement <= 1 and set(results["verdicts"]) == {"blends-intra", "blends-intra+filter"}
     assert all(v.startswith(r) for r, v in results["verdicts"].items())

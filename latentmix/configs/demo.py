@@ -1,0 +1,22 @@
+"""Settings of ``latentmix demo``: the main jobs on the embedded models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from latentmix.configs.choices import DEFAULT_BACKEND
+from latentmix.configs.options import INT, option, validate_fields
+
+
+@dataclass
+class DemoConfig:
+    """Settings of ``latentmix demo``."""
+
+    out: str = option("latentmix-demo", "output directory", identity=False)
+    seed: int = option(0, "seeds every choice of the demo", check=INT)
+    backend: str = option(
+        DEFAULT_BACKEND, "the backend of the digits grids, the paired set and the comparison", cli=False
+    )
+
+    def validate(self) -> None:
+        validate_fields(self)
