@@ -222,3 +222,23 @@ def photo_patches(tmp_path_factory):
     from photo_patches import write_photo_patches
 
     return write_photo_patches(tmp_path_factory.mktemp("user") / "photo-patches", n_train=60, n_test=24, size=16)
+
+
+@pytest.fixture
+def torchrun():
+    """``torchrun(*args, cwd=None, threads=None)``: run ``args`` (``"-m", "latentmix", ...`` or a script and its
+    arguments) under ``torch.distributed.run`` as two real CPU processes (gloo), and assert that it succeeded.
+
+    ``threads`` sets each worker's thread count (torchrun gives each one thread unless told otherwise, and float
+    kernels may round by thread count); ``cwd`` runs it elsewhere than the repository."""
+    import subprocess
+    import sys
+
+    def run(*args: str, cwd=None, threads: int | None = None) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *map(str, args)]
+        env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads is not None else {})}
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=cwd, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc
+
+    return run

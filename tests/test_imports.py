@@ -40,3 +40,12 @@ def test_the_settings_layer_and_the_package_load_no_heavy_library(statement):
 def test_public_names_resolve_on_first_use():
     code = "import sys, latentmix; assert 'torch' not in sys.modules; latentmix.slerp; assert 'torch' in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_train_package_exports_every_trainer_lazily():
+    code = (
+        "import sys, latentmix.train as t; assert 'diffusers' not in sys.modules; "
+        "assert {'fit_vae', 'fit_gan', 'fit_ldm', 'fit_reference_classifier', 'fit_align', 'train_classifier', "
+        "'MixupClassifier'} <= set(t.__all__); [getattr(t, name) for name in t.__all__]"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -91,6 +91,14 @@ class LatentBackend(abc.ABC):
     encoder_kind: ClassVar[str] = "amortized"
     #: Whether long calls show a progress bar; set per instance (or for a block with :meth:`progress`).
     show_progress: bool = False
+    #: What :func:`~latentmix.backends.load_backend` loaded it from (an embedded name, a directory, a hub id);
+    #: None for a backend built in Python.
+    source: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How reports and manifests name the backend: its :attr:`source`, else its registered name."""
+        return self.source or self.backend_name
 
     #: Largest number of images or latents sent through a network at once.
     batch_size: int = 256

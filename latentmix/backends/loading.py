@@ -120,4 +120,5 @@ def load_backend(name_or_path: str | os.PathLike | LatentBackend, *, device=None
         )
     if device is not None:
         backend.to(device)
+    backend.source = text
     return backend.eval()

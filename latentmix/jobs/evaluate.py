@@ -37,7 +37,6 @@ realised), single-factor paths (lerp and slerp), and latent arithmetic.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -163,7 +162,7 @@ def evaluate_backend(config: EvalConfig | None = None, *, quiet: bool = False, *
     config.validate()
     spec = backend_for(config.backend, config.data)
     backend = load_backend(spec)
-    name = str(spec) if isinstance(spec, (str, os.PathLike)) else backend.backend_name
+    name = backend.label
     shape = (backend.image_size, backend.image_channels)
     who, fix = f"backend {backend.backend_name!r}", "evaluate a backend fitted on this data"
     test = load_matching(config.data, "test", *shape, who=who, fix=fix, resize=config.resize)

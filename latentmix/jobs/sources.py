@@ -10,6 +10,7 @@ writes the shards; the benchmarks call these directly.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -111,6 +112,12 @@ class Shard:
     generated: int
 
 
+def _declared(model: Any, name: str) -> Any:
+    """``model.name`` where the model's class declares it (a property of the reference classifiers), else None:
+    asking a diffusers model for a config entry by attribute is deprecated (and warns)."""
+    return getattr(model, name) if hasattr(type(model), name) else None
+
+
 class BlendFilter:
     """Keeps a blend when a classifier gives its dominant class (the argmax of its soft label) at least
     ``threshold`` probability (after the classifier's own temperature), e.g. a classifier fitted on the real
@@ -140,12 +147,12 @@ class BlendFilter:
         else:
             self.model = load_classifier(classifier)
         config = self.model.config
-        names = list(getattr(self.model, "class_names", None) or config.get("class_names") or [])
+        names = list(_declared(self.model, "class_names") or config.get("class_names") or [])
         if names != list(class_names):
             raise ValueError(
                 f"filter_classifier {classifier}: it names the classes {names[:5]}…, the data {class_names[:5]}…"
             )
-        shape = tuple(getattr(self.model, "image_shape", None) or config.get("image_shape") or ())[-2:]
+        shape = tuple(_declared(self.model, "image_shape") or config.get("image_shape") or ())[-2:]
         want = (image_shape[0], image_shape[1]) if len(shape) == 2 and shape[0] in (1, 3) else None
         if len(shape) == 2 and shape[0] in (1, 3) and tuple(shape) != tuple(image_shape):
             raise ValueError(f"filter_classifier {classifier}: it takes {shape} images, the blends are {want}")

@@ -17,13 +17,13 @@ The output directory (new or empty) appears whole, by rename, or not at all::
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from latentmix.backends import CallOptions, LatentBackend, load_backend
+from latentmix.backends import CallOptions, LatentBackend, is_backend, load_backend
 from latentmix.configs import WalkConfig, backend_for
 from latentmix.jobs.keyframe_walk import KeyframeWalk, decode_keyframe_walk, pixel_features, reference_features
 
@@ -126,6 +126,12 @@ def _features(backend: LatentBackend, config: WalkConfig):
     return reference_features(clf)
 
 
+def _recorded(config: WalkConfig) -> dict:
+    """The settings walk.json records: a loaded backend by its label, and not the folder it is written to."""
+    named = replace(config, backend=config.backend.label) if is_backend(config.backend) else config
+    return {k: v for k, v in asdict(named).items() if k != "out"}
+
+
 def walk(config: WalkConfig, *, quiet: bool = True) -> WalkResult:
     """Run ``config``'s walk and write its frames, video, GIF and manifest to ``config.out`` (see the module
     docstring); ``config.backend`` may be a name, a directory or a loaded backend."""
@@ -166,7 +172,7 @@ def walk(config: WalkConfig, *, quiet: bool = True) -> WalkResult:
         "spacing_cv": None if result.cv is None else float(result.cv[0]),
         "spacing_cv_uniform": None if result.cv_uniform is None else float(result.cv_uniform[0]),
         "video": video_name,
-        "config": asdict(config),
+        "config": _recorded(config),
     }
 
     def write(tmp: Path) -> None:

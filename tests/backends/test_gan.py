@@ -170,26 +170,13 @@ def test_grids_and_synthesis_take_gan_backends_unchanged(tiny_gan, tiny_vae, tmp
         interpolation_grid(backend=tiny_vae, refine_steps=3)
 
 
-def test_fit_gan_under_torchrun_trains_one_model_on_the_global_batch(tmp_path):
+def test_fit_gan_under_torchrun_trains_one_model_on_the_global_batch(tmp_path, torchrun):
     """DDP: both processes end with the same generator, and an epoch has as many steps as one process would
     take with the same global batch."""
-    import subprocess
-    import sys
     from pathlib import Path
 
     script = Path(__file__).parents[1] / "scripts" / "fit_gan_ranks.py"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(script),
-        str(tmp_path / "gan"),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    torchrun(str(script), str(tmp_path / "gan"))
     ranks = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in range(2)]
     assert [r["rank"] for r in ranks] == [0, 1]
     # each process saw its own half of every batch and drew its own noise, yet both hold the same weights:

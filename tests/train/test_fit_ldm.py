@@ -118,17 +118,9 @@ def test_fit_ldm_cli_then_grid_with_prompts(tmp_path, capsys):
     assert "guidance_scale applies to diffusion backends" in capsys.readouterr().err
 
 
-def test_fit_ldm_runs_in_two_real_processes_with_torchrun(tmp_path):
-    import subprocess
-    import sys
+def test_fit_ldm_runs_in_two_real_processes_with_torchrun(tmp_path, torchrun):
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
+    proc = torchrun(
         "-m",
         "latentmix",
         "--quiet",
@@ -145,8 +137,6 @@ def test_fit_ldm_runs_in_two_real_processes_with_torchrun(tmp_path):
         "--no-evaluate",
         "--out",
         str(tmp_path / "ddp"),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    )
     assert proc.stdout.count("saved") == 1 and "processes=2" in proc.stdout
     assert load_backend(tmp_path / "ddp").latent_shape == (4, 2, 2)

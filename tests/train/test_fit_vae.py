@@ -10,7 +10,8 @@ from PIL import Image
 
 from latentmix import load_backend
 from latentmix.cli import main
-from latentmix.train import VAEFitConfig, fit_vae
+from latentmix.configs import VAEFitConfig
+from latentmix.train import fit_vae
 from latentmix.train.common import random_shift
 
 TINY = dict(epochs=2, batch_size=256, latent_dim=4, block_channels=(8, 16), kl_warmup_epochs=1)
@@ -112,17 +113,9 @@ def test_bad_settings_fail_before_training(override, message):
         fit_vae(VAEFitConfig(**{**TINY, **override}), quiet=True)
 
 
-def test_fit_runs_in_two_real_processes_with_torchrun(tmp_path):
-    import subprocess
-    import sys
+def test_fit_runs_in_two_real_processes_with_torchrun(tmp_path, torchrun):
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
+    proc = torchrun(
         "-m",
         "latentmix",
         "--quiet",
@@ -137,9 +130,7 @@ def test_fit_runs_in_two_real_processes_with_torchrun(tmp_path):
         "16",
         "--out",
         str(tmp_path / "ddp"),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    )
     assert proc.stdout.count("saved") == 1 and "processes=2" in proc.stdout
     backend = load_backend(tmp_path / "ddp")
     assert backend.latent_shape == (4,)
