@@ -1,6 +1,7 @@
 """Quality report of every embedded backend, side by side (``latentmix evaluate`` for each).
 
-Run: python benchmarks/bench_backends.py
+Run: python benchmarks/bench_backends.py (every embedded digits backend, default settings);
+``--backends NAME ... --data shapes`` for others, ``--test-images N --prior-samples N`` for a quick check.
 Targets (issue 5): intra-class midpoint consistency >= 90% with slerp for the VAE and the GAN;
 GAN refinement at least 2x lower reconstruction error than the encoder alone.
 """
@@ -11,6 +12,7 @@ import json
 from pathlib import Path
 
 from latentmix import embedded_models
+from latentmix.configs import EvalConfig
 from latentmix.jobs.evaluate import evaluate_backend
 
 
@@ -47,7 +49,17 @@ def rows(reports: dict[str, dict]) -> list[tuple[str, list[str]]]:
 
 
 def main() -> None:
-    reports = {name: evaluate_backend(backend=name, quiet=True).to_dict() for name in embedded_models()}
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    digits = [name for name in embedded_models() if name.startswith("digits-")]
+    parser.add_argument("--backends", nargs="+", default=digits, help="embedded backends (default: the digits ones)")
+    parser.add_argument("--data", default="digits")
+    parser.add_argument("--test-images", type=int, default=None, help="a subset of the test split (default: all)")
+    parser.add_argument("--prior-samples", type=int, default=1000)
+    args = parser.parse_args()
+    config = EvalConfig(data=args.data, test_images=args.test_images, prior_samples=args.prior_samples)
+    reports = {name: evaluate_backend(config, backend=name, quiet=True).to_dict() for name in args.backends}
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "backends.json").write_text(json.dumps(reports, indent=2))

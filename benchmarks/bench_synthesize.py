@@ -29,7 +29,7 @@ N_BATCHED, N_PER_PAIR = 8192, 2048
 
 
 def throughput() -> list[dict]:
-    config = SynthesisConfig(n=N_BATCHED, strategy="inter-class", shard_size=256)
+    config = SynthesisConfig(backend="digits-vae", n=N_BATCHED, strategy="inter-class", shard_size=256)
     backend = load_backend(config.backend)
     text_encoder = TextEncoder.from_pretrained()
     start = time.perf_counter()
@@ -81,7 +81,7 @@ CHILD = """
 import resource, sys, tempfile
 from latentmix.configs import SynthesisConfig
 from latentmix.jobs.synthesize import synthesize
-synthesize(SynthesisConfig(n=int(sys.argv[1]), strategy="inter-class"), tempfile.mkdtemp() + "/set", quiet=True)
+synthesize(SynthesisConfig(n=int(sys.argv[1]), strategy="inter-class", out=tempfile.mkdtemp() + "/set"), quiet=True)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
