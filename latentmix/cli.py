@@ -97,6 +97,8 @@ def _walk(args: argparse.Namespace, argv: list[str]) -> int:
 def _synthesize(args: argparse.Namespace, argv: list[str]) -> int:
     config = from_args(configs.SynthesisConfig, args)
     config.validate()
+    if config.balance is not None and hasattr(args, "n"):
+        raise ValueError("-n: --balance sets the number of samples (each class up to the target); drop -n")
     from latentmix.jobs.synthesize import synthesize
 
     result = synthesize(config, quiet=args.quiet)
@@ -107,24 +109,42 @@ def _synthesize(args: argparse.Namespace, argv: list[str]) -> int:
             "images/, metadata.jsonl, embeddings.safetensors, manifest.json"
         )
         if config.balance is not None and result.out is not None:
-            balance = json.loads((result.out / "manifest.json").read_text(encoding="utf-8"))["balance"]
-            shown = ", ".join(f"{k} {balance['real'][k]}+{balance['synthetic'][k]}" for k in balance["real"])
-            print(f"balanced to {balance['target']} per class (real + synthetic): {shown}")
+            print(_balance_summary(json.loads((result.out / "manifest.json").read_text(encoding="utf-8"))["balance"]))
     return 0
+
+
+def _balance_summary(balance: dict) -> str:
+    """What the manifest says was balanced: each class's real + synthetic count, and the classes that fell short of
+    the target, with why (a filter kept fewer blends than were made)."""
+    target, total = balance["target"], balance["total"]
+    shown = ", ".join(f"{k} {balance['real'][k]}+{balance['synthetic'][k]}" for k in balance["real"])
+    short = [k for k in total if total[k] < target]
+    if not short:
+        return f"balanced to {target} per class (real + synthetic): {shown}"
+    made = balance.get("made", {})
+    why = "; ".join(f"{k} {total[k]} (the filter kept {balance['synthetic'][k]} of {made.get(k, '?')})" for k in short)
+    return f"balanced towards {target} per class (real + synthetic): {shown}; short of {target}: {why}"
 
 
 def _explore(args: argparse.Namespace, argv: list[str]) -> int:
     config = from_args(configs.ExploreConfig, args)
     config.validate()
     from latentmix.explore import explorer_for
+    from latentmix.explore.serving import address, check_serving, exposure_warning
 
+    check_serving(config)  # before the model loads: a bad host, out or limit answers at once
     explorer = explorer_for(config)
     try:
         from latentmix.explore.app import launch
     except ImportError as exc:
         raise ValueError(f'explore needs Gradio: pip install "latentmix[explore]" ({exc})') from None
-    app = launch(explorer, host=config.host, port=config.port, block=False)
-    print(f"latentmix explore: serving {app.local_url} (exports go to {config.out}); Ctrl-C stops it", flush=True)
+    auth = tuple(config.auth.split(":", 1)) if config.auth else None
+    app = launch(explorer, host=config.host, port=config.port, block=False, auth=auth)
+    where = address(config.host, app.server_port)
+    print(f"latentmix explore: serving {where} (exports go to {config.out}); Ctrl-C stops it", flush=True)
+    warning = exposure_warning(config)
+    if warning is not None:
+        print(f"latentmix: warning: {warning}", file=sys.stderr, flush=True)
     try:
         app.block_thread()
     finally:
@@ -137,9 +157,9 @@ def _evaluate(args: argparse.Namespace, argv: list[str]) -> int:
 
     config = from_args(configs.EvalConfig, args)
     if args.json is not None:
-        from latentmix.utils.validation import suffix
+        from latentmix.utils.validation import output_file
 
-        suffix(args.json, "--json", (".json",))
+        output_file(args.json, "--json", (".json",))
     report = evaluate_backend(config, quiet=args.quiet)
     print(format_report(report))
     if args.json:
@@ -151,9 +171,9 @@ def _evaluate_pairs(args: argparse.Namespace, argv: list[str]) -> int:
     from latentmix.jobs.evaluate_pairs import evaluate_pairs, format_pair_report
 
     if args.json is not None:
-        from latentmix.utils.validation import suffix
+        from latentmix.utils.validation import output_file
 
-        suffix(args.json, "--json", (".json",))
+        output_file(args.json, "--json", (".json",))
     report = evaluate_pairs(from_args(configs.PairEvalConfig, args), quiet=args.quiet)
     print(format_pair_report(report))
     if args.json:
@@ -240,9 +260,9 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
     from latentmix.jobs.compare import format_table, run_compare
 
     if args.json is not None:
-        from latentmix.utils.validation import suffix
+        from latentmix.utils.validation import output_file
 
-        suffix(args.json, "--json", (".json",))
+        output_file(args.json, "--json", (".json",))
     base = from_args(configs.TrainConfig, args, defaults=configs.COMPARE_TRAIN_DEFAULTS)
     result = run_compare(from_args(configs.CompareConfig, args, train=base), quiet=args.quiet)
     print(format_table(result))

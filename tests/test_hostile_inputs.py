@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -199,12 +200,36 @@ def test_a_decompression_bomb_is_one_line_in_every_job(tmp_path, capsys):
 # -- 5. one writer per output ------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def held_by_another_thread(path: Path):
+    """Another writer in this process: a thread holds ``path``'s lock inside the block (events are the barrier)."""
+    import threading
+
+    from latentmix.utils.locks import exclusive
+
+    taken, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with exclusive(path, "out"):
+            taken.set()
+            release.wait()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    taken.wait()
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join()
+
+
 def test_a_second_writer_is_refused_and_a_killed_ones_lock_does_not_block(tmp_path):
-    from latentmix.utils.locks import exclusive, lock_path
+    from latentmix.utils.locks import lock_path
 
     out = tmp_path / "set"
     with (
-        exclusive(out, "out"),
+        held_by_another_thread(out),
         pytest.raises(ValueError, match=r"being written by another latentmix run \(process \d+\)"),
     ):
         synthesize(SynthesisConfig(n=8, shard_size=8, out=out), quiet=True)
@@ -223,7 +248,7 @@ def test_a_second_writer_is_refused_and_a_killed_ones_lock_does_not_block(tmp_pa
     holder.wait()
     assert lock_path(out).exists()  # the file stays; the lock died with its process
     assert synthesize(SynthesisConfig(n=8, shard_size=8, out=out), quiet=True).num_samples == 8
-    with exclusive(tmp_path / "ckpt"), pytest.raises(ValueError, match="being written by another"):
+    with held_by_another_thread(tmp_path / "ckpt"), pytest.raises(ValueError, match="being written by another"):
         train_classifier(replace(FAST, checkpoint_dir=str(tmp_path / "ckpt")), quiet=True)
 
 

@@ -11,11 +11,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from latentmix.utils.validation import parse_json
 
 BACKEND_CONFIG = "config.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -38,9 +39,10 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"{what}: {path} is missing")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"{what}: {path} is not valid JSON ({exc})") from None
+    data = parse_json(text, f"{what}: {path}")
     if not isinstance(data, dict):
         raise ValueError(f"{what}: {path} must hold a JSON object")
     return data

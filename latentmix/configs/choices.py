@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 from latentmix.latent.choices import KEYFRAME_METHODS, METHODS, SPACINGS, STRATEGIES
+from latentmix.utils import validation
 
 __all__ = [
     "AUGMENT_MODES",
@@ -80,10 +81,10 @@ def transform_names(value, name: str) -> tuple[str, ...]:
 
 
 def int_list(value, name: str) -> tuple[int, ...]:
-    """A non-empty list of ints (seeds), as a tuple."""
+    """A non-empty list of seeds (ints in [0, 2**63)), as a tuple."""
     if isinstance(value, str) or not value or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         raise ValueError(f"{name} must be a non-empty list of ints, got {value!r}")
-    return tuple(value)
+    return tuple(validation.seed(v, name) for v in value)
 
 
 def pairs(value, name: str) -> tuple:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from latentmix.configs.choices import DEFAULT_BACKEND
-from latentmix.configs.options import INT, option, validate_fields
+from latentmix.configs.options import SEED, option, validate_fields
 
 
 @dataclass
@@ -13,7 +13,7 @@ class DemoConfig:
     """Settings of ``latentmix demo``."""
 
     out: str = option("latentmix-demo", "output directory", identity=False)
-    seed: int = option(0, "seeds every choice of the demo", check=INT)
+    seed: int = option(0, "seeds every choice of the demo", check=SEED)
     backend: str = option(
         DEFAULT_BACKEND, "the backend of the digits grids, the paired set and the comparison", cli=False
     )

@@ -15,9 +15,9 @@ from latentmix.configs.common import (
     override,
 )
 from latentmix.configs.options import (
-    INT,
     NON_NEGATIVE_INT,
     POSITIVE_INT,
+    SEED,
     int_at_least,
     number_in,
     one_of,
@@ -76,7 +76,7 @@ class EvalConfig(DataSettings, BackendSettings):
         "data with factors: train latents the attribute directions are taken from (spread evenly over the split)",
         check=POSITIVE_INT,
     )
-    seed: int = option(0, "seeds every draw of the evaluation", check=INT)
+    seed: int = option(0, "seeds every draw of the evaluation", check=SEED)
 
     def validate(self) -> None:
         validate_fields(self)
@@ -110,7 +110,7 @@ class PairEvalConfig:
         "within cosine 0.9999 of fp32)",
         check=one_of(("fp32", "bf16")),
     )
-    seed: int = option(0, "seeds the grouping", check=INT)
+    seed: int = option(0, "seeds the grouping", check=SEED)
 
     def validate(self) -> None:
         validate_fields(self)

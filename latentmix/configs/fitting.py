@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from latentmix.configs.choices import BETA_SCHEDULES, DEFAULT_TEXT_ENCODER, MIXED_PRECISION
 from latentmix.configs.common import GUIDANCE
 from latentmix.configs.options import (
-    INT,
     NON_NEGATIVE_INT,
     NON_NEGATIVE_NUMBER,
     POSITIVE_INT,
     POSITIVE_INTS,
     POSITIVE_NUMBER,
+    SEED,
     int_at_least,
     number_in,
     one_of,
@@ -58,7 +58,7 @@ class VAEFitConfig:
     )
     pixel_sigma: float = option(0.2, "Gaussian decoder std on the [-1, 1] scale", check=POSITIVE_NUMBER)
     augment_shift: int = option(1, "random translations of up to this many pixels", check=NON_NEGATIVE_INT)
-    seed: int = option(0, "seeds the weights, the shuffling and the noise", check=INT)
+    seed: int = option(0, "seeds the weights, the shuffling and the noise", check=SEED)
     mixed_precision: str = option("no", "accelerate mixed precision", check=one_of(MIXED_PRECISION))
     cpu: bool = option(False, "force the CPU even where a GPU is present")
 
@@ -95,7 +95,7 @@ class GANFitConfig:
     )
     augment_shift: int = option(1, "random translations of real images (pixels)", check=NON_NEGATIVE_INT)
     checkpoint_every: int = option(25, "epochs between checkpoints and sample grids", check=POSITIVE_INT)
-    seed: int = option(0, "seeds the weights and every draw", check=INT)
+    seed: int = option(0, "seeds the weights and every draw", check=SEED)
     cpu: bool = option(False, "force the CPU even where a GPU is present")
 
     def validate(self) -> None:
@@ -159,7 +159,7 @@ class LDMFitConfig:
     checkpoint_every: int = option(1000, "steps between checkpoints", check=POSITIVE_INT)
     evaluate: bool = option(True, "digits: measure the round trip and text-conditional consistency after training")
     resize: bool = option(False, "convert data whose image size or channels differ from the model's (else an error)")
-    seed: int = option(0, "seeds the weights and every draw", check=INT)
+    seed: int = option(0, "seeds the weights and every draw", check=SEED)
     mixed_precision: str = option("no", "accelerate mixed precision", check=one_of(MIXED_PRECISION))
     cpu: bool = option(False, "force the CPU even where a GPU is present")
 
@@ -186,7 +186,7 @@ class ReferenceFitConfig:
         check=POSITIVE_INT,
     )
     width: int = option(64, "channels of the convolutions", check=POSITIVE_INT)
-    seed: int = option(0, "seeds the weights and the shuffling", check=INT)
+    seed: int = option(0, "seeds the weights and the shuffling", check=SEED)
 
     def validate(self) -> None:
         validate_fields(self)
@@ -217,7 +217,7 @@ class AlignFitConfig:
     )
     batch_size: int = option(256, "pairs per InfoNCE batch (the negatives of each pair)", check=int_at_least(2))
     lr: float = option(2e-3, "AdamW learning rate, one-cycle schedule", check=POSITIVE_NUMBER)
-    seed: int = option(0, "seeds the weights, the shuffling and the shifts", check=INT)
+    seed: int = option(0, "seeds the weights, the shuffling and the shifts", check=SEED)
 
     def validate(self) -> None:
         validate_fields(self)

@@ -48,6 +48,7 @@ class Check:
 POSITIVE_INT = Check(validation.positive_int)
 NON_NEGATIVE_INT = Check(validation.non_negative_int)
 INT = Check(validation.integer)
+SEED = Check(validation.seed)
 POSITIVE_NUMBER = Check(validation.positive_number)
 NON_NEGATIVE_NUMBER = Check(validation.non_negative_number)
 PROBABILITY = Check(validation.probability)
@@ -62,6 +63,11 @@ def one_of(choices: Sequence[Any]) -> Check:
 
 def int_at_least(minimum: int) -> Check:
     return Check(lambda value, name: validation.int_at_least(value, name, minimum))
+
+
+def int_in(minimum: int, maximum: int) -> Check:
+    """An int in [minimum, maximum]: bounded work (frames, samples) refused up front, not run for hours."""
+    return Check(lambda value, name: validation.int_in(value, name, minimum, maximum))
 
 
 def number_in(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
 from latentmix.configs.choices import AUGMENT_MODES, CAPTION_RULES, DEFAULT_TEXT_ENCODER, METHODS, SPLITS, STRATEGIES
@@ -18,23 +19,35 @@ from latentmix.configs.common import (
     override,
 )
 from latentmix.configs.options import (
-    INT,
     NON_NEGATIVE_INT,
     POSITIVE_INT,
     POSITIVE_NUMBER,
     PROBABILITY,
+    SEED,
     identity,
     index_pair,
+    int_in,
     number_in,
     one_of,
     option,
     validate_fields,
 )
 
+#: the most samples one synthesis run makes (a documented bound: a larger run is refused before any work)
+MAX_SAMPLES = 100_000_000
+
 
 def _balance_target(token: str) -> int:
-    """``--balance max`` → 0 (every class up to the largest class's count), else a count."""
-    return 0 if token.strip().lower() == "max" else int(token)
+    """``--balance max`` → 0 (every class up to the largest class's count), else a count of at least 1."""
+    if token.strip().lower() == "max":
+        return 0
+    try:
+        count = int(token)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count or 'max', got {token!r}") from None
+    if not 1 <= count <= MAX_SAMPLES:
+        raise argparse.ArgumentTypeError(f"expected a count from 1 to {MAX_SAMPLES:,} or 'max', got {token!r}")
+    return count
 
 
 @dataclass
@@ -48,10 +61,14 @@ class SynthesisConfig(SplitSettings, DataSettings, BackendSettings):
         SplitSettings, "split", default="train", help="source split (never blend test images into training data)"
     )
     n: int = option(
-        1000, "number of synthetic samples", flags=("--num-samples", "-n"), check=POSITIVE_INT, identity=False
+        1000,
+        f"number of synthetic samples, at most {MAX_SAMPLES:,} (with --balance: set by the balance)",
+        flags=("--num-samples", "-n"),
+        check=int_in(1, MAX_SAMPLES),
+        identity=False,
     )
     strategy: str = option("intra-class", "which two examples each sample blends", check=one_of(STRATEGIES))
-    seed: int = option(0, "the run's seed: sample i depends only on (seed, i)", check=INT)
+    seed: int = option(0, "the run's seed: sample i depends only on (seed, i)", check=SEED)
     alpha: float = option(1.0, "λ ~ Beta(alpha, alpha) per sample (1: uniform)", check=POSITIVE_NUMBER)
     lam: float | None = option(None, "a fixed λ (weight of the first source) instead of drawing it", check=number_in())
     gamma: float = option(1.0, "label sharpening exponent (Diff-Mix; 1: linear soft labels)", check=POSITIVE_NUMBER)
@@ -76,14 +93,14 @@ class SynthesisConfig(SplitSettings, DataSettings, BackendSettings):
     labels_per_class: int | None = option(
         None, "blend only K labelled examples per class (low-data runs; default: all)", check=POSITIVE_INT
     )
-    subset_seed: int = option(0, "which K per class: the same draw as `latentmix train --seed`", check=INT)
+    subset_seed: int = option(0, "which K per class: the same draw as `latentmix train --seed`", check=SEED)
     imbalance_ratio: float | None = option(
         None, IMBALANCE_HELP + "; the same draw as `latentmix train --imbalance-ratio`", metavar="R", check=IMBALANCE
     )
     balance: int | None = option(
         None,
         "balance the classes by synthesis: intra-class blends of each class below this count until it has it "
-        "('max': the largest class's count); sets the number of samples",
+        "('max': the largest class's count; in Python 0 means max); sets the number of samples",
         parse=_balance_target,
         metavar="COUNT|max",
         check=NON_NEGATIVE_INT,
@@ -159,7 +176,7 @@ class AugmentConfig:
     mode: str = option(
         "synchronized", "synchronized (captions and factors follow), image-only, or none", check=one_of(AUGMENT_MODES)
     )
-    seed: int = option(0, "seeds which pairs are transformed and how", check=INT)
+    seed: int = option(0, "seeds which pairs are transformed and how", check=SEED)
     out: str | None = option(None, OUT_DIR_HELP, identity=False)
 
     def validate(self) -> None:

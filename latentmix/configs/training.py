@@ -9,11 +9,11 @@ from typing import Any
 from latentmix.configs.choices import AUGMENT_MODES, DEFAULT_TEXT_ENCODER, MIXED_PRECISION
 from latentmix.configs.common import IMBALANCE, IMBALANCE_HELP, SEEDS, TRANSFORM_NAMES, check_imbalance
 from latentmix.configs.options import (
-    INT,
     NON_NEGATIVE_NUMBER,
     POSITIVE_INT,
     POSITIVE_NUMBER,
     PROBABILITY,
+    SEED,
     Check,
     number_in,
     one_of,
@@ -180,7 +180,7 @@ class TrainConfig:
         metavar="SIGMA",
         check=POSITIVE_NUMBER,
     )
-    seed: int = option(0, "seeds the labelled draw, the weights, the batches and the mixing", check=INT)
+    seed: int = option(0, "seeds the labelled draw, the weights, the batches and the mixing", check=SEED)
     mixed_precision: str = option("no", "accelerate mixed precision", check=one_of(MIXED_PRECISION))
     checkpoint_dir: str | None = option(
         None, "save checkpoints here; a restarted run with the same settings resumes", identity=False
@@ -239,9 +239,9 @@ class ReportOutputs:
 
     def validate(self) -> None:
         if self.json is not None:
-            validation.suffix(self.json, "--json", (".json",))
+            validation.output_file(self.json, "--json", (".json",))
         if self.reliability is not None:
-            validation.suffix(self.reliability, "--reliability", (".png",))
+            validation.output_file(self.reliability, "--reliability", (".png",))
 
 
 @dataclass

@@ -31,12 +31,12 @@ from latentmix.configs.common import (
     override,
 )
 from latentmix.configs.options import (
-    INT,
     NON_NEGATIVE_INT,
     POSITIVE_INT,
+    SEED,
     Check,
     index_pair,
-    int_at_least,
+    int_in,
     name_pair,
     number_in,
     one_of,
@@ -47,6 +47,8 @@ from latentmix.utils import validation
 
 #: train latents of each value a matched attribute direction averages (the nearest to the edited image)
 EDIT_NEIGHBOURS = 10
+#: the bounds of a walk: frames per segment, frames in all, dense measurements per frame, re-timing passes
+MAX_SEGMENT_FRAMES, MAX_WALK_FRAMES, MAX_MEASURE, MAX_REFINE = 10_000, 100_000, 64, 16
 
 
 def _prompt_pairs(texts) -> tuple[tuple[str, str], ...]:
@@ -65,7 +67,7 @@ class GridConfig(SplitSettings, DataSettings, BackendSettings):
         DataSettings, "data", help="'digits', 'shapes' or an image folder, where real endpoints come from"
     )
     method: str | None = option(None, "latent interpolator (default: the backend's own)", check=one_of(METHODS))
-    steps: int = option(8, "points per walk, endpoints included", check=int_at_least(2))
+    steps: int = option(8, "points per walk, endpoints included, at most 1,000", check=int_in(2, 1000))
     pairs: tuple[tuple[int, int], ...] | None = option(
         None, "endpoints by dataset index", parse=index_pair, metavar="I:J", group="endpoints", check=PAIRS
     )
@@ -77,8 +79,10 @@ class GridConfig(SplitSettings, DataSettings, BackendSettings):
         group="endpoints",
         check=PAIRS,
     )
-    prior: int | None = option(None, "N pairs drawn from the prior", metavar="N", group="endpoints", check=POSITIVE_INT)
-    seed: int = option(0, "seeds the choice of images and the prior draws", check=INT)
+    prior: int | None = option(
+        None, "N pairs drawn from the prior, at most 1,000", metavar="N", group="endpoints", check=int_in(1, 1000)
+    )
+    seed: int = option(0, "seeds the choice of images and the prior draws", check=SEED)
     out: str | None = option(None, "PNG path to write", identity=False)
     gif: str | None = option(None, "also write an animated GIF here", identity=False)
     prompts: tuple[tuple[str, str], ...] | None = option(
@@ -141,7 +145,11 @@ class WalkConfig(SplitSettings, DataSettings, BackendSettings):
         check=Check(texts),
         metavar="TEXT",
     )
-    frames: int = option(24, "frames per segment (keyframe to keyframe)", check=POSITIVE_INT)
+    frames: int = option(
+        24,
+        f"frames per segment (keyframe to keyframe), at most {MAX_SEGMENT_FRAMES:,}",
+        check=int_in(1, MAX_SEGMENT_FRAMES),
+    )
     method: str = option(
         "spline", "path through the keyframes (spline: C1 spherical spline)", check=one_of(KEYFRAME_METHODS)
     )
@@ -150,9 +158,13 @@ class WalkConfig(SplitSettings, DataSettings, BackendSettings):
     spacing: str = option(
         "uniform", "frame timing: uniform in t, or even (equal feature change per frame)", check=one_of(SPACINGS)
     )
-    measure: int = option(4, "even spacing: dense measurements per frame (first pass)", check=int_at_least(2))
+    measure: int = option(
+        4, f"even spacing: dense measurements per frame (first pass), 2 to {MAX_MEASURE}", check=int_in(2, MAX_MEASURE)
+    )
     refine: int = option(
-        4, "even spacing: passes that re-time again with the new frames' measurements added", check=NON_NEGATIVE_INT
+        4,
+        f"even spacing: passes that re-time again with the new frames' measurements added, at most {MAX_REFINE}",
+        check=int_in(0, MAX_REFINE),
     )
     features: str = option(
         "reference", "even spacing: distance in the reference classifier's features, or in pixels",
@@ -161,9 +173,11 @@ class WalkConfig(SplitSettings, DataSettings, BackendSettings):
     reference: str | None = option(
         None, "reference classifier for even spacing (default: the embedded one of digits / shapes)", path=True
     )
-    seed: int = option(0, "prompt travel: the seed of the one noise all keyframes share", check=INT)
+    seed: int = option(0, "prompt travel: the seed of the one noise all keyframes share", check=SEED)
     fps: float = option(
-        24.0, "frames per second of the video and the GIF", check=number_in(0.0, 240.0, exclusive_minimum=True)
+        24.0,
+        "frames per second of the video and the GIF, 0.01 to 240 (a GIF frame lasts at most 655 s)",
+        check=number_in(0.01, 240.0),
     )
     video: str = option("mp4", "video format (none: frames and GIF only)", check=one_of(VIDEO_FORMATS))
     sampler: str = option(
@@ -187,6 +201,12 @@ class WalkConfig(SplitSettings, DataSettings, BackendSettings):
         count = len(self.keyframes or self.seeds or self.prompts or ())
         if count < 2:
             raise ValueError(f"keyframes: a walk needs at least 2 keyframes, got {count}")
+        total = (count if self.closed else count - 1) * self.frames + 1
+        if total > MAX_WALK_FRAMES:
+            raise ValueError(
+                f"frames: {count} keyframes at {self.frames} frames per segment make {total:,} frames; a walk makes at "
+                f"most {MAX_WALK_FRAMES:,}"
+            )
         if self.prompts is not None and len(self.prompts) not in (1, count):
             raise ValueError(f"prompts: give one prompt per keyframe ({count}) or one for all, got {len(self.prompts)}")
         if self.sampler != "ddim" and self.keyframes is not None:
@@ -211,6 +231,13 @@ def _port(value, name: str) -> int:
     return port
 
 
+def _auth(value, name: str) -> str:
+    user, sep, password = value.partition(":") if isinstance(value, str) else ("", "", "")
+    if not sep or not user or not password:
+        raise ValueError(f"{name} must be USER:PASSWORD with both parts, got {value!r}")
+    return value
+
+
 @dataclass
 class ExploreConfig(SplitSettings, BackendSettings):
     """Settings of ``latentmix explore``: a local web page for walking a backend's latent space."""
@@ -225,8 +252,24 @@ class ExploreConfig(SplitSettings, BackendSettings):
     split: str = override(SplitSettings, "split", help="which split the data set's endpoints come from")
     host: str = option("127.0.0.1", "address to bind (127.0.0.1: this machine only)", check=Check(_host))
     port: int | None = option(None, "port (default: the first free one from 7860)", check=Check(_port))
-    out: str = option("explore-out", "where exports (frames, strips, walks, synthetic sets) are written", path=True)
+    out: str = option(
+        "explore-out", "the folder exports (frames, strips, walks, synthetic sets) are written to", path=True
+    )
     max_upload_pixels: int = option(16_000_000, "uploads larger than this many pixels are refused", check=POSITIVE_INT)
+    max_export: int = option(
+        10_000,
+        "the most images (frames, strip and sheet cells, walk frames, synthetic samples, uploads) the page writes "
+        "under --out while it runs, all visitors together",
+        check=POSITIVE_INT,
+    )
+    auth: str | None = option(
+        None,
+        "USER:PASSWORD that visitors must log in with (Gradio's login page; default: no login, so keep --host "
+        "127.0.0.1 or put the page behind your own login)",
+        check=Check(_auth),
+        identity=False,
+        metavar="USER:PASSWORD",
+    )
 
     def validate(self) -> None:
         validate_fields(self)
@@ -288,3 +331,5 @@ class EditConfig(DataSettings, BackendSettings):
         for name in ("images", "factor", "source", "target", "out"):
             if getattr(self, name) is None:
                 raise ValueError(f"{name} is required")
+        if self.source == self.target:
+            raise ValueError(f"target: it is the source value ({self.source}); an edit must move to another value")

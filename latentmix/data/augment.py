@@ -2,8 +2,9 @@
 
 Transforms (each applied to a sample with probability ``p``, drawn from an explicit generator; batched):
 
-* ``hflip`` — mirror left-right; the caption's "left" and "right" swap, and so does a left/right position;
-* ``vflip`` — mirror top-bottom; "top"/"bottom" (and "above"/"below") swap;
+* ``hflip`` — mirror left-right; the caption's "left" and "right" swap, and so does the value of every factor
+  whose values (``factors.json``) hold both "left" and "right", whatever the factor is called;
+* ``vflip`` — mirror top-bottom; "top"/"bottom" (and "above"/"below") swap, in captions and factors alike;
 * ``translate`` — move the object to another named position (a circular shift by the difference of the two
   positions' centres); the caption's position phrase and the position factor become the new one;
 * ``recolour`` — give the object another named colour: the object is told from the grey background by its
@@ -137,6 +138,18 @@ class PairAugment:
                     f"positions and colours; {name} has not them (use hflip or vflip)"
                 )
         self.transforms, self.p, self.mode = tuple(transforms), p, mode
+        #: the data's factor values (factors.json), which say which factors a flip mirrors
+        self.factor_values: dict[str, list[str]] = dict(getattr(data, "factor_values", None) or {})
+
+    def mirrored(self, name: str, factor: str, value: str) -> str:
+        """``value`` of ``factor`` after the flip ``name``: swapped where the factor's own values hold both sides
+        (a left/right factor by what it holds, whatever it is called), else as it was."""
+        swaps = _SWAPS[name][1]
+        if value not in swaps:
+            return value
+        known = self.factor_values.get(factor)
+        mirrors = swaps[value] in known if known is not None else factor == "position"  # no list: shapes' own name
+        return swaps[value] if mirrors else value
 
     def __call__(
         self,
@@ -159,13 +172,13 @@ class PairAugment:
             mask = torch.rand(n, generator=generator) < self.p
             applied[name] = mask
             if name in _SWAPS:
-                words, positions = _SWAPS[name]
+                words = _SWAPS[name][0]
                 flipped = images.flip(-1 if name == "hflip" else -2)
                 images = torch.where(mask[:, None, None, None].to(images.device), flipped, images)
                 for i in mask.nonzero().flatten().tolist() if sync else []:
                     texts[i] = swap_words(texts[i], words)
-                    if factors is not None and factors[i].get("position") in positions:
-                        factors[i]["position"] = positions[factors[i]["position"]]
+                    if factors is not None:
+                        factors[i] = {k: self.mirrored(name, k, v) for k, v in factors[i].items()}
             elif name == "translate":
                 images = self._translate(images, texts, factors, mask, generator, sync)
             else:

@@ -22,7 +22,6 @@ newlines only (a caption may contain U+2028), as the ``datasets`` library reads 
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from pathlib import Path
@@ -33,6 +32,7 @@ from torch import Tensor
 
 from latentmix.data.base import GENERIC_TEMPLATES, ImageTextDataset, caption, check_shape, check_split
 from latentmix.data.images import ImageInfo, common_shape, image_info, is_image_file, open_image, pil_to_tensor
+from latentmix.utils.validation import parse_json
 
 METADATA = "metadata.jsonl"
 CLASS_NAMES = "class_names.json"
@@ -122,6 +122,7 @@ class ImageFolderDataset(ImageTextDataset):
         raw = [(n, r["label"]) for n, r in rows] if rows and all(has_label) else []
         self.class_names, labels = _labels(path, raw, len(rows))
         self.files = [_safe_file(path, n, r["file_name"]) for n, r in rows]
+        _refuse_conflicting_rows(path, [n for n, _ in rows], self.files, labels)
         self.labels = torch.tensor(labels, dtype=torch.long)
         self._read_factors(path, rows)
         if rows and all(has_text):
@@ -181,11 +182,21 @@ def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
     for n, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            rows.append((n, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+        rows.append((n, parse_json(line, f"{path}:{n}")))
     return rows
+
+
+def _refuse_conflicting_rows(path: Path, lines: list[int], files: list[Path], labels: list[int]) -> None:
+    """One image, one label: an image listed twice with two labels would train both ways."""
+    seen: dict[Path, tuple[int, int]] = {}
+    for line, file, label in zip(lines, files, labels, strict=True):
+        key = file.resolve()
+        if key in seen and seen[key][1] != label:
+            raise ValueError(
+                f"{path}:{line}: {file.name} is listed again (first at line {seen[key][0]}) with another label; "
+                "give each image one row"
+            )
+        seen.setdefault(key, (line, label))
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -224,6 +235,12 @@ def _labels(path: Path, raw: list[tuple[int, object]], count: int) -> tuple[list
     bad = next(((n, v) for n, v in raw if not isinstance(v, (str, int)) or isinstance(v, bool)), None)
     if bad is not None:
         raise ValueError(f"{path}:{bad[0]}: label {bad[1]!r} must be a class name or an int")
+    number = next(((n, v) for n, v in raw if isinstance(v, int)), None)
+    if number is not None:  # one int among names would become a class of its own and shift the others' indices
+        raise ValueError(
+            f"{path}:{number[0]}: label {number[1]} is an int but other labels are class names; give every label "
+            "as a name, or every label as an int (named by class_names.json)"
+        )
     names = sorted({str(v) for v in values})
     index = {name: i for i, name in enumerate(names)}
     return names, [index[str(v)] for v in values]
@@ -236,9 +253,10 @@ def _beside(metadata: Path, name: str) -> Path | None:
 
 def _read_json_file(file: Path, what: str) -> Any:
     try:
-        return json.loads(file.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise ValueError(f"{file} is not {what} ({exc})") from None
+    return parse_json(text, f"{file} ({what})")
 
 
 def _factors_file(metadata: Path) -> dict[str, list[str]] | None:

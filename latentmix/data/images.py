@@ -25,6 +25,15 @@ GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 _WIDE_GRAY = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0}
 
 
+class ImageTooLarge(ValueError):
+    """A file whose header claims more pixels than latentmix opens (a decompression bomb, or a trusted large image
+    that needs a higher limit); ``width`` and ``height`` are what it claims."""
+
+    def __init__(self, width: int, height: int, message: str):
+        super().__init__(message)
+        self.width, self.height = width, height
+
+
 def set_max_image_pixels(limit: int) -> None:
     """Raise (or lower) the largest image, in pixels, that latentmix opens (default 50,000,000)."""
     from latentmix.utils.validation import positive_int
@@ -49,9 +58,11 @@ def _open_header(path: Path) -> Image.Image:
     width, height = image.size
     if width * height > MAX_IMAGE_PIXELS:
         image.close()
-        raise ValueError(
+        raise ImageTooLarge(
+            width,
+            height,
             f"image {path} is {width} x {height} = {width * height:,} pixels, above the limit of {MAX_IMAGE_PIXELS:,} "
-            "(a decompression bomb?); raise it with --max-image-pixels if the file is trusted"
+            "(a decompression bomb?); raise it with --max-image-pixels if the file is trusted",
         )
     return image
 

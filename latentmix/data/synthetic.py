@@ -12,7 +12,6 @@ imagefolder that other tools load without latentmix):
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -23,6 +22,7 @@ from torch import Tensor
 
 from latentmix.data.base import ImageTextDataset, check_shape
 from latentmix.data.images import open_image, pil_to_tensor
+from latentmix.utils.validation import parse_json
 
 METADATA = "metadata.jsonl"
 EMBEDDINGS = "embeddings.safetensors"
@@ -157,9 +157,10 @@ def read_manifest(root: Path) -> dict[str, Any]:
             f"{root} is not a complete synthetic set (no manifest.json); finish or resume its synthesize run"
         )
     try:
-        manifest = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise ValueError(f"{path} is not valid JSON ({exc})") from None
+    manifest = parse_json(text, str(path))
     if not isinstance(manifest, dict):
         raise ValueError(f"{path} must hold a JSON object")
     for field, kind in MANIFEST_FIELDS.items():
@@ -177,24 +178,29 @@ def _read_rows(root: Path, manifest: dict[str, Any]) -> list[dict]:
     if not path.is_file():
         raise ValueError(f"{root} has no {METADATA}; not a complete synthetic set")
     rows = []
+    ids: dict[Any, int] = {}
     k = len(manifest["class_names"])
     for n, line in enumerate(path.read_bytes().decode("utf-8", errors="strict").split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+        row = parse_json(line, f"{path}:{n}")
         missing = [f for f in REQUIRED_ROW_FIELDS if not isinstance(row, dict) or f not in row]
         if missing:
             raise ValueError(f"{path}:{n}: the row lacks '{missing[0]}'")
         soft = row["soft_label"]
         if not isinstance(soft, list) or len(soft) != k or not all(_finite_number(v) and v >= 0 for v in soft):
             raise ValueError(f"{path}:{n}: 'soft_label' must be {k} finite, non-negative numbers (one per class)")
-        if not _finite_number(row["lambda"]):
-            raise ValueError(f"{path}:{n}: 'lambda' must be a finite number")
+        if not _finite_number(row["lambda"]) or not 0 <= row["lambda"] <= 1:
+            raise ValueError(f"{path}:{n}: 'lambda' must be a number in [0, 1] (the weight of source a)")
         if not isinstance(row["label"], int) or not 0 <= row["label"] < k:
             raise ValueError(f"{path}:{n}: 'label' must be a class index 0..{k - 1}")
+        if soft[row["label"]] < max(soft):
+            dominant = soft.index(max(soft))
+            label = row["label"]
+            raise ValueError(f"{path}:{n}: 'label' {label} is not the dominant class of 'soft_label' ({dominant})")
+        if row["id"] in ids:
+            raise ValueError(f"{path}:{n}: id {row['id']!r} appears twice (first at line {ids[row['id']]})")
+        ids[row["id"]] = n
         name = str(row["file_name"])
         if (
             Path(name).is_absolute()

@@ -38,7 +38,8 @@ def explorer_for(config: ExploreConfig) -> Explorer:
                                 fix="pass the backend's own --data", resize=config.resize)  # fmt: skip
     options = backend.call_options(CallOptions.from_settings(config))
     return Explorer(backend, dataset, out_dir=config.out, backend_spec=str(spec), data_spec=data, split=config.split,
-                    max_upload_pixels=config.max_upload_pixels, options=options)  # fmt: skip
+                    max_upload_pixels=config.max_upload_pixels, max_export=config.max_export,
+                    options=options)  # fmt: skip
 
 
 def launch(*args, **kwargs):

@@ -182,7 +182,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
         def pick_index(st: dict, which: str, i: float | None) -> tuple:
             if i is None:
                 raise ValueError("index: type a data set index")
-            return assign(st, which, explorer.from_index(int(i)))
+            return assign(st, which, explorer.from_index(i))  # 1.5 is refused there, not rounded here
 
         @_safe(4, status_at=1)
         def pick_upload(st: dict, which: str, path: str | None) -> tuple:
@@ -192,7 +192,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
 
         @_safe(4, status_at=1)
         def pick_prompt(st: dict, which: str, text: str, s: float | None) -> tuple:
-            return assign(st, which, explorer.from_prompt(text or "", int(s or 0)))
+            return assign(st, which, explorer.from_prompt(text or "", 0 if s is None else s))
 
         @_safe(1)
         def filter_class(cls_name: str) -> list:
@@ -270,7 +270,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
             for tok in tokens:
                 if tok.upper() in SLOTS:
                     chosen_keys.append(_need(st, tok.upper())[0])
-                elif tok.isdigit():
+                elif tok.isascii() and tok.isdigit():  # "²" is a digit to Python, not an index
                     chosen_keys.append(explorer.from_index(int(tok)))
                 else:
                     raise ValueError(f"keyframes: {tok!r} is neither an endpoint (A-D) nor a data set index")
@@ -301,14 +301,16 @@ def build_app(explorer: Explorer) -> gr.Blocks:
 
 
 def launch(explorer: Explorer, *, host: str = "127.0.0.1", port: int | None = None, block: bool = True,
-           max_file_size: str = "25mb", quiet: bool = True) -> gr.Blocks:  # fmt: skip
+           max_file_size: str = "25mb", quiet: bool = True,
+           auth: tuple[str, str] | None = None) -> gr.Blocks:  # fmt: skip
     """Serve the page for ``explorer`` on ``host:port`` (a free port when None); ``app.local_url`` is its address.
-    ``block=False`` returns at once (tests); call ``app.close()`` to stop it."""
+    ``auth`` (user, password) puts Gradio's login page in front of it. ``block=False`` returns at once (tests); call
+    ``app.close()`` to stop it."""
     app = build_app(explorer)
     app.queue(default_concurrency_limit=1)
     app.launch(
         server_name=host, server_port=port, prevent_thread_lock=True, quiet=quiet, max_file_size=max_file_size,
-        ssr_mode=False, show_error=True, theme=gr.themes.Default(**THEME_FONTS),  # type: ignore[arg-type]
+        ssr_mode=False, show_error=True, theme=gr.themes.Default(**THEME_FONTS), auth=auth,  # type: ignore[arg-type]
     )  # fmt: skip
     if block:
         try:

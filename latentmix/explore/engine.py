@@ -28,9 +28,10 @@ from torch import Tensor
 from latentmix.backends import CallOptions, LatentBackend
 from latentmix.backends.base import mix_conditions
 from latentmix.data import ImageTextDataset
-from latentmix.data.images import image_info, open_image, pil_to_tensor
+from latentmix.data.images import ImageInfo, ImageTooLarge, image_info, open_image, pil_to_tensor
 from latentmix.latent.blend import compose_caption, soft_labels
 from latentmix.latent.interpolate import check_method, interpolate, interpolation_grid_2d, interpolation_path
+from latentmix.utils import validation
 from latentmix.utils.validation import int_at_least, positive_int
 from latentmix.utils.viz import grid_image, save_gif, save_png, to_pil, to_uint8
 
@@ -40,6 +41,7 @@ DEFAULT_MAX_UPLOAD_PIXELS = 16_000_000
 MAX_STRIP = 64
 MAX_SHEET = 16
 MAX_SYNTHESIZE = 5000
+DEFAULT_MAX_EXPORT = 10_000  # images a page writes under --out in all (--max-export)
 #: Side, in pixels, that shown images are upscaled to at least (nearest neighbour, whole multiples).
 DISPLAY_SIDE = 256
 
@@ -80,6 +82,8 @@ class Explorer:
         out_dir: where exports are written.
         backend_spec / data_spec: the names ``synthesize`` and ``walk`` load them by (embedded name or path).
         max_upload_pixels: uploads larger than this are refused.
+        max_export: the most images (frames, strip and sheet cells, walk frames, synthetic samples, uploads) the
+            page writes under ``out_dir`` in all; an export past it is refused, naming ``--max-export``.
         cache_size: encodings kept.
         options: the backend's call options (:class:`~latentmix.backends.CallOptions`: a diffusion backend's
             steps and guidance, a GAN's refinement steps; default: the backend's job defaults).
@@ -95,6 +99,7 @@ class Explorer:
         data_spec: str | None = None,
         split: str = "test",
         max_upload_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS,
+        max_export: int = DEFAULT_MAX_EXPORT,
         cache_size: int = 256,
         options: CallOptions | None = None,
     ):
@@ -106,6 +111,8 @@ class Explorer:
         self.split = split
         self.max_upload_pixels = positive_int(max_upload_pixels, "max_upload_pixels")
         self.cache_size = positive_int(cache_size, "cache_size")
+        self.max_export = positive_int(max_export, "max_export")
+        self.exported = 0  # images written under out_dir so far, by every visitor
         self.options = backend.call_options(options)
         #: the sampler settings the page's walks and synthetic sets inherit
         self.sampling = {
@@ -138,7 +145,7 @@ class Explorer:
             return []
         return [(display_image(x, side=64), f"#{i}") for i, x in zip(shown, self.dataset.images(shown), strict=True)]
 
-    def from_index(self, index: int) -> Endpoint:
+    def from_index(self, index: int | float) -> Endpoint:
         if self.dataset is None:
             raise ValueError("index: this page has no data set (start it with --data)")
         whole = isinstance(index, int) or (isinstance(index, float) and index.is_integer())
@@ -160,12 +167,14 @@ class Explorer:
         shown = name or path.name
         try:
             info = image_info(path)
+        except ImageTooLarge as bomb:  # its header claims more than latentmix opens at all
+            info = ImageInfo(bomb.width, bomb.height, "")
         except ValueError:
             raise ValueError(f"upload: {shown} is not an image latentmix can read") from None
         if info.width * info.height > self.max_upload_pixels:
             raise ValueError(
                 f"upload: {shown} is {info.width} x {info.height} = {info.width * info.height:,} pixels, above the "
-                f"page's limit of {self.max_upload_pixels:,} (--max-upload-pixels)"
+                f"page's limit of {self.max_upload_pixels:,} (--max-upload-pixels; a decompression bomb?)"
             )
         try:
             with open_image(path) as image:
@@ -176,16 +185,20 @@ class Explorer:
         digest = hashlib.sha256(pixels.tobytes()).hexdigest()[:16]
         file = self.out_dir / "uploads" / f"{digest}.png"
         if not file.is_file():
+            self._spend(1, "upload")
             save_png(to_pil(pixels), file)
         return Endpoint("upload", f"upload:{digest}", shown, file=file)
 
-    def from_prompt(self, prompt: str, seed: int = 0) -> Endpoint:
+    def from_prompt(self, prompt: str, seed: int | float = 0) -> Endpoint:
         """A prior draw (``seed``) conditioned on ``prompt``: text-conditioned backends only."""
         if not self.backend.supports_text_condition:
             raise ValueError(f"prompt: backend {self.backend.backend_name!r} is not text-conditioned")
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be text, got {type(prompt).__name__}")
-        seed = int(seed)
+        whole = isinstance(seed, int) or (isinstance(seed, float) and seed.is_integer())
+        if isinstance(seed, bool) or not whole:
+            raise ValueError(f"seed must be a whole number, got {seed!r}")
+        seed = validation.seed(int(seed))
         return Endpoint("prompt", f"prompt:{seed}:{prompt}", f"seed {seed}: {prompt or '(no prompt)'}",
                         text=prompt, seed=seed)  # fmt: skip
 
@@ -319,12 +332,25 @@ class Explorer:
             if not path.exists():
                 return path
 
+    def _spend(self, images: int, what: str) -> None:
+        """Count ``images`` against the page's export quota, or refuse the export (nothing is written)."""
+        with self._lock:
+            if self.exported + images > self.max_export:
+                left = self.max_export - self.exported
+                raise ValueError(
+                    f"{what}: {images:,} more images would pass this page's export quota of {self.max_export:,} "
+                    f"(--max-export; {left:,} left)"
+                )
+            self.exported += images
+
     def save_frame(self, image: Tensor) -> Path:
         """The current frame as a PNG at the model's resolution."""
+        self._spend(1, "frame")
         return save_png(to_pil(to_uint8(image[None])[0]), self._new_path("frame", ".png"))
 
     def save_strip(self, frames: Tensor, *, fps: float = 12.0, video: str | None = "mp4") -> dict[str, Path]:
         """A strip (T, C, H, W) as a PNG row, a ping-pong GIF and (``video``: mp4 / webm, None: none) a video."""
+        self._spend(len(frames), "strip")
         stem = self._new_path("strip", "")
         out = {"png": save_png(grid_image(frames[None]), stem.with_suffix(".png"))}
         out["gif"] = save_gif(frames[:, None], stem.with_suffix(".gif"), duration_ms=round(1000 / fps))
@@ -335,6 +361,7 @@ class Explorer:
         return out
 
     def save_sheet(self, sheet: Tensor) -> Path:
+        self._spend(int(sheet.shape[0] * sheet.shape[1]), "sheet")
         return save_png(grid_image(sheet), self._new_path("sheet", ".png"))
 
     def synthesize_like(self, a: Endpoint, b: Endpoint, t: float, method: str, n: int = 64, *, quiet: bool = True):
@@ -347,6 +374,7 @@ class Explorer:
         if a.label is None or b.label is None or self.data_spec is None:
             raise ValueError("synthesize: pick A and B from the data set, so the set knows which classes to blend")
         n = _bounded(n, "n", 1, MAX_SYNTHESIZE)
+        self._spend(n, "synthesize")
         config = SynthesisConfig(backend=self.backend_spec, data=self.data_spec, split="train", n=n,
                                  lam=round(1.0 - _position(t), 6), method=check_method(method),
                                  strategy="intra-class" if a.label == b.label else "inter-class",
@@ -370,6 +398,7 @@ class Explorer:
         features = "reference" if self.data_spec in ("digits", "shapes") else "pixels"
         data = self.data_spec or "digits"  # only read for data set indices, which need a data set
         frames = _bounded(frames, "frames", 1, 120)
+        self._spend((len(specs) if closed else len(specs) - 1) * frames + 1, "keyframe walk")
         config = WalkConfig(backend=self.backend, keyframes=tuple(specs), frames=frames, method=method,
                             spacing=spacing, closed=bool(closed), data=data, split=self.split,
                             features=features, fps=12.0, out=str(self._new_path("walk", "")),

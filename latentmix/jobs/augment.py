@@ -20,6 +20,8 @@ from latentmix.data import load_pairs
 from latentmix.data.augment import PairAugment
 from latentmix.data.folder import CLASS_NAMES, FACTORS
 from latentmix.jobs.export import write_split
+from latentmix.utils.atomic import check_new_output
+from latentmix.utils.locks import holds_outputs
 
 BATCH = 256
 
@@ -32,14 +34,13 @@ class AugmentResult:
     pairs: int
 
 
+@holds_outputs(lambda config, **_: [config.out], check=check_new_output)  # one writer, from start to end
 def augment_dataset(config: AugmentConfig, *, quiet: bool = False) -> AugmentResult:
     """Write ``config.data`` with ``config.transforms`` applied to its pairs under ``config.out`` (new or empty)."""
     from latentmix.utils.atomic import atomic_directory
 
     config.validate()
     out = Path(str(config.out))
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"out: {out} exists and is not an empty directory; choose a new one")
     data = load_pairs(config.data, split=config.split)
     if not getattr(data, "captioned", False):
         raise ValueError(

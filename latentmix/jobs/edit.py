@@ -35,6 +35,8 @@ from latentmix.jobs.attributes import (
     matched_directions,
     predict_factors,
 )
+from latentmix.utils.atomic import check_new_output
+from latentmix.utils.locks import holds_outputs
 
 __all__ = ["EditResult", "direction_for", "edit", "image_files"]
 
@@ -102,6 +104,7 @@ def direction_for(
     return direction, matched
 
 
+@holds_outputs(lambda config, **_: [config.out], check=check_new_output)  # one writer, from start to end
 def edit(config: EditConfig, *, quiet: bool = False) -> EditResult:
     """Apply ``config``'s attribute direction to its images; write the edits and a contact sheet to
     ``config.out``."""
@@ -110,8 +113,6 @@ def edit(config: EditConfig, *, quiet: bool = False) -> EditResult:
 
     config.validate()
     out = Path(str(config.out))
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"out: {out} exists and is not an empty directory; choose a new one")
     files = image_files(config.images)
     names = [f.stem + ".png" for f in files]
     if len(set(names)) != len(names):

@@ -19,6 +19,8 @@ from tqdm.auto import tqdm
 from latentmix.configs import ExportConfig
 from latentmix.data import ImageTextDataset, load_dataset
 from latentmix.data.folder import CLASS_NAMES, FACTORS, METADATA
+from latentmix.utils.atomic import check_new_output
+from latentmix.utils.locks import holds_outputs
 
 __all__ = ["ExportConfig", "ExportResult", "export_dataset", "write_split"]
 
@@ -31,6 +33,7 @@ class ExportResult:
     counts: dict[str, int]
 
 
+@holds_outputs(lambda config, **_: [config.out], check=check_new_output)  # one writer, from start to end
 def export_dataset(config: ExportConfig, *, quiet: bool = False) -> ExportResult:
     """Write ``config.data`` (``config.split``: ``train``, ``test`` or ``all`` = both) as an imagefolder under
     ``config.out`` (new or empty), its images at ``config.image_size`` (default: the data's own)."""
@@ -39,8 +42,6 @@ def export_dataset(config: ExportConfig, *, quiet: bool = False) -> ExportResult
     config.validate()
     data, split, image_size = config.data, config.split, config.image_size
     out = Path(str(config.out))
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"out: {out} exists and is not an empty directory; choose a new one")
     splits = ("train", "test") if split == "all" else (split,)
     parts = {s: load_dataset(data, split=s, image_size=image_size) for s in splits}
     first = next(iter(parts.values()))

@@ -9,6 +9,7 @@ writes the shards; the benchmarks call these directly.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,7 +157,19 @@ class BlendFilter:
         want = (image_shape[0], image_shape[1]) if len(shape) == 2 and shape[0] in (1, 3) else None
         if len(shape) == 2 and shape[0] in (1, 3) and tuple(shape) != tuple(image_shape):
             raise ValueError(f"filter_classifier {classifier}: it takes {shape} images, the blends are {want}")
-        self.temperature = float(config.get("temperature", 1.0) or 1.0)
+        temperature = config.get("temperature", 1.0)
+        temperature = 1.0 if temperature is None else temperature
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
+            raise ValueError(
+                f"filter_classifier {classifier}: its temperature is {temperature!r}; it must be a finite number > 0 "
+                "(refit or re-save the classifier)"
+            )
+        broken = next((n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())), None)
+        if broken is not None:
+            raise ValueError(
+                f"filter_classifier {classifier}: its weight {broken!r} holds NaN or inf; it would keep no blend"
+            )
+        self.temperature = float(temperature)
         self.threshold = threshold
 
     def keep(self, images: Tensor, soft_labels: Tensor) -> Tensor:

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from latentmix.backends import LatentBackend, load_backend
 from latentmix.configs import SynthesisConfig, backend_for
+from latentmix.configs.synthesis import MAX_SAMPLES
 from latentmix.data.synthetic import EMBEDDING_FIELDS, EMBEDDINGS, IMAGES, MANIFEST, METADATA, RUN_FILE, SHARDS
 from latentmix.data.text import TextEncoder
 from latentmix.jobs.shards import merge_embeddings, merge_metadata, remove_temporaries, shard_state, write_shard
@@ -108,6 +109,8 @@ def plan_synthesis(config: SynthesisConfig) -> SynthesisPlan:
         )
     quota = balance_quota(source_labels(config), config.balance) if config.balance is not None else None
     n = int(quota.sum()) if quota is not None else config.n
+    if n > MAX_SAMPLES:
+        raise ValueError(f"balance: reaching it takes {n:,} samples; a synthesis run makes at most {MAX_SAMPLES:,}")
     keep = (config.out is None) if config.keep_in_memory is None else config.keep_in_memory
     if keep and n > IN_MEMORY_LIMIT:
         raise ValueError(f"n={n} is too many samples to keep in memory (limit {IN_MEMORY_LIMIT}); write them with out=")
@@ -300,12 +303,14 @@ def _finish(
         "shards": num_shards,
     }
     if config.balance is not None:
-        manifest["balance"] = _balance_report(root, src, config.balance)
+        assert plan.quota is not None
+        manifest["balance"] = _balance_report(root, src, config.balance, plan.quota)
     atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
 
-def _balance_report(root: Path, src: SourceData, target: int) -> dict:
-    """Per class: real examples, synthetic samples kept, and their sum (the target unless a filter dropped some)."""
+def _balance_report(root: Path, src: SourceData, target: int, quota: np.ndarray) -> dict:
+    """Per class: real examples, synthetic samples made and kept, and their sum (the target unless a filter dropped
+    some)."""
     real = np.bincount(src.dataset.labels.numpy(), minlength=len(src.dataset.class_names))
     lines = (root / METADATA).read_text(encoding="utf-8").splitlines()
     kept = np.bincount([json.loads(line)["label"] for line in lines if line.strip()], minlength=len(real))
@@ -313,6 +318,7 @@ def _balance_report(root: Path, src: SourceData, target: int) -> dict:
     return {
         "target": int(real.max()) if target == 0 else int(target),
         "real": {n: int(v) for n, v in zip(names, real, strict=True)},
+        "made": {n: int(v) for n, v in zip(names, quota, strict=True)},
         "synthetic": {n: int(v) for n, v in zip(names, kept, strict=True)},
         "total": {n: int(a + b) for n, a, b in zip(names, real, kept, strict=True)},
     }

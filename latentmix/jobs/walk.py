@@ -26,6 +26,8 @@ from torch import Tensor
 from latentmix.backends import CallOptions, LatentBackend, is_backend, load_backend
 from latentmix.configs import WalkConfig, backend_for
 from latentmix.jobs.keyframe_walk import KeyframeWalk, decode_keyframe_walk, pixel_features, reference_features
+from latentmix.utils.atomic import check_new_output
+from latentmix.utils.locks import holds_outputs
 
 __all__ = ["WalkConfig", "WalkResult", "walk"]
 
@@ -132,20 +134,24 @@ def _recorded(config: WalkConfig) -> dict:
     return {k: v for k, v in asdict(named).items() if k != "out"}
 
 
+def _check(config: WalkConfig, **_: object) -> None:
+    """Everything that can be refused before the walk takes its output's writer lock."""
+    from latentmix.utils.video import check_video_format
+
+    check_new_output(config)
+    if config.video != "none":
+        check_video_format(config.video)  # before any work: a missing codec answers at once
+
+
+@holds_outputs(lambda config, **_: [config.out], check=_check)  # one writer per output, from start to end
 def walk(config: WalkConfig, *, quiet: bool = True) -> WalkResult:
     """Run ``config``'s walk and write its frames, video, GIF and manifest to ``config.out`` (see the module
     docstring); ``config.backend`` may be a name, a directory or a loaded backend."""
     from latentmix.utils.atomic import atomic_directory
-    from latentmix.utils.video import check_video_format, save_video
+    from latentmix.utils.video import save_video
     from latentmix.utils.viz import save_gif, to_pil, to_uint8
 
-    config.validate()
-    assert config.out is not None  # validate() says so in one line
-    out = Path(config.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"out: {out} exists and is not an empty directory; choose a new one")
-    if config.video != "none":
-        check_video_format(config.video)  # before any work: a missing codec answers at once
+    out = Path(str(config.out))
     backend = load_backend(backend_for(config.backend, config.data))
     if config.prompts is not None and not backend.supports_text_condition:
         raise ValueError(f"prompts: backend {backend.backend_name!r} is not text-conditioned")

@@ -31,6 +31,21 @@ def int_at_least(value: Any, name: str, minimum: int) -> int:
     return int(value)
 
 
+def int_in(value: Any, name: str, minimum: int, maximum: int) -> int:
+    """An int in [minimum, maximum]."""
+    value = int_at_least(value, name, minimum)
+    if value > maximum:
+        raise ValueError(f"{name} must be at most {maximum:,}, got {value:,}")
+    return value
+
+
+def seed(value: Any, name: str = "seed") -> int:
+    """A seed: an int in [0, 2**63) (what torch, NumPy and Python's generators all take)."""
+    if not _is_int(value) or not 0 <= value < 2**63:
+        raise ValueError(f"{name} must be an int in [0, 2**63), got {value!r}")
+    return int(value)
+
+
 def positive_int(value: Any, name: str) -> int:
     return int_at_least(value, name, 1)
 
@@ -117,6 +132,36 @@ def int_tuple(value: Any, name: str, *, minimum: int = 1) -> tuple[int, ...]:
     if not items or not all(_is_int(v) and v >= minimum for v in items):
         raise ValueError(f"{name} must be a non-empty sequence of ints >= {minimum}, got {value!r}")
     return items
+
+
+def output_file(value: Any, name: str, suffixes: tuple[str, ...]) -> str:
+    """A file path a job will write when it ends (a report, a diagram): the right suffix, not a directory, and a
+    place that can be written — checked before the work, not found out after it."""
+    path = Path(suffix(value, name, suffixes)).expanduser()
+    if path.is_dir():
+        raise ValueError(f"{name}: {path} is a directory; give a file path")
+    parent = path.parent if str(path.parent) else Path(".")
+    existing = next(p for p in (parent, *parent.parents) if p.exists())
+    if (
+        not existing.is_dir()
+        or not os.access(existing, os.W_OK | os.X_OK)
+        or (path.exists() and not os.access(path, os.W_OK))
+    ):
+        raise ValueError(f"{name}: {path} cannot be written (no write permission in {existing})")
+    return os.fspath(value)
+
+
+def parse_json(text: str, where: str) -> Any:
+    """``json.loads(text)``, or a one-line ``ValueError`` naming ``where`` — for malformed JSON, and for JSON nested
+    so deeply that the parser would exhaust Python's recursion limit."""
+    import json
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise ValueError(f"{where}: JSON nested too deeply to read") from None
 
 
 def suffix(value: Any, name: str, suffixes: tuple[str, ...]) -> str:
