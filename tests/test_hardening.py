@@ -395,3 +395,14 @@ def test_an_edit_to_the_same_value_and_an_unwritable_report_are_refused_first(tm
     (tmp_path / "file").write_text("")
     assert main(["--quiet", "train", "--steps", "5", "--json", str(tmp_path / "file" / "r.json")]) == 2
     assert "--json" in one_line(capsys)  # before training, not after it
+
+
+def test_a_filter_classifier_is_read_without_deprecation_warnings(saved_classifier):
+    import warnings
+
+    from latentmix.jobs.sources import BlendFilter
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        blend_filter = BlendFilter(str(saved_classifier), 0.5, [str(d) for d in range(10)], (1, 8), "digits")
+    assert blend_filter.temperature > 0
