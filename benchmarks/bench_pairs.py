@@ -24,16 +24,19 @@ def main() -> None:
     parser.add_argument("--align", default="shapes-align")
     parser.add_argument("--pairs", type=int, default=10_000)
     parser.add_argument("--one-at-a-time", type=int, default=300)
+    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda[:N], mps")
     args = parser.parse_args()
 
     from latentmix.classifiers.align import load_align_model, score_pairs
     from latentmix.data import Subset, load_dataset
     from latentmix.data.text import TextEncoder
+    from latentmix.utils.device import resolve_device
 
-    model = load_align_model(args.align)
+    device = resolve_device(args.device)
+    model = load_align_model(args.align).to(device)
     data = load_dataset("shapes", split="train")
     data = Subset(data, range(min(args.pairs, len(data))))
-    encoder = TextEncoder.from_pretrained(model.config.text_encoder, device="cpu")
+    encoder = TextEncoder.from_pretrained(model.config.text_encoder, device=device)
     encoder.encode(["warm-up"])
 
     rows = []
@@ -48,12 +51,12 @@ def main() -> None:
         start = time.perf_counter()
         with torch.inference_mode():
             for i in range(n):
-                model.embed_images(data.images([i]))
-                model.embed_texts(encoder._embed([data.texts[i]]))  # no cache: one caption per call
+                model.embed_images(data.images([i]).to(device))
+                model.embed_texts(encoder.uncached([data.texts[i]]).to(device))  # no cache: one caption per call
         per_pair = (time.perf_counter() - start) / n
         rows.append(
             {
-                "case": f"{len(data):,} shapes pairs, groups of 100, text encoder in {precision}",
+                "case": f"{len(data):,} shapes pairs, groups of 100, text encoder in {precision}, on {device}",
                 "batched_s": batched,
                 "batched_pairs_per_s": len(data) / batched,
                 "one_at_a_time_pairs_per_s": 1 / per_pair,

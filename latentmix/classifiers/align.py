@@ -203,7 +203,9 @@ def embed_images(model, data: ImageTextDataset, indices, *, batch_size: int = 51
     """(N, E) unit image embeddings of ``data``'s images at ``indices``, ``batch_size`` at a time."""
     indices = list(indices)
     chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
-    return torch.cat([model.embed_images(data.images(c)) for c in tqdm(chunks, desc="embed images", disable=quiet)])
+    device = next(model.parameters()).device
+    batches = tqdm(chunks, desc="embed images", disable=quiet)
+    return torch.cat([model.embed_images(data.images(c).to(device)).float().cpu() for c in batches])
 
 
 @torch.inference_mode()
@@ -211,8 +213,9 @@ def embed_captions(model, texts: list[str], encoder=None) -> tuple[Tensor, Tenso
     """(N, E) unit caption embeddings, and an id per caption (equal captions share it)."""
     from latentmix.data.text import TextEncoder
 
-    encoder = encoder or TextEncoder.from_pretrained(model.config.text_encoder, device="cpu")
-    return model.embed_texts(encoder.encode(texts)), caption_ids(texts)
+    device = next(model.parameters()).device
+    encoder = encoder or TextEncoder.from_pretrained(model.config.text_encoder, device=device)
+    return model.embed_texts(encoder.encode(texts).to(device)).float().cpu(), caption_ids(texts)
 
 
 def score_pairs(

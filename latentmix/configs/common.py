@@ -21,6 +21,7 @@ STRENGTH = Check(validation.strength)
 PAIRS = Check(pairs)
 SEEDS = Check(int_list)
 TRANSFORM_NAMES = Check(transform_names)
+DEVICE = Check(validation.device_name)
 
 BACKEND_HELP = (
     "embedded name, directory or hub id of the backend (default: digits-vae for digits, shapes-vae for shapes)"

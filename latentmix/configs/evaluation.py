@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from latentmix.configs.choices import INVERSIONS
 from latentmix.configs.common import (
+    DEVICE,
     INVERSION_HELP,
     ITERATIONS_HELP,
     STRENGTH,
@@ -111,6 +112,11 @@ class PairEvalConfig:
         check=one_of(("fp32", "bf16")),
     )
     seed: int = option(0, "seeds the grouping", check=SEED)
+    device: str = option(
+        "auto",
+        "where the alignment model and the text encoder run: auto (CUDA, then MPS, then CPU), cpu, cuda[:N], mps",
+        check=DEVICE,
+    )
 
     def validate(self) -> None:
         validate_fields(self)

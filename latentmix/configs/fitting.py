@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from latentmix.configs.choices import BETA_SCHEDULES, DEFAULT_TEXT_ENCODER, MIXED_PRECISION
-from latentmix.configs.common import GUIDANCE
+from latentmix.configs.common import DEVICE, GUIDANCE
 from latentmix.configs.options import (
     NON_NEGATIVE_INT,
     NON_NEGATIVE_NUMBER,
@@ -218,6 +218,11 @@ class AlignFitConfig:
     batch_size: int = option(256, "pairs per InfoNCE batch (the negatives of each pair)", check=int_at_least(2))
     lr: float = option(2e-3, "AdamW learning rate, one-cycle schedule", check=POSITIVE_NUMBER)
     seed: int = option(0, "seeds the weights, the shuffling and the shifts", check=SEED)
+    device: str = option(
+        "auto",
+        "where the model trains and the sentence encoder runs: auto (CUDA, then MPS, then CPU), cpu, cuda[:N]",
+        check=DEVICE,
+    )
 
     def validate(self) -> None:
         validate_fields(self)

@@ -178,6 +178,10 @@ class TextEncoder:
         out = self.model(**(batch if attention_mask else {k: v for k, v in batch.items() if k != "attention_mask"}))
         return out.last_hidden_state, batch["attention_mask"]
 
+    def uncached(self, texts: list[str]) -> Tensor:
+        """Sentence embeddings (N, D) of ``texts`` in one forward pass, past the cache (float32 on CPU)."""
+        return self._embed(check_texts(texts))
+
     @torch.inference_mode()
     def _embed(self, texts: list[str]) -> Tensor:
         batch = self._tokenize(texts)

@@ -119,7 +119,7 @@ class Explorer:
             k: v for k, v in self.options.given().items() if k in ("num_inference_steps", "guidance_scale")
         }
         self._cache: OrderedDict[str, tuple[Tensor, Tensor | None]] = OrderedDict()
-        self._directions: dict[tuple, Any] = {}
+        self._directions: dict[str, Any] = {}  # what attribute edits reuse: train latents, the reference
         self._lock = threading.Lock()
         self._counter = itertools.count()
         self.encodes = 0  # encoder calls made (cache misses), for tests and the latency report
@@ -301,28 +301,67 @@ class Explorer:
         return out
 
     def edit(self, endpoint: Endpoint, factor: str, source: str, target: str, strength: float = 1.0) -> Tensor:
-        """Move the endpoint along the direction ``factor: source → target`` (mean latent difference over up
-        to 500 training items of the data); returns (2, C, H, W): its reconstruction and the edit."""
-        from latentmix.data import load_dataset
-        from latentmix.jobs.attributes import attribute_direction, edit_images, labelled_latents
+        """Move the endpoint along ``factor: source → target`` as ``latentmix edit`` does: along its matched direction
+        (between the train latents of each value nearest to it among those sharing the other factors the reference
+        reads off it), or the mean difference over the train latents where the data has no reference; returns
+        (2, C, H, W): its reconstruction and the edit."""
+        from latentmix.configs import EDIT_NEIGHBOURS
+        from latentmix.jobs.attributes import attribute_direction, edit_images, matched_directions, predict_factors
 
         if endpoint.kind == "prompt":
             raise ValueError("edit: pick an image endpoint (data set item or upload) as A")
         if self.dataset is None or self.data_spec is None:
             raise ValueError("edit: attribute arithmetic needs the data set (start the page with --data)")
-        key = (factor, source, target)
+        if source == target:
+            raise ValueError(f"edit: the target is the source value ({source}); pick another")
+        z, labelled = self._train_latents()
+        direction = attribute_direction(z, labelled, factor, source, target)
+        image = self.image(endpoint)[None]
+        move: Any = direction
+        reference = self._reference()
+        if reference is not None:
+            read = predict_factors(reference, image, list(labelled.factor_values or {}))
+
+            def move(latents: Tensor) -> list:
+                return matched_directions(z, labelled, factor, source, target, read, latents, EDIT_NEIGHBOURS)
+
+        recon, edited = edit_images(self.backend, image, move, float(strength), options=self.options)
+        return torch.cat([recon, edited]).float().cpu()
+
+    def _train_latents(self) -> tuple[Tensor, ImageTextDataset]:
+        """Latents of train items the directions average over, encoded once per page: as many as ``latentmix edit``
+        takes (10,000) for one-pass encoders, 500 where encoding inverts (a GAN's refinement, DDIM inversion)."""
+        from latentmix.configs import EditConfig
+        from latentmix.data import load_dataset
+        from latentmix.jobs.attributes import labelled_latents
+
         with self._lock:
-            direction = self._directions.get(key)
-        if direction is None:
+            cached = self._directions.get("train")
+        if cached is None:
+            assert self.data_spec is not None
             train = load_dataset(self.data_spec, split="train", image_size=self.backend.image_size,
                                  channels=self.backend.image_channels)  # fmt: skip
-            z, labelled = labelled_latents(self.backend, train, 500, options=self.options)
-            direction = attribute_direction(z, labelled, factor, source, target)
+            count = EditConfig().direction_samples if self.backend.encoder_kind == "amortized" else 500
+            cached = labelled_latents(self.backend, train, count, options=self.options)
             with self._lock:
-                self._directions[key] = direction
-        recon, edited = edit_images(self.backend, self.image(endpoint)[None], direction, float(strength),
-                                    options=self.options)  # fmt: skip
-        return torch.cat([recon, edited]).float().cpu()
+                self._directions["train"] = cached
+        return cached
+
+    def _reference(self) -> Any:
+        """The data's embedded reference classifier, which reads an image's factors for its matched direction
+        (None for data without one: the mean difference is used)."""
+        from latentmix.classifiers.reference import DEFAULT_REFERENCES, load_reference_classifier
+
+        with self._lock:
+            if "reference" in self._directions:
+                return self._directions["reference"]
+        name = DEFAULT_REFERENCES.get(str(self.data_spec))
+        reference = load_reference_classifier(name) if name is not None else None
+        if reference is not None and not getattr(reference, "factors", None):
+            reference = None  # a class head only: nothing to match the other factors on
+        with self._lock:
+            self._directions["reference"] = reference
+        return reference
 
     # -- exports ----------------------------------------------------------------------------------
     def _new_path(self, stem: str, suffix: str) -> Path:

@@ -81,10 +81,12 @@ def evaluate_pairs(config: PairEvalConfig, *, quiet: bool = False) -> PairReport
     """Score ``config.pairs`` (each of its caption columns) and real test pairs with an alignment model."""
     from latentmix.classifiers.align import align_model_for, check_captioned, load_align_model
     from latentmix.data.text import TextEncoder
+    from latentmix.utils.device import resolve_device
 
     config.validate()
+    device = resolve_device(config.device)
     align = align_model_for(config.align, _origin(config.pairs))
-    model = load_align_model(align)
+    model = load_align_model(align).to(device)
     channels, size = model.image_shape
     pairs, origin = open_pairs(config.pairs, size, channels)
     check_captioned(pairs, f"pairs {config.pairs!r}")
@@ -94,7 +96,7 @@ def evaluate_pairs(config: PairEvalConfig, *, quiet: bool = False) -> PairReport
             f"the pairs have classes {', '.join(pairs.class_names[:6])}…; fit one on their data with `latentmix fit "
             "align`"
         )
-    encoder = TextEncoder.from_pretrained(model.config.text_encoder, device="cpu")
+    encoder = TextEncoder.from_pretrained(model.config.text_encoder, device=device)
     if config.text_precision == "bf16":
         encoder.model.to(torch.bfloat16)
     kw: dict[str, Any] = {"group_size": config.group_size, "seed": config.seed, "max_pairs": config.max_pairs}

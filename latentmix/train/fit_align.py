@@ -24,17 +24,18 @@ from latentmix.data import load_train_test
 from latentmix.train.cards import model_card
 from latentmix.train.common import FitResult, random_shift
 from latentmix.utils.atomic import atomic_directory
+from latentmix.utils.device import resolve_device
 from latentmix.utils.locks import holds_outputs
 
 PAIR_PASSES = 300_000  # default fit length: about 30 epochs of the 10,000 shapes train pairs
 MIN_EPOCHS, MAX_EPOCHS = 10, 200
 
 
-def sentence_embeddings(texts: list[str], text_encoder: str, *, batch_size: int = 128) -> Tensor:
-    """(N, D) sentence embeddings of ``texts`` by the named encoder (each unique text encoded once)."""
+def sentence_embeddings(texts: list[str], text_encoder: str, *, batch_size: int = 128, device="cpu") -> Tensor:
+    """(N, D) sentence embeddings of ``texts`` by the named encoder (each unique text encoded once; on CPU)."""
     from latentmix.data.text import TextEncoder
 
-    return TextEncoder.from_pretrained(text_encoder, device="cpu").encode(texts, batch_size=batch_size)
+    return TextEncoder.from_pretrained(text_encoder, device=device).encode(texts, batch_size=batch_size)
 
 
 def info_nce(logits: Tensor, text_ids: Tensor) -> Tensor:
@@ -66,15 +67,17 @@ def fit_align(
     if config.epochs is None:
         config = replace(config, epochs=min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(PAIR_PASSES / len(train)))))
     assert config.epochs is not None
+    device = resolve_device(config.device)
     start = time.perf_counter()
-    texts = sentence_embeddings(train.texts, config.text_encoder)
-    text_ids = caption_ids(train.texts)
+    texts = sentence_embeddings(train.texts, config.text_encoder, device=device).to(device)
+    text_ids = caption_ids(train.texts).to(device)
     torch.manual_seed(config.seed)
     model = AlignModel(
         train.channels, train.image_size, texts.shape[1], config.embed_dim, config.width, config.text_encoder,
         str(config.data), list(train.class_names),
     )  # fmt: skip
-    x = train.images(range(len(train)))
+    model.to(device)
+    x = train.images(range(len(train))).to(device)
     batch = min(config.batch_size, len(train))
     steps = config.epochs * (len(train) // batch)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.05)
@@ -96,6 +99,7 @@ def fit_align(
     model.eval()
     metrics: dict[str, Any] = {"train_seconds": round(time.perf_counter() - start, 1), "train_pairs": len(train)}
     scores = score_pairs(model, test, group_size=min(100, len(test)), seed=0)
+    model.cpu()
     metrics.update({f"test_{k}": v for k, v in scores.items() if isinstance(v, float)})
     metrics["test_pairs"] = len(test)
     if out is not None:

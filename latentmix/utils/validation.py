@@ -151,6 +151,18 @@ def output_file(value: Any, name: str, suffixes: tuple[str, ...]) -> str:
     return os.fspath(value)
 
 
+DEVICE_KINDS = ("auto", "cpu", "cuda", "mps", "xpu")
+
+
+def device_name(value: Any, name: str = "device") -> str:
+    """A device name: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``xpu``; whether
+    the machine has it is asked when the job runs (:func:`latentmix.utils.device.resolve_device`)."""
+    kind, _, index = value.partition(":") if isinstance(value, str) else ("", "", "")
+    if kind not in DEVICE_KINDS or (index and not (index.isdigit() and kind in ("cuda", "xpu"))):
+        raise ValueError(f"{name} must be one of {', '.join(DEVICE_KINDS)} (or cuda:N), got {value!r}")
+    return value
+
+
 def parse_json(text: str, where: str) -> Any:
     """``json.loads(text)``, or a one-line ``ValueError`` naming ``where`` — for malformed JSON, and for JSON nested
     so deeply that the parser would exhaust Python's recursion limit."""

@@ -64,7 +64,9 @@ def _check_attributes(attributes: dict, prompted: bool) -> None:
         for method in ("lerp", "slerp"):
             for walk in walks:
                 path = attributes[f"paths_{factor}_{method}{walk}"]
-                assert 0 <= path["monotone"] <= path["midpoint_a_or_b"] + 1 and path["paths"] == 6
+                # a monotone path holds only A's value and B's, so its midpoint is one of them: the monotone paths are
+                # a subset of those whose midpoint is A's or B's value
+                assert 0 <= path["monotone"] <= path["midpoint_a_or_b"] <= 1 and path["paths"] == 6
                 assert path.get("strength") == (0.5 if walk else None)
     assert prompted or not any(key.endswith("_partial") for key in attributes)
     for factor in ("label", "colour", "size", "position"):
@@ -186,3 +188,32 @@ def test_edit_moves_images_along_a_direction_and_writes_them(shapes_vae, tmp_pat
     argv = [*base, "colour", "--source", "red", "--target", "blue", "--direction-samples", "300"]
     assert main([*argv, "--out", str(tmp_path / "u")]) == 0  # too few latents to match on: said, not hidden
     assert "share an image's other factors: global direction" in capsys.readouterr().out
+
+
+def test_edit_takes_the_sampler_settings_and_a_partial_inversion(tmp_path, capsys):
+    """``edit --inversion-strength`` (like grid and walk): train and edited images are inverted part of the way, and
+    strength 0 gives the image's partial round trip."""
+    from latentmix.backends import load_backend
+    from latentmix.jobs.edit import edit
+
+    test = load_dataset("shapes", split="test")
+    red = [i for i in range(60) if test.factors(i)["colour"] == "red"][:2]
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for i in red:
+        Image.fromarray(test._pixels[i]).save(folder / f"img{i}.png")
+    config = EditConfig(images=(str(folder),), factor="colour", source="red", target="blue", backend="shapes-ldm",
+                        num_inference_steps=4, inversion_strength=0.5, direction_samples=60, neighbours=0,
+                        strength=0.0)  # fmt: skip
+    result = edit(replace(config, out=tmp_path / "out"), quiet=True)
+    ldm = load_backend("shapes-ldm")
+    kwargs = {"texts": [""] * len(red), "num_inference_steps": 4, "strength": 0.5}
+    with torch.inference_mode():
+        x = test.images([int(f.stem[3:]) for f in result.files])  # in the order the files were written
+        round_trip = ldm.decode(ldm.encode(x, **kwargs), **kwargs)
+    written = torch.stack([torch.from_numpy(np.asarray(Image.open(f))) for f in result.files])
+    expected = ((round_trip.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+    assert (written.int() - expected.int()).abs().max() <= 1
+    argv = ["--quiet", "edit", "--images", str(folder), "--factor", "colour", "--source", "red", "--target", "blue"]
+    assert main([*argv, "--inversion-strength", "0.5", "--out", str(tmp_path / "v")]) == 2  # the default VAE
+    assert "inversion_strength applies to diffusion backends" in capsys.readouterr().err

@@ -184,3 +184,17 @@ def test_a_model_fitted_on_other_classes_is_refused(fitted, tmp_path, capsys):
     (other / "test" / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     assert main(["--quiet", "evaluate-pairs", str(other), "--align", str(out)]) == 2
     assert "fit one on their data" in capsys.readouterr().err
+
+
+def test_the_scorer_runs_where_device_says(tmp_path, capsys):
+    import torch
+
+    from latentmix.utils.device import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu") and resolve_device("auto").type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        assert main(["--quiet", "evaluate-pairs", "shapes", "--device", "cuda", "--max-pairs", "20"]) == 2
+        assert "device: cuda is not available on this machine" in capsys.readouterr().err
+    assert main(["--quiet", "fit", "align", "--device", "tpu", "--out", str(tmp_path / "a")]) == 2
+    assert "device must be one of auto, cpu, cuda, mps, xpu" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
