@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -158,19 +159,46 @@ def _background(kind: str, side: int, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.stack([grey] * 3, axis=-1), "RGB")
 
 
-def render(seed: int, split: str, index: int, factors: dict[str, int], image_size: int) -> np.ndarray:
-    """(S, S, 3) uint8: the example drawn at 4 x the side, downsampled with Lanczos."""
+@dataclass(frozen=True)
+class Drawing:
+    """What one example is drawn from: its background, its factors and its own jitter (position, size, colour,
+    turn), so the same object can be drawn with one factor moved (:func:`ideal_walk`)."""
+
+    background: Image.Image
+    shape: str
+    centre: tuple[float, float]  # the position's centre, as a fraction of the side (before jitter)
+    offset: tuple[float, float]  # the position jitter
+    radius: float  # the size's radius, as a fraction of the side (before jitter)
+    scale: float  # the size jitter
+    colour: tuple[float, float, float]  # the colour's RGB (before jitter)
+    tint: tuple[int, int, int]  # the colour jitter
+    turn: float
+
+
+def drawing(seed: int, split: str, index: int, factors: dict[str, int], image_size: int) -> Drawing:
+    """The :class:`Drawing` of one example (its random draws in the order :func:`render` has always made them)."""
     rng = _rng(seed, split, index, 2)
-    side = image_size * RENDER_SCALE
     names = {k: FACTORS[k][v] for k, v in factors.items()}
-    canvas = _background(names["background"], side, rng)
-    cx, cy = POSITIONS[names["position"]]
-    cx, cy = (cx + float(rng.uniform(-0.03, 0.03))) * side, (cy + float(rng.uniform(-0.03, 0.03))) * side
-    radius = SIZES[names["size"]] * side * float(rng.uniform(0.92, 1.08))
-    colour = tuple(int(np.clip(c + rng.integers(-12, 13), 0, 255)) for c in COLOURS[names["colour"]])
+    background = _background(names["background"], image_size * RENDER_SCALE, rng)
+    offset = (float(rng.uniform(-0.03, 0.03)), float(rng.uniform(-0.03, 0.03)))
+    scale = float(rng.uniform(0.92, 1.08))
+    tint = tuple(int(rng.integers(-12, 13)) for _ in range(3))
     turn = math.radians(float(rng.uniform(-12, 12)))
+    colour = tuple(float(c) for c in COLOURS[names["colour"]])
+    return Drawing(background, names["shape"], POSITIONS[names["position"]], offset, SIZES[names["size"]], scale,
+                   colour, tint, turn)  # type: ignore[arg-type]  # fmt: skip
+
+
+def paint(d: Drawing, image_size: int) -> np.ndarray:
+    """(S, S, 3) uint8: ``d`` drawn at 4 x the side, downsampled with Lanczos."""
+    side = image_size * RENDER_SCALE
+    canvas = d.background.copy()
+    cx, cy = (d.centre[0] + d.offset[0]) * side, (d.centre[1] + d.offset[1]) * side
+    radius = d.radius * side * d.scale
+    colour = tuple(int(np.clip(round(c) + t, 0, 255)) for c, t in zip(d.colour, d.tint, strict=True))
+    turn = d.turn
     draw = ImageDraw.Draw(canvas)
-    shape = names["shape"]
+    shape = d.shape
     if shape == "circle":
         draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=colour)
     elif shape == "square":
@@ -189,6 +217,48 @@ def render(seed: int, split: str, index: int, factors: dict[str, int], image_siz
             draw.polygon([(cx + u * c - v * s, cy + u * s + v * c) for u, v in corners], fill=colour)
     small = canvas.resize((image_size, image_size), Image.Resampling.LANCZOS)
     return np.asarray(small, dtype=np.uint8)
+
+
+def render(seed: int, split: str, index: int, factors: dict[str, int], image_size: int) -> np.ndarray:
+    """(S, S, 3) uint8: the example drawn at 4 x the side, downsampled with Lanczos."""
+    return paint(drawing(seed, split, index, factors, image_size), image_size)
+
+
+#: the factors an ideal walk can move along their own order
+IDEAL_FACTORS = ("colour", "position", "size")
+
+
+def ideal_walk(
+    seed: int, split: str, index: int, factor: str, target: str, steps: int, image_size: int
+) -> np.ndarray:
+    """(steps, S, S, 3) uint8: example ``index`` drawn with ``factor`` moved from its value to ``target`` along the
+    factor's own order, every other factor (and every jitter) held — the colour around the hue wheel the short
+    way (saturation and value in a straight line), the object slid in a straight line from its position to
+    ``target``'s, the radius grown or shrunk linearly. The first frame is the example itself; the last, the same
+    drawing with ``target``. What a perfect single-factor walk of the embedded data looks like."""
+    import colorsys
+
+    if factor not in IDEAL_FACTORS:
+        raise ValueError(f"factor must be one of {', '.join(IDEAL_FACTORS)}, got {factor!r}")
+    if target not in FACTORS[factor]:
+        raise ValueError(f"target must be one of {', '.join(FACTORS[factor])} for {factor}, got {target!r}")
+    factors = draw_factors(seed, split, index)
+    start = drawing(seed, split, index, factors, image_size)
+    frames = []
+    for t in np.linspace(0.0, 1.0, steps):
+        if factor == "colour":
+            h0, s0, v0 = colorsys.rgb_to_hsv(*(c / 255 for c in start.colour))
+            h1, s1, v1 = colorsys.rgb_to_hsv(*(c / 255 for c in COLOURS[target]))
+            dh = (h1 - h0 + 0.5) % 1.0 - 0.5  # the short way round
+            rgb = colorsys.hsv_to_rgb((h0 + t * dh) % 1.0, s0 + t * (s1 - s0), v0 + t * (v1 - v0))
+            moved = replace(start, colour=(255 * rgb[0], 255 * rgb[1], 255 * rgb[2]))
+        elif factor == "position":
+            (x0, y0), (x1, y1) = start.centre, POSITIONS[target]
+            moved = replace(start, centre=(x0 + t * (x1 - x0), y0 + t * (y1 - y0)))
+        else:
+            moved = replace(start, radius=start.radius + t * (SIZES[target] - start.radius))
+        frames.append(paint(moved, image_size))
+    return np.stack(frames)
 
 
 def generate(seed: int, split: str, image_size: int, count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -253,14 +323,15 @@ class ShapesDataset(ImageTextDataset):
         self.image_size, self.channels, self.split, self.seed = image_size, channels, split, seed
         self.native_size, self.native_channels = image_size, 3
 
-    def _to_tensor(self, pixels: np.ndarray) -> Tensor:
+    def to_tensor(self, pixels: np.ndarray) -> Tensor:
+        """(N, C, H, W) in [-1, 1] of rendered (N, H, W, 3) uint8 pixels, in this set's channels."""
         x = torch.from_numpy(pixels).float().permute(0, 3, 1, 2) / 127.5 - 1.0
         if self.channels == 1:
             x = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).clamp(-1, 1)
         return x.contiguous()
 
     def load_image(self, index: int) -> Tensor:
-        return self._to_tensor(self._pixels[index : index + 1])[0]
+        return self.to_tensor(self._pixels[index : index + 1])[0]
 
     def images(self, indices) -> Tensor:
         idx = np.asarray([int(i) for i in indices], dtype=np.int64)
@@ -268,4 +339,4 @@ class ShapesDataset(ImageTextDataset):
             raise ValueError(
                 f"index {int(idx[(idx < 0) | (idx >= len(self))][0])} is out of range for {len(self)} items"
             )
-        return self._to_tensor(self._pixels[idx])
+        return self.to_tensor(self._pixels[idx])

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from latentmix.backends import CallOptions
+from latentmix.data import Subset
 from latentmix.jobs.attributes import (
     apply_direction,
     attribute_direction,
@@ -45,7 +46,7 @@ from latentmix.jobs.attributes import (
 )
 from latentmix.latent.interpolate import METHODS, interpolation_path
 
-PATH_FACTORS = ("label", "colour", "position")
+PATH_FACTORS = ("label", "colour", "position", "size")
 EDIT_FACTORS = ("label", "colour", "size", "position")
 
 
@@ -131,25 +132,60 @@ def _single_factor_paths(ctx: Any, names: list[str], truth: Tensor, factor: str)
             )
         walks.append(("_partial", za, zb, partial))
     cond = None if c is None else interpolation_path(c[ia], c[ib], steps, "lerp").flatten(0, 1)
+    ideal = _ideal_paths(ctx, names, truth, factor, ia, ib)
+    if ideal is not None:
+        out[f"paths_{factor}_ideal"] = ideal
     for (suffix, za, zb, options), method in itertools.product(walks, METHODS):
         path = interpolation_path(za, zb, steps, method)
         images = ctx.decode(path.flatten(0, 1), cond, options)
         pred = predict_factors(ctx.clf, images, names[1:]).reshape(len(ia), steps, len(names))
-        a, b = truth[ia, column], truth[ib, column]
-        values = pred[:, :, column]
-        only_ends = ((values == a[:, None]) | (values == b[:, None])).all(1)
-        one_switch = (values[:, 1:] != values[:, :-1]).sum(1) == 1
-        starts_ends = (values[:, 0] == a) & (values[:, -1] == b)
-        others = [j for j in range(len(names)) if j != column]
-        kept = (pred[:, :, others] == truth[ia][:, None, others]).all(2).all(1)
-        mid = values[:, steps // 2]
-        out[f"paths_{factor}_{method}{suffix}"] = {
-            "monotone": float((only_ends & one_switch & starts_ends & kept).float().mean()),
-            "midpoint_a_or_b": float(((mid == a) | (mid == b)).float().mean()),
-            "paths": len(ia),
-            **({"strength": strength} if suffix else {}),
-        }
+        row = path_rule(pred, truth, ia, ib, column)
+        if ideal is not None:  # how close to what a perfect walk of this data scores by the same rule
+            row["ideal_ratio"] = row["monotone"] / ideal["monotone"] if ideal["monotone"] else None
+        out[f"paths_{factor}_{method}{suffix}"] = {**row, **({"strength": strength} if suffix else {})}
     return out
+
+
+def path_rule(pred: Tensor, truth: Tensor, ia: list[int], ib: list[int], column: int) -> dict[str, Any]:
+    """The single-factor path numbers of walks read by a reference (``pred``: (P, T, F) factors along each walk from
+    item ``ia[p]`` to ``ib[p]``): ``monotone`` — A's value, then B's, never a third, one switch, every other factor
+    kept all the way — and ``midpoint_a_or_b``, the share whose middle frame shows A's or B's value."""
+    a, b = truth[ia, column], truth[ib, column]
+    values = pred[:, :, column]
+    only_ends = ((values == a[:, None]) | (values == b[:, None])).all(1)
+    one_switch = (values[:, 1:] != values[:, :-1]).sum(1) == 1
+    starts_ends = (values[:, 0] == a) & (values[:, -1] == b)
+    others = [j for j in range(pred.shape[2]) if j != column]
+    kept = (pred[:, :, others] == truth[ia][:, None, others]).all(2).all(1)
+    mid = values[:, pred.shape[1] // 2]
+    return {
+        "monotone": float((only_ends & one_switch & starts_ends & kept).float().mean()),
+        "midpoint_a_or_b": float(((mid == a) | (mid == b)).float().mean()),
+        "paths": len(ia),
+    }
+
+
+def _ideal_paths(ctx: Any, names: list[str], truth: Tensor, factor: str, ia: list[int], ib: list[int]) -> dict | None:
+    """For the embedded ``shapes``: the same walks drawn ideally by the data's own generator
+    (:func:`latentmix.data.shapes.ideal_walk`: the factor moved along its own order, every other factor held), read
+    by the same reference with the same rule — the rate a perfect walk gets, which the model's is judged against.
+    None for other data and for the shape (which has no order)."""
+    from latentmix.data.shapes import FACTORS, IDEAL_FACTORS, ShapesDataset, ideal_walk
+
+    base, rows = ctx.test, np.arange(len(ctx.test))
+    if isinstance(ctx.test, Subset):
+        base, rows = ctx.test.base, ctx.test.indices
+    if factor not in IDEAL_FACTORS or not isinstance(base, ShapesDataset) or base.split not in ("train", "test"):
+        return None
+    column, steps = names.index(factor), ctx.config.path_steps
+    frames = [
+        ideal_walk(base.seed, base.split, int(rows[i]), factor, FACTORS[factor][int(truth[j, column])], steps,
+                   base.image_size)
+        for i, j in zip(ia, ib, strict=True)
+    ]  # fmt: skip
+    images = base.to_tensor(np.concatenate(frames))
+    pred = predict_factors(ctx.clf, images, names[1:]).reshape(len(ia), steps, len(names))
+    return path_rule(pred, truth, ia, ib, column)
 
 
 def _arithmetic(ctx: Any, names: list[str], factor: str, z_train: Tensor, directions_from: Any) -> dict[str, dict]:

@@ -115,3 +115,37 @@ def test_a_folder_reads_factors_json_and_names_bad_rows(tmp_path):
     _folder_with_factors(reserved, {"text": ["x"]}, [{"label": "a"}])
     with pytest.raises(ValueError, match="text"):
         load_dataset(reserved)
+
+
+def test_ideal_walks_start_at_the_example_and_the_rule_passes_them_where_it_should(shapes_cache):
+    """The ideal walk (the data's own generator moving one factor along its order) is what the single-factor path
+    rule is judged against: it starts at the example itself, ends at the target with every other factor kept, and
+    the rule passes it between neighbouring values (red → orange) and fails it where a perfect walk passes a third
+    value (a left → right slide goes through the centre)."""
+    import torch
+
+    from latentmix.classifiers.reference import load_reference_classifier
+    from latentmix.data.shapes import FACTORS, ShapesDataset, ideal_walk
+    from latentmix.jobs.attributes import factor_names, predict_factors, true_factors
+    from latentmix.jobs.evaluate_attributes import path_rule
+
+    test = ShapesDataset("test")
+    names, truth = factor_names(test), true_factors(test)
+    reference = load_reference_classifier("shapes-classifier")
+
+    def judged(factor: str, start: str, target: str, count: int = 6) -> dict:
+        column = names.index(factor)
+        rows = [i for i in range(len(test)) if test.factors(i)[factor] == start][:count]
+        walks = [ideal_walk(0, "test", i, factor, target, 9, 32) for i in rows]
+        assert all(np.array_equal(w[0], test._pixels[i]) for w, i in zip(walks, rows, strict=True))
+        pred = predict_factors(reference, test.to_tensor(np.concatenate(walks)), names[1:]).reshape(count, 9, -1)
+        ends = truth[rows].clone()
+        ends[:, column] = FACTORS[factor].index(target)
+        assert torch.equal(pred[:, -1], ends)  # the last frame: the target, everything else as it was
+        table = torch.cat([truth[rows], ends])  # A: the example, B: the same drawing with the target value
+        return path_rule(pred, table, list(range(count)), list(range(count, 2 * count)), column)
+
+    assert judged("colour", "red", "orange")["monotone"] == 1.0  # neighbours on the hue wheel: no third colour
+    slide = judged("position", "left", "right")
+    assert slide["monotone"] == 0.0 and slide["midpoint_a_or_b"] == 0.0  # a perfect slide passes the centre
+    assert judged("size", "small", "large")["monotone"] == 1.0
