@@ -228,9 +228,7 @@ def render(seed: int, split: str, index: int, factors: dict[str, int], image_siz
 IDEAL_FACTORS = ("colour", "position", "size")
 
 
-def ideal_walk(
-    seed: int, split: str, index: int, factor: str, target: str, steps: int, image_size: int
-) -> np.ndarray:
+def ideal_walk(seed: int, split: str, index: int, factor: str, target: str, steps: int, image_size: int) -> np.ndarray:
     """(steps, S, S, 3) uint8: example ``index`` drawn with ``factor`` moved from its value to ``target`` along the
     factor's own order, every other factor (and every jitter) held — the colour around the hue wheel the short
     way (saturation and value in a straight line), the object slid in a straight line from its position to
