@@ -53,7 +53,7 @@ import torch
 from torch import Tensor
 
 from latentmix.backends.files import BACKEND_CONFIG, move_modules, read_json, refuse_pickles
-from latentmix.backends.options import CallOptions, refuse_unsupported
+from latentmix.backends.options import DECODE_OPTIONS, CallOptions, refuse_unsupported
 from latentmix.backends.registry import get_backend_class
 from latentmix.utils.atomic import atomic_directory
 from latentmix.utils.validation import positive_int
@@ -281,11 +281,11 @@ class LatentBackend(abc.ABC):
         options: CallOptions | None = None,
         **kwargs,
     ) -> Tensor:
-        """decode(encode(images)); sampler settings (``num_inference_steps``, ``guidance_scale``, ``strength``)
-        apply to both."""
+        """decode(encode(images)); the options decode takes (``num_inference_steps``, ``guidance_scale``,
+        ``strength``) apply to both."""
         if cond is None and texts is not None:
             cond = self.encode_text(texts)
-        sampler = {k: kwargs[k] for k in ("num_inference_steps", "guidance_scale", "strength") if k in kwargs}
+        sampler = {k: v for k, v in kwargs.items() if k in DECODE_OPTIONS}
         latents = self.encode(images, cond=cond, options=options, **kwargs)
         return self.decode(latents, cond=cond, options=options, **sampler)
 

@@ -37,7 +37,7 @@ from latentmix.configs.choices import (
     VIDEO_FORMATS,
     backend_for,
 )
-from latentmix.configs.common import BackendSettings, DataSettings, SplitSettings, override
+from latentmix.configs.common import BackendSettings, DataSettings, Settings, SplitSettings, override
 from latentmix.configs.demo import DemoConfig
 from latentmix.configs.evaluation import EvalConfig, PairEvalConfig
 from latentmix.configs.fitting import AlignFitConfig, GANFitConfig, LDMFitConfig, ReferenceFitConfig, VAEFitConfig
@@ -110,6 +110,7 @@ __all__ = [
     "PairEvalConfig",
     "ReferenceFitConfig",
     "ReportOutputs",
+    "Settings",
     "SplitSettings",
     "SynthesisConfig",
     "TrainConfig",

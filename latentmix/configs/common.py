@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from latentmix.configs.choices import SPLITS, int_list, pairs, transform_names
-from latentmix.configs.options import NON_NEGATIVE_INT, POSITIVE_INT, Check, number_in, one_of, option
+from latentmix.configs.options import NON_NEGATIVE_INT, POSITIVE_INT, Check, number_in, one_of, option, validate_fields
 from latentmix.utils import validation
 
 GUIDANCE = Check(validation.guidance_scale)
@@ -53,8 +53,16 @@ def override(group: type, name: str, **changes: Any) -> Any:
     return dataclasses.field(default=default, metadata=metadata)
 
 
+class Settings:
+    """Base of every job's settings: ``validate()`` runs each field's check; a job that has rules spanning
+    fields adds them after ``super().validate()``."""
+
+    def validate(self) -> None:
+        validate_fields(self)
+
+
 @dataclass
-class BackendSettings:
+class BackendSettings(Settings):
     """The backend a job runs, and the options its encode and decode calls take (each refused by a backend it
     does not apply to; see :class:`latentmix.backends.CallOptions`)."""
 
@@ -72,7 +80,7 @@ class BackendSettings:
 
 
 @dataclass
-class DataSettings:
+class DataSettings(Settings):
     """The data a job reads, converted to the model's image shape only when asked."""
 
     data: str = option("digits", "'digits', 'shapes' or an image folder", path=True)
@@ -80,7 +88,7 @@ class DataSettings:
 
 
 @dataclass
-class SplitSettings:
+class SplitSettings(Settings):
     """Which split of the data a job reads."""
 
     split: str = option("test", "which split of the data", check=one_of(SPLITS))

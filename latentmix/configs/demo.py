@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from latentmix.configs.choices import DEFAULT_BACKEND
-from latentmix.configs.options import SEED, option, validate_fields
+from latentmix.configs.common import Settings
+from latentmix.configs.options import SEED, option
 
 
 @dataclass
-class DemoConfig:
+class DemoConfig(Settings):
     """Settings of ``latentmix demo``."""
 
     out: str = option("latentmix-demo", "output directory", identity=False)
@@ -17,6 +18,3 @@ class DemoConfig:
     backend: str = option(
         DEFAULT_BACKEND, "the backend of the digits grids, the paired set and the comparison", cli=False
     )
-
-    def validate(self) -> None:
-        validate_fields(self)

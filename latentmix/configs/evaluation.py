@@ -13,6 +13,7 @@ from latentmix.configs.common import (
     STRENGTH,
     BackendSettings,
     DataSettings,
+    Settings,
     override,
 )
 from latentmix.configs.options import (
@@ -23,7 +24,6 @@ from latentmix.configs.options import (
     number_in,
     one_of,
     option,
-    validate_fields,
 )
 
 
@@ -79,12 +79,9 @@ class EvalConfig(DataSettings, BackendSettings):
     )
     seed: int = option(0, "seeds every draw of the evaluation", check=SEED)
 
-    def validate(self) -> None:
-        validate_fields(self)
-
 
 @dataclass
-class PairEvalConfig:
+class PairEvalConfig(Settings):
     """Settings of ``latentmix evaluate-pairs``: how well each caption of a paired set describes its image."""
 
     pairs: str = option(
@@ -119,6 +116,6 @@ class PairEvalConfig:
     )
 
     def validate(self) -> None:
-        validate_fields(self)
+        super().validate()
         if not self.pairs:
             raise ValueError("pairs: give a paired set directory, a captioned image folder or 'shapes'")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from latentmix.configs.choices import BETA_SCHEDULES, DEFAULT_TEXT_ENCODER, MIXED_PRECISION
-from latentmix.configs.common import DEVICE, GUIDANCE
+from latentmix.configs.common import DEVICE, GUIDANCE, Settings
 from latentmix.configs.options import (
     NON_NEGATIVE_INT,
     NON_NEGATIVE_NUMBER,
@@ -18,12 +18,11 @@ from latentmix.configs.options import (
     number_in,
     one_of,
     option,
-    validate_fields,
 )
 
 
 @dataclass
-class VAEFitConfig:
+class VAEFitConfig(Settings):
     """Settings of ``latentmix fit vae`` (defaults fit the embedded digits model)."""
 
     data: str = option("digits", "'digits', 'shapes' (their train split) or an image folder", path=True)
@@ -62,12 +61,9 @@ class VAEFitConfig:
     mixed_precision: str = option("no", "accelerate mixed precision", check=one_of(MIXED_PRECISION))
     cpu: bool = option(False, "force the CPU even where a GPU is present")
 
-    def validate(self) -> None:
-        validate_fields(self)
-
 
 @dataclass
-class GANFitConfig:
+class GANFitConfig(Settings):
     """Settings of ``latentmix fit gan`` (defaults fit the embedded digits model)."""
 
     data: str = option("digits", "'digits', 'shapes' (their train split) or an image folder", path=True)
@@ -98,12 +94,9 @@ class GANFitConfig:
     seed: int = option(0, "seeds the weights and every draw", check=SEED)
     cpu: bool = option(False, "force the CPU even where a GPU is present")
 
-    def validate(self) -> None:
-        validate_fields(self)
-
 
 @dataclass
-class LDMFitConfig:
+class LDMFitConfig(Settings):
     """Settings of ``latentmix fit ldm`` (defaults fit the embedded digits model)."""
 
     data: str = option("digits", "'digits', 'shapes' (their train split, captioned) or an image folder", path=True)
@@ -164,13 +157,13 @@ class LDMFitConfig:
     cpu: bool = option(False, "force the CPU even where a GPU is present")
 
     def validate(self) -> None:
-        validate_fields(self)
+        super().validate()
         if self.block_channels is not None and any(c < 8 or c % 8 for c in self.block_channels):
             raise ValueError(f"block_channels must be multiples of 8, got {self.block_channels!r}")
 
 
 @dataclass
-class ReferenceFitConfig:
+class ReferenceFitConfig(Settings):
     """Settings of ``latentmix fit reference-classifier``."""
 
     data: str = option("digits", "'digits', 'shapes' or a labelled data set with train/ and test/", path=True)
@@ -188,12 +181,9 @@ class ReferenceFitConfig:
     width: int = option(64, "channels of the convolutions", check=POSITIVE_INT)
     seed: int = option(0, "seeds the weights and the shuffling", check=SEED)
 
-    def validate(self) -> None:
-        validate_fields(self)
-
 
 @dataclass
-class AlignFitConfig:
+class AlignFitConfig(Settings):
     """Settings of ``latentmix fit align``: a CLIP-style dual encoder that scores image-caption pairs."""
 
     data: str = option(
@@ -223,6 +213,3 @@ class AlignFitConfig:
         "where the model trains and the sentence encoder runs: auto (CUDA, then MPS, then CPU), cpu, cuda[:N]",
         check=DEVICE,
     )
-
-    def validate(self) -> None:
-        validate_fields(self)

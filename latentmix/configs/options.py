@@ -9,7 +9,7 @@ a check in one place::
 
 From that one declaration:
 
-* :func:`validate_fields` runs every field's check (``config.validate()`` calls it, then adds rules that
+* :func:`validate_fields` runs every field's check (``Settings.validate()`` calls it; a job adds rules that
   involve several fields);
 * :func:`add_flags` adds one ``--epochs`` flag per field to an ``argparse`` parser, with the help text,
   the default and the choices of the field, and :func:`from_args` builds the dataclass back from the

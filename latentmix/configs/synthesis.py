@@ -14,6 +14,7 @@ from latentmix.configs.common import (
     TRANSFORM_NAMES,
     BackendSettings,
     DataSettings,
+    Settings,
     SplitSettings,
     check_imbalance,
     override,
@@ -30,7 +31,6 @@ from latentmix.configs.options import (
     number_in,
     one_of,
     option,
-    validate_fields,
 )
 
 #: the most samples one synthesis run makes (a documented bound: a larger run is refused before any work)
@@ -127,7 +127,7 @@ class SynthesisConfig(SplitSettings, DataSettings, BackendSettings):
     )
 
     def validate(self) -> None:
-        validate_fields(self)
+        super().validate()
         if self.lam is not None and not self.allow_extrapolation and not 0 <= self.lam <= 1:
             raise ValueError(
                 f"lam must be in [0, 1], got {self.lam:g} (pass allow_extrapolation to extrapolate on purpose)"
@@ -144,7 +144,7 @@ class SynthesisConfig(SplitSettings, DataSettings, BackendSettings):
 
 
 @dataclass
-class ExportConfig:
+class ExportConfig(Settings):
     """Settings of ``latentmix export``: a data set written as an imagefolder with metadata.jsonl."""
 
     data: str = option("shapes", "'digits', 'shapes' or a labelled image folder", path=True)
@@ -153,13 +153,13 @@ class ExportConfig:
     out: str | None = option(None, OUT_DIR_HELP, identity=False)
 
     def validate(self) -> None:
-        validate_fields(self)
+        super().validate()
         if self.out is None:
             raise ValueError("out: give the output directory (new or empty)")
 
 
 @dataclass
-class AugmentConfig:
+class AugmentConfig(Settings):
     """Settings of ``latentmix augment``: a data set or paired set written with synchronized (or image-only)
     transforms of its pairs."""
 
@@ -180,6 +180,6 @@ class AugmentConfig:
     out: str | None = option(None, OUT_DIR_HELP, identity=False)
 
     def validate(self) -> None:
-        validate_fields(self)
+        super().validate()
         if self.out is None:
             raise ValueError("out: give the output directory (new or empty)")

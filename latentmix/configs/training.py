@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from latentmix.configs.choices import AUGMENT_MODES, DEFAULT_TEXT_ENCODER, MIXED_PRECISION
-from latentmix.configs.common import IMBALANCE, IMBALANCE_HELP, SEEDS, TRANSFORM_NAMES, check_imbalance
+from latentmix.configs.common import IMBALANCE, IMBALANCE_HELP, SEEDS, TRANSFORM_NAMES, Settings, check_imbalance
 from latentmix.configs.options import (
     NON_NEGATIVE_NUMBER,
     POSITIVE_INT,
@@ -18,7 +18,6 @@ from latentmix.configs.options import (
     number_in,
     one_of,
     option,
-    validate_fields,
 )
 from latentmix.utils import validation
 
@@ -92,7 +91,7 @@ def _recipe_names(value, name: str) -> tuple[str, ...]:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Settings):
     """Settings of ``latentmix train``."""
 
     data: str = option(
@@ -205,7 +204,7 @@ class TrainConfig:
     )
 
     def validate(self) -> None:
-        validate_fields(self)
+        super().validate()
         if self.depth_curriculum != "none" and self.mixup not in ("manifold", "adversarial-manifold"):
             raise ValueError(f"depth_curriculum applies to manifold and adversarial-manifold mixup, not {self.mixup!r}")
         if self.saliency_layer is not None and self.mixup != "saliency":
@@ -231,13 +230,14 @@ class TrainConfig:
 
 
 @dataclass
-class ReportOutputs:
+class ReportOutputs(Settings):
     """Where ``latentmix train`` writes its report (outputs, not settings)."""
 
     json: str | None = option(None, "write all metrics (before and after temperature scaling) here", identity=False)
     reliability: str | None = option(None, "write a reliability diagram PNG here", identity=False)
 
     def validate(self) -> None:
+        super().validate()
         if self.json is not None:
             validation.output_file(self.json, "--json", (".json",))
         if self.reliability is not None:
@@ -245,7 +245,7 @@ class ReportOutputs:
 
 
 @dataclass
-class CompareConfig:
+class CompareConfig(Settings):
     """Settings of ``latentmix compare`` beyond the base :class:`TrainConfig` every recipe starts from."""
 
     recipes: tuple[str, ...] = option(
@@ -273,7 +273,7 @@ class CompareConfig:
         return self.train if self.train is not None else TrainConfig(**COMPARE_TRAIN_DEFAULTS)
 
     def validate(self) -> None:
-        validate_fields(self)
+        super().validate()
         if self.train is not None and not isinstance(self.train, TrainConfig):
             raise TypeError(f"train must be a TrainConfig, got {type(self.train).__name__}")
         self.base.validate()

@@ -41,7 +41,6 @@ from latentmix.configs.options import (
     number_in,
     one_of,
     option,
-    validate_fields,
 )
 from latentmix.utils import validation
 
@@ -97,7 +96,7 @@ class GridConfig(SplitSettings, DataSettings, BackendSettings):
     inversion_strength: float | None = option(None, STRENGTH_HELP + "real endpoints only)", check=STRENGTH)
 
     def validate(self) -> None:
-        validate_fields(self)
+        super().validate()
         if sum(x is not None for x in (self.pairs, self.classes, self.prior)) > 1:
             raise ValueError("choose endpoints with only one of pairs, classes and prior")
         if self.prompts is not None and (self.pairs is not None or self.classes is not None):
@@ -189,7 +188,7 @@ class WalkConfig(SplitSettings, DataSettings, BackendSettings):
     out: str | None = option(None, OUT_DIR_HELP + ": frames/, the video, the GIF and walk.json", identity=False)
 
     def validate(self) -> None:
-        validate_fields(self)
+        super().validate()
         if self.inversion_strength not in (None, 1.0) and self.keyframes is None:
             raise ValueError(
                 "inversion_strength walks between partly inverted images (--keyframes); prior keyframes are pure noise"
@@ -271,9 +270,6 @@ class ExploreConfig(SplitSettings, BackendSettings):
         metavar="USER:PASSWORD",
     )
 
-    def validate(self) -> None:
-        validate_fields(self)
-
 
 def _names(value, name: str) -> tuple[str, ...]:
     if isinstance(value, str) or not value or not all(isinstance(v, str) and v for v in value):
@@ -327,7 +323,7 @@ class EditConfig(DataSettings, BackendSettings):
     out: str | None = option(None, OUT_DIR_HELP + ": edited PNGs and edits.png", identity=False)
 
     def validate(self) -> None:
-        validate_fields(self)
+        super().validate()
         for name in ("images", "factor", "source", "target", "out"):
             if getattr(self, name) is None:
                 raise ValueError(f"{name} is required")

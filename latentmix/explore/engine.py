@@ -42,6 +42,7 @@ MAX_STRIP = 64
 MAX_SHEET = 16
 MAX_SYNTHESIZE = 5000
 DEFAULT_MAX_EXPORT = 10_000  # images a page writes under --out in all (--max-export)
+_UNREAD = object()  # a cache not filled yet (None is a value: no reference)
 #: Side, in pixels, that shown images are upscaled to at least (nearest neighbour, whole multiples).
 DISPLAY_SIDE = 256
 
@@ -119,7 +120,8 @@ class Explorer:
             k: v for k, v in self.options.given().items() if k in ("num_inference_steps", "guidance_scale")
         }
         self._cache: OrderedDict[str, tuple[Tensor, Tensor | None]] = OrderedDict()
-        self._directions: dict[str, Any] = {}  # what attribute edits reuse: train latents, the reference
+        self._train: tuple[Tensor, ImageTextDataset] | None = None  # what attribute edits average over
+        self._judge: Any = _UNREAD  # the reference that reads an image's factors for its matched direction
         self._lock = threading.Lock()
         self._counter = itertools.count()
         self.encodes = 0  # encoder calls made (cache misses), for tests and the latency report
@@ -148,10 +150,7 @@ class Explorer:
     def from_index(self, index: int | float) -> Endpoint:
         if self.dataset is None:
             raise ValueError("index: this page has no data set (start it with --data)")
-        whole = isinstance(index, int) or (isinstance(index, float) and index.is_integer())
-        if isinstance(index, bool) or not whole:
-            raise TypeError(f"index must be an integer, got {index!r}")
-        index = int(index)
+        index = _whole(index, "index")
         if not 0 <= index < len(self.dataset):
             raise ValueError(f"index {index} is out of range: the {self.split} split has {len(self.dataset)} items")
         label = int(self.dataset.labels[index])
@@ -195,10 +194,7 @@ class Explorer:
             raise ValueError(f"prompt: backend {self.backend.backend_name!r} is not text-conditioned")
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be text, got {type(prompt).__name__}")
-        whole = isinstance(seed, int) or (isinstance(seed, float) and seed.is_integer())
-        if isinstance(seed, bool) or not whole:
-            raise ValueError(f"seed must be a whole number, got {seed!r}")
-        seed = validation.seed(int(seed))
+        seed = validation.seed(_whole(seed, "seed"))
         return Endpoint("prompt", f"prompt:{seed}:{prompt}", f"seed {seed}: {prompt or '(no prompt)'}",
                         text=prompt, seed=seed)  # fmt: skip
 
@@ -335,33 +331,28 @@ class Explorer:
         from latentmix.data import load_dataset
         from latentmix.jobs.attributes import labelled_latents
 
-        with self._lock:
-            cached = self._directions.get("train")
-        if cached is None:
+        if self._train is None:
             assert self.data_spec is not None
             train = load_dataset(self.data_spec, split="train", image_size=self.backend.image_size,
                                  channels=self.backend.image_channels)  # fmt: skip
-            count = EditConfig().direction_samples if self.backend.encoder_kind == "amortized" else 500
-            cached = labelled_latents(self.backend, train, count, options=self.options)
+            count = EditConfig.direction_samples if self.backend.encoder_kind == "amortized" else 500
+            latents = labelled_latents(self.backend, train, count, options=self.options)
             with self._lock:
-                self._directions["train"] = cached
-        return cached
+                self._train = self._train or latents
+        return self._train
 
     def _reference(self) -> Any:
         """The data's embedded reference classifier, which reads an image's factors for its matched direction
         (None for data without one: the mean difference is used)."""
         from latentmix.classifiers.reference import DEFAULT_REFERENCES, load_reference_classifier
 
-        with self._lock:
-            if "reference" in self._directions:
-                return self._directions["reference"]
-        name = DEFAULT_REFERENCES.get(str(self.data_spec))
-        reference = load_reference_classifier(name) if name is not None else None
-        if reference is not None and not getattr(reference, "factors", None):
-            reference = None  # a class head only: nothing to match the other factors on
-        with self._lock:
-            self._directions["reference"] = reference
-        return reference
+        if self._judge is _UNREAD:
+            name = DEFAULT_REFERENCES.get(str(self.data_spec))
+            reference = load_reference_classifier(name) if name is not None else None
+            if reference is not None and not getattr(reference, "factors", None):
+                reference = None  # a class head only: nothing to match the other factors on
+            self._judge = reference
+        return self._judge
 
     # -- exports ----------------------------------------------------------------------------------
     def _new_path(self, stem: str, suffix: str) -> Path:
@@ -453,6 +444,13 @@ def _position(t: Any) -> float:
     if not 0.0 <= t <= 1.0:
         raise ValueError(f"t must be in [0, 1] (0: A, 1: B), got {t:g}")
     return t
+
+
+def _whole(value: Any, name: str) -> int:
+    """A page's number field as an int: a whole int or float (the page sends 3.0), never rounded from 1.5."""
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    return int(value)
 
 
 def _bounded(value: Any, name: str, low: int, high: int) -> int:

@@ -39,7 +39,6 @@ def augment_dataset(config: AugmentConfig, *, quiet: bool = False) -> AugmentRes
     """Write ``config.data`` with ``config.transforms`` applied to its pairs under ``config.out`` (new or empty)."""
     from latentmix.utils.atomic import atomic_directory
 
-    config.validate()
     out = Path(str(config.out))
     data = load_pairs(config.data, split=config.split)
     if not getattr(data, "captioned", False):

@@ -111,7 +111,6 @@ def edit(config: EditConfig, *, quiet: bool = False) -> EditResult:
     from latentmix.utils.atomic import atomic_directory
     from latentmix.utils.viz import grid_image, save_png, to_pil, to_uint8
 
-    config.validate()
     out = Path(str(config.out))
     files = image_files(config.images)
     names = [f.stem + ".png" for f in files]

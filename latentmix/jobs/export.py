@@ -39,7 +39,6 @@ def export_dataset(config: ExportConfig, *, quiet: bool = False) -> ExportResult
     ``config.out`` (new or empty), its images at ``config.image_size`` (default: the data's own)."""
     from latentmix.utils.atomic import atomic_directory
 
-    config.validate()
     data, split, image_size = config.data, config.split, config.image_size
     out = Path(str(config.out))
     splits = ("train", "test") if split == "all" else (split,)

@@ -78,12 +78,13 @@ class SourceData:
             raise ValueError(
                 f"data {config.data!r} has unlabelled examples; paired synthesis needs a label for every image"
             )
-        options = backend.call_options(CallOptions.from_settings(config))
+        #: the backend's call options of the run, checked once: every encode here and every shard's decode
+        self.options = backend.call_options(CallOptions.from_settings(config))
 
         def encode(start: int) -> Tensor:
             rows = range(start, min(start + ENCODE_CHUNK, len(ds)))
             cond = backend.condition([ds.texts[j] for j in rows])
-            return backend.encode(ds.images(rows), cond=cond, options=options).float().cpu()
+            return backend.encode(ds.images(rows), cond=cond, options=self.options).float().cpu()
 
         chunks = range(0, len(ds), ENCODE_CHUNK)
         with torch.inference_mode():
@@ -221,9 +222,8 @@ def make_shard(
         backend.condition([texts[i] for i in ib]),
         torch.from_numpy(1.0 - lam),
     )
-    options = backend.call_options(CallOptions.from_settings(config))
     with torch.inference_mode():
-        decoded = backend.decode(mix.latents.to(backend.device), cond=cond, options=options)
+        decoded = backend.decode(mix.latents.to(backend.device), cond=cond, options=src.options)
     keep = np.ones(len(idx), dtype=bool)
     if blend_filter is not None:
         keep = blend_filter.keep(decoded, mix.soft_labels).numpy()
