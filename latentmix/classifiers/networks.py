@@ -150,9 +150,12 @@ def load_classifier(path: str | os.PathLike) -> Any:
     """A classifier saved by ``latentmix train --save-model`` or ``fit reference-classifier`` (eval mode);
     ``.config.temperature`` and ``.config.class_names`` say how it was calibrated and what it names."""
     from latentmix.backends.files import BACKEND_CONFIG, load_weights, read_json
+    from latentmix.classifiers.pretrained import is_hf_classifier, load_pretrained_classifier
     from latentmix.classifiers.reference import load_reference_classifier
 
     path = Path(path)
+    if is_hf_classifier(path):  # a transformers model trained with `latentmix train --model`
+        return load_pretrained_classifier(path)
     kind = read_json(path / BACKEND_CONFIG, "classifier config").get("_class_name")
     if kind in ("DigitsClassifier", "ReferenceClassifier"):
         return load_reference_classifier(path)

@@ -3,12 +3,14 @@ recipes ``compare`` runs."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from latentmix.configs.choices import AUGMENT_MODES, DEFAULT_TEXT_ENCODER, MIXED_PRECISION
 from latentmix.configs.common import IMBALANCE, IMBALANCE_HELP, SEEDS, TRANSFORM_NAMES, Settings, check_imbalance
 from latentmix.configs.options import (
+    NON_NEGATIVE_INT,
     NON_NEGATIVE_NUMBER,
     POSITIVE_INT,
     POSITIVE_NUMBER,
@@ -32,6 +34,33 @@ DEFAULT_ALPHA = {
 }  # fmt: skip  # Beta(α, α) per mixup mode
 DEFAULT_TEMPERATURE_PRIOR = 0.3  # σ of the log-normal prior on T; chosen on held-out digits (BENCHMARKS.md)
 CLASS_WEIGHTS = ("none", "balanced")  # classifier training: loss weight per class
+OPTIMIZERS = ("adamw", "sgd")
+FREEZE = ("none", "backbone")  # backbone: train the classification head only (a linear probe)
+#: batched augmentations of the real training images (kornia.augmentation, on the training device)
+IMAGE_AUGMENTS = ("crop", "hflip", "vflip", "color-jitter", "randaugment", "trivialaugment", "erasing")
+LAYER_MIXUPS = ("manifold", "adversarial-manifold")  # the mixing modes that take --manifold-layers
+
+
+def _normalize(value, name: str) -> tuple[float, ...]:
+    if (
+        isinstance(value, str)
+        or not isinstance(value, tuple | list)
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    ):
+        raise ValueError(f"{name} takes MEAN STD numbers, got {value!r}")
+    values = tuple(value)
+    if len(values) < 2 or len(values) % 2:
+        raise ValueError(f"{name} takes MEAN STD (one number each, or one per channel: means first), got {value!r}")
+    if any(float(v) <= 0 for v in values[len(values) // 2 :]):
+        raise ValueError(f"{name}: every std must be > 0, got {values[len(values) // 2 :]}")
+    return tuple(float(v) for v in values)
+
+
+def _names(value, name: str) -> tuple[str, ...]:
+    if isinstance(value, str) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"{name} must be a non-empty list of module names, got {value!r}")
+    return tuple(value)
+
 
 # adversarial feature mixing at the setting of the digits robustness study (BENCHMARKS.md): a wider budget, three
 # ascent steps, one weight per sample and channel
@@ -168,9 +197,51 @@ class TrainConfig(Settings):
     augment_p: float = option(0.5, "with --augment: probability of each transform per row", check=PROBABILITY)
     steps: int = option(1500, "optimisation steps (at most; early stopping may end sooner)", check=POSITIVE_INT)
     batch_size: int = option(64, "examples per step", check=POSITIVE_INT)
-    lr: float = option(2e-3, "AdamW learning rate, cosine decay", check=POSITIVE_NUMBER)
-    weight_decay: float = option(5e-4, "AdamW weight decay", check=NON_NEGATIVE_NUMBER)
+    lr: float = option(2e-3, "peak learning rate (cosine decay)", check=POSITIVE_NUMBER)
+    weight_decay: float = option(5e-4, "weight decay (decoupled for AdamW, L2 for SGD)", check=NON_NEGATIVE_NUMBER)
     width: int = option(32, "SmallCNN width / MLP hidden size / 8", check=POSITIVE_INT)
+    model: str | None = option(
+        None,
+        "fine-tune this transformers image classifier (AutoModelForImageClassification: a local directory or a hub "
+        "id), its head re-sized to the data's classes (default: latentmix's own SmallCNN / MLP)",
+        path=True,
+    )
+    trust_remote_code: bool = option(False, "--model: allow the checkpoint's own modelling code")
+    normalize: tuple[float, ...] | None = option(
+        None,
+        "--model without an image processor: MEAN STD of the model's input on pixels in [0, 1] (one each, or one per "
+        "channel, means first; default: the processor's, else none)",
+        metavar="V",
+        check=Check(_normalize),
+    )
+    freeze: str = option("none", "backbone: train the classification head only (a linear probe)", check=one_of(FREEZE))
+    manifold_layers: tuple[str, ...] | None = option(
+        None,
+        "manifold and adversarial-manifold mixing: the module names to mix at ('input' for the input; default: the "
+        "input and the blocks of the model's trunk but the last, e.g. a ResNet's stages or a ViT's layers)",
+        metavar="NAME",
+        check=Check(_names),
+    )
+    optimizer: str = option("adamw", "adamw, or sgd (with --momentum, --nesterov)", check=one_of(OPTIMIZERS))
+    momentum: float = option(0.9, "sgd: momentum", check=number_in(0.0, 1.0, exclusive_maximum=True))
+    nesterov: bool = option(False, "sgd: Nesterov momentum")
+    warmup_steps: int = option(0, "linear learning-rate warm-up over this many steps, then cosine decay",
+                               check=NON_NEGATIVE_INT)  # fmt: skip
+    grad_accum: int = option(1, "accumulate gradients over this many batches per optimiser step", check=POSITIVE_INT)
+    clip_grad: float | None = option(None, "clip the gradient norm to this value", check=POSITIVE_NUMBER)
+    ema: float | None = option(
+        None,
+        "keep an exponential moving average of the weights with this decay (e.g. 0.999); it is what is evaluated, "
+        "early-stopped, reported and saved",
+        check=number_in(0.0, 1.0, exclusive_maximum=True),
+    )
+    image_augment: tuple[str, ...] = option(
+        (),
+        f"batched augmentation of the real training images on the training device (kornia): any of "
+        f"{', '.join(IMAGE_AUGMENTS)}, applied in that order",
+        metavar="A",
+        check=Check(lambda v, n: tuple(validation.choice(x, n, IMAGE_AUGMENTS) for x in v)),
+    )
     eval_every: int = option(100, "steps between validation evaluations", check=POSITIVE_INT)
     patience: int = option(6, "evaluations without a better validation NLL before stopping", check=POSITIVE_INT)
     temperature_prior: float | None = option(
@@ -219,6 +290,16 @@ class TrainConfig(Settings):
             raise ValueError(f"modality text (an MLP on sentence embeddings) allows mixup {', '.join(TEXT_MIXUPS)}")
         if self.modality == "text" and self.augment != "none":
             raise ValueError("augment transforms images; modality text has none")
+        if self.manifold_layers is not None and self.mixup not in LAYER_MIXUPS:
+            raise ValueError(f"manifold_layers applies to {' and '.join(LAYER_MIXUPS)} mixing, not {self.mixup!r}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov needs optimizer sgd with momentum > 0")
+        if self.model is not None and self.reads != "image":
+            raise ValueError(f"model: modality {self.reads} trains latentmix's own network; --model is an image "
+                             "classifier")  # fmt: skip
+        if self.image_augment and self.reads != "image":
+            raise ValueError("image_augment transforms the images of an image classifier, not modality "
+                             f"{self.reads}")  # fmt: skip
         check_imbalance(self)
 
     @property

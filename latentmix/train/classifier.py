@@ -23,6 +23,7 @@ MAP temperature under a log-normal prior, :func:`latentmix.classifiers.metrics.f
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import math
@@ -36,9 +37,19 @@ from tqdm.auto import tqdm
 
 from latentmix.classifiers.metrics import classification_report, fit_temperature
 from latentmix.classifiers.networks import MLP, FusionClassifier, SmallCNN
+from latentmix.classifiers.pretrained import (
+    CONFIG_KEY,
+    ImageClassifier,
+    InputSpec,
+    check_layer,
+    freeze_backbone,
+    load_hf_classifier,
+    save_hf_classifier,
+)
 from latentmix.classifiers.robustness import robustness_report
 from latentmix.configs import DEFAULT_ALPHA, FUSION_MIXUPS, TrainConfig
 from latentmix.data.augment import PairAugment
+from latentmix.data.batch_augment import BatchAugment
 from latentmix.latent.interpolate import sample_lambda
 from latentmix.train.checkpoint import (
     load_checkpoint,
@@ -63,6 +74,7 @@ from latentmix.train.mixup import (
     soft_targets,
 )
 from latentmix.train.mixup_guided import AdversarialManifoldMixup, DepthCurriculum, SaliencyMix
+from latentmix.train.recipes import build_ema, build_optimizer, lr_factor
 from latentmix.utils.device import has_accelerator
 from latentmix.utils.locks import holds_outputs
 
@@ -99,14 +111,72 @@ class TrainResult:
         return {**{k: getattr(self, k) for k in keep}, "config": asdict(self.config)}
 
 
-def _build_model(config: TrainConfig, data: TrainData) -> nn.Module:
+def _build_model(config: TrainConfig, data: TrainData, model: nn.Module | None = None) -> nn.Module:
+    """latentmix's own network for the data and modality, or the user's classifier (``model``, or ``--model``'s
+    transformers checkpoint) behind its input conversion."""
     train = data.train
+    if model is not None or config.model is not None:
+        return _users_model(config, data, model)
     if config.reads == "fusion":
         assert train.t is not None  # embedded by _embed_captions
         return FusionClassifier(train.x.shape[1], train.t.shape[1], data.num_classes, config.width)
     if data.is_image and config.reads == "image":
         return SmallCNN(train.x.shape[1], data.num_classes, config.width)
     return MLP(train.x[0].numel(), data.num_classes, config.width * 8)
+
+
+def _users_model(config: TrainConfig, data: TrainData, model: nn.Module | None) -> ImageClassifier:
+    if config.reads != "image":
+        raise ValueError(f"model: modality {config.reads} trains latentmix's own network; a model of your own reads "
+                         "images")  # fmt: skip
+    spec = None
+    if config.normalize is not None:
+        half = len(config.normalize) // 2
+        spec = InputSpec(mean=config.normalize[:half], std=config.normalize[half:])
+    if model is None:
+        assert config.model is not None
+        wrapped = load_hf_classifier(config.model, data.class_names, spec=spec,
+                                     trust_remote_code=config.trust_remote_code)  # fmt: skip
+    elif isinstance(model, ImageClassifier):
+        wrapped = model
+    elif isinstance(model, nn.Module):
+        wrapped = ImageClassifier(model, spec)
+    else:
+        raise TypeError(f"model must be a torch.nn.Module mapping images to logits, got {type(model).__name__}")
+    if config.freeze == "backbone":
+        freeze_backbone(wrapped.net)
+    _check_output(wrapped, data)
+    return wrapped
+
+
+def _check_output(model: nn.Module, data: TrainData) -> None:
+    """One forward pass on two validation images before any training step: the model must take the data's
+    images (after its input conversion) and return (B, classes) logits."""
+    x = data.val.x[:2]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        shape = tuple(x.shape[1:])
+        raise ValueError(f"model: it does not take the data's {shape} images after conversion "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None  # fmt: skip
+    finally:
+        model.train(was_training)
+    if not isinstance(out, Tensor) or tuple(out.shape) != (len(x), data.num_classes):
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"model: it returns {got} for {len(x)} images; it must return logits "
+                         f"({len(x)}, {data.num_classes}) for the data's {data.num_classes} classes")  # fmt: skip
+
+
+def _mixing_layers(config: TrainConfig, raw: nn.Module) -> list[str]:
+    """The layers manifold mixing hooks: ``--manifold-layers`` (names of the user's network) or the model's own."""
+    if config.manifold_layers is None:
+        return list(cast(tuple, raw.manifold_layers))
+    if isinstance(raw, ImageClassifier):
+        return [raw.layer(name) for name in config.manifold_layers]
+    return [n if n == "input" else check_layer(raw, n) for n in config.manifold_layers]
 
 
 def _augmenter(config: TrainConfig, data: TrainData) -> PairAugment | None:
@@ -264,64 +334,78 @@ class Batches:
 
 
 @holds_outputs(lambda config, **_: [config.checkpoint_dir, config.save_model])
-def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict | None = None) -> TrainResult:
+def train_classifier(
+    config: TrainConfig, *, quiet: bool = False, arrays: dict | None = None, model: nn.Module | None = None
+) -> TrainResult:
     """Train, early-stop on validation NLL, fit a temperature, and report test metrics.
 
     ``arrays`` (``X_train``, ``y_train``, ``X_test``, ``y_test``) replaces ``config.data`` with
-    in-memory feature vectors (what the scikit-learn-style estimator uses).
+    in-memory feature vectors (what the scikit-learn-style estimator uses). ``model``: train this network (any
+    ``nn.Module`` mapping a batch of images to logits, or a :class:`~latentmix.classifiers.pretrained.ImageClassifier`)
+    instead of latentmix's own; it is trained in place.
     """
     from accelerate import Accelerator
 
     config.validate()
+    if config.normalize is not None and model is None and config.model is None:
+        raise ValueError("normalize applies to a model of your own (--model, or model= in Python)")
     data = load_data(config, arrays)
     train, val, test, num_classes = data.train, data.val, data.test, data.num_classes
-    syn = load_synthetic(config, num_classes, tuple(train.x.shape[1:]))
+    syn = load_synthetic(config, data.class_names if data.is_image else num_classes, tuple(train.x.shape[1:]))
     if config.mixup == "cutmix" and not data.is_image:
         raise ValueError("mixup cutmix needs images; use input or manifold mixup for feature vectors")
+    if config.image_augment and not data.is_image:
+        raise ValueError("image_augment needs images; feature vectors cannot be cropped or flipped")
     accelerator = Accelerator(cpu=not has_accelerator(), mixed_precision=config.mixed_precision)
     torch.manual_seed(config.seed)
     encoder = _embed_captions(config, data, syn) if config.reads != "image" else None
-    model = _build_model(config, data)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    net = _build_model(config, data, model)
+    opt = build_optimizer(config, net)
     gens = {
         "batches": torch.Generator().manual_seed(config.seed * 7919 + accelerator.process_index),
         "mixing": torch.Generator().manual_seed(config.seed * 31 + 1 + accelerator.process_index),
     }
-    state = _RunState(best=copy.deepcopy(model.state_dict()))
+    augment = None
+    if config.image_augment:
+        augment = BatchAugment(config.image_augment, (int(train.x.shape[-2]), int(train.x.shape[-1])))
+        gens["augment"] = torch.Generator().manual_seed(config.seed * 104729 + 2 + accelerator.process_index)
+    state = _RunState(best=copy.deepcopy(net.state_dict()))
     ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
+    ema = build_ema(config, net)
     if ckpt_dir is not None:
-        state.resume(ckpt_dir, config, model, opt, gens)
+        state.resume(ckpt_dir, config, net, opt, gens, ema)
     start = state.step
-
-    def lr_at(s: int) -> float:
-        return 0.5 * (1 + math.cos(math.pi * min(s + start, config.steps) / config.steps))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    model, opt = accelerator.prepare(model, opt)
-    raw = accelerator.unwrap_model(model)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s + start, config.steps, config.warmup_steps))
+    prepared, opt = accelerator.prepare(net, opt)
+    raw = accelerator.unwrap_model(prepared)
+    if ema is not None:
+        ema.to(accelerator.device)
+    judged = ema if ema is not None else prepared  # what is evaluated, early-stopped, reported and saved
+    judged_raw = ema.module if ema is not None else raw
     evaluate = {name: _Evaluator(accelerator, split) for name, split in (("val", val), ("test", test))}
     weights = None
     if config.class_weights == "balanced":
         weights = balanced_class_weights(train.y, num_classes).to(accelerator.device)
-    step_fn = _make_step(config, model, raw, num_classes, gens["mixing"], clock=lambda: state.step,
+    step_fn = _make_step(config, prepared, raw, num_classes, gens["mixing"], clock=lambda: state.step,
                          class_weights=weights)  # fmt: skip
     batches = Batches(config, train, syn, num_classes, gens["batches"], _augmenter(config, data), encoder)
 
-    loop = _Loop(config, accelerator, model, opt, sched, evaluate["val"], val.y, ckpt_dir, gens)
+    loop = _Loop(config, accelerator, prepared, opt, sched, evaluate["val"], val.y, ckpt_dir, gens, ema, judged,
+                 augment)  # fmt: skip
     loop.run(state, batches, step_fn, quiet)
-    raw.load_state_dict(state.best)
-    temperature = fit_temperature(evaluate["val"](model), val.y, config.temperature_prior)
-    test_logits = evaluate["test"](model)
+    judged_raw.load_state_dict(state.best)
+    temperature = fit_temperature(evaluate["val"](judged), val.y, config.temperature_prior)
+    test_logits = evaluate["test"](judged)
     agreement = None
     if syn is not None:
-        predicted = _Evaluator(accelerator, syn)(model).argmax(1)
+        predicted = _Evaluator(accelerator, syn)(judged).argmax(1)
         agreement = float((predicted == syn.y.argmax(1)).float().mean())
     robustness = None
     if data.is_image and config.reads == "image":  # the fusion model also takes text: no image-only attack
-        robustness = robustness_report(raw, test.x, test.y)
-    missing = missing_modality_accuracy(raw, config.reads, test, num_classes) if data.is_image else None
+        robustness = robustness_report(judged_raw, test.x, test.y)
+    missing = missing_modality_accuracy(judged_raw, config.reads, test, num_classes) if data.is_image else None
     if config.save_model is not None and accelerator.is_main_process:
-        save_classifier(raw, config.save_model, data.class_names, temperature, tuple(train.x.shape[1:]))
+        save_classifier(judged_raw, config.save_model, data.class_names, temperature, tuple(train.x.shape[1:]))
     return TrainResult(
         test=classification_report(test_logits, test.y),
         test_temperature_scaled=classification_report(test_logits, test.y, temperature),
@@ -333,7 +417,7 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
         synthetic_examples=0 if syn is None else len(syn.x),
         synthetic_agreement=agreement,
         config=config,
-        model=raw,
+        model=judged_raw,
         test_logits=test_logits,
         test_labels=test.y,
         robustness=robustness,
@@ -343,7 +427,8 @@ def train_classifier(config: TrainConfig, *, quiet: bool = False, arrays: dict |
 
 @dataclass
 class _Loop:
-    """The optimisation loop: steps, periodic validation (early stopping), checkpoints."""
+    """The optimisation loop: steps (each over ``grad_accum`` batches, clipped), periodic validation (early
+    stopping), checkpoints."""
 
     config: TrainConfig
     accelerator: Any
@@ -354,37 +439,68 @@ class _Loop:
     val_labels: Tensor
     ckpt_dir: Path | None
     gens: dict[str, torch.Generator]
+    ema: Any = None  # torch.optim.swa_utils.AveragedModel
+    judged: nn.Module | None = None  # what validation reads: the EMA when on, else the model
+    augment: BatchAugment | None = None
+
+    def _loss(self, next_batch, step_fn) -> Tensor:
+        acc = self.accelerator
+        x, y, t = next_batch()
+        x = x.to(acc.device)
+        if self.augment is not None:
+            x = self.augment(x, self.gens["augment"])
+        with acc.autocast():
+            return step_fn(x, y.to(acc.device), t)
 
     def run(self, state: _RunState, next_batch, step_fn, quiet: bool) -> None:
         config, acc = self.config, self.accelerator
-        raw = acc.unwrap_model(self.model)
+        judged = self.judged if self.judged is not None else self.model
+        judged_raw = self.ema.module if self.ema is not None else acc.unwrap_model(self.model)
         todo = range(state.step, config.steps) if not state.finished else range(0)  # a finished run reports again
         bar = tqdm(todo, desc="train", disable=quiet or not acc.is_local_main_process)
         for step in bar:
-            x, y, t = next_batch()
-            with acc.autocast():
-                loss = step_fn(x.to(acc.device), y.to(acc.device), t)
-            check_finite_loss(loss, step, self.ckpt_dir)
             self.opt.zero_grad(set_to_none=True)
-            acc.backward(loss)
+            total = 0.0
+            for micro in range(config.grad_accum):
+                last = micro == config.grad_accum - 1
+                sync = contextlib.nullcontext() if last else acc.no_sync(self.model)
+                with sync:
+                    loss = self._loss(next_batch, step_fn)
+                    check_finite_loss(loss, step, self.ckpt_dir)
+                    acc.backward(loss / config.grad_accum)
+                total += float(loss.detach()) / config.grad_accum
+            if config.clip_grad is not None:
+                acc.clip_grad_norm_(self.model.parameters(), config.clip_grad)
             self.opt.step()
             self.sched.step()
+            if self.ema is not None:
+                self.ema.update_parameters(acc.unwrap_model(self.model))
             state.step = step + 1
             if state.step % config.eval_every == 0 or state.step == config.steps:
-                val_nll = float(nn.functional.cross_entropy(self.evaluate_val(self.model).double(), self.val_labels))
-                state.record(val_nll, raw)
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", val_nll=f"{val_nll:.3f}")
+                val_nll = float(nn.functional.cross_entropy(self.evaluate_val(judged).double(), self.val_labels))
+                state.record(val_nll, judged_raw)
+                bar.set_postfix(loss=f"{total:.3f}", val_nll=f"{val_nll:.3f}")
                 state.finished = state.bad >= config.patience or state.step == config.steps
                 if self.ckpt_dir is not None and acc.is_main_process:
-                    state.save(self.ckpt_dir, config, raw, self.opt, self.gens)
+                    state.save(self.ckpt_dir, config, acc.unwrap_model(self.model), self.opt, self.gens, self.ema)
                 if state.finished:
                     break
 
 
 def save_classifier(model: nn.Module, out: str, class_names: list[str], temperature: float, shape: tuple) -> Path:
-    """Save a trained classifier (config.json with class names, temperature, input shape + safetensors), atomically."""
-    from latentmix.classifiers.networks import describe
+    """Save a trained classifier atomically: latentmix's own as config.json (class names, temperature, input shape)
+    + safetensors; a transformers model with ``save_pretrained`` (:func:`save_hf_classifier`)."""
     from latentmix.utils.atomic import atomic_directory
+
+    if isinstance(model, ImageClassifier):
+        from transformers import PreTrainedModel
+
+        if not isinstance(model.net, PreTrainedModel):
+            raise ValueError("save_model: a plain nn.Module has no save format; save its state_dict yourself, or "
+                             "train a transformers model (--model)")  # fmt: skip
+        return atomic_directory(Path(out), lambda tmp: save_hf_classifier(model, tmp, class_names, temperature),
+                                marker=CONFIG_KEY)  # fmt: skip
+    from latentmix.classifiers.networks import describe
 
     describe(model, class_names, temperature, shape)
 
@@ -411,18 +527,22 @@ class _RunState:
         else:
             self.bad += 1
 
-    def save(self, directory: Path, config: TrainConfig, raw: nn.Module, opt, gens: dict) -> None:
+    def save(self, directory: Path, config: TrainConfig, raw: nn.Module, opt, gens: dict, ema=None) -> None:
         tensors = {**module_tensors("model", raw), **{f"best.{k}": v for k, v in self.best.items()}}
+        if ema is not None:
+            tensors.update(module_tensors("ema", ema))
         tensors.update(optimizer_tensors(opt, "opt"))
         tensors.update(rng_tensors(gens))  # batch sampling, mixing, and the global RNG that dropout draws from
         progress = {"step": self.step, "best_nll": self.best_nll, "bad_evals": self.bad, "finished": self.finished}
         save_checkpoint(directory, config, tensors, progress)
 
-    def resume(self, directory: Path, config: TrainConfig, model: nn.Module, opt, gens: dict) -> None:
+    def resume(self, directory: Path, config: TrainConfig, model: nn.Module, opt, gens: dict, ema=None) -> None:
         ckpt = load_checkpoint(directory, config)
         if ckpt is None:
             return
         load_module(model, ckpt.tensors, "model")
+        if ema is not None:
+            load_module(ema, ckpt.tensors, "ema")
         self.best = {k[5:]: v for k, v in ckpt.tensors.items() if k.startswith("best.")}
         load_optimizer(opt, ckpt.tensors, "opt")
         load_rng(gens, ckpt.tensors)
@@ -459,7 +579,7 @@ def _make_step(
 
         return input_mix
     if config.mixup in ("manifold", "adversarial-manifold"):
-        layers = list(cast(tuple, raw.manifold_layers))
+        layers = _mixing_layers(config, raw)
         curriculum = None
         if config.depth_curriculum != "none":
             curriculum = DepthCurriculum(layers, config.steps, config.depth_curriculum)
@@ -481,7 +601,12 @@ def _make_step(
         return manifold_mix
     if config.mixup == "saliency":
         default = next((n for n in cast(tuple, raw.manifold_layers) if n != "input"), "")
-        saliency = SaliencyMix(model, config.saliency_layer or default, num_classes, alpha=alpha,
+        chosen = config.saliency_layer
+        if chosen is not None and isinstance(raw, ImageClassifier):
+            chosen = raw.layer(chosen)
+        elif chosen is not None:
+            chosen = check_layer(raw, chosen, "saliency_layer")
+        saliency = SaliencyMix(model, chosen or default, num_classes, alpha=alpha,
                                label_smoothing=smoothing, generator=mix_gen)  # fmt: skip
 
         def saliency_mix(x: Tensor, y: Tensor, t: Tensor | None) -> Tensor:

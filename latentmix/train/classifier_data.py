@@ -125,8 +125,30 @@ def load_data(config: TrainConfig, arrays: dict | None = None) -> TrainData:
     return TrainData(split(labelled), split(val), test, num_classes, is_image, class_names, factor_values)
 
 
-def load_synthetic(config: TrainConfig, num_classes: int, sample_shape: tuple) -> Split | None:
-    """The synthetic set of ``config.synthetic`` as a split with soft labels (None without one)."""
+def _to_shape(x: Tensor, shape: tuple, name: str) -> Tensor:
+    """Images ``x`` (N, C, H, W) converted to ``shape`` (C, H, W): channels (grey repeated, RGB by luminance), then
+    an antialiased bilinear resize."""
+    if tuple(x.shape[1:]) == shape:
+        return x
+    from latentmix.classifiers.pretrained import convert_channels
+
+    if len(shape) != 3 or x.dim() != 4:
+        raise ValueError(f"synthetic images are {tuple(x.shape[1:])}, the data's are {shape}")
+    try:
+        x = convert_channels(x, shape[0])
+    except ValueError:
+        raise ValueError(f"synthetic set {name}: its {x.shape[1]}-channel images cannot become {shape[0]}-channel "
+                         "ones") from None  # fmt: skip
+    if tuple(x.shape[-2:]) != tuple(shape[1:]):
+        x = nn.functional.interpolate(x, size=tuple(shape[1:]), mode="bilinear", align_corners=False,
+                                      antialias=shape[1] < x.shape[-2])  # fmt: skip
+    return x.contiguous()
+
+
+def load_synthetic(config: TrainConfig, classes: int | list[str], sample_shape: tuple) -> Split | None:
+    """The synthetic set of ``config.synthetic`` as a split with soft labels (None without one), its images
+    converted to the data's ``sample_shape`` (channels, then an antialiased resize: a 64 px set trains on 32 px
+    data). ``classes``: the data's class names (they must match the set's, in order), or only their number."""
     if config.synthetic is None:
         return None
     syn = SyntheticDataset(config.synthetic)
@@ -136,13 +158,16 @@ def load_synthetic(config: TrainConfig, num_classes: int, sample_shape: tuple) -
         warnings.warn(f"synthetic set {config.synthetic} holds no samples (its filter kept none); training on the "
                       "real data only", stacklevel=2)  # fmt: skip
         return None
+    num_classes = classes if isinstance(classes, int) else len(classes)
     if len(syn.class_names) != num_classes:
         raise ValueError(
             f"synthetic set {config.synthetic} has {len(syn.class_names)} classes, the data has {num_classes}"
         )
-    x = syn.images(range(len(syn)))
-    if tuple(x.shape[1:]) != tuple(sample_shape):
-        raise ValueError(f"synthetic images are {tuple(x.shape[1:])}, the data's are {tuple(sample_shape)}")
+    if not isinstance(classes, int) and list(syn.class_names) != list(classes):
+        differ = next(i for i, (a, b) in enumerate(zip(syn.class_names, classes, strict=True)) if a != b)
+        raise ValueError(f"synthetic set {config.synthetic} names class {differ} {syn.class_names[differ]!r}, the data "
+                         f"{classes[differ]!r}: it was made from other data")  # fmt: skip
+    x = _to_shape(syn.images(range(len(syn))), tuple(sample_shape), config.synthetic)
     y = syn.soft_labels
     if config.gamma is not None:
         if bool((syn.label_a < 0).any()):
