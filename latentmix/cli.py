@@ -227,7 +227,7 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     config.validate()
     from latentmix.train.classifier import train_classifier
 
-    report = train_classifier(config, quiet=args.quiet)
+    report = train_classifier(config, quiet=args.quiet, command=_command(argv))
     if not _is_main_process():
         return 0
     for name, numbers in (("test", report.test), ("test_temperature_scaled", report.test_temperature_scaled)):

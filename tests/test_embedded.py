@@ -22,7 +22,7 @@ def card_metric(card: str, name: str) -> float:
 
 
 EMBEDDED = ["digits-vae", "digits-gan", "digits-ldm", "digits-classifier"]
-EMBEDDED += ["shapes-vae", "shapes-ldm", "shapes-classifier", "shapes-align"]
+EMBEDDED += ["shapes-vae", "shapes-ldm", "shapes-classifier", "shapes-align", "shapes-resnet"]
 
 
 @pytest.mark.parametrize("name", EMBEDDED)
@@ -32,8 +32,8 @@ def test_embedded_models_are_small_safetensors_with_a_card(name):
     assert sum(p.stat().st_size for p in files) < 5 * 2**20
     assert {p.suffix for p in files} <= {".json", ".safetensors", ".md"}
     card = (root / "MODEL_CARD.md").read_text()
-    assert re.search(r"latentmix .*fit ", card) and "train split" in card
-    if not name.endswith(("-classifier", "-align")):
+    assert re.search(r"latentmix .*(fit|train) ", card) and ("train split" in card or "test split was used" in card)
+    if not name.endswith(("-classifier", "-align", "-resnet")):
         assert name in embedded_models()
 
 
@@ -175,6 +175,9 @@ def test_every_card_command_is_a_fit_of_its_own_kind_that_parses(name):
     assert command, f"{name}: no command block"
     args = build_parser().parse_args(shlex.split(command.group(1))[1:])
     config = read_json(root / "config.json", "config")
+    if "model_type" in config:  # a transformers classifier: made by `latentmix train --model ... --save-model`
+        assert args.command == "train" and args.save_model == f"models/{name}", f"{name}: {command.group(1)}"
+        return
     kind = config.get("latentmix_backend") or config.get("_class_name")
     expected = {"vae": "vae", "gan": "gan", "ldm": "latent-diffusion", "align": "AlignModel"}
     allowed = {"reference-classifier": ("DigitsClassifier", "ReferenceClassifier")}.get(
@@ -182,3 +185,21 @@ def test_every_card_command_is_a_fit_of_its_own_kind_that_parses(name):
     )
     assert args.command == "fit" and kind in allowed, f"{name}: card fits {args.model}, the folder holds {kind}"
     assert args.out == f"models/{name}" or f"copied to `models/{name}`" in card, f"{name}: --out {args.out}"
+
+
+def test_the_embedded_backbone_is_found_by_name_and_reproduces_its_card(shapes_cache):
+    """``--model shapes-resnet`` (the transfer study's backbone) resolves to the embedded transformers ResNet, which
+    classifies the shapes test split as its card says."""
+    from latentmix.classifiers.networks import load_classifier
+    from latentmix.classifiers.pretrained import embedded_classifier
+    from latentmix.data import load_dataset
+
+    root = Path(embedded_classifier("shapes-resnet"))
+    assert root == embedded_models_dir() / "shapes-resnet"
+    card = (root / "MODEL_CARD.md").read_text()
+    model, test = load_classifier(root), load_dataset("shapes", split="test")
+    with torch.inference_mode():
+        predicted = torch.cat([model(test.images(range(i, min(i + 500, len(test))))).argmax(1)
+                               for i in range(0, len(test), 500)])  # fmt: skip
+    accuracy = float((predicted == test.labels).float().mean())
+    assert accuracy == pytest.approx(card_metric(card, "test_accuracy"), abs=1e-4)

@@ -189,18 +189,34 @@ def _processor_spec(source: str, trust_remote_code: bool) -> InputSpec | None:
     return InputSpec(size=size, mean=tuple(mean), std=tuple(std))
 
 
+def embedded_classifier(source: str) -> str:
+    """``source``, or the directory of the embedded transformers classifier of that name (``shapes-resnet``)."""
+    if Path(source).exists() or "/" in source:
+        return source
+    from latentmix.backends.loading import embedded_models_dir
+
+    root = embedded_models_dir() / source
+    return str(root) if is_hf_classifier(root) else source
+
+
 def load_hf_classifier(
     source: str,
     class_names: list[str],
     *,
     spec: InputSpec | None = None,
     trust_remote_code: bool = False,
+    scratch: bool = False,
 ) -> ImageClassifier:
     """``AutoModelForImageClassification.from_pretrained(source)`` with its head sized to ``class_names`` (kept
-    when it already matches), behind the input conversion of its image processor (else ``spec``)."""
+    when it already matches), behind the input conversion of its image processor (else ``spec``). ``scratch``:
+    the same architecture from its config, with fresh weights drawn from torch's global generator (a config.json
+    without weights suffices)."""
     from transformers import AutoConfig, AutoModelForImageClassification
 
     where = f"--model {source}"
+    source = embedded_classifier(source)
+    if Path(source).is_dir() and not (Path(source) / "config.json").is_file():
+        raise ValueError(f"{where}: no config.json there; it is not a transformers model directory")
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except OSError as exc:
@@ -213,6 +229,10 @@ def load_hf_classifier(
     labels = {i: str(n) for i, n in enumerate(class_names)}
     same_head = config.num_labels == len(class_names)
     try:
+        if scratch:
+            config.id2label, config.label2id = labels, {n: i for i, n in labels.items()}
+            net = AutoModelForImageClassification.from_config(config, trust_remote_code=trust_remote_code)
+            return _wrap(net, source, spec, trust_remote_code)
         net = AutoModelForImageClassification.from_pretrained(
             source,
             id2label=labels,
@@ -224,14 +244,21 @@ def load_hf_classifier(
         raise ValueError(f"{where}: no image-classification model for this checkpoint "
                          f"({type(config).__name__}): {str(exc).splitlines()[0][:160]}") from None  # fmt: skip
     except (OSError, RuntimeError) as exc:
+        hint = "; a config without weights trains with --init scratch" if isinstance(exc, OSError) else ""
         raise ValueError(f"{where}: the model cannot be loaded with a {len(class_names)}-class head "
-                         f"({str(exc).splitlines()[0][:160]})") from None  # fmt: skip
-    saved = getattr(net.config, CONFIG_KEY, None) or {}  # a model latentmix trained keeps its conversion
+                         f"({str(exc).splitlines()[0][:160]}){hint}") from None  # fmt: skip
+    return _wrap(net, source, spec, trust_remote_code)
+
+
+def _wrap(net: nn.Module, source: str, spec: InputSpec | None, trust_remote_code: bool) -> ImageClassifier:
+    """``net`` behind the input conversion that latentmix saved with it, its image processor's, or ``spec``."""
+    cfg: Any = net.config
+    saved = getattr(cfg, CONFIG_KEY, None) or {}  # a model latentmix trained keeps its conversion
     found = InputSpec(**saved["input"]) if "input" in saved else _processor_spec(source, trust_remote_code)
     base = found or spec or InputSpec()
-    base.channels = int(getattr(net.config, "num_channels", None) or base.channels or 3)
-    if base.size is None and isinstance(getattr(net.config, "image_size", None), int):
-        base.size = int(net.config.image_size)
+    base.channels = int(getattr(cfg, "num_channels", None) or base.channels or 3)
+    if base.size is None and isinstance(getattr(cfg, "image_size", None), int):
+        base.size = int(cfg.image_size)
     return ImageClassifier(net, base)
 
 

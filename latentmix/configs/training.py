@@ -35,6 +35,7 @@ DEFAULT_ALPHA = {
 DEFAULT_TEMPERATURE_PRIOR = 0.3  # σ of the log-normal prior on T; chosen on held-out digits (BENCHMARKS.md)
 CLASS_WEIGHTS = ("none", "balanced")  # classifier training: loss weight per class
 OPTIMIZERS = ("adamw", "sgd")
+MODEL_INITS = ("pretrained", "scratch")
 FREEZE = ("none", "backbone")  # backbone: train the classification head only (a linear probe)
 #: batched augmentations of the real training images (kornia.augmentation, on the training device)
 IMAGE_AUGMENTS = ("crop", "hflip", "vflip", "color-jitter", "randaugment", "trivialaugment", "erasing")
@@ -207,6 +208,12 @@ class TrainConfig(Settings):
         path=True,
     )
     trust_remote_code: bool = option(False, "--model: allow the checkpoint's own modelling code")
+    init: str = option(
+        "pretrained",
+        "--model: start from its weights (pretrained), or train its architecture from fresh weights (scratch: a "
+        "config.json suffices)",
+        check=one_of(MODEL_INITS),
+    )
     normalize: tuple[float, ...] | None = option(
         None,
         "--model without an image processor: MEAN STD of the model's input on pixels in [0, 1] (one each, or one per "
@@ -234,6 +241,12 @@ class TrainConfig(Settings):
         "keep an exponential moving average of the weights with this decay (e.g. 0.999); it is what is evaluated, "
         "early-stopped, reported and saved",
         check=number_in(0.0, 1.0, exclusive_maximum=True),
+    )
+    workers: int = option(
+        0,
+        "loader processes that decode the synthetic images of each batch (the set is never held in memory)",
+        check=NON_NEGATIVE_INT,
+        identity=False,
     )
     image_augment: tuple[str, ...] = option(
         (),
@@ -297,6 +310,8 @@ class TrainConfig(Settings):
         if self.model is not None and self.reads != "image":
             raise ValueError(f"model: modality {self.reads} trains latentmix's own network; --model is an image "
                              "classifier")  # fmt: skip
+        if self.init != "pretrained" and self.model is None:
+            raise ValueError("init applies to --model (a transformers checkpoint or config)")
         if self.image_augment and self.reads != "image":
             raise ValueError("image_augment transforms the images of an image classifier, not modality "
                              f"{self.reads}")  # fmt: skip

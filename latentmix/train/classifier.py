@@ -51,6 +51,7 @@ from latentmix.configs import DEFAULT_ALPHA, FUSION_MIXUPS, TrainConfig
 from latentmix.data.augment import PairAugment
 from latentmix.data.batch_augment import BatchAugment
 from latentmix.latent.interpolate import sample_lambda
+from latentmix.train.batches import MIXGEN_SHARE, Batches, BatchStream
 from latentmix.train.checkpoint import (
     load_checkpoint,
     load_module,
@@ -61,14 +62,13 @@ from latentmix.train.checkpoint import (
     rng_tensors,
     save_checkpoint,
 )
-from latentmix.train.classifier_data import Split, TrainData, load_data, load_synthetic, low_data_split
+from latentmix.train.classifier_data import LazyImages, Split, TrainData, load_data, load_synthetic, low_data_split
 from latentmix.train.common import check_finite_loss
 from latentmix.train.mixup import (
     ManifoldMixup,
     Mixup,
     consistency_loss,
     cross_modal_mixup,
-    mixgen,
     modality_dropout,
     soft_cross_entropy,
     soft_targets,
@@ -78,7 +78,7 @@ from latentmix.train.recipes import build_ema, build_optimizer, lr_factor
 from latentmix.utils.device import has_accelerator
 from latentmix.utils.locks import holds_outputs
 
-__all__ = ["TrainConfig", "TrainResult", "low_data_split", "train_classifier"]
+__all__ = ["MIXGEN_SHARE", "Batches", "TrainConfig", "TrainResult", "low_data_split", "train_classifier"]
 EVAL_BATCH = 512
 
 
@@ -136,13 +136,20 @@ def _users_model(config: TrainConfig, data: TrainData, model: nn.Module | None) 
     if model is None:
         assert config.model is not None
         wrapped = load_hf_classifier(config.model, data.class_names, spec=spec,
-                                     trust_remote_code=config.trust_remote_code)  # fmt: skip
+                                     trust_remote_code=config.trust_remote_code,
+                                     scratch=config.init == "scratch")  # fmt: skip
     elif isinstance(model, ImageClassifier):
         wrapped = model
     elif isinstance(model, nn.Module):
         wrapped = ImageClassifier(model, spec)
     else:
         raise TypeError(f"model must be a torch.nn.Module mapping images to logits, got {type(model).__name__}")
+    if config.save_model is not None:
+        from transformers import PreTrainedModel
+
+        if not isinstance(wrapped.net, PreTrainedModel):
+            raise ValueError("save_model: a plain nn.Module has no save format; save its state_dict yourself, or "
+                             "train a transformers model (--model)")  # fmt: skip
     if config.freeze == "backbone":
         freeze_backbone(wrapped.net)
     _check_output(wrapped, data)
@@ -213,14 +220,20 @@ def _embed_captions(config: TrainConfig, data: TrainData, syn: Split | None) -> 
 
 
 class _Evaluator:
-    """Logits of a split through a prepared (process-sharded) loader, gathered once each, in order."""
+    """Logits of a split through a prepared (process-sharded) loader, gathered once each, in order; a split of
+    :class:`LazyImages` is decoded batch by batch."""
 
-    def __init__(self, accelerator, split: Split):
+    def __init__(self, accelerator, split: Split, workers: int = 0):
         from torch.utils.data import DataLoader, TensorDataset
 
-        tensors = [split.x] + ([split.t] if split.t is not None else [])
+        extra = [split.t] if split.t is not None else []
+        if isinstance(split.x, LazyImages):
+            dataset: Any = _LazyRows(split.x, extra)
+        else:
+            dataset = TensorDataset(split.x, *extra)
         self.accelerator = accelerator
-        self.loader = accelerator.prepare(DataLoader(TensorDataset(*tensors), batch_size=EVAL_BATCH, shuffle=False))
+        loader = DataLoader(dataset, batch_size=EVAL_BATCH, shuffle=False, num_workers=workers)
+        self.loader = accelerator.prepare(loader)
 
     def __call__(self, model: nn.Module) -> Tensor:
         model.eval()
@@ -230,6 +243,19 @@ class _Evaluator:
                 outs.append(self.accelerator.gather_for_metrics(model(*batch).float()))
         model.train()
         return torch.cat(outs).cpu()
+
+
+class _LazyRows(torch.utils.data.Dataset):
+    """Rows (image, *tensors[i]) of a split whose images are decoded on demand."""
+
+    def __init__(self, images: LazyImages, tensors: list[Tensor]):
+        self.dataset, self.tensors = images.dataset, tensors
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, ...]:
+        return (self.dataset.load_image(int(i)), *(t[i] for t in self.tensors))
 
 
 def missing_modality_accuracy(model: nn.Module, reads: str, test: Split, num_classes: int) -> dict[str, float]:
@@ -270,79 +296,21 @@ def balanced_class_weights(labels: Tensor, num_classes: int) -> Tensor:
     return weights.float()
 
 
-MIXGEN_SHARE = 0.25  # MixGen (Hao et al., 2023): the share of a batch's rows replaced by MixGen pairs
-
-
-class Batches:
-    """Draws each step's batch: real rows by index (transformed by ``augment``), some replaced by synthetic rows
-    (``synthetic_ratio``, or the synthetic share of all rows with ``synthetic_pooled``: uniform draws from real and
-    synthetic together); with ``mixup="mixgen"`` a quarter of the rows become MixGen pairs — two real images
-    averaged (λ = 0.5), their captions concatenated, their labels shared half and half."""
-
-    def __init__(
-        self,
-        config: TrainConfig,
-        train: Split,
-        syn: Split | None,
-        num_classes: int,
-        gen: torch.Generator,
-        augment: PairAugment | None = None,
-        encoder: Any = None,
-    ):
-        self.config, self.train, self.syn, self.num_classes, self.gen = config, train, syn, num_classes, gen
-        self.augment = augment
-        self.encoder = encoder  # embeds rewritten and concatenated captions (fusion models), each text once
-        self.ratio = config.synthetic_ratio
-        if syn is not None and config.synthetic_pooled:
-            self.ratio = len(syn.x) / (len(syn.x) + len(train.x))
-
-    def __call__(self) -> tuple[Tensor, Tensor, Tensor | None]:
-        config, train, syn, gen = self.config, self.train, self.syn, self.gen
-        idx = torch.randint(len(train.x), (config.batch_size,), generator=gen)
-        x, y = train.x[idx], soft_targets(train.y[idx], self.num_classes)
-        t = train.t[idx] if train.t is not None else None
-        wanted = self.augment is not None or config.mixup == "mixgen"  # the only readers of the batch's captions
-        texts = [train.texts[i] for i in idx.tolist()] if wanted and train.texts is not None else None
-        if self.augment is not None and texts is not None:
-            factors = None if train.factors is None else [train.factors[i] for i in idx.tolist()]
-            out = self.augment(x, texts, factors, generator=gen)
-            x = out.images
-            if self.augment.mode == "synchronized":
-                texts = out.texts
-                if t is not None and self.encoder is not None:
-                    t = self.encoder.encode(texts)  # each caption, rewritten or not, is encoded once and cached
-        if config.mixup == "mixgen" and texts is not None and t is not None and self.encoder is not None:
-            x, y, t = self._mixgen(x, y, texts)
-        if syn is not None:
-            use = torch.rand(config.batch_size, generator=gen) < self.ratio
-            sidx = torch.randint(len(syn.x), (int(use.sum()),), generator=gen)
-            x, y = x.clone(), y.clone()
-            x[use], y[use] = syn.x[sidx], syn.y[sidx]
-            if t is not None and syn.t is not None:
-                t = t.clone()
-                t[use] = syn.t[sidx]
-        return x, y, t
-
-    def _mixgen(self, x: Tensor, y: Tensor, texts: list[str]) -> tuple[Tensor, Tensor, Tensor]:
-        chosen = torch.rand(len(x), generator=self.gen) < MIXGEN_SHARE
-        partners = torch.randint(len(x), (len(x),), generator=self.gen)
-        mixed, mixed_texts = mixgen(x, texts, partners)  # every row with its partner; the chosen ones are kept
-        x = torch.where(chosen.view(-1, *[1] * (x.dim() - 1)).to(x.device), mixed, x)
-        y = torch.where(chosen[:, None].to(y.device), 0.5 * (y + y[partners]), y)
-        texts = [m if c else t for t, m, c in zip(texts, mixed_texts, chosen.tolist(), strict=True)]
-        return x, y, self.encoder.encode(texts)
-
-
 @holds_outputs(lambda config, **_: [config.checkpoint_dir, config.save_model])
 def train_classifier(
-    config: TrainConfig, *, quiet: bool = False, arrays: dict | None = None, model: nn.Module | None = None
+    config: TrainConfig,
+    *,
+    quiet: bool = False,
+    arrays: dict | None = None,
+    model: nn.Module | None = None,
+    command: str | None = None,
 ) -> TrainResult:
     """Train, early-stop on validation NLL, fit a temperature, and report test metrics.
 
     ``arrays`` (``X_train``, ``y_train``, ``X_test``, ``y_test``) replaces ``config.data`` with
     in-memory feature vectors (what the scikit-learn-style estimator uses). ``model``: train this network (any
     ``nn.Module`` mapping a batch of images to logits, or a :class:`~latentmix.classifiers.pretrained.ImageClassifier`)
-    instead of latentmix's own; it is trained in place.
+    instead of latentmix's own; it is trained in place. ``command``: the command line, for the saved model's card.
     """
     from accelerate import Accelerator
 
@@ -389,26 +357,35 @@ def train_classifier(
     step_fn = _make_step(config, prepared, raw, num_classes, gens["mixing"], clock=lambda: state.step,
                          class_weights=weights)  # fmt: skip
     batches = Batches(config, train, syn, num_classes, gens["batches"], _augmenter(config, data), encoder)
+    remaining = 0 if state.finished else (config.steps - state.step) * config.grad_accum
+    stream = BatchStream(batches, remaining, workers=config.workers, pin_memory=accelerator.device.type == "cuda")
 
     loop = _Loop(config, accelerator, prepared, opt, sched, evaluate["val"], val.y, ckpt_dir, gens, ema, judged,
                  augment)  # fmt: skip
-    loop.run(state, batches, step_fn, quiet)
+    try:
+        loop.run(state, stream, step_fn, quiet)
+    finally:
+        stream.close()
     judged_raw.load_state_dict(state.best)
     temperature = fit_temperature(evaluate["val"](judged), val.y, config.temperature_prior)
     test_logits = evaluate["test"](judged)
     agreement = None
     if syn is not None:
-        predicted = _Evaluator(accelerator, syn)(judged).argmax(1)
+        predicted = _Evaluator(accelerator, syn, config.workers)(judged).argmax(1)
         agreement = float((predicted == syn.y.argmax(1)).float().mean())
     robustness = None
     if data.is_image and config.reads == "image":  # the fusion model also takes text: no image-only attack
         robustness = robustness_report(judged_raw, test.x, test.y)
     missing = missing_modality_accuracy(judged_raw, config.reads, test, num_classes) if data.is_image else None
+    report = classification_report(test_logits, test.y)
+    scaled = classification_report(test_logits, test.y, temperature)
     if config.save_model is not None and accelerator.is_main_process:
-        save_classifier(judged_raw, config.save_model, data.class_names, temperature, tuple(train.x.shape[1:]))
+        card = _card(config, command, data, report, scaled, temperature, state.step, str(accelerator.device))
+        save_classifier(judged_raw, config.save_model, data.class_names, temperature, tuple(train.x.shape[1:]),
+                        card=card)  # fmt: skip
     return TrainResult(
-        test=classification_report(test_logits, test.y),
-        test_temperature_scaled=classification_report(test_logits, test.y, temperature),
+        test=report,
+        test_temperature_scaled=scaled,
         temperature=temperature,
         val_nll=state.best_nll,
         steps_run=state.step,
@@ -452,7 +429,7 @@ class _Loop:
         with acc.autocast():
             return step_fn(x, y.to(acc.device), t)
 
-    def run(self, state: _RunState, next_batch, step_fn, quiet: bool) -> None:
+    def run(self, state: _RunState, next_batch: BatchStream, step_fn, quiet: bool) -> None:
         config, acc = self.config, self.accelerator
         judged = self.judged if self.judged is not None else self.model
         judged_raw = self.ema.module if self.ema is not None else acc.unwrap_model(self.model)
@@ -482,30 +459,69 @@ class _Loop:
                 bar.set_postfix(loss=f"{total:.3f}", val_nll=f"{val_nll:.3f}")
                 state.finished = state.bad >= config.patience or state.step == config.steps
                 if self.ckpt_dir is not None and acc.is_main_process:
-                    state.save(self.ckpt_dir, config, acc.unwrap_model(self.model), self.opt, self.gens, self.ema)
+                    gens = next_batch.generator_states(self.gens)  # as of the last batch consumed
+                    state.save(self.ckpt_dir, config, acc.unwrap_model(self.model), self.opt, gens, self.ema)
                 if state.finished:
                     break
 
 
-def save_classifier(model: nn.Module, out: str, class_names: list[str], temperature: float, shape: tuple) -> Path:
+def _card(config: TrainConfig, command: str | None, data: TrainData, report: dict, scaled: dict, temperature: float,
+          steps: int, device: str) -> str:  # fmt: skip
+    """The MODEL_CARD.md of a saved classifier: the command, the data, the test numbers, every setting."""
+    from latentmix.train.cards import model_card
+
+    labelled = "all" if config.labels_per_class is None else f"{config.labels_per_class} per class"
+    start = "" if config.model is None else f" from `{config.model}` ({config.init})"
+    metrics = {
+        "test_accuracy": report["accuracy"],
+        "test_nll": report["nll"],
+        "test_ece": report["ece"],
+        "test_nll_temperature_scaled": scaled["nll"],
+        "test_ece_temperature_scaled": scaled["ece"],
+        "temperature": temperature,
+        "train_examples": len(data.train.y),
+        "test_examples": len(data.test.y),
+        "steps_run": steps,
+    }
+    return model_card(
+        title="Image classifier",
+        command=command,
+        default_command=f"train_classifier(TrainConfig(data={config.data!r}, ...)) from Python",
+        description=f"A classifier trained{start} on `{config.data}` ({labelled} labelled examples of "
+        f"{data.num_classes} classes: {', '.join(data.class_names[:10])}); the test split was used only for the "
+        "numbers below, the temperature was fitted on the validation split.",
+        metrics=metrics,
+        settings=config,
+        device=device,
+    )
+
+
+def save_classifier(
+    model: nn.Module, out: str, class_names: list[str], temperature: float, shape: tuple, *, card: str | None = None
+) -> Path:
     """Save a trained classifier atomically: latentmix's own as config.json (class names, temperature, input shape)
-    + safetensors; a transformers model with ``save_pretrained`` (:func:`save_hf_classifier`)."""
+    + safetensors; a transformers model with ``save_pretrained`` (:func:`save_hf_classifier`); ``card``: the
+    MODEL_CARD.md written with it."""
     from latentmix.utils.atomic import atomic_directory
 
-    if isinstance(model, ImageClassifier):
-        from transformers import PreTrainedModel
+    def with_card(tmp: Path) -> None:
+        if card is not None:
+            (tmp / "MODEL_CARD.md").write_text(card)
 
-        if not isinstance(model.net, PreTrainedModel):
-            raise ValueError("save_model: a plain nn.Module has no save format; save its state_dict yourself, or "
-                             "train a transformers model (--model)")  # fmt: skip
-        return atomic_directory(Path(out), lambda tmp: save_hf_classifier(model, tmp, class_names, temperature),
-                                marker=CONFIG_KEY)  # fmt: skip
+    if isinstance(model, ImageClassifier):  # a transformers model (others are refused before training)
+
+        def write_hf(tmp: Path) -> None:
+            save_hf_classifier(model, tmp, class_names, temperature)
+            with_card(tmp)
+
+        return atomic_directory(Path(out), write_hf, marker=CONFIG_KEY)
     from latentmix.classifiers.networks import describe
 
     describe(model, class_names, temperature, shape)
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)  # type: ignore[operator]
+        with_card(tmp)
 
     return atomic_directory(Path(out), write, marker="_class_name")
 

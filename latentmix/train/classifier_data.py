@@ -125,30 +125,33 @@ def load_data(config: TrainConfig, arrays: dict | None = None) -> TrainData:
     return TrainData(split(labelled), split(val), test, num_classes, is_image, class_names, factor_values)
 
 
-def _to_shape(x: Tensor, shape: tuple, name: str) -> Tensor:
-    """Images ``x`` (N, C, H, W) converted to ``shape`` (C, H, W): channels (grey repeated, RGB by luminance), then
-    an antialiased bilinear resize."""
-    if tuple(x.shape[1:]) == shape:
-        return x
-    from latentmix.classifiers.pretrained import convert_channels
+class LazyImages:
+    """The images of a dataset, decoded when indexed: ``x[indices]`` → (len, C, H, W); ``len(x)`` and ``x.shape``
+    as for a tensor. A synthetic set in training is one (never all decoded at once)."""
 
-    if len(shape) != 3 or x.dim() != 4:
-        raise ValueError(f"synthetic images are {tuple(x.shape[1:])}, the data's are {shape}")
-    try:
-        x = convert_channels(x, shape[0])
-    except ValueError:
-        raise ValueError(f"synthetic set {name}: its {x.shape[1]}-channel images cannot become {shape[0]}-channel "
-                         "ones") from None  # fmt: skip
-    if tuple(x.shape[-2:]) != tuple(shape[1:]):
-        x = nn.functional.interpolate(x, size=tuple(shape[1:]), mode="bilinear", align_corners=False,
-                                      antialias=shape[1] < x.shape[-2])  # fmt: skip
-    return x.contiguous()
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.dataset), self.dataset.channels, self.dataset.image_size, self.dataset.image_size)
+
+    def __getitem__(self, indices: Any) -> Tensor:
+        if isinstance(indices, slice):
+            indices = range(*indices.indices(len(self)))
+        elif isinstance(indices, Tensor):
+            indices = indices.reshape(-1).tolist()
+        return self.dataset.images(list(indices))
 
 
 def load_synthetic(config: TrainConfig, classes: int | list[str], sample_shape: tuple) -> Split | None:
     """The synthetic set of ``config.synthetic`` as a split with soft labels (None without one), its images
-    converted to the data's ``sample_shape`` (channels, then an antialiased resize: a 64 px set trains on 32 px
-    data). ``classes``: the data's class names (they must match the set's, in order), or only their number."""
+    (:class:`LazyImages`, decoded per batch) converted to the data's ``sample_shape`` (channels, then size: a
+    64 px set trains on 32 px data). ``classes``: the data's class names (they must match the set's, in order), or
+    only their number."""
     if config.synthetic is None:
         return None
     syn = SyntheticDataset(config.synthetic)
@@ -167,7 +170,11 @@ def load_synthetic(config: TrainConfig, classes: int | list[str], sample_shape: 
         differ = next(i for i, (a, b) in enumerate(zip(syn.class_names, classes, strict=True)) if a != b)
         raise ValueError(f"synthetic set {config.synthetic} names class {differ} {syn.class_names[differ]!r}, the data "
                          f"{classes[differ]!r}: it was made from other data")  # fmt: skip
-    x = _to_shape(syn.images(range(len(syn))), tuple(sample_shape), config.synthetic)
+    if len(sample_shape) != 3 or sample_shape[1] != sample_shape[2]:
+        raise ValueError(f"synthetic images are {syn.channels} x {syn.image_size} px, the data has {sample_shape}")
+    if (syn.channels, syn.image_size) != (sample_shape[0], sample_shape[1]):
+        syn = SyntheticDataset(config.synthetic, image_size=int(sample_shape[1]), channels=int(sample_shape[0]))
+    x: Any = LazyImages(syn)
     y = syn.soft_labels
     if config.gamma is not None:
         if bool((syn.label_a < 0).any()):

@@ -121,6 +121,23 @@ def apply_boxes(x: Tensor, perm: Tensor, boxes: Tensor) -> Tensor:
     return torch.where(inside[:, None], x[perm], x)
 
 
+def hook_on_hidden(fn):
+    """A forward hook that applies ``fn`` to a module's hidden state: the output itself, or the first element of a
+    tuple output (transformers blocks that also return attention weights)."""
+
+    def hook(module, inputs, output):
+        if isinstance(output, tuple):
+            return (fn(output[0]), *output[1:])
+        return fn(output)
+
+    return hook
+
+
+def hidden_state(output):
+    """The hidden state in a module's output (see :func:`hook_on_hidden`)."""
+    return output[0] if isinstance(output, tuple) else output
+
+
 @dataclass
 class MixedBatch:
     """A mixed batch: inputs, soft targets, the λ per row, the permutation, and what was applied."""
@@ -277,7 +294,7 @@ class ManifoldMixup:
         if layer == "input":
             logits = self.model(mix(x))
         else:
-            handle = self.modules[layer].register_forward_hook(lambda module, inputs, output: mix(output))
+            handle = self.modules[layer].register_forward_hook(hook_on_hidden(mix))
             try:
                 logits = self.model(x)
             finally:

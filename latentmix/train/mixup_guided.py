@@ -29,6 +29,8 @@ from latentmix.train.mixup import (
     apply_boxes,
     check_alpha,
     draw_lambdas,
+    hidden_state,
+    hook_on_hidden,
     mix_permuted,
     mix_tensors,
     soft_targets,
@@ -142,7 +144,7 @@ class AdversarialManifoldMixup:
     def _forward(self, x: Tensor, layer: str, mix) -> Tensor:
         if layer == "input":
             return self.model(mix(x))
-        handle = self.modules[layer].register_forward_hook(lambda module, inputs, output: mix(output))
+        handle = self.modules[layer].register_forward_hook(hook_on_hidden(mix))
         try:
             return self.model(x)
         finally:
@@ -232,7 +234,7 @@ class SaliencyMix:
         held: dict[str, Tensor] = {}
 
         def grab(module, inputs, output):
-            held["h"] = output
+            held["h"] = hidden_state(output)
             raise _Stop
 
         handle = self.module.register_forward_hook(grab)
@@ -248,9 +250,16 @@ class SaliencyMix:
         if "h" not in held:
             raise ValueError(f"layer {self.layer!r} did not run in the model's forward pass")
         h = held["h"].float().abs()
-        if h.dim() != 4:
-            raise ValueError(f"layer {self.layer!r} gives shape {tuple(h.shape)}; saliency needs a (B, C, H, W) map")
-        sal = h.mean(1, keepdim=True)
+        if h.dim() == 3:  # tokens (B, N, D) of a vision transformer: the patch grid, leading class tokens dropped
+            side = math.isqrt(h.shape[1])
+            if side == 0:
+                raise ValueError(f"layer {self.layer!r} gives no tokens; saliency needs a feature map")
+            sal = h[:, h.shape[1] - side * side :].mean(2).view(len(h), 1, side, side)
+        elif h.dim() == 4:
+            sal = h.mean(1, keepdim=True)
+        else:
+            raise ValueError(f"layer {self.layer!r} gives shape {tuple(h.shape)}; saliency needs a (B, C, H, W) map "
+                             "or (B, tokens, D) patch tokens")  # fmt: skip
         return nn.functional.interpolate(sal, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
 
     def __call__(self, x: Tensor, targets: Tensor) -> MixedBatch:

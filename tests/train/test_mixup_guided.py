@@ -237,7 +237,7 @@ def test_adversarial_robust_recipe_sets_the_study_settings(tmp_path):
     ("args", "message"),
     [
         (["--mixup", "adversarial-manifold", "--adversarial-budget", "-0.1"], "adversarial_budget must be"),
-        (["--mixup", "saliency", "--saliency-layer", "block9"], "unknown layer 'block9'"),
+        (["--mixup", "saliency", "--saliency-layer", "block9"], "no module 'block9'; nearest: block"),
         (["--mixup", "input", "--depth-curriculum", "linear"], "depth_curriculum applies to manifold"),
         (["--mixup", "manifold", "--saliency-layer", "block1"], "saliency_layer applies to saliency"),
     ],
