@@ -62,6 +62,14 @@ def test_a_transformers_resnet_fine_tunes_with_its_head_resized_and_saves_for_fr
         again = load_classifier(out)
         assert torch.allclose(again(x), model(x), atol=1e-5)
     assert again.config["class_names"] == [str(i) for i in range(10)]
+    from latentmix.jobs.sources import BlendFilter  # it judges blends (synthesize --filter-classifier DIR)
+
+    judge = BlendFilter(str(out), 0.0, [str(i) for i in range(10)], (1, 8), "digits")
+    assert judge.temperature == pytest.approx(report.temperature) and bool(judge.keep(x, torch.eye(10)[:5]).all())
+    assert (
+        "latentmix train" in (out / "MODEL_CARD.md").read_text()
+        or "train_classifier" in (out / "MODEL_CARD.md").read_text()
+    )
 
 
 def test_the_image_processor_sets_size_and_normalisation_and_every_mixing_mode_takes_named_layers(vit_dir):
