@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 ROOT = Path(__file__).parent.parent
@@ -62,3 +63,23 @@ def test_the_python_api_example_runs(tmp_path, monkeypatch):
     exec(compile(code, "README.md (Python API)", "exec"), scope)
     assert scope["keys"].shape == (1, 85, 16) and scope["walk"].images.shape == (1, 85, 1, 8, 8)
     assert float(scope["walk"].cv[0]) < float(scope["walk"].cv_uniform[0]) and (tmp_path / "grid.png").is_file()
+
+
+def test_every_command_in_the_readme_parses():
+    """Each `latentmix ...` line of the README's bash blocks is one the command line takes (flags as documented)."""
+
+    from latentmix.cli import build_parser
+
+    text = (ROOT / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)\n```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #")[0].strip()
+            if "latentmix " in line:
+                commands.append(line[line.index("latentmix ") :].split(" && ")[0])
+    assert len(commands) > 40 and any("--model" in c for c in commands)
+    for command in commands:
+        try:
+            build_parser().parse_args(shlex.split(command)[1:])
+        except SystemExit:
+            pytest.fail(f"README command does not parse: {command}")
