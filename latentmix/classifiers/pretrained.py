@@ -18,6 +18,7 @@ the wrapper with the same conversion, so the logits are the same.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 from dataclasses import asdict, dataclass
@@ -189,6 +190,20 @@ def _processor_spec(source: str, trust_remote_code: bool) -> InputSpec | None:
     return InputSpec(size=size, mean=tuple(mean), std=tuple(std))
 
 
+@contextlib.contextmanager
+def _quiet_resize(resizing: bool):
+    """transformers' load report while the head is re-sized on purpose: only its errors (the mismatch is wanted)."""
+    from transformers.utils import logging
+
+    before = logging.get_verbosity()
+    if resizing:
+        logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(before)
+
+
 def embedded_classifier(source: str) -> str:
     """``source``, or the directory of the embedded transformers classifier of that name (``shapes-resnet``)."""
     if Path(source).exists() or "/" in source:
@@ -233,13 +248,14 @@ def load_hf_classifier(
             config.id2label, config.label2id = labels, {n: i for i, n in labels.items()}
             net = AutoModelForImageClassification.from_config(config, trust_remote_code=trust_remote_code)
             return _wrap(net, source, spec, trust_remote_code)
-        net = AutoModelForImageClassification.from_pretrained(
-            source,
-            id2label=labels,
-            label2id={n: i for i, n in labels.items()},
-            ignore_mismatched_sizes=not same_head,
-            trust_remote_code=trust_remote_code,
-        )
+        with _quiet_resize(not same_head):
+            net = AutoModelForImageClassification.from_pretrained(
+                source,
+                id2label=labels,
+                label2id={n: i for i, n in labels.items()},
+                ignore_mismatched_sizes=not same_head,
+                trust_remote_code=trust_remote_code,
+            )
     except ValueError as exc:  # a config type without an image-classification head (a text model, a VAE, ...)
         raise ValueError(f"{where}: no image-classification model for this checkpoint "
                          f"({type(config).__name__}): {str(exc).splitlines()[0][:160]}") from None  # fmt: skip
