@@ -2,10 +2,13 @@
 
 ``train_classifier(TrainConfig(...))`` (``latentmix train``) fits a :class:`~latentmix.classifiers.networks.SmallCNN`
 on images (an MLP on feature vectors, a :class:`~latentmix.classifiers.networks.FusionClassifier` on image + caption
-for ``mixup="cross-modal"``) on the splits of :mod:`latentmix.train.classifier_data`:
+for ``mixup="cross-modal"``) — or the user's own classifier (``--model``: a transformers checkpoint; ``model=`` any
+module; :mod:`latentmix.classifiers.pretrained`) — on the splits of :mod:`latentmix.train.classifier_data`, with the
+recipes of :mod:`latentmix.train.recipes` (AdamW or SGD, warm-up then cosine, accumulation, clipping, EMA):
 
 * a synthetic set enters every batch: each row is replaced by a synthetic sample with probability
-  ``synthetic_ratio`` (DA-Fusion's scheme), with its soft label;
+  ``synthetic_ratio`` (DA-Fusion's scheme), with its soft label; its images stream through loader workers
+  (:mod:`latentmix.train.batches`);
 * ``mixup``: ``none``, ``input``, ``cutmix``, ``manifold`` (hooks on the classifier's blocks), or
   ``cross-modal``: both modalities and the labels mixed with one λ, modality dropout, and a consistency
   loss between the image-only and text-only predictions (on digits the captions name the label);
