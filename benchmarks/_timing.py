@@ -1,4 +1,4 @@
-"""Timing helpers shared by the benchmarks: best-of-N wall time, machine description."""
+"""Timing helpers shared by the benchmarks: best-of-N and interleaved wall time, machine description."""
 
 from __future__ import annotations
 
@@ -21,6 +21,21 @@ def best_of(fn, repeat: int = 5, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def interleaved(fns: dict, rounds: int = 20, warmup: int = 2) -> dict:
+    """Median wall time of each of ``fns`` (name → callable) over ``rounds`` rounds, each round calling every one
+    once in turn (seconds): drift in the machine's speed falls on all of them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
 def machine() -> str:
