@@ -125,7 +125,7 @@ def check_capabilities(backend: LatentBackend, probe: Probe) -> None:
 #: a value of each call option that no backend treats as its default
 _NON_NEUTRAL = {
     "refine_steps": 3, "num_inference_steps": 2, "guidance_scale": 2.0, "strength": 0.5, "inversion": "fixed-point",
-    "inversion_iterations": 1, "sampler": "dpm-solver",
+    "inversion_iterations": 1, "sampler": "dpm-solver", "negative_prompt": "blurry",
 }  # fmt: skip
 
 

@@ -12,6 +12,7 @@ from latentmix.backends.ldm import LatentDiffusionBackend
 from latentmix.backends.loading import embedded_models, embedded_models_dir, load_backend, load_directory
 from latentmix.backends.options import CallOptions
 from latentmix.backends.registry import register_backend, registered_backends
+from latentmix.backends.runtime import RunOptions
 from latentmix.backends.vae import ConvVAE, VAEBackend
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "InversionEncoder",
     "LatentBackend",
     "LatentDiffusionBackend",
+    "RunOptions",
     "VAEBackend",
     "VQModelBackend",
     "embedded_models",

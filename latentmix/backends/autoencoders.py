@@ -148,8 +148,9 @@ class DiffusersAutoencoderBackend(LatentBackend):
 
     def to(self, device=None, dtype=None) -> Any:
         """Place the model; one whose config sets ``force_upcast`` (Stable Diffusion's VAE overflows in
-        float16) stays in float32 when float16 is asked for, as diffusers' pipelines run it."""
-        upcast = dtype == torch.float16 and bool(self.vae.config.get("force_upcast", False))
+        float16) stays in float32 when half precision (float16 or bfloat16) is asked for, as diffusers' pipelines
+        run it in float16 (bfloat16 does not overflow, but loses the decoder's precision; float32 is cheap here)."""
+        upcast = dtype in (torch.float16, torch.bfloat16) and bool(self.vae.config.get("force_upcast", False))
         move_modules([self.vae], device, torch.float32 if upcast else dtype)
         return self
 

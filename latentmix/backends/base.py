@@ -53,7 +53,7 @@ import torch
 from torch import Tensor
 
 from latentmix.backends.files import BACKEND_CONFIG, move_modules, read_json, refuse_pickles
-from latentmix.backends.options import DECODE_OPTIONS, CallOptions, refuse_unsupported
+from latentmix.backends.options import DECODE_OPTIONS, PER_ITEM_OPTIONS, CallOptions, refuse_unsupported
 from latentmix.backends.registry import get_backend_class
 from latentmix.utils.atomic import atomic_directory
 from latentmix.utils.validation import positive_int
@@ -348,10 +348,14 @@ class LatentBackend(abc.ABC):
             raise ValueError(f"texts: backend {self.backend_name!r} needs a list of one text per item ({n}), got {got}")
         if cond is not None:
             cond = self.check_cond(cond, n)
+        per_item = {k: v for k, v in kwargs.items() if k in PER_ITEM_OPTIONS and isinstance(v, (list, tuple))}
+        for key, values in per_item.items():
+            if len(values) != n:
+                raise ValueError(f"{key}: give one for all items or one per item ({n}), got {len(values)}")
         outs = []
         for start in range(0, n, self.batch_size):
             stop = start + self.batch_size
-            chunk_kwargs = dict(kwargs)
+            chunk_kwargs = {**kwargs, **{k: list(v[start:stop]) for k, v in per_item.items()}}
             if texts is not None:
                 chunk_kwargs["cond"] = self.encode_text(list(texts[start:stop]))
             elif cond is not None:

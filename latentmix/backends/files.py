@@ -48,10 +48,32 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def weight_files(directory: Path) -> list[Path]:
-    """The safetensors files of a saved model (one file, or the shards a ``*.safetensors.index.json`` lists)."""
+def variant_file(name: str, variant: str | None) -> str:
+    """``diffusion_pytorch_model.safetensors`` of ``variant`` ``fp16``: ``diffusion_pytorch_model.fp16.safetensors``."""
+    if variant is None:
+        return name
+    stem, _, suffix = name.partition(".")
+    return f"{stem}.{variant}.{suffix}"
+
+
+def weight_files(directory: Path, variant: str | None = None, names: tuple[str, ...] | None = None) -> list[Path]:
+    """The safetensors files of a saved model (one file, or the shards a ``*.safetensors.index.json`` lists), of
+    ``variant`` where given (``fp16``: ``*.fp16.safetensors``, as diffusers' and transformers' loaders name them);
+    ``names``: the file names to look for (default: diffusers' and transformers' weights)."""
     directory = Path(directory)
-    for name in SAFETENSORS_WEIGHTS:
+    wanted = [variant_file(n, variant) for n in (names or SAFETENSORS_WEIGHTS)]
+    if not any((directory / n).is_file() or (directory / f"{n}.index.json").is_file() for n in wanted):
+        others = sorted(p.name for p in directory.glob("*.safetensors"))
+        if variant is not None:
+            held = f"it holds {', '.join(others)}" if others else "it holds no safetensors"
+            raise ValueError(f"{directory}: no {variant} variant ({' or '.join(wanted)}); {held}")
+        found = sorted({p.name.split(".")[-2] for p in directory.glob("*.*.safetensors")})
+        if found:
+            raise ValueError(
+                f"{directory} holds only the {' and '.join(found)} variant of the weights "
+                f"({others[0]}); load it with variant={found[0]!r} (--variant {found[0]})"
+            )
+    for name in wanted:
         index = directory / f"{name}.index.json"
         if index.is_file():
             shards = sorted(set(read_json(index, "weights index").get("weight_map", {}).values()))
@@ -127,7 +149,7 @@ def load_weights(model_cls: Any, directory: str | Path, **kwargs: Any) -> Any:
     if not directory.is_dir():
         raise ValueError(f"could not load {model_cls.__name__} weights from {directory}: not a directory")
     refuse_pickles(directory)
-    files = weight_files(directory)
+    files = weight_files(directory, kwargs.get("variant"))
     found = checkpoint_shapes(files)
     expected = expected_shapes(model_cls, directory)
     try:

@@ -37,7 +37,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DDIMInverseScheduler, DDIMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
+from diffusers import (
+    DDIMInverseScheduler,
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    UNet2DConditionModel,
+)
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -87,8 +93,9 @@ class LatentDiffusionBackend(LatentBackend):
     encoder_kind = "ddim-inversion"
     batch_size = 128
     option_names = frozenset(
-        {"num_inference_steps", "guidance_scale", "strength", "inversion", "inversion_iterations", "sampler"}
-    )
+        {"num_inference_steps", "guidance_scale", "strength", "inversion", "inversion_iterations", "sampler",
+         "negative_prompt"}
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -217,6 +224,15 @@ class LatentDiffusionBackend(LatentBackend):
         if options.strength is not None:
             keep = self.kept_steps(options.strength, options.num_inference_steps, name=name("strength"))
             _check_partial(keep, options.inversion or "ddim", options.sampler or "ddim")
+        if options.negative_prompt is not None:
+            negative = options.negative_prompt
+            check_texts([negative] if isinstance(negative, str) else list(negative))
+            scale = self.guidance_scale if options.guidance_scale is None else options.guidance_scale
+            if scale == 1.0:
+                raise ValueError(
+                    f"{name('negative_prompt')} needs {name('guidance_scale')} > 1 (at 1 only the conditional model "
+                    "runs, and there is nothing to steer away from)"
+                )
         return options
 
     @property
@@ -225,12 +241,26 @@ class LatentDiffusionBackend(LatentBackend):
         return self.last_inversion_calls
 
     # -- diffusion -----------------------------------------------------------------------
-    def predict_noise(self, x: Tensor, t: Tensor, cond: Tensor, guidance_scale: float) -> Tensor:
-        """The UNet's noise estimate for x_t (float32), with classifier-free guidance in one batched call."""
+    def unconditional(self, n: int, negative_prompt: str | list[str] | None = None) -> Tensor:
+        """The conditioning guidance steers away from, for ``n`` items: the negative prompt (one for all, or one per
+        item), ``""`` where None."""
+        if negative_prompt is None or isinstance(negative_prompt, str):
+            return self.encode_text([negative_prompt or ""]).expand(n, -1, -1)
+        if len(negative_prompt) != n:
+            raise ValueError(
+                f"negative_prompt: give one for all items or one per item ({n}), got {len(negative_prompt)}"
+            )
+        return self.encode_text(list(negative_prompt))
+
+    def predict_noise(
+        self, x: Tensor, t: Tensor, cond: Tensor, guidance_scale: float, uncond: Tensor | None = None
+    ) -> Tensor:
+        """The UNet's output for x_t (float32), with classifier-free guidance in one batched call (``uncond``: the
+        conditioning it steers away from, default ``""``)."""
         x_in = x.to(self.dtype)
         if guidance_scale == 1.0:
             return self.unet(x_in, t, encoder_hidden_states=cond).sample.float()
-        uncond = self.encode_text([""]).expand(x.shape[0], -1, -1)
+        uncond = self.unconditional(x.shape[0]) if uncond is None else uncond
         out = self.unet(torch.cat([x_in, x_in]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample.float()
         eps_uncond, eps_cond = out.chunk(2)
         return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
@@ -262,18 +292,30 @@ class LatentDiffusionBackend(LatentBackend):
         return steps, guidance_scale
 
     def _run(
-        self, scheduler, x: Tensor, cond: Tensor, steps: int, guidance_scale: float, desc: str, keep: int | None = None
+        self,
+        scheduler,
+        x: Tensor,
+        cond: Tensor,
+        steps: int,
+        guidance_scale: float,
+        desc: str,
+        keep: int | None = None,
+        uncond: Tensor | None = None,
     ) -> Tensor:
         """Step ``x`` through the scheduler's timesteps: all of them, or the ``keep`` lowest-noise ones (the first
-        ``keep`` of an inversion, the last ``keep`` of sampling: a partial round trip, see ``strength``)."""
+        ``keep`` of an inversion, the last ``keep`` of sampling: a partial round trip, see ``strength``). Unit-variance
+        noise is scaled to the scheduler's ``init_noise_sigma`` and each input by ``scale_model_input`` (both the
+        identity for DDIM and DPM-Solver; Euler works in σ-scaled latents), as diffusers' pipelines do."""
         scheduler.set_timesteps(steps, device=x.device)
         timesteps = scheduler.timesteps
         if keep is not None:
             inverse = isinstance(scheduler, DDIMInverseScheduler)
             timesteps = timesteps[:keep] if inverse else timesteps[len(timesteps) - keep :]
         x = x.float()
+        if keep is None and not isinstance(scheduler, DDIMInverseScheduler):
+            x = x * scheduler.init_noise_sigma
         for t in tqdm(timesteps, desc=desc, disable=not self.show_progress, leave=False):
-            eps = self.predict_noise(x, t, cond, guidance_scale)
+            eps = self.predict_noise(scheduler.scale_model_input(x, t), t, cond, guidance_scale, uncond)
             x = scheduler.step(eps, t, x).prev_sample
         return x
 
@@ -288,8 +330,11 @@ class LatentDiffusionBackend(LatentBackend):
         inversion: str = "ddim",
         inversion_iterations: int | None = None,
         strength: float = 1.0,
+        negative_prompt: str | list[str] | None = None,
     ) -> Tensor:
-        """Invert autoencoder latents (N, *latent_shape) to noise latents.
+        """Invert autoencoder latents (N, *latent_shape) to noise latents (always DDIM-based: DDIM inversion, or
+        its fixed-point refinement; the sampler that takes them back is DDIM). ``negative_prompt``: what guidance
+        steers away from (as in :meth:`denoise`; the same one makes the round trip).
 
         ``strength`` < 1 inverts only the first ``int(num_inference_steps * strength)`` steps: the latent at that
         intermediate noise level (img2img's ``strength``), which :meth:`denoise` with the same strength takes back.
@@ -304,14 +349,15 @@ class LatentDiffusionBackend(LatentBackend):
         steps, guidance_scale = self._settings(num_inference_steps, guidance_scale)
         keep = self.kept_steps(strength, steps)
         _check_partial(keep, inversion, "ddim")
+        uncond = self.unconditional(z0.shape[0], negative_prompt) if guidance_scale != 1.0 else None
         if inversion == "ddim":
             inverse = DDIMInverseScheduler.from_config(self.scheduler.config)
             self.last_inversion_calls = steps if keep is None else keep
-            return self._run(inverse, z0, cond, steps, guidance_scale, "DDIM inversion", keep)
+            return self._run(inverse, z0, cond, steps, guidance_scale, "DDIM inversion", keep, uncond)
         if inversion_iterations is not None:
             validation.non_negative_int(inversion_iterations, "inversion_iterations")
         x, calls = fixed_point_invert(
-            lambda x, t: self.predict_noise(x, t, cond, guidance_scale),
+            lambda x, t: self.predict_noise(x, t, cond, guidance_scale, uncond),
             z0,
             DDIMScheduler.from_config(self.scheduler.config),
             steps,
@@ -332,11 +378,14 @@ class LatentDiffusionBackend(LatentBackend):
         guidance_scale: float | None = None,
         sampler: str = "ddim",
         strength: float = 1.0,
+        negative_prompt: str | list[str] | None = None,
     ) -> Tensor:
-        """Deterministic sampling from noise latents to autoencoder latents, float32: DDIM (η = 0), or
-        ``sampler="dpm-solver"`` (DPM-Solver++, second order) for prior latents in fewer steps. With
-        ``strength`` < 1 the latents are partly noised ones from :meth:`invert` at the same strength, and only
-        the last ``int(num_inference_steps * strength)`` DDIM steps run."""
+        """Deterministic sampling from noise latents to autoencoder latents, float32: DDIM (η = 0), or for prior
+        latents ``sampler="dpm-solver"`` (DPM-Solver++, second order: fewer steps) or ``"euler"`` (diffusers'
+        ``EulerDiscreteScheduler``), each built from the backend's scheduler config. With ``strength`` < 1 the
+        latents are partly noised ones from :meth:`invert` at the same strength, and only the last
+        ``int(num_inference_steps * strength)`` DDIM steps run. ``negative_prompt`` (one for all, or one per item)
+        replaces ``""`` as what guidance steers away from."""
         steps, guidance_scale = self._settings(num_inference_steps, guidance_scale)
         keep = self.kept_steps(strength, steps)
         _check_partial(keep, "ddim", sampler)
@@ -346,9 +395,12 @@ class LatentDiffusionBackend(LatentBackend):
             scheduler = DPMSolverMultistepScheduler.from_config(
                 self.scheduler.config, algorithm_type="dpmsolver++", solver_order=2
             )
+        elif sampler == "euler":
+            scheduler = EulerDiscreteScheduler.from_config(self.scheduler.config)
         else:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
-        return self._run(scheduler, noise, cond, steps, guidance_scale, f"{sampler} sampling", keep)
+        uncond = self.unconditional(noise.shape[0], negative_prompt) if guidance_scale != 1.0 else None
+        return self._run(scheduler, noise, cond, steps, guidance_scale, f"{sampler} sampling", keep, uncond)
 
     def _encode(
         self,
@@ -360,11 +412,12 @@ class LatentDiffusionBackend(LatentBackend):
         inversion: str = "ddim",
         inversion_iterations: int | None = None,
         strength: float = 1.0,
+        negative_prompt: str | list[str] | None = None,
     ) -> Tensor:
         z0 = self.autoencoder.encode(images).reshape(images.shape[0], *self._shape)
         noise = self.invert(
             z0, cond, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, inversion=inversion,
-            inversion_iterations=inversion_iterations, strength=strength,
+            inversion_iterations=inversion_iterations, strength=strength, negative_prompt=negative_prompt,
         )  # fmt: skip
         return noise.to(self.dtype)
 
@@ -377,10 +430,11 @@ class LatentDiffusionBackend(LatentBackend):
         guidance_scale: float | None = None,
         sampler: str = "ddim",
         strength: float = 1.0,
+        negative_prompt: str | list[str] | None = None,
     ) -> Tensor:
         z0 = self.denoise(
             latents, cond, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, sampler=sampler,
-            strength=strength,
+            strength=strength, negative_prompt=negative_prompt,
         )  # fmt: skip
         return self.autoencoder.decode(z0.reshape(latents.shape[0], *self.autoencoder.latent_shape).to(self.dtype))
 
@@ -424,13 +478,17 @@ class LatentDiffusionBackend(LatentBackend):
         """Load a saved backend, or a diffusers Stable Diffusion pipeline directory (``model_index.json``).
 
         Components are read from inside ``directory`` only (or named: an embedded autoencoder, the default
-        text encoder, a hub id). ``trust_remote_code`` lets a text encoder with custom code run it; off by
+        text encoder, a hub id); ``variant="fp16"`` reads a pipeline folder's ``*.fp16.safetensors``.
+        ``trust_remote_code`` lets a text encoder with custom code run it; off by
         default, and that code is never run without it.
         """
         directory = Path(directory)
+        variant = kwargs.pop("variant", None)
         if directory.is_dir() and ldm_pipeline.is_pipeline_dir(directory):
-            pipe = ldm_pipeline.load_pipeline_dir(directory, trust_remote_code=trust_remote_code)
+            pipe = ldm_pipeline.load_pipeline_dir(directory, trust_remote_code=trust_remote_code, variant=variant)
             return cls.from_pipeline(pipe, **kwargs)
+        if variant is not None:
+            raise ValueError(f"variant applies to diffusers pipeline folders; {directory} is a latentmix save")
         return super().from_pretrained(directory, trust_remote_code=trust_remote_code, **kwargs)  # type: ignore[return-value]
 
     @classmethod

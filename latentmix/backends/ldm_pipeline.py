@@ -29,7 +29,7 @@ from latentmix.backends.autoencoders import (
     downsample_factor,
 )
 from latentmix.backends.base import LatentBackend
-from latentmix.backends.files import BACKEND_CONFIG, load_weights, read_json, refuse_pickles
+from latentmix.backends.files import BACKEND_CONFIG, load_weights, read_json, refuse_pickles, weight_files
 from latentmix.backends.loading import embedded_models, embedded_models_dir, load_directory, load_hub
 from latentmix.data.text import DEFAULT_TEXT_ENCODER_NAMES, TextEncoder
 
@@ -97,12 +97,20 @@ def is_pipeline_dir(directory: Path) -> bool:
     return (directory / PIPELINE_INDEX).is_file() and not (directory / BACKEND_CONFIG).is_file()
 
 
-def load_pipeline_dir(directory: Path, *, trust_remote_code: bool | None = None) -> SimpleNamespace:
+def load_pipeline_dir(
+    directory: Path, *, trust_remote_code: bool | None = None, variant: str | None = None
+) -> SimpleNamespace:
     """The components of a diffusers pipeline directory, as a pipeline-like namespace for :func:`pipeline_parts`.
 
-    Components are read from inside ``directory`` only; pickles are refused before anything is read.
+    Components are read from inside ``directory`` only; pickles are refused before anything is read. ``variant``
+    (``fp16``) reads each component's ``*.fp16.safetensors``, as ``from_pretrained(variant=)`` does.
     """
     index = read_json(directory / PIPELINE_INDEX, "pipeline index")
+    if "text_encoder_2" in index or "XL" in str(index.get("_class_name", "")):
+        raise ValueError(
+            f"{directory} is an SDXL pipeline ({index.get('_class_name')}: two text encoders, pooled embeddings); "
+            "latentmix reads Stable Diffusion 1.x / 2.x folders only, SDXL is not supported yet"
+        )
     missing = [c for c in PIPELINE_COMPONENTS if not (directory / c).is_dir() or (index.get(c) or [None])[0] is None]
     if missing:
         raise ValueError(
@@ -110,13 +118,15 @@ def load_pipeline_dir(directory: Path, *, trust_remote_code: bool | None = None)
             f"(a latent-diffusion backend needs {', '.join(PIPELINE_COMPONENTS)})"
         )
     refuse_pickles(directory)
-    text_encoder = load_text_encoder(directory, "text_encoder", trust_remote_code)
-    vae = load_directory(directory / "vae")
+    for part, names in (("unet", None), ("vae", None), ("text_encoder", ("model.safetensors",))):
+        weight_files(directory / part, variant, names)  # every component's files, before any weights are read
+    text_encoder = load_text_encoder(directory, "text_encoder", trust_remote_code, variant)
+    vae = load_directory(directory / "vae", variant=variant)
     if not isinstance(vae, DiffusersAutoencoderBackend):
         raise ValueError(f"{directory / 'vae'} is not a diffusers autoencoder (AutoencoderKL, Tiny or VQModel)")
     return SimpleNamespace(
         vae=vae.vae,
-        unet=load_weights(UNet2DConditionModel, directory / "unet"),
+        unet=load_weights(UNet2DConditionModel, directory / "unet", variant=variant),
         scheduler=load_scheduler(directory),
         text_encoder=text_encoder.model,
         tokenizer=text_encoder.tokenizer,
@@ -198,11 +208,14 @@ def load_scheduler(directory: Path) -> DDIMScheduler:
     return DDIMScheduler.from_config(config)
 
 
-def load_text_encoder(directory: Path, folder: str, trust_remote_code: bool | None) -> TextEncoder:
+def load_text_encoder(
+    directory: Path, folder: str, trust_remote_code: bool | None, variant: str | None = None
+) -> TextEncoder:
     """The text encoder saved in ``directory/folder`` with its ``tokenizer/``; on CPU
     (``load_backend(device=...)`` places the whole backend)."""
     if not (directory / "tokenizer").is_dir():
         raise ValueError(f"{directory} is missing the component tokenizer")
     return TextEncoder.from_pretrained(
-        directory / folder, tokenizer=directory / "tokenizer", device="cpu", trust_remote_code=trust_remote_code
-    )
+        directory / folder, tokenizer=directory / "tokenizer", device="cpu", trust_remote_code=trust_remote_code,
+        variant=variant,
+    )  # fmt: skip

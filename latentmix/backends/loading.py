@@ -7,8 +7,9 @@ import os
 from pathlib import Path
 
 from latentmix.backends.base import LatentBackend
-from latentmix.backends.files import BACKEND_CONFIG, read_json
+from latentmix.backends.files import BACKEND_CONFIG, read_json, variant_file
 from latentmix.backends.registry import claiming_backend, registered_backends
+from latentmix.backends.runtime import RunOptions
 
 
 def embedded_models_dir() -> Path:
@@ -36,6 +37,9 @@ def load_directory(path: str | os.PathLike, **kwargs) -> LatentBackend:
     path = Path(path)
     config_file = path / BACKEND_CONFIG
     if config_file.is_file() and "latentmix_backend" in read_json(config_file, "backend config"):
+        if kwargs.get("variant") is not None:
+            raise ValueError(f"variant applies to diffusers folders; {path} is a latentmix save (one set of weights)")
+        kwargs.pop("variant", None)
         return LatentBackend.from_pretrained(path, **kwargs)
     cls = claiming_backend(path)
     if cls is not None:
@@ -62,12 +66,15 @@ HUB_PATTERNS = [
 
 
 def load_hub(repo_id: str, **kwargs) -> LatentBackend:
-    """Download a backend's configs and default safetensors from the hub and load them (needs network access)."""
+    """Download a backend's configs and default safetensors (those of ``variant=`` where given) from the hub and load
+    them (needs network access)."""
     from huggingface_hub import snapshot_download
 
     subfolder = kwargs.pop("subfolder", None)
+    variant = kwargs.get("variant")
+    patterns = [p if not p.endswith(".safetensors") else variant_file(p, variant) for p in HUB_PATTERNS]
     try:
-        root = Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
+        root = Path(snapshot_download(repo_id, allow_patterns=patterns))
     except Exception as exc:  # network, missing repo, gated model: all end the same way for the user
         raise ValueError(
             f"backend {repo_id!r}: not an embedded model or local directory, and fetching it from the hub failed "
@@ -76,7 +83,9 @@ def load_hub(repo_id: str, **kwargs) -> LatentBackend:
     return load_directory(root / subfolder if subfolder else root, **kwargs)
 
 
-def load_backend(name_or_path: str | os.PathLike | LatentBackend, *, device=None, **kwargs) -> LatentBackend:
+def load_backend(
+    name_or_path: str | os.PathLike | LatentBackend, *, device=None, run: RunOptions | None = None, **kwargs
+) -> LatentBackend:
     """Load a backend by embedded name, local directory, or hub id, in that order; a loaded backend is taken as
     it is (so a job's ``backend`` setting may be either).
 
@@ -85,16 +94,24 @@ def load_backend(name_or_path: str | os.PathLike | LatentBackend, *, device=None
             saved by ``save_pretrained`` or holding a diffusers ``AutoencoderKL``, ``AutoencoderTiny`` or
             ``VQModel`` (or a Stable Diffusion pipeline), or a hub id such as ``"stabilityai/sd-vae-ft-mse"``
             or ``"madebyollin/taesd"`` (needs network access).
-        device: where to place the backend (default: CPU).
+        device: where to place the backend (default: CPU; with ``run``, its device, where ``device`` stands for
+            its ``auto``: a process's own GPU).
+        run: device, precision, batch sizes and memory features (:class:`~latentmix.backends.RunOptions`); the
+            device and precision are checked before any weights are read, the rest applied after loading.
         **kwargs: ``subfolder="vae"`` loads one component of a pipeline directory or repo; the rest go to the
             backend's loader (e.g. ``requantize=False`` for a VQModel).
 
     Returns:
         A :class:`~latentmix.backends.base.LatentBackend` in eval mode.
     """
+    target = run.resolve_device(device) if run is not None else None  # before loading: a bad device reads nothing
+    if run is not None and run.variant is not None:
+        kwargs["variant"] = run.variant
     if isinstance(name_or_path, LatentBackend):
         if kwargs:
             raise TypeError(f"backend is already loaded; {', '.join(kwargs)} apply to loading one")
+        if run is not None:  # a loaded backend stays where it is unless a device is named
+            return run.apply(name_or_path, target if run.device != "auto" or device is not None else None).eval()
         return name_or_path.to(device).eval() if device is not None else name_or_path.eval()
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(f"backend must be a name, a path or a LatentBackend, got {type(name_or_path).__name__}")
@@ -118,7 +135,9 @@ def load_backend(name_or_path: str | os.PathLike | LatentBackend, *, device=None
             "not an existing directory, not a hub id (registered backend classes: "
             f"{', '.join(sorted(registered_backends()))})"
         )
-    if device is not None:
-        backend.to(device)
     backend.source = text
+    if run is not None:
+        run.apply(backend, target)
+    elif device is not None:
+        backend.to(device)
     return backend.eval()

@@ -20,8 +20,11 @@ from typing import Any
 #: the options :meth:`LatentBackend.encode` takes, and those :meth:`LatentBackend.decode` takes
 ENCODE_OPTIONS = (
     "refine_steps", "num_inference_steps", "guidance_scale", "strength", "inversion", "inversion_iterations",
+    "negative_prompt",
 )  # fmt: skip
-DECODE_OPTIONS = ("num_inference_steps", "guidance_scale", "strength", "sampler")
+DECODE_OPTIONS = ("num_inference_steps", "guidance_scale", "strength", "sampler", "negative_prompt")
+#: options that may hold one value per item (a list), sliced with the items into the backend's batches
+PER_ITEM_OPTIONS = ("negative_prompt",)
 #: values that mean "the default" to every backend, so a job may always pass them
 NEUTRAL = {"refine_steps": 0, "inversion": "ddim", "sampler": "ddim"}
 #: where an option's value lives in a job's settings when the name differs there
@@ -35,6 +38,7 @@ APPLIES_TO = {
     "sampler": ("diffusion backends", "sampler"),
     "inversion": ("diffusion backends", "encoding"),
     "inversion_iterations": ("diffusion backends", "encoding"),
+    "negative_prompt": ("diffusion backends", "sampler"),
 }
 
 
@@ -49,7 +53,8 @@ class CallOptions:
         strength: diffusion backends: invert (and sample back) only this fraction of the steps, in (0, 1].
         inversion: diffusion backends: ``"ddim"``, ``"fixed-point"`` or ``"exact"``.
         inversion_iterations: fixed-point / exact inversion: UNet calls per step beyond the first.
-        sampler: diffusion backends: ``"ddim"`` or ``"dpm-solver"`` (prior latents only).
+        sampler: diffusion backends: ``"ddim"``, or ``"dpm-solver"`` / ``"euler"`` (prior latents only).
+        negative_prompt: diffusion backends: the text guidance steers away from (default ``""``), or one per item.
         names: how the caller calls each option, for messages (``{"strength": "path_strength"}``).
     """
 
@@ -60,6 +65,7 @@ class CallOptions:
     inversion: str | None = None
     inversion_iterations: int | None = None
     sampler: str | None = None
+    negative_prompt: str | list[str] | None = None
     names: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod

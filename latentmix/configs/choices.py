@@ -37,7 +37,7 @@ __all__ = [
 
 SPACING_FEATURES = ("reference", "pixels")  # where even spacing measures distance
 INVERSIONS = ("ddim", "fixed-point", "exact")  # latent diffusion: how images are inverted to noise
-SAMPLERS = ("ddim", "dpm-solver")  # latent diffusion: how noise is decoded
+SAMPLERS = ("ddim", "dpm-solver", "euler")  # latent diffusion: how noise is decoded
 VIDEO_FORMATS = ("mp4", "webm", "none")
 SPLITS = ("train", "test", "all")
 AUGMENT_TRANSFORMS = ("hflip", "vflip", "translate", "recolour")  # latentmix.data.augment

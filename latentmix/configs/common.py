@@ -61,13 +61,57 @@ class Settings:
         validate_fields(self)
 
 
+DTYPE_NAMES = ("fp32", "fp16", "bf16")
+ATTENTION_SLICE = Check(validation.attention_slice)
+VARIANT = Check(validation.variant_name)
+
+
 @dataclass
-class BackendSettings(Settings):
-    """The backend a job runs, and the options its encode and decode calls take (each refused by a backend it
-    does not apply to; see :class:`latentmix.backends.CallOptions`)."""
+class BackendChoice(Settings):
+    """Which backend a job runs."""
 
     #: a name, a directory or a hub id; from Python also a loaded ``LatentBackend``
     backend: Any = option(None, BACKEND_HELP, path=True)
+
+
+@dataclass
+class RunSettings(BackendChoice):
+    """Where and how the backend runs (:class:`latentmix.backends.RunOptions`): device, precision, batch sizes and
+    diffusers' memory features. Declared once; every job with a backend takes them."""
+
+    device: str = option(
+        "auto", "where the backend runs: auto (CUDA, then MPS, then CPU), cpu, cuda[:N], mps", check=DEVICE,
+        identity=False,
+    )  # fmt: skip
+    dtype: str = option(
+        "fp32", "precision of the backend's networks (an autoencoder with force_upcast stays fp32, as in diffusers)",
+        check=one_of(DTYPE_NAMES),
+    )  # fmt: skip
+    unet_batch_size: int | None = option(
+        None, DIFFUSION + "latents per UNet call (guidance doubles the rows; default: 128)", check=POSITIVE_INT,
+        identity=False,
+    )  # fmt: skip
+    vae_batch_size: int | None = option(
+        None, "images per autoencoder call (default: 256)", check=POSITIVE_INT, identity=False
+    )
+    vae_slicing: bool = option(
+        False, "diffusers autoencoders: decode one image at a time (less peak memory)", identity=False
+    )
+    vae_tiling: bool = option(False, "diffusers autoencoders: encode and decode large images in overlapping tiles")
+    attention_slicing: str | None = option(
+        None, DIFFUSION + "compute the UNet's attention in slices: auto, max or a number", check=ATTENTION_SLICE,
+        identity=False,
+    )  # fmt: skip
+    variant: str | None = option(
+        None, "diffusers folders: load the weight files of this variant (fp16: *.fp16.safetensors)", check=VARIANT
+    )
+
+
+@dataclass
+class BackendSettings(RunSettings):
+    """The backend a job runs, how it runs (:class:`RunSettings`), and the options its encode and decode calls take
+    (each refused by a backend it does not apply to; see :class:`latentmix.backends.CallOptions`)."""
+
     refine_steps: int | None = option(
         None, "GAN backends: inversion refinement steps (default: the backend's, 100)", check=NON_NEGATIVE_INT
     )
@@ -76,6 +120,9 @@ class BackendSettings(Settings):
     )
     guidance_scale: float | None = option(
         None, DIFFUSION + "classifier-free guidance, >= 1 (default: the backend's)", check=GUIDANCE
+    )
+    negative_prompt: str | None = option(
+        None, DIFFUSION + "the prompt guidance steers away from (needs guidance_scale > 1; default: '')"
     )
 
 

@@ -180,7 +180,7 @@ class WalkConfig(SplitSettings, DataSettings, BackendSettings):
     )
     video: str = option("mp4", "video format (none: frames and GIF only)", check=one_of(VIDEO_FORMATS))
     sampler: str = option(
-        "ddim", DIFFUSION + "ddim, or dpm-solver (fewer steps; prior keyframes only)", check=one_of(SAMPLERS)
+        "ddim", DIFFUSION + "ddim, or dpm-solver / euler (prior keyframes only)", check=one_of(SAMPLERS)
     )
     inversion: str = option("ddim", INVERSION_HELP, check=one_of(INVERSIONS))
     inversion_iterations: int | None = option(None, ITERATIONS_HELP, check=NON_NEGATIVE_INT)
@@ -210,7 +210,7 @@ class WalkConfig(SplitSettings, DataSettings, BackendSettings):
             raise ValueError(f"prompts: give one prompt per keyframe ({count}) or one for all, got {len(self.prompts)}")
         if self.sampler != "ddim" and self.keyframes is not None:
             raise ValueError(
-                "sampler: keyframes from images are DDIM-inverted and decode with ddim; dpm-solver is for prior "
+                f"sampler: keyframes from images are DDIM-inverted and decode with ddim; {self.sampler} is for prior "
                 "keyframes (--seeds or --prompts)"
             )
         if self.out is None:

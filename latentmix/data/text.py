@@ -96,6 +96,7 @@ class TextEncoder:
         tokenizer: str | os.PathLike | None = None,
         device=None,
         trust_remote_code: bool | None = None,
+        variant: str | None = None,
         **kwargs,
     ) -> TextEncoder:
         """Load from a hub id or local directory; ``None`` or ``"all-MiniLM-L6-v2"`` is the offline default.
@@ -105,7 +106,8 @@ class TextEncoder:
         safetensors and complete (a missing tensor is an error, not a random initialisation).
         ``trust_remote_code`` allows a model whose config maps to Python files in the directory
         (``auto_map``) to run them; without it (default: :data:`TRUST_REMOTE_CODE`, off) such a model is
-        refused and no code runs — transformers is never left to ask on a terminal.
+        refused and no code runs — transformers is never left to ask on a terminal. ``variant`` (``fp16``) reads
+        ``model.fp16.safetensors``.
         """
         trust_remote_code = TRUST_REMOTE_CODE if trust_remote_code is None else bool(trust_remote_code)
         from transformers import AutoModel, AutoTokenizer
@@ -121,8 +123,9 @@ class TextEncoder:
                 str(tokenizer if tokenizer is not None else path), trust_remote_code=trust_remote_code
             )
             model, info = AutoModel.from_pretrained(
-                where, use_safetensors=True, trust_remote_code=trust_remote_code, output_loading_info=True
-            )
+                where, use_safetensors=True, trust_remote_code=trust_remote_code, output_loading_info=True,
+                **({"variant": variant} if variant is not None else {}),
+            )  # fmt: skip
         except (OSError, ValueError, KeyError, ImportError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if "trust_remote_code" in str(exc) or "custom code" in str(exc):

@@ -21,7 +21,7 @@ _OWN_DATA = {"digits-": "digits", "shapes-": "shapes"}
 def explorer_for(config: ExploreConfig) -> Explorer:
     """Load ``config``'s backend and data set (refused when the data's shape differs from the model's, unless
     ``resize``) and make the :class:`Explorer` the page serves."""
-    from latentmix.backends import CallOptions, load_backend
+    from latentmix.backends import CallOptions, RunOptions, load_backend
     from latentmix.configs import DEFAULT_BACKEND, backend_for
     from latentmix.data import load_matching
 
@@ -30,7 +30,7 @@ def explorer_for(config: ExploreConfig) -> Explorer:
     data = config.data
     if data is None:
         data = next((d for prefix, d in _OWN_DATA.items() if str(spec).startswith(prefix)), None)
-    backend = load_backend(spec)
+    backend = load_backend(spec, run=RunOptions.from_settings(config))
     dataset = None
     if data is not None:
         who = f"backend {spec!r}"

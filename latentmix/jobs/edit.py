@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from latentmix.backends import CallOptions, LatentBackend, load_backend
+from latentmix.backends import CallOptions, LatentBackend, RunOptions, load_backend
 from latentmix.classifiers.reference import load_reference_classifier, reference_for
 from latentmix.configs import EditConfig
 from latentmix.data import load_matching
@@ -116,7 +116,7 @@ def edit(config: EditConfig, *, quiet: bool = False) -> EditResult:
     names = [f.stem + ".png" for f in files]
     if len(set(names)) != len(names):
         raise ValueError("images: two inputs share a file name; edit them into separate --out directories")
-    backend = load_backend(config.backend)
+    backend = load_backend(config.backend, run=RunOptions.from_settings(config))
     options = backend.call_options(CallOptions.from_settings(config))  # refused before any work
     backend.show_progress = not quiet
     x = load_image_files(

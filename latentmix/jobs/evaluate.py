@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from latentmix.backends import CallOptions, LatentBackend, load_backend, mix_conditions
+from latentmix.backends import CallOptions, LatentBackend, RunOptions, load_backend, mix_conditions
 from latentmix.classifiers.metrics import frechet_distance, monotone_fraction, trimmed_mean
 from latentmix.classifiers.reference import load_reference_classifier, reference_for
 from latentmix.configs import EvalConfig, backend_for
@@ -161,7 +161,7 @@ def evaluate_backend(config: EvalConfig | None = None, *, quiet: bool = False, *
     config = replace(config or EvalConfig(), **settings)
     config.validate()
     spec = backend_for(config.backend, config.data)
-    backend = load_backend(spec)
+    backend = load_backend(spec, run=RunOptions.from_settings(config))
     name = backend.label
     shape = (backend.image_size, backend.image_channels)
     who, fix = f"backend {backend.backend_name!r}", "evaluate a backend fitted on this data"

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from latentmix.backends import CallOptions, LatentBackend, load_backend
+from latentmix.backends import CallOptions, LatentBackend, RunOptions, load_backend
 from latentmix.configs import DEFAULT_BACKEND, GridConfig, backend_for
 from latentmix.data import ImageTextDataset, load_matching
 from latentmix.latent.interpolate import interpolation_path
@@ -204,7 +204,7 @@ def interpolation_grid(config: GridConfig | None = None, *, quiet: bool = True, 
         )
     config = replace(config or GridConfig(), **settings)
     config.validate()
-    backend = load_backend(backend_for(config.backend, config.data))
+    backend = load_backend(backend_for(config.backend, config.data), run=RunOptions.from_settings(config))
     if config.classes is not None and not config.classes:
         raise ValueError("classes is empty")
     method = config.method or backend.default_method

@@ -19,6 +19,7 @@ and λ, but a decoded pixel may differ by one gray level (batched convolutions r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -30,8 +31,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from latentmix.backends import LatentBackend, load_backend
+from latentmix.backends import LatentBackend, RunOptions, load_backend
 from latentmix.configs import SynthesisConfig, backend_for
+from latentmix.configs.options import _jsonable
 from latentmix.configs.synthesis import MAX_SAMPLES
 from latentmix.data.synthetic import EMBEDDING_FIELDS, EMBEDDINGS, IMAGES, MANIFEST, METADATA, RUN_FILE, SHARDS
 from latentmix.data.text import TextEncoder
@@ -134,7 +136,9 @@ def _check_output_dir(out: Path, plan: SynthesisPlan) -> None:
         )
     previous = json.loads(run.read_text(encoding="utf-8"))
     now = plan.identity
-    differ = [k for k, v in now.items() if previous.get(k) != v]
+    # a setting added since that run was written counts as its default there (``dtype`` "fp32", ...)
+    defaults = {f.name: _jsonable(f.default) for f in dataclasses.fields(SynthesisConfig)}
+    differ = [k for k, v in now.items() if previous.get(k, defaults.get(k)) != v]
     if differ:
         shown = ", ".join(f"{k}: {previous.get(k)!r} there vs {now[k]!r} now" for k in differ[:3])
         raise ValueError(f"out {out} holds a different run's set ({shown}); choose another directory")
@@ -160,8 +164,10 @@ def synthesize(config: SynthesisConfig, *, quiet: bool = False) -> SynthesisResu
     from latentmix.utils.device import has_accelerator
 
     config.validate()
+    run = RunOptions.from_settings(config)
+    run.resolve_device()  # a device or precision this machine lacks: refused before any work
     plan = plan_synthesis(config)
-    state = PartialState(cpu=not has_accelerator())
+    state = PartialState(cpu=not has_accelerator() or run.device == "cpu")
     root = plan.root
     guard = exclusive(root, "out") if root is not None and state.is_main_process else contextlib.nullcontext()
     with guard:  # one writer per output directory
@@ -172,9 +178,11 @@ def synthesize(config: SynthesisConfig, *, quiet: bool = False) -> SynthesisResu
 
 def _synthesize(config: SynthesisConfig, plan: SynthesisPlan, state, quiet: bool) -> SynthesisResult:
     root = plan.root
-    backend = load_backend(plan.backend, device=state.device)
+    run = RunOptions.from_settings(config)
+    device = run.resolve_device(state.device)  # auto: each process's own device
+    backend = load_backend(plan.backend, device=device, run=run)
     method = config.method or backend.default_method
-    text_encoder = TextEncoder.from_pretrained(config.text_encoder, device=state.device)
+    text_encoder = TextEncoder.from_pretrained(config.text_encoder, device=device)
     show = not quiet and state.is_local_main_process
     with backend.progress(show):
         src = SourceData(config, backend, text_encoder, quiet=not show, backend_name=plan.backend)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from latentmix.backends import CallOptions, LatentBackend, is_backend, load_backend
+from latentmix.backends import CallOptions, LatentBackend, RunOptions, is_backend, load_backend
 from latentmix.configs import WalkConfig, backend_for
 from latentmix.jobs.keyframe_walk import KeyframeWalk, decode_keyframe_walk, pixel_features, reference_features
 from latentmix.utils.atomic import check_new_output
@@ -152,7 +152,7 @@ def walk(config: WalkConfig, *, quiet: bool = True) -> WalkResult:
     from latentmix.utils.viz import save_gif, to_pil, to_uint8
 
     out = Path(str(config.out))
-    backend = load_backend(backend_for(config.backend, config.data))
+    backend = load_backend(backend_for(config.backend, config.data), run=RunOptions.from_settings(config))
     if config.prompts is not None and not backend.supports_text_condition:
         raise ValueError(f"prompts: backend {backend.backend_name!r} is not text-conditioned")
     options = backend.call_options(CallOptions.from_settings(config))  # refused before any work

@@ -163,6 +163,24 @@ def device_name(value: Any, name: str = "device") -> str:
     return value
 
 
+def attention_slice(value: Any, name: str = "attention_slicing") -> str | int:
+    """``auto``, ``max`` or a positive number of attention slices (``"4"`` from a command line is 4)."""
+    if isinstance(value, str) and value in ("auto", "max"):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if _is_int(value) and value > 0:
+        return int(value)
+    raise ValueError(f"{name} must be auto, max or a positive number of slices, got {value!r}")
+
+
+def variant_name(value: Any, name: str = "variant") -> str:
+    """A weight-file variant such as ``fp16`` (letters, digits, ``_`` and ``-``)."""
+    if not isinstance(value, str) or not value or not all(c.isalnum() or c in "_-" for c in value):
+        raise ValueError(f"{name} must be a variant name such as fp16, got {value!r}")
+    return value
+
+
 def parse_json(text: str, where: str) -> Any:
     """``json.loads(text)``, or a one-line ``ValueError`` naming ``where`` — for malformed JSON, and for JSON nested
     so deeply that the parser would exhaust Python's recursion limit."""

@@ -89,8 +89,8 @@ def test_options_are_checked_and_refused_by_other_backends(ldm, tiny_vae):
     z0, cond = clean_latents(ldm, 1), ldm.encode_text([""])
     with pytest.raises(ValueError, match="inversion must be one of ddim, fixed-point, exact"):
         ldm.invert(z0, cond, inversion="newton")
-    with pytest.raises(ValueError, match="sampler must be one of ddim, dpm-solver"):
-        ldm.denoise(z0, cond, sampler="euler")
+    with pytest.raises(ValueError, match="sampler must be one of ddim, dpm-solver, euler"):
+        ldm.denoise(z0, cond, sampler="heun")
     with pytest.raises(ValueError, match="inversion_iterations must be an int >= 0"):
         ldm.invert(z0, cond, inversion="fixed-point", inversion_iterations=-1)
     options = ldm.call_options(inversion="exact", inversion_iterations=4, sampler="dpm-solver")

@@ -1,0 +1,144 @@
+"""Where and how a backend runs: device, precision, batch sizes and diffusers' memory features, set once.
+
+:class:`RunOptions` is what the run settings of every job with a backend carry (``--device``, ``--dtype``,
+``--unet-batch-size``, ``--vae-batch-size``, ``--vae-slicing``, ``--vae-tiling``, ``--attention-slicing``,
+``--variant``). :func:`~latentmix.backends.load_backend` checks them *before* any weights are read (a device this
+machine lacks, a precision it cannot run) and applies them after loading (:meth:`RunOptions.apply`), through
+diffusers' own mechanisms:
+
+* ``dtype``: every module is cast (``fp16``/``bf16``), except an autoencoder whose config sets ``force_upcast``
+  (Stable Diffusion's VAE overflows in half precision), which stays float32 as diffusers' pipelines keep it;
+* ``unet_batch_size``: latents per UNet call (classifier-free guidance doubles the rows of each call, as in
+  diffusers' pipelines); ``vae_batch_size``: images per autoencoder call;
+* ``vae_slicing`` / ``vae_tiling``: ``AutoencoderKL.enable_slicing()`` / ``enable_tiling()`` (one image at a time;
+  overlapping tiles for large images);
+* ``attention_slicing``: ``UNet2DConditionModel.set_attention_slice("auto" | "max" | N)``;
+* ``variant``: the weight files of that variant (``diffusion_pytorch_model.fp16.safetensors``), as diffusers'
+  loaders read them.
+
+An option that does not apply to the loaded backend (a UNet batch size for a VAE) is a ValueError naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from latentmix.utils import validation
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Device, precision, batch sizes and memory features of a backend; see the module docstring.
+
+    Attributes:
+        device: ``auto`` (CUDA, then MPS, then the CPU), ``cpu``, ``cuda[:N]``, ``mps``, ``xpu``.
+        dtype: ``fp32``, ``fp16`` or ``bf16``.
+        unet_batch_size: latents per UNet call (None: the backend's, 128).
+        vae_batch_size: images per autoencoder call (None: the backend's, 256).
+        vae_slicing, vae_tiling: diffusers autoencoders: decode one image at a time / in overlapping tiles.
+        attention_slicing: ``auto``, ``max`` or a number of slices for the UNet's attention (None: off).
+        variant: load the weight files of this variant (``fp16``).
+    """
+
+    device: str = "auto"
+    dtype: str = "fp32"
+    unet_batch_size: int | None = None
+    vae_batch_size: int | None = None
+    vae_slicing: bool = False
+    vae_tiling: bool = False
+    attention_slicing: str | int | None = None
+    variant: str | None = None
+
+    def __post_init__(self) -> None:
+        validation.device_name(self.device)
+        validation.choice(self.dtype, "dtype", tuple(DTYPES))
+        for name in ("unet_batch_size", "vae_batch_size"):
+            if getattr(self, name) is not None:
+                validation.positive_int(getattr(self, name), name)
+        for name in ("vae_slicing", "vae_tiling"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
+        if self.attention_slicing is not None:
+            object.__setattr__(self, "attention_slicing", validation.attention_slice(self.attention_slicing))
+        if self.variant is not None:
+            validation.variant_name(self.variant)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> RunOptions:
+        """The run options a job's settings carry in fields of the same names (defaults where it has none)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{n: getattr(settings, n) for n in names if getattr(settings, n, None) is not None})
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def resolve_device(self, default: torch.device | str | None = None) -> torch.device:
+        """The device to run on (``default``, e.g. a process's own GPU, stands for ``auto`` where given), checked
+        with the precision: a device this machine lacks, or a precision it cannot run, is a ValueError naming the
+        setting — raised before any weights are read."""
+        from latentmix.utils.device import resolve_device
+
+        device = torch.device(default) if self.device == "auto" and default is not None else resolve_device(self.device)
+        check_precision(device, self.dtype)
+        return device
+
+    def apply(self, backend: Any, device: torch.device | None = None) -> Any:
+        """Place ``backend`` on ``device`` (None: where it is) in this precision and set its batch sizes and memory
+        features; returns it."""
+        unet = getattr(backend, "unet", None)
+        autoencoder = backend.first_stage or backend
+        model = getattr(autoencoder, "vae", None)  # a diffusers autoencoder's model
+        if unet is None:
+            _refuse(backend, "unet_batch_size", self.unet_batch_size is not None, "diffusion backends (a UNet)")
+            _refuse(backend, "attention_slicing", self.attention_slicing is not None, "diffusion backends (a UNet)")
+        memory = {"vae_slicing": "enable_slicing", "vae_tiling": "enable_tiling"}
+        for name, method in memory.items():
+            if getattr(self, name) and not hasattr(model, method):
+                decoder = type(model or next(iter(autoencoder.modules().values()))).__name__
+                raise ValueError(
+                    f"{name} applies to diffusers autoencoders that implement {method}() (AutoencoderKL); "
+                    f"{backend.label!r} decodes with {decoder}"
+                )
+        backend.to(device, None if self.dtype == "fp32" else self.torch_dtype)
+        if self.unet_batch_size is not None:
+            backend.batch_size = self.unet_batch_size
+        if self.vae_batch_size is not None:
+            autoencoder.batch_size = self.vae_batch_size
+        if self.vae_slicing:
+            model.enable_slicing()  # type: ignore[union-attr]
+        if self.vae_tiling:
+            model.enable_tiling()  # type: ignore[union-attr]
+        if self.attention_slicing is not None:
+            unet.set_attention_slice(self.attention_slicing)  # type: ignore[union-attr]
+        return backend
+
+
+def _refuse(backend: Any, name: str, given: bool, who: str) -> None:
+    if given:
+        raise ValueError(f"{name} applies to {who}; {backend.label!r} is a {backend.backend_name!r} backend")
+
+
+def check_precision(device: torch.device, dtype: str) -> None:
+    """Whether ``device`` runs ``dtype`` (a tiny convolution and attention in it, the kernels a UNet needs); a
+    ValueError naming ``dtype`` otherwise."""
+    if dtype == "fp32":
+        return
+    if device.type == "cuda" and dtype == "bf16" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"dtype bf16: {torch.cuda.get_device_name(device)} does not support bfloat16; use fp16")
+    torch_dtype = DTYPES[dtype]
+    try:
+        x = torch.ones(1, 2, 4, 4, device=device, dtype=torch_dtype)
+        torch.nn.functional.conv2d(x, torch.ones(2, 2, 3, 3, device=device, dtype=torch_dtype), padding=1)
+        torch.nn.functional.group_norm(x, 1)
+        q = x.flatten(2).transpose(1, 2)
+        torch.nn.functional.scaled_dot_product_attention(q, q, q)
+    except (RuntimeError, NotImplementedError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"dtype {dtype}: this {device.type} device cannot run it ({first}); use fp32") from None
