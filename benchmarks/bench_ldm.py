@@ -75,8 +75,9 @@ def digits_per_frame(backend):
     return run
 
 
-def sd_shaped_pipeline(device, dtype):
-    """A Stable-Diffusion-shaped pipeline of random components (small enough for a CPU)."""
+def sd_shaped_pipeline(device, dtype, sample_size: int = 16):
+    """A Stable-Diffusion-shaped pipeline of random components (small enough for a CPU); ``sample_size``: the
+    latent side (64 is Stable Diffusion 1.5's, at 512 px)."""
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import AutoTokenizer, BertConfig, BertModel
 
@@ -84,7 +85,7 @@ def sd_shaped_pipeline(device, dtype):
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=16,
+        sample_size=sample_size,
         in_channels=4,
         out_channels=4,
         block_out_channels=(32, 64),
@@ -101,7 +102,7 @@ def sd_shaped_pipeline(device, dtype):
         up_block_types=("UpDecoderBlock2D",) * 2,
         latent_channels=4,
         norm_num_groups=8,
-        sample_size=32,
+        sample_size=2 * sample_size,
     )
     tokenizer = AutoTokenizer.from_pretrained(str(default_text_encoder_path()))
     tokenizer.model_max_length = 16
@@ -144,8 +145,8 @@ def pipeline_per_frame(pipe, backend):
                     negative_prompt_embeds=uncond,
                     latents=z[None].to(pipe.unet.dtype),
                     output_type="pt",
-                    height=32,
-                    width=32,
+                    height=backend.image_size,
+                    width=backend.image_size,
                     **kwargs,
                 ).images
                 for z, c in frames
