@@ -142,7 +142,7 @@ def test_euler_sampling_matches_the_diffusers_pipeline(tiny_sd_pipeline):
     torch.testing.assert_close((ours + 1) / 2, ref.clamp(0, 1), atol=1e-4, rtol=0)
 
 
-def test_bad_run_settings_are_one_line_errors_before_loading(sd_dir, tmp_path):
+def test_bad_run_settings_are_one_line_errors_before_loading(sd_dir, tmp_path, capsys):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="device: cuda is not available on this machine"):
             load_backend(sd_dir, run=RunOptions(device="cuda"))
@@ -154,6 +154,8 @@ def test_bad_run_settings_are_one_line_errors_before_loading(sd_dir, tmp_path):
         RunOptions(dtype="fp8")
     with pytest.raises(ValueError, match="attention_slicing must be auto, max or a positive number"):
         RunOptions(attention_slicing="half")
+    from latentmix.cli import main
+
     for flags, message in [
         (["--device", "cuda"], "device: cuda is not available"),
         (["--dtype", "fp8"], "invalid choice"),
@@ -163,11 +165,15 @@ def test_bad_run_settings_are_one_line_errors_before_loading(sd_dir, tmp_path):
         if flags[1] == "cuda" and torch.cuda.is_available():
             continue
         out = tmp_path / f"grid{len(flags[1])}.png"
-        command = [sys.executable, "-m", "latentmix", "grid", "--backend", str(sd_dir), "--prompts", "a", "b",
-                   "--steps", "3", "--num-inference-steps", "2", "--out", str(out), *flags]  # fmt: skip
-        run = subprocess.run(command, capture_output=True, text=True)
-        assert run.returncode == 2, run.stderr
-        assert message in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
+        argv = ["grid", "--backend", str(sd_dir), "--prompts", "a", "b", "--steps", "3", "--num-inference-steps", "2",
+                "--out", str(out), *flags]  # fmt: skip
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse's own refusals
+            code = exc.code
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert message in err and len(err.strip().splitlines()) == 1, err
         assert not out.exists()
 
 
