@@ -53,7 +53,13 @@ import torch
 from torch import Tensor
 
 from latentmix.backends.files import BACKEND_CONFIG, move_modules, read_json, refuse_pickles
-from latentmix.backends.options import DECODE_OPTIONS, PER_ITEM_OPTIONS, CallOptions, refuse_unsupported
+from latentmix.backends.options import (
+    DECODE_OPTIONS,
+    PER_ITEM_OPTIONS,
+    CallOptions,
+    check_per_item,
+    refuse_unsupported,
+)
 from latentmix.backends.registry import get_backend_class
 from latentmix.utils.atomic import atomic_directory
 from latentmix.utils.validation import positive_int
@@ -350,8 +356,7 @@ class LatentBackend(abc.ABC):
             cond = self.check_cond(cond, n)
         per_item = {k: v for k, v in kwargs.items() if k in PER_ITEM_OPTIONS and isinstance(v, (list, tuple))}
         for key, values in per_item.items():
-            if len(values) != n:
-                raise ValueError(f"{key}: give one for all items or one per item ({n}), got {len(values)}")
+            check_per_item(key, values, n)
         outs = []
         for start in range(0, n, self.batch_size):
             stop = start + self.batch_size

@@ -52,7 +52,7 @@ from latentmix.backends.base import LatentBackend
 from latentmix.backends.diffusion import fixed_point_invert
 from latentmix.backends.files import move_modules
 from latentmix.backends.ldm_pipeline import PIPELINE_INDEX, unet_sample_shape
-from latentmix.backends.options import CallOptions
+from latentmix.backends.options import CallOptions, check_per_item
 from latentmix.backends.registry import register_backend
 from latentmix.configs import INVERSIONS, SAMPLERS
 from latentmix.data.text import TextEncoder, check_texts
@@ -246,10 +246,7 @@ class LatentDiffusionBackend(LatentBackend):
         item), ``""`` where None."""
         if negative_prompt is None or isinstance(negative_prompt, str):
             return self.encode_text([negative_prompt or ""]).expand(n, -1, -1)
-        if len(negative_prompt) != n:
-            raise ValueError(
-                f"negative_prompt: give one for all items or one per item ({n}), got {len(negative_prompt)}"
-            )
+        check_per_item("negative_prompt", negative_prompt, n)
         return self.encode_text(list(negative_prompt))
 
     def predict_noise(

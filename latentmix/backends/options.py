@@ -25,6 +25,14 @@ ENCODE_OPTIONS = (
 DECODE_OPTIONS = ("num_inference_steps", "guidance_scale", "strength", "sampler", "negative_prompt")
 #: options that may hold one value per item (a list), sliced with the items into the backend's batches
 PER_ITEM_OPTIONS = ("negative_prompt",)
+
+
+def check_per_item(name: str, values: Any, n: int) -> None:
+    """A per-item option given as a list must hold one value per item."""
+    if isinstance(values, (list, tuple)) and len(values) != n:
+        raise ValueError(f"{name}: give one for all items or one per item ({n}), got {len(values)}")
+
+
 #: values that mean "the default" to every backend, so a job may always pass them
 NEUTRAL = {"refine_steps": 0, "inversion": "ddim", "sampler": "ddim"}
 #: where an option's value lives in a job's settings when the name differs there

@@ -19,7 +19,6 @@ and λ, but a decoded pixel may differ by one gray level (batched convolutions r
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import os
@@ -33,7 +32,6 @@ from tqdm.auto import tqdm
 
 from latentmix.backends import LatentBackend, RunOptions, load_backend
 from latentmix.configs import SynthesisConfig, backend_for
-from latentmix.configs.options import _jsonable
 from latentmix.configs.synthesis import MAX_SAMPLES
 from latentmix.data.synthetic import EMBEDDING_FIELDS, EMBEDDINGS, IMAGES, MANIFEST, METADATA, RUN_FILE, SHARDS
 from latentmix.data.text import TextEncoder
@@ -137,7 +135,7 @@ def _check_output_dir(out: Path, plan: SynthesisPlan) -> None:
     previous = json.loads(run.read_text(encoding="utf-8"))
     now = plan.identity
     # a setting added since that run was written counts as its default there (``dtype`` "fp32", ...)
-    defaults = {f.name: _jsonable(f.default) for f in dataclasses.fields(SynthesisConfig)}
+    defaults = SynthesisConfig().identity()
     differ = [k for k, v in now.items() if previous.get(k, defaults.get(k)) != v]
     if differ:
         shown = ", ".join(f"{k}: {previous.get(k)!r} there vs {now[k]!r} now" for k in differ[:3])
@@ -178,11 +176,10 @@ def synthesize(config: SynthesisConfig, *, quiet: bool = False) -> SynthesisResu
 
 def _synthesize(config: SynthesisConfig, plan: SynthesisPlan, state, quiet: bool) -> SynthesisResult:
     root = plan.root
-    run = RunOptions.from_settings(config)
-    device = run.resolve_device(state.device)  # auto: each process's own device
-    backend = load_backend(plan.backend, device=device, run=run)
+    # --device auto: this process's own device
+    backend = load_backend(plan.backend, device=state.device, run=RunOptions.from_settings(config))
     method = config.method or backend.default_method
-    text_encoder = TextEncoder.from_pretrained(config.text_encoder, device=device)
+    text_encoder = TextEncoder.from_pretrained(config.text_encoder, device=backend.device)
     show = not quiet and state.is_local_main_process
     with backend.progress(show):
         src = SourceData(config, backend, text_encoder, quiet=not show, backend_name=plan.backend)
