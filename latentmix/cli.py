@@ -97,8 +97,6 @@ def _walk(args: argparse.Namespace, argv: list[str]) -> int:
 def _synthesize(args: argparse.Namespace, argv: list[str]) -> int:
     config = from_args(configs.SynthesisConfig, args)
     config.validate()
-    if config.balance is not None and hasattr(args, "n"):
-        raise ValueError("-n: --balance sets the number of samples (each class up to the target); drop -n")
     from latentmix.jobs.synthesize import synthesize
 
     result = synthesize(config, quiet=args.quiet)

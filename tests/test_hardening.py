@@ -314,7 +314,7 @@ def test_a_balance_a_filter_fell_short_of_says_which_classes_and_why():
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--balance", "10", "-n", "7"], "-n: --balance sets the number of samples"),
+        (["--balance", "10", "-n", "7"], "n: balance sets the number of samples; drop n"),
         (["--balance", "0"], "expected a count from 1 to 100,000,000 or 'max', got '0'"),
         (["--balance", "1000000000000"], "expected a count from 1 to 100,000,000 or 'max'"),
         (["-n", "1000000000"], "num_samples|n must be at most 100,000,000"),

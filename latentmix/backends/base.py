@@ -28,6 +28,8 @@ Capabilities are attributes that callers read instead of ``isinstance`` checks:
 * ``encoder_kind``: ``"amortized"`` (one network pass), ``"inversion"`` or ``"ddim-inversion"``;
 * ``first_stage``: the autoencoder a backend works on top of (latent diffusion), or None — its
   reconstruction error is the floor of the backend's own;
+* ``clean_latents`` / ``partly_noised``: diffusion backends: the first stage's latents of images and those
+  latents noised to the level sampling at a ``strength`` starts from (SDEdit); other backends refuse them;
 * ``option_names``: the call options ``encode`` and ``decode`` take; ``last_encode_calls``: the
   network evaluations per item of the last encode, where the backend counts them;
 * ``show_progress``: per instance, whether long calls (diffusion sampling) show a progress bar
@@ -260,6 +262,16 @@ class LatentBackend(abc.ABC):
         if texts is None:
             raise ValueError(f"texts: backend {self.backend_name!r} is text-conditioned and needs one text per item")
         return self.encode_text(list(texts))
+
+    def clean_latents(self, images: Tensor) -> Tensor:
+        """Diffusion backends: the first stage's latents of ``images`` in this backend's latent shape."""
+        raise ValueError(f"backend {self.backend_name!r} is not a diffusion backend; it has no noise levels")
+
+    def partly_noised(
+        self, z0: Tensor, noise: Tensor, strength: float = 1.0, num_inference_steps: int | None = None
+    ) -> Tensor:
+        """Diffusion backends: clean latents noised to where sampling at ``strength`` starts (SDEdit)."""
+        raise ValueError(f"backend {self.backend_name!r} is not a diffusion backend; it has no noise levels")
 
     def encode_distribution(self, images: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor | None]:
         """(mean, std) of the posterior over latents; the default is a deterministic encoder (std None)

@@ -277,6 +277,26 @@ class LatentDiffusionBackend(LatentBackend):
             )
         return keep
 
+    def clean_latents(self, images: Tensor) -> Tensor:
+        """The autoencoder latents of ``images`` in the UNet's shape (N, *latent_shape): what :meth:`invert` and
+        :meth:`partly_noised` start from."""
+        return self.autoencoder.encode(images).reshape(images.shape[0], *self._shape)
+
+    def partly_noised(
+        self, z0: Tensor, noise: Tensor, strength: float = 1.0, num_inference_steps: int | None = None
+    ) -> Tensor:
+        """Clean latents ``z0`` noised with ``noise`` to the level at which sampling at ``strength`` starts
+        (SDEdit, diffusers' img2img): ``√ᾱ_t·z0 + √(1 − ᾱ_t)·noise`` at the first of the last
+        ``int(num_inference_steps * strength)`` DDIM timesteps (the first timestep at strength 1). :meth:`denoise`
+        with the same strength and steps takes them back to an image."""
+        steps = self._settings(num_inference_steps, None)[0]
+        keep = self.kept_steps(strength, steps)
+        scheduler = DDIMScheduler.from_config(self.scheduler.config)
+        scheduler.set_timesteps(steps, device=z0.device)
+        timesteps = scheduler.timesteps
+        t = timesteps[0 if keep is None else len(timesteps) - keep]
+        return scheduler.add_noise(z0.float(), noise.to(z0.device).float(), t.reshape(1)).float()
+
     def _settings(self, steps: int | None, guidance_scale: float | None) -> tuple[int, float]:
         """The sampler's steps and guidance scale (the backend's defaults where None), checked."""
         steps = validation.positive_int(self.num_inference_steps if steps is None else steps, "num_inference_steps")
@@ -411,7 +431,7 @@ class LatentDiffusionBackend(LatentBackend):
         strength: float = 1.0,
         negative_prompt: str | list[str] | None = None,
     ) -> Tensor:
-        z0 = self.autoencoder.encode(images).reshape(images.shape[0], *self._shape)
+        z0 = self.clean_latents(images)
         noise = self.invert(
             z0, cond, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, inversion=inversion,
             inversion_iterations=inversion_iterations, strength=strength, negative_prompt=negative_prompt,

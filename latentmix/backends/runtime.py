@@ -14,7 +14,9 @@ diffusers' own mechanisms:
   overlapping tiles for large images);
 * ``attention_slicing``: ``UNet2DConditionModel.set_attention_slice("auto" | "max" | N)``;
 * ``variant``: the weight files of that variant (``diffusion_pytorch_model.fp16.safetensors``), as diffusers'
-  loaders read them.
+  loaders read them;
+* ``textual_inversion``: learned token embeddings added to the text encoder (:mod:`latentmix.backends.adapters`),
+  before the cast.
 
 An option that does not apply to the loaded backend (a UNet batch size for a VAE) is a ValueError naming it.
 """
@@ -44,6 +46,7 @@ class RunOptions:
         vae_slicing, vae_tiling: diffusers autoencoders: decode one image at a time / in overlapping tiles.
         attention_slicing: ``auto``, ``max`` or a number of slices for the UNet's attention (None: off).
         variant: load the weight files of this variant (``fp16``).
+        textual_inversion: textual-inversion files (``FILE`` or ``TOKEN=FILE``, safetensors) to add.
     """
 
     device: str = "auto"
@@ -54,6 +57,7 @@ class RunOptions:
     vae_tiling: bool = False
     attention_slicing: str | int | None = None
     variant: str | None = None
+    textual_inversion: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         validation.device_name(self.device)
@@ -68,6 +72,9 @@ class RunOptions:
             object.__setattr__(self, "attention_slicing", validation.attention_slice(self.attention_slicing))
         if self.variant is not None:
             validation.variant_name(self.variant)
+        if isinstance(self.textual_inversion, (str, bytes)) or not isinstance(self.textual_inversion, (tuple, list)):
+            raise TypeError(f"textual_inversion must be a list of files, got {type(self.textual_inversion).__name__}")
+        object.__setattr__(self, "textual_inversion", tuple(str(v) for v in self.textual_inversion))
 
     @classmethod
     def from_settings(cls, settings: Any) -> RunOptions:
@@ -92,6 +99,10 @@ class RunOptions:
     def apply(self, backend: Any, device: torch.device | None = None) -> Any:
         """Place ``backend`` on ``device`` (None: where it is) in this precision and set its batch sizes and memory
         features; returns it."""
+        from latentmix.backends.adapters import load_textual_inversion
+
+        for spec in self.textual_inversion:
+            load_textual_inversion(backend, spec)
         unet = getattr(backend, "unet", None)
         autoencoder = backend.first_stage or backend
         model = getattr(autoencoder, "vae", None)  # a diffusers autoencoder's model

@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from latentmix.latent.choices import KEYFRAME_METHODS, METHODS, SPACINGS, STRATEGIES
+from latentmix.latent.choices import BLEND_STRATEGIES, KEYFRAME_METHODS, METHODS, NOISE_KINDS, SPACINGS, STRATEGIES
 from latentmix.utils import validation
 
 __all__ = [
     "AUGMENT_MODES",
     "AUGMENT_TRANSFORMS",
     "BETA_SCHEDULES",
+    "BLEND_STRATEGIES",
     "CAPTION_RULES",
     "DEFAULT_ALIGN_MODELS",
     "DEFAULT_BACKEND",
@@ -26,6 +27,7 @@ __all__ = [
     "KEYFRAME_METHODS",
     "METHODS",
     "MIXED_PRECISION",
+    "NOISE_KINDS",
     "SAMPLERS",
     "SPACINGS",
     "SPACING_FEATURES",

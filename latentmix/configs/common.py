@@ -105,6 +105,12 @@ class RunSettings(BackendChoice):
     variant: str | None = option(
         None, "diffusers folders: load the weight files of this variant (fp16: *.fp16.safetensors)", check=VARIANT
     )
+    textual_inversion: tuple[str, ...] | None = option(
+        None,
+        "text-conditioned backends: add the learned token of each textual-inversion file (diffusers' "
+        "learned_embeds.safetensors, or TOKEN=FILE for an emb_params file); name the token in the prompts",
+        metavar="[TOKEN=]FILE",
+    )
 
 
 @dataclass

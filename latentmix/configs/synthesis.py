@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import dataclass
 
-from latentmix.configs.choices import AUGMENT_MODES, CAPTION_RULES, DEFAULT_TEXT_ENCODER, METHODS, SPLITS, STRATEGIES
+from latentmix.configs.choices import (
+    AUGMENT_MODES,
+    CAPTION_RULES,
+    DEFAULT_TEXT_ENCODER,
+    METHODS,
+    NOISE_KINDS,
+    SPLITS,
+    STRATEGIES,
+)
 from latentmix.configs.common import (
     IMBALANCE,
     IMBALANCE_HELP,
@@ -25,6 +34,7 @@ from latentmix.configs.options import (
     POSITIVE_NUMBER,
     PROBABILITY,
     SEED,
+    Check,
     identity,
     index_pair,
     int_in,
@@ -32,9 +42,51 @@ from latentmix.configs.options import (
     one_of,
     option,
 )
+from latentmix.utils import validation
 
 #: the most samples one synthesis run makes (a documented bound: a larger run is refused before any work)
 MAX_SAMPLES = 100_000_000
+DEFAULT_SAMPLES = 1000
+CLASS_PROMPT = "a photo of a {class}"
+
+#: ``synthesize --recipe NAME``: the published generative-augmentation methods these settings express.
+#: ``fixes``: what the method *is* (a different value is refused); ``defaults``: the paper's settings, which apply
+#: where the run leaves the setting at its own default (change them freely). README: "Recipes from the literature".
+SYNTHESIS_RECIPES: dict[str, dict[str, dict]] = {
+    # He et al. 2023: img2img of each real image with its class prompt (SDEdit at 0.5)
+    "real-guidance": {
+        "fixes": {"strategy": "augment", "noise": "random"},
+        "defaults": {"strength": (0.5,), "per_image": 10, "prompt_template": CLASS_PROMPT},
+    },
+    # Trabucco et al. 2024: M variants per real image at a strength drawn per variant, a learned token per class
+    # (pass --textual-inversion and a prompt that names the token)
+    "da-fusion": {
+        "fixes": {"strategy": "augment", "noise": "random"},
+        "defaults": {"strength": (0.5, 0.7, 0.9), "per_image": 10, "prompt_template": CLASS_PROMPT},
+    },
+    # Wang et al. 2024 (Diff-Mix's ablation): translation within the class, at the repository's strength 0.8
+    "diff-aug": {
+        "fixes": {"strategy": "augment", "noise": "random"},
+        "defaults": {"strength": (0.8,), "per_image": 5, "prompt_template": CLASS_PROMPT},
+    },
+    # Wang et al. 2024: a source image translated toward another class's prompt, label (1 - s^γ)·y_a + s^γ·y_b
+    "diff-mix": {
+        "fixes": {"strategy": "translate", "noise": "random"},
+        "defaults": {"strength": (0.8,), "per_image": 5, "prompt_template": CLASS_PROMPT, "gamma": 0.5},
+    },
+    # Wang & Chen 2025: slerp between DDIM inversions of two images of one class (one prompt, not the paper's
+    # two-stage denoising)
+    "diff-ii": {
+        "fixes": {"strategy": "intra-class", "noise": "inversion", "method": "slerp"},
+        "defaults": {"per_image": 5, "prompt_template": CLASS_PROMPT},
+    },
+}
+
+
+def _strengths(value, name: str) -> tuple[float, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)) or not value:
+        raise ValueError(f"{name} must be a non-empty list of numbers in (0, 1], got {value!r}")
+    return tuple(validation.strength(v, name) for v in value)
 
 
 def _balance_target(token: str) -> int:
@@ -60,20 +112,68 @@ class SynthesisConfig(SplitSettings, DataSettings, BackendSettings):
     split: str = override(
         SplitSettings, "split", default="train", help="source split (never blend test images into training data)"
     )
-    n: int = option(
-        1000,
-        f"number of synthetic samples, at most {MAX_SAMPLES:,} (with --balance: set by the balance)",
+    recipe: str | None = option(
+        None,
+        "a published method's settings: " + ", ".join(SYNTHESIS_RECIPES) + " (README: recipes from the literature)",
+        check=one_of(tuple(SYNTHESIS_RECIPES)),
+    )
+    n: int | None = option(
+        None,
+        f"number of synthetic samples, at most {MAX_SAMPLES:,} (default {DEFAULT_SAMPLES}, augment: one per source; "
+        "with --balance or --per-image: set by the data)",
         flags=("--num-samples", "-n"),
         check=int_in(1, MAX_SAMPLES),
         identity=False,
     )
-    strategy: str = option("intra-class", "which two examples each sample blends", check=one_of(STRATEGIES))
+    strategy: str = option(
+        "intra-class",
+        "which examples each sample comes from: two blended (random, intra-class, inter-class, knn), variants of one "
+        "(augment), or one moved toward another class's prompt (translate)",
+        check=one_of(STRATEGIES),
+    )
+    strength: tuple[float, ...] | None = option(
+        None,
+        "diffusion backends: run only this fraction of the sampling steps from a partly noised latent (img2img); "
+        "several: one drawn per sample (default: 1, all the way from noise)",
+        metavar="S",
+        check=Check(_strengths),
+    )
+    noise: str = option(
+        "inversion",
+        "where each sample's noise comes from: inversion (the sources' DDIM inversion to that strength) or random "
+        "(each sample's own seeded noise added to the source latent: SDEdit; diffusion backends)",
+        check=one_of(NOISE_KINDS),
+    )
+    per_image: int | None = option(
+        None,
+        "samples per source example: sets the number of samples (augment: that many variants of each)",
+        check=POSITIVE_INT,
+    )
+    prompt_template: str | None = option(
+        None,
+        "diffusion backends: the prompt of each source, e.g. 'a photo of a {class}' ({class}, {text} or a factor "
+        "of the data); default: its caption",
+    )
+    prompts: str | None = option(
+        None,
+        "a JSON file of class name -> prompt (or list of prompts, one drawn per sample); a template each",
+        path=True,
+    )
     seed: int = option(0, "the run's seed: sample i depends only on (seed, i)", check=SEED)
     alpha: float = option(1.0, "λ ~ Beta(alpha, alpha) per sample (1: uniform)", check=POSITIVE_NUMBER)
     lam: float | None = option(None, "a fixed λ (weight of the first source) instead of drawing it", check=number_in())
-    gamma: float = option(1.0, "label sharpening exponent (Diff-Mix; 1: linear soft labels)", check=POSITIVE_NUMBER)
+    gamma: float = option(
+        1.0,
+        "label sharpening exponent γ (Diff-Mix: (1 - s^γ)·y_a + s^γ·y_b, s the weight of b, or a translation's "
+        "strength; 1: linear soft labels)",
+        check=POSITIVE_NUMBER,
+    )
     class_pairs: tuple[tuple[int, int], ...] | None = option(
-        None, "inter-class: the allowed (class a, class b) pairs", parse=index_pair, metavar="A:B", check=PAIRS
+        None,
+        "inter-class, translate: the allowed (class a, class b) pairs",
+        parse=index_pair,
+        metavar="A:B",
+        check=PAIRS,
     )
     k: int = option(5, "knn: neighbours to choose from", check=POSITIVE_INT)
     method: str | None = option(None, "image-latent interpolator (default: the backend's)", check=one_of(METHODS))
@@ -126,14 +226,54 @@ class SynthesisConfig(SplitSettings, DataSettings, BackendSettings):
         None, "also return the samples (default: only when out is none)", cli=False, identity=False
     )
 
+    def __post_init__(self) -> None:
+        """A recipe's settings: what it fixes (a different value is refused), and its defaults where the run left
+        the setting at its own default."""
+        if self.recipe is None:
+            return
+        spec = SYNTHESIS_RECIPES.get(self.recipe)
+        if spec is None:
+            raise ValueError(f"recipe must be one of {', '.join(SYNTHESIS_RECIPES)}, got {self.recipe!r}")
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name, value in spec["fixes"].items():
+            mine = getattr(self, name)
+            if mine not in (value, defaults[name]):
+                raise ValueError(f"recipe {self.recipe} is {name} {value!r}; drop {name} {mine!r} or the recipe")
+            setattr(self, name, value)
+        for name, value in spec["defaults"].items():
+            if getattr(self, name) == defaults[name]:
+                setattr(self, name, value)
+
+    @property
+    def strengths(self) -> tuple[float, ...]:
+        """The strengths samples are drawn at (1: all the way from noise)."""
+        return self.strength if self.strength is not None else (1.0,)
+
     def validate(self) -> None:
         super().validate()
+        if self.n is not None and (self.balance is not None or self.per_image is not None):
+            given = "balance" if self.balance is not None else "per_image"
+            raise ValueError(f"n: {given} sets the number of samples; drop n (or {given})")
+        if self.per_image is not None and self.balance is not None:
+            raise ValueError("per_image: balance sets the number of samples; drop one of them")
+        if (
+            self.strategy == "augment"
+            and self.noise == "inversion"
+            and len(self.strengths) == 1
+            and (self.per_image or 1) > 1
+        ):
+            raise ValueError(
+                "per_image: augment with noise inversion makes the same image every time (DDIM inversion is "
+                "deterministic); use noise random for variants, or several strengths"
+            )
+        if self.lam is not None and self.strategy in ("augment", "translate"):
+            raise ValueError(f"lam applies to the blend strategies; {self.strategy} has no second source to weigh")
         if self.lam is not None and not self.allow_extrapolation and not 0 <= self.lam <= 1:
             raise ValueError(
                 f"lam must be in [0, 1], got {self.lam:g} (pass allow_extrapolation to extrapolate on purpose)"
             )
-        if self.class_pairs is not None and self.strategy != "inter-class":
-            raise ValueError("class_pairs only applies to strategy inter-class")
+        if self.class_pairs is not None and self.strategy not in ("inter-class", "translate"):
+            raise ValueError("class_pairs only applies to strategies inter-class and translate")
         if self.balance is not None and self.strategy != "intra-class":
             raise ValueError(f"balance makes intra-class blends; strategy must be intra-class, not {self.strategy!r}")
         check_imbalance(self)

@@ -101,6 +101,11 @@ RECIPES: dict[str, dict] = {
     "fusion-sync-augment": {"modality": "fusion", **FUSION_PLAIN, "augment": "synchronized"},
     "mixgen": {"mixup": "mixgen", **FUSION_PLAIN},
     "blends-balance": {"synthetic_strategy": "intra-class", "synthetic_balance": True, "synthetic_pooled": True},
+    # the published generative-augmentation methods (``synthesize --recipe``; README: recipes from the literature)
+    **{
+        name: {"synthetic_strategy": name, "synthetic_recipe": True}
+        for name in ("real-guidance", "da-fusion", "diff-aug", "diff-mix", "diff-ii")
+    },
     # both: the balanced set, and each class's loss weighted by its count among the real labelled examples
     "blends-balance+reweight": {
         "synthetic_strategy": "intra-class",

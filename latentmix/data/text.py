@@ -87,6 +87,24 @@ class TextEncoder:
         limit = getattr(tokenizer, "model_max_length", 512) or 512
         self.max_length = int(max_length or min(limit, 512))
         self._cache: dict[str, Tensor] = {}
+        #: multi-vector textual-inversion tokens: a prompt's ``token`` reads as ``token token_1 …`` (diffusers' rule)
+        self.expansions: dict[str, str] = {}
+
+    def clear_cache(self) -> None:
+        """Forget cached embeddings (after the tokenizer or the embeddings changed)."""
+        self._cache.clear()
+
+    def _expand(self, texts: list[str]) -> list[str]:
+        if not self.expansions:
+            return texts
+        import re
+
+        out = []
+        for text in texts:
+            for token, replacement in self.expansions.items():  # not inside an already spelled-out token_1
+                text = re.sub(re.escape(token) + r"(?!_\d)", replacement.replace("\\", "\\\\"), text)
+            out.append(text)
+        return out
 
     @classmethod
     def from_pretrained(
@@ -162,7 +180,9 @@ class TextEncoder:
         return int(self.model.config.hidden_size)
 
     def _tokenize(self, texts: list[str], padding: bool | str = True):
-        batch = self.tokenizer(texts, padding=padding, truncation=True, max_length=self.max_length, return_tensors="pt")
+        batch = self.tokenizer(
+            self._expand(texts), padding=padding, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         return {k: v.to(self.device) for k, v in batch.items()}
 
     @torch.inference_mode()

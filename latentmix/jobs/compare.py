@@ -223,6 +223,7 @@ def recipe_config(
     model, :data:`~latentmix.configs.DEFAULT_SYNTHESIS_BACKENDS`)."""
     spec = dict(RECIPES[recipe])
     strategy = spec.pop("synthetic_strategy", None)
+    recipe_name = strategy if spec.pop("synthetic_recipe", False) else None  # a synthesize --recipe
     use_filter = spec.pop("synthetic_filter", False)
     balance = 0 if spec.pop("synthetic_balance", False) else None  # 0: up to the largest class's count
     config = replace(base, seed=seed, **spec)
@@ -232,22 +233,22 @@ def recipe_config(
         raise ValueError(f"recipe {recipe} filters its blends with the seed's ERM classifier; none was given")
     tag = ("-filtered" if use_filter else "") + ("-balance" if balance is not None else "")
     out = work / f"{strategy}{tag}-k{base.labels_per_class}{_lt_tag(base)}-seed{seed}"
-    synthesize(
-        SynthesisConfig(
-            backend=backend_for(backend, base.data, DEFAULT_SYNTHESIS_BACKENDS),
-            data=base.data,
-            n=synthetic_n,
-            strategy=strategy,
-            seed=seed,
-            labels_per_class=base.labels_per_class,
-            subset_seed=seed,
-            imbalance_ratio=base.imbalance_ratio,
-            balance=balance,
-            filter_classifier=filter_classifier if use_filter else None,
-            out=str(out),
-        ),
-        quiet=True,
+    chosen = {"recipe": recipe_name} if recipe_name else {"strategy": strategy}
+    synthesis = SynthesisConfig(
+        **chosen,
+        backend=backend_for(backend, base.data, DEFAULT_SYNTHESIS_BACKENDS),
+        data=base.data,
+        seed=seed,
+        labels_per_class=base.labels_per_class,
+        subset_seed=seed,
+        imbalance_ratio=base.imbalance_ratio,
+        balance=balance,
+        filter_classifier=filter_classifier if use_filter else None,
+        out=str(out),
     )
+    if balance is None and synthesis.per_image is None:
+        synthesis = replace(synthesis, n=synthetic_n)
+    synthesize(synthesis, quiet=True)
     return replace(config, synthetic=str(out))
 
 

@@ -20,12 +20,14 @@ from tqdm.auto import tqdm
 
 from latentmix.backends import CallOptions, LatentBackend, mix_conditions
 from latentmix.configs import SynthesisConfig
+from latentmix.configs.synthesis import DEFAULT_SAMPLES
 from latentmix.data import ImageTextDataset, Subset, labelled_subset, load_dataset, load_matching
 from latentmix.data.factor_captions import FactorCaptioner
+from latentmix.data.prompts import PromptBook, read_prompt_file
 from latentmix.data.synthetic import EMBEDDING_FIELDS, image_path, sample_id
 from latentmix.data.text import TextEncoder
-from latentmix.latent.blend import CaptionBank, Pairs, blend
-from latentmix.latent.pairing import Pairing, sample_lambdas
+from latentmix.latent.blend import Blend, CaptionBank, Pairs, blend, soft_labels
+from latentmix.latent.pairing import Pairing, choose, sample_lambdas, sample_noise
 from latentmix.utils.viz import to_uint8
 
 ENCODE_CHUNK = 256
@@ -44,12 +46,15 @@ def source_labels(config: SynthesisConfig) -> np.ndarray:
 
 
 class SourceData:
-    """Encoded source data: latents, text embeddings, one-hot labels, captions — computed once.
+    """Encoded source data: latents, text embeddings, one-hot labels, captions, prompts — computed once.
+
+    Latents: with ``noise="inversion"`` each source inverted to every strength of the run (``latents_at``); with
+    ``noise="random"`` the first stage's clean latents (``clean``), noised per sample in :func:`make_shard`.
 
     Args:
         config: the run's settings (data, split, low-data subset, encoder settings).
-        backend: encodes the source images (conditioned on their captions when text-conditioned).
-        text_encoder: embeds the captions (sentence embeddings, blended with the same λ).
+        backend: encodes the source images (conditioned on their prompts when text-conditioned).
+        text_encoder: embeds the captions (sentence embeddings, blended with the same λ) and translation prompts.
         quiet: hide the progress bar.
         backend_name: how the run names the backend (for messages; default: ``config.backend``).
     """
@@ -78,17 +83,37 @@ class SourceData:
             raise ValueError(
                 f"data {config.data!r} has unlabelled examples; paired synthesis needs a label for every image"
             )
-        #: the backend's call options of the run, checked once: every encode here and every shard's decode
+        _check_backend_takes(config, backend)
+        self.text_encoder = text_encoder
+        per_class = read_prompt_file(config.prompts) if config.prompts is not None else None
+        self.book = PromptBook(ds, config.prompt_template, per_class, config.seed)
+        #: each source's own prompt: what it is inverted under, and a blend's conditioning (its caption by default)
+        self.prompts = self.book.prompts(np.arange(len(ds)))
+        #: the backend's call options of the run, checked once: every encode here and every shard's decode;
+        #: ``at_strength`` gives them at each strength of the run
         self.options = backend.call_options(CallOptions.from_settings(config))
+        self.strengths = config.strengths
+        self._at = {s: self.options if config.strength is None else backend.call_options(self.options, strength=s)
+                    for s in self.strengths}  # fmt: skip
+        self.noise = config.noise
 
-        def encode(start: int) -> Tensor:
+        def encode(start: int, options: CallOptions) -> Tensor:
             rows = range(start, min(start + ENCODE_CHUNK, len(ds)))
-            cond = backend.condition([ds.texts[j] for j in rows])
-            return backend.encode(ds.images(rows), cond=cond, options=self.options).float().cpu()
+            if self.noise == "random":
+                return backend.clean_latents(ds.images(rows)).float().cpu()
+            cond = backend.condition([self.prompts[j] for j in rows])
+            return backend.encode(ds.images(rows), cond=cond, options=options).float().cpu()
 
         chunks = range(0, len(ds), ENCODE_CHUNK)
+        todo = [None] if self.noise == "random" else list(self.strengths)
+        self.latents_at: dict[float | None, Tensor] = {}
         with torch.inference_mode():
-            self.latents = torch.cat([encode(i) for i in tqdm(chunks, desc="encode sources", disable=quiet)])
+            for s in todo:
+                options = self.options if s is None else self._at[s]
+                desc = "encode sources" if s in (None, 1.0) else f"encode sources at strength {s:g}"
+                self.latents_at[s] = torch.cat([encode(i, options) for i in tqdm(chunks, desc=desc, disable=quiet)])
+        #: the latents a knn pairing measures distance in (at the run's first strength, or clean)
+        self.latents = self.latents_at[todo[0]]
         self.text_embeddings = text_encoder.encode(ds.texts)
         self.onehot = torch.nn.functional.one_hot(ds.labels, len(ds.class_names)).float()
         unique = sorted(set(ds.texts))
@@ -97,9 +122,40 @@ class SourceData:
         if config.caption == "factors" or (config.caption == "auto" and ds.factor_values is not None):
             self.captioner = FactorCaptioner(ds, config.caption_margin)
 
-    def side(self, idx: np.ndarray) -> Pairs:
+    def at_strength(self, strength: float) -> CallOptions:
+        """The run's call options at ``strength`` (one of the run's strengths)."""
+        return self._at[strength]
+
+    def rows_latents(self, examples: np.ndarray, strengths: np.ndarray) -> Tensor:
+        """Each example's latent: inverted to its sample's strength, or clean (noise random)."""
+        if self.noise == "random":
+            return self.latents_at[None][torch.from_numpy(examples)]
+        out = torch.empty((len(examples), *self.latents.shape[1:]), dtype=self.latents.dtype)
+        for s in np.unique(strengths):
+            mask = strengths == s
+            out[torch.from_numpy(mask)] = self.latents_at[float(s)][torch.from_numpy(examples[mask])]
+        return out
+
+    def side(self, idx: np.ndarray, strengths: np.ndarray | None = None) -> Pairs:
         t = torch.from_numpy(idx)
-        return Pairs(self.latents[t], self.text_embeddings[t], self.onehot[t], [self.dataset.texts[i] for i in idx])
+        latents = self.latents[t] if strengths is None else self.rows_latents(idx, strengths)
+        return Pairs(latents, self.text_embeddings[t], self.onehot[t], [self.dataset.texts[i] for i in idx])
+
+
+def _check_backend_takes(config: SynthesisConfig, backend: LatentBackend) -> None:
+    """Settings that need a diffusion (or a text-conditioned) backend, refused by one that is not, before any work."""
+    kind = f"{backend.backend_name!r} encodes with {backend.encoder_kind} encoding"
+    if config.noise == "random" and "strength" not in backend.option_names:
+        raise ValueError(f"noise: 'random' noises each source latent and samples it back (SDEdit), which needs a "
+                         f"diffusion backend; {kind}")  # fmt: skip
+    if config.strategy == "translate" and not backend.supports_text_condition:
+        raise ValueError(f"strategy: translate draws a source under another class's prompt, which needs a "
+                         f"text-conditioned backend; {backend.backend_name!r} is not")  # fmt: skip
+    if not backend.supports_text_condition:
+        for name in ("prompt_template", "prompts"):
+            if getattr(config, name) is not None:
+                raise ValueError(f"{name}: backend {backend.backend_name!r} is not text-conditioned; it takes no "
+                                 "prompts")  # fmt: skip
 
 
 @dataclass
@@ -198,32 +254,50 @@ def make_shard(
     *,
     n: int | None = None,
 ) -> Shard:
-    """Samples ``shard * shard_size …`` of the run (of ``n`` samples, default ``config.n``): pair, λ, blend (one λ
-    for latent, text and label), decode."""
-    idx = shard_indices(shard, config.shard_size, config.n if n is None else n)
+    """Samples ``shard * shard_size …`` of the run (of ``n`` samples, default ``config.n``): pair (or pick), strength,
+    λ, blend (one λ for latent, text and label), noise, decode — each a function of (seed, sample index)."""
+    idx = shard_indices(shard, config.shard_size, n if n is not None else config.n or DEFAULT_SAMPLES)
     ia, ib = pairing.pairs(idx)
-    if config.lam is not None:
+    table = np.asarray(src.strengths, dtype=np.float64)
+    strength = table[choose(config.seed, idx, "strength", len(table))] if len(table) > 1 else table[np.zeros_like(idx)]
+    if config.strategy == "augment":
+        lam = np.ones(len(idx))
+    elif config.strategy == "translate":
+        lam = 1.0 - strength  # the weight of the source: Diff-Mix's label (1 - s^γ)·y_a + s^γ·y_b
+    elif config.lam is not None:
         lam = np.full(len(idx), config.lam, dtype=np.float64)
     else:
         lam = sample_lambdas(config.seed, idx, config.alpha)
-    mix = blend(
-        src.side(ia),
-        src.side(ib),
-        torch.from_numpy(lam),
-        method=method,
-        gamma=config.gamma,
-        caption_bank=src.bank,
-        allow_extrapolation=config.allow_extrapolation,
-    )
-    texts = src.dataset.texts
-    # a text-conditioned backend decodes under the blend of the two captions' conditionings, with the same λ
-    cond = mix_conditions(
-        backend.condition([texts[i] for i in ia]),
-        backend.condition([texts[i] for i in ib]),
-        torch.from_numpy(1.0 - lam),
-    )
-    with torch.inference_mode():
-        decoded = backend.decode(mix.latents.to(backend.device), cond=cond, options=src.options)
+    book = src.book
+    if config.strategy in ("augment", "translate"):
+        mix = _one_source(config, src, ia, ib, idx, lam, strength)
+        target = ia if config.strategy == "augment" else ib
+        cond = backend.condition([book.prompt(int(e), int(i)) for e, i in zip(target, idx, strict=True)])
+        prompts: list = [book.prompt(int(e), int(i)) for e, i in zip(target, idx, strict=True)]
+    else:
+        mix = blend(
+            src.side(ia, strength),
+            src.side(ib, strength),
+            torch.from_numpy(lam),
+            method=method,
+            gamma=config.gamma,
+            caption_bank=src.bank,
+            allow_extrapolation=config.allow_extrapolation,
+        )
+        pa, pb = book.prompts(ia, idx), book.prompts(ib, idx)
+        # a text-conditioned backend decodes under the blend of the two prompts' conditionings, with the same λ
+        cond = mix_conditions(backend.condition(pa), backend.condition(pb), torch.from_numpy(1.0 - lam))
+        prompts = [list(p) for p in zip(pa, pb, strict=True)]
+    latents = mix.latents
+    if config.noise == "random":  # SDEdit: the (blended) clean latent, noised by the sample's own noise
+        noise = sample_noise(config.seed, idx, tuple(latents.shape[1:]))
+        noised = torch.empty_like(latents, dtype=torch.float32)
+        for s in np.unique(strength):
+            group = torch.from_numpy(np.flatnonzero(strength == s))
+            steps = src.options.num_inference_steps
+            noised[group] = backend.partly_noised(latents[group], noise[group], float(s), steps).cpu()
+        latents = noised
+    decoded = _decode_by_strength(backend, src, latents, cond, strength)
     keep = np.ones(len(idx), dtype=bool)
     if blend_filter is not None:
         keep = blend_filter.keep(decoded, mix.soft_labels).numpy()
@@ -231,14 +305,19 @@ def make_shard(
     ids = [sample_id(int(i)) for i in idx[keep]]
     kept = np.flatnonzero(keep)
     ds = src.dataset
+    record_strength = "strength" in backend.option_names
     rows = []
     for j, sid in zip(kept, ids, strict=True):
         soft = [round(float(v), 6) for v in mix.soft_labels[j]]
-        text, extra = mix.captions[j], {}
-        if src.captioner is not None:
-            a, b, w = int(ia[j]), int(ib[j]), float(lam[j])
-            text = src.captioner.caption(a, b, w, int(idx[j]))
+        text, extra = mix.captions[j], dict[str, Any]()
+        a, b, w = int(ia[j]), int(ib[j]), float(lam[j])
+        if src.captioner is not None and config.strategy != "translate":
+            text = src.captioner.caption(a, b, w, int(idx[j])) if config.strategy != "augment" else text
             extra = {"nearest_text": mix.captions[j], "factors": src.captioner.factors(a, b, w)}
+        if record_strength:
+            extra.update({"strength": float(strength[j]), "noise": config.noise})
+        if backend.supports_text_condition:
+            extra["prompt"] = prompts[j]
         rows.append(
             {
                 "file_name": image_path(shard, sid),
@@ -246,16 +325,63 @@ def make_shard(
                 "composed_text": mix.composed_captions[j],
                 "label": int(np.argmax(soft)),
                 "soft_label": soft,
-                "lambda": round(float(lam[j]), 6),
-                "source_a": ds.ids[ia[j]],
-                "source_b": ds.ids[ib[j]],
-                "label_a": int(ds.labels[ia[j]]),
-                "label_b": int(ds.labels[ib[j]]),
+                "lambda": round(w, 6),
+                "source_a": ds.ids[a],
+                "source_b": None if config.strategy == "augment" else ds.ids[b],
+                "label_a": int(ds.labels[a]),
+                "label_b": int(ds.labels[b]),
                 "id": sid,
                 **extra,
             }
         )
     latent, text_embedding = EMBEDDING_FIELDS
     pick = torch.from_numpy(kept)
-    tensors = {latent: mix.latents.float().cpu()[pick], text_embedding: mix.text_embeddings.float().cpu()[pick]}
+    tensors = {latent: latents.float().cpu()[pick], text_embedding: mix.text_embeddings.float().cpu()[pick]}
     return Shard(rows, tensors, images, ids, generated=len(idx))
+
+
+def _one_source(
+    config: SynthesisConfig,
+    src: SourceData,
+    ia: np.ndarray,
+    ib: np.ndarray,
+    idx: np.ndarray,
+    lam: np.ndarray,
+    strength: np.ndarray,
+) -> Blend:
+    """The samples of ``augment`` (a variant of source a: its caption, label and text embedding) and ``translate``
+    (source a drawn under the prompt of b's class: that prompt is the caption, the label moves toward b's class by
+    the strength)."""
+    t = torch.from_numpy
+    latents = src.rows_latents(ia, strength)
+    ds = src.dataset
+    if config.strategy == "augment":
+        captions = [ds.texts[a] for a in ia]
+        composed = [f"a variant of {ds.texts[a]} (strength {s:g})" for a, s in zip(ia, strength, strict=True)]
+        return Blend(latents, src.text_embeddings[t(ia)], src.onehot[t(ia)], t(lam), captions, composed)
+    captions = [src.book.prompt(int(b), int(i)) for b, i in zip(ib, idx, strict=True)]
+    composed = [f"{ds.texts[a]} translated toward {c} (strength {s:g})" for a, c, s in zip(ia, captions, strength,
+                                                                                          strict=True)]  # fmt: skip
+    labels = soft_labels(src.onehot[t(ia)], src.onehot[t(ib)], t(lam).float(), config.gamma)
+    return Blend(latents, src.text_encoder.encode(captions), labels, t(lam), captions, composed)
+
+
+def _decode_by_strength(
+    backend: LatentBackend, src: SourceData, latents: Tensor, cond: Tensor | None, strength: np.ndarray
+) -> Tensor:
+    """Decode each group of samples at its strength (every sample of a group runs the same sampler steps)."""
+    groups = np.unique(strength)
+    if len(groups) == 1:
+        with torch.inference_mode():
+            return backend.decode(latents.to(backend.device), cond=cond, options=src.at_strength(float(groups[0])))
+    out: Tensor | None = None
+    for s in groups:
+        rows = torch.from_numpy(np.flatnonzero(strength == s))
+        part_cond = None if cond is None else cond[rows.to(cond.device)]
+        with torch.inference_mode():
+            part = backend.decode(latents[rows].to(backend.device), cond=part_cond, options=src.at_strength(float(s)))
+        if out is None:
+            out = torch.empty((len(latents), *part.shape[1:]), dtype=part.dtype, device=part.device)
+        out[rows.to(part.device)] = part
+    assert out is not None
+    return out

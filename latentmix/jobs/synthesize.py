@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from latentmix.backends import LatentBackend, RunOptions, load_backend
 from latentmix.configs import SynthesisConfig, backend_for
-from latentmix.configs.synthesis import MAX_SAMPLES
+from latentmix.configs.synthesis import DEFAULT_SAMPLES, MAX_SAMPLES
 from latentmix.data.synthetic import EMBEDDING_FIELDS, EMBEDDINGS, IMAGES, MANIFEST, METADATA, RUN_FILE, SHARDS
 from latentmix.data.text import TextEncoder
 from latentmix.jobs.shards import merge_embeddings, merge_metadata, remove_temporaries, shard_state, write_shard
@@ -80,7 +80,8 @@ class SynthesisPlan:
 
     Attributes:
         backend: the backend the run uses: ``config.backend``, or the data's embedded default.
-        n: samples to generate: ``config.n``, or with ``balance`` the quota's sum (the data decides).
+        n: samples to generate: ``config.n`` (default 1000), with ``balance`` the quota's sum, with ``per_image``
+            that many per source example (the data decides).
         quota: with ``balance``: samples to make per class (every class up to the target), else None.
         identity: the settings that identify the run (for resuming), naming the resolved backend.
         root: the output directory, or None (in memory).
@@ -108,9 +109,15 @@ def plan_synthesis(config: SynthesisConfig) -> SynthesisPlan:
             f"loaded {type(backend).__name__}"
         )
     quota = balance_quota(source_labels(config), config.balance) if config.balance is not None else None
-    n = int(quota.sum()) if quota is not None else config.n
+    if quota is not None:
+        n = int(quota.sum())
+    elif config.per_image is not None or (config.strategy == "augment" and config.n is None):
+        n = (config.per_image or 1) * len(source_labels(config))  # augment: one variant of each source by default
+    else:
+        n = DEFAULT_SAMPLES if config.n is None else config.n
     if n > MAX_SAMPLES:
-        raise ValueError(f"balance: reaching it takes {n:,} samples; a synthesis run makes at most {MAX_SAMPLES:,}")
+        given = "balance" if quota is not None else "per_image"
+        raise ValueError(f"{given}: it takes {n:,} samples; a synthesis run makes at most {MAX_SAMPLES:,}")
     keep = (config.out is None) if config.keep_in_memory is None else config.keep_in_memory
     if keep and n > IN_MEMORY_LIMIT:
         raise ValueError(f"n={n} is too many samples to keep in memory (limit {IN_MEMORY_LIMIT}); write them with out=")

@@ -11,7 +11,11 @@ Strategies:
 * ``intra-class``: two different examples of the same class (new examples of that class);
 * ``inter-class``: examples of two different classes — any two, or one of the given
   ``class_pairs``;
-* ``knn``: an anchor and one of its ``k`` nearest neighbours in latent space.
+* ``knn``: an anchor and one of its ``k`` nearest neighbours in latent space;
+* ``augment``: one example and itself (variants of one image, DA-Fusion): sample ``i`` is example
+  ``i mod N`` — the first N samples are one variant of every example, the next N a second, and so on;
+* ``translate``: an example of class a and an example of another class b (Diff-Mix: the first is moved
+  toward the second's class); any two classes, or one of the given ``class_pairs``.
 
 Class balancing (``quota``, from :func:`balance_quota`): intra-class pairs whose class is fixed by the
 sample index — the first ``quota[0]`` indices blend class 0, the next ``quota[1]`` class 1, and so on — so
@@ -21,12 +25,14 @@ every class gets exactly its quota, whatever the shard or process that makes a s
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy.special import betaincinv
+from torch import Tensor
 
 from latentmix.latent.choices import STRATEGIES
 
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
-_STREAMS = {"a": 1, "b": 2, "lambda": 3, "class": 4}
+_STREAMS = {"a": 1, "b": 2, "lambda": 3, "class": 4, "strength": 5, "noise": 6, "prompt": 7}
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -37,17 +43,38 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
-def uniform(seed: int, indices: np.ndarray, stream: str) -> np.ndarray:
-    """Uniform floats in [0, 1), one per index, from a hash of (seed, index, stream)."""
+def _bits(seed: int, indices: np.ndarray, stream: str) -> np.ndarray:
+    """64 random bits per index, a hash of (seed, index, stream)."""
     idx = np.asarray(indices, dtype=np.uint64)
     with np.errstate(over="ignore"):
         key = _splitmix64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) * np.uint64(0x100000001B3) + np.uint64(_STREAMS[stream]))
-        bits = _splitmix64(_splitmix64(idx ^ key) + key)
-    return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
+        return _splitmix64(_splitmix64(idx ^ key) + key)
+
+
+def uniform(seed: int, indices: np.ndarray, stream: str) -> np.ndarray:
+    """Uniform floats in [0, 1), one per index, from a hash of (seed, index, stream)."""
+    return (_bits(seed, indices, stream) >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
 
 
 def _choose(u: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return np.minimum((u * sizes).astype(np.int64), sizes - 1)
+
+
+def choose(seed: int, indices: np.ndarray, stream: str, count: int) -> np.ndarray:
+    """One of ``count`` options per index (uniform), drawn from (seed, index, stream)."""
+    return _choose(uniform(seed, indices, stream), np.int64(count))
+
+
+def noise_seeds(seed: int, indices: np.ndarray) -> list[int]:
+    """A 63-bit generator seed per sample index, from (seed, index): the seed of that sample's own noise."""
+    return [int(b) for b in _bits(seed, indices, "noise") >> np.uint64(1)]
+
+
+def sample_noise(seed: int, indices: np.ndarray, shape: tuple[int, ...]) -> Tensor:
+    """(len(indices), *shape) standard normal noise, each row from its sample's own generator (:func:`noise_seeds`):
+    row ``i`` is the same whatever batch, shard or process draws it."""
+    rows = [torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in noise_seeds(seed, indices)]
+    return torch.stack(rows) if rows else torch.empty((0, *shape))
 
 
 def sample_lambdas(seed: int, indices: np.ndarray, alpha: float) -> np.ndarray:
@@ -111,7 +138,7 @@ class Pairing:
         for c, m in self.members.items():
             self.count[c] = len(m)
             self.table[c, : len(m)] = m
-        if strategy in ("intra-class", "inter-class") and (labels < 0).any():
+        if strategy in ("intra-class", "inter-class", "translate") and (labels < 0).any():
             raise ValueError(f"strategy {strategy} needs a label for every source example")
         if strategy == "intra-class":
             self.classes = np.array([c for c, m in self.members.items() if len(m) >= 2])
@@ -129,16 +156,16 @@ class Pairing:
                         f"class {int(short)} has {have} example(s); balancing by intra-class blends needs 2"
                     )
             self.quota_end = np.cumsum(quota)
-        if strategy == "inter-class":
+        if strategy in ("inter-class", "translate"):
             if len(self.members) < 2:
-                raise ValueError(f"strategy inter-class needs at least 2 classes, the data has {len(self.members)}")
+                raise ValueError(f"strategy {strategy} needs at least 2 classes, the data has {len(self.members)}")
             if class_pairs is None:
                 class_pairs = [(a, b) for a in self.members for b in self.members if a != b]
             pairs = []
             for ca, cb in class_pairs:
                 ca, cb = int(ca), int(cb)
                 if ca == cb:
-                    raise ValueError(f"class_pairs: ({ca}, {cb}) is not an inter-class pair")
+                    raise ValueError(f"class_pairs: ({ca}, {cb}) is not a pair of two different classes")
                 for c in (ca, cb):
                     if c not in self.members:
                         raise ValueError(f"class_pairs: class {c} has no examples in the source data")
@@ -161,6 +188,9 @@ class Pairing:
             a = _choose(ua, np.int64(self.n))
             b = _choose(ub, np.int64(self.n - 1))
             return a, b + (b >= a)  # skip a: distinct examples
+        if self.strategy == "augment":
+            a = indices % self.n
+            return a, a
         if self.strategy == "knn":
             a = _choose(ua, np.int64(self.n))
             return a, self.neighbours[a, _choose(ub, np.int64(self.neighbours.shape[1]))]

@@ -219,8 +219,8 @@ def test_a_full_disk_loses_nothing_already_written(tmp_path, monkeypatch):
         (dict(strategy="shuffle"), "strategy must be one of"),
         (dict(n=0), "n must be a positive int"),
         (dict(alpha=0.0), "alpha must be"),
-        (dict(class_pairs=((1, 2),)), "only applies to strategy inter-class"),
-        (dict(strategy="inter-class", class_pairs=((3, 3),)), "not an inter-class pair"),
+        (dict(class_pairs=((1, 2),)), "only applies to strategies inter-class and translate"),
+        (dict(strategy="inter-class", class_pairs=((3, 3),)), "not a pair of two different classes"),
     ],
 )
 def test_bad_settings_fail_before_anything_is_written(tmp_path, config, message):

@@ -114,7 +114,7 @@ def test_counter_based_draws_are_uniform_and_beta_distributed():
     [
         (("inter-class", np.zeros(5, dtype=int)), {}, "at least 2 classes"),
         (("intra-class", np.arange(5)), {}, "a class with at least 2 examples"),
-        (("inter-class", LABELS), {"class_pairs": [(1, 1)]}, "not an inter-class pair"),
+        (("inter-class", LABELS), {"class_pairs": [(1, 1)]}, "not a pair of two different classes"),
         (("inter-class", LABELS), {"class_pairs": [(1, 9)]}, "class 9 has no examples"),
         (("knn", LABELS), {}, "needs the source latents"),
         (("mixup", LABELS), {}, "strategy must be one of"),

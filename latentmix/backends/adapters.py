@@ -1,0 +1,96 @@
+"""Adapted diffusion models: textual-inversion embeddings added to a text-conditioned backend's text encoder.
+
+``load_textual_inversion(backend, spec)`` reads the files diffusers' ``textual_inversion.py`` and the community
+tools write, as safetensors only (a pickle is refused, never unpickled):
+
+* diffusers' ``learned_embeds.safetensors``: ``{token: (D,) or (n, D)}`` — the token comes from the file;
+* Automatic1111 / kohya ``.safetensors``: ``{"emb_params": (n, D)}`` — name the token: ``"<my-token>=FILE"``.
+
+A file of ``n`` vectors adds the tokens ``token, token_1, …, token_{n-1}`` (diffusers' rule) and a prompt naming
+``token`` reads all of them (:class:`~latentmix.data.text.TextEncoder` expands it). The vectors must have the
+text encoder's embedding size, and a token the tokenizer already has is refused, so no existing word changes
+meaning. The embedding rows are set exactly to the file's vectors; nothing else in the model changes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+NAME = "textual_inversion"
+
+
+def parse_spec(spec: str | os.PathLike) -> tuple[str | None, Path]:
+    """``"FILE"`` or ``"TOKEN=FILE"`` → (token or None, path)."""
+    text = os.fspath(spec)
+    if "=" in text and not Path(text).exists():
+        token, _, path = text.partition("=")
+        if not token.strip() or not path:
+            raise ValueError(f"{NAME}: expected FILE or TOKEN=FILE, got {text!r}")
+        return token.strip(), Path(path)
+    return None, Path(text)
+
+
+def read_embedding(spec: str | os.PathLike) -> tuple[str, Tensor]:
+    """The token and the (n, D) vectors of a textual-inversion file (see the module docstring)."""
+    token, path = parse_spec(spec)
+    if not path.is_file():
+        raise ValueError(f"{NAME}: {path} is not a file")
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{NAME}: {path} is not a .safetensors file; pickled embeddings (.bin, .pt) are not read")
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"{NAME}: {path} is not a readable safetensors file ({exc})") from None
+    if "emb_params" in state:
+        if token is None:
+            raise ValueError(f"{NAME}: {path} does not name its token (emb_params); give it as TOKEN={path}")
+        vectors = state["emb_params"]
+    elif len(state) == 1:
+        ((name, vectors),) = state.items()
+        token = token or name
+    else:
+        raise ValueError(f"{NAME}: {path} holds {len(state)} tensors; expected one token's vectors or emb_params")
+    if vectors.dim() not in (1, 2) or vectors.numel() == 0 or not bool(torch.isfinite(vectors).all()):
+        raise ValueError(f"{NAME}: {path}: the vectors must be a finite (D,) or (n, D) tensor, got "
+                         f"{tuple(vectors.shape)}")  # fmt: skip
+    return token, vectors.reshape(-1, vectors.shape[-1])
+
+
+def load_textual_inversion(backend: Any, spec: str | os.PathLike) -> list[str]:
+    """Add a textual-inversion file's token(s) and vectors to ``backend``'s text encoder; returns the tokens."""
+    text_encoder = getattr(backend, "text_encoder", None)
+    if not getattr(backend, "supports_text_condition", False) or text_encoder is None:
+        raise ValueError(f"{NAME}: backend {backend.backend_name!r} has no text encoder to add a token to")
+    token, vectors = read_embedding(spec)
+    embeddings = text_encoder.model.get_input_embeddings()
+    width = int(embeddings.weight.shape[1])
+    if vectors.shape[1] != width:
+        raise ValueError(f"{NAME}: {parse_spec(spec)[1]} holds vectors of size {vectors.shape[1]}, the text encoder's "
+                         f"embeddings are {width} wide (a file for another model)")  # fmt: skip
+    tokens = [token] + [f"{token}_{i}" for i in range(1, len(vectors))]
+    tokenizer = text_encoder.tokenizer
+    vocab = tokenizer.get_vocab()
+    taken = next((t for t in tokens if t in vocab or t.lower() in vocab), None)
+    if taken is not None:
+        raise ValueError(f"{NAME}: token {taken!r} already exists in the tokenizer; choose another (TOKEN=FILE)")
+    tokenizer.add_tokens(tokens)
+    text_encoder.model.resize_token_embeddings(len(tokenizer))
+    ids = tokenizer.convert_tokens_to_ids(tokens)
+    weight = text_encoder.model.get_input_embeddings().weight
+    with torch.no_grad():
+        weight[torch.tensor(ids, device=weight.device)] = vectors.to(device=weight.device, dtype=weight.dtype)
+    if len(tokens) > 1:
+        text_encoder.expansions[token] = " ".join(tokens)
+    text_encoder.clear_cache()
+    clear = getattr(backend, "_text_cache", None)
+    if clear is not None:
+        clear.clear()
+    return tokens
