@@ -272,8 +272,8 @@ def make_shard(
     if config.strategy in ("augment", "translate"):
         mix = _one_source(config, src, ia, ib, idx, lam, strength)
         target = ia if config.strategy == "augment" else ib
-        cond = backend.condition([book.prompt(int(e), int(i)) for e, i in zip(target, idx, strict=True)])
         prompts: list = [book.prompt(int(e), int(i)) for e, i in zip(target, idx, strict=True)]
+        cond = backend.condition(prompts)
     else:
         mix = blend(
             src.side(ia, strength),
