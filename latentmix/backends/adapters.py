@@ -1,6 +1,7 @@
 """Adapted diffusion models: textual-inversion embeddings added to a text-conditioned backend's text encoder.
 
-``load_textual_inversion(backend, spec)`` reads the files diffusers' ``textual_inversion.py`` and the community
+``add_textual_inversion(text_encoder, spec)`` (what a text-conditioned backend's ``add_textual_inversion`` runs)
+reads the files diffusers' ``textual_inversion.py`` and the community
 tools write, as safetensors only (a pickle is refused, never unpickled):
 
 * diffusers' ``learned_embeds.safetensors``: ``{token: (D,) or (n, D)}`` — the token comes from the file;
@@ -16,10 +17,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
+
+from latentmix.data.text import TextEncoder
 
 NAME = "textual_inversion"
 
@@ -35,9 +37,9 @@ def parse_spec(spec: str | os.PathLike) -> tuple[str | None, Path]:
     return None, Path(text)
 
 
-def read_embedding(spec: str | os.PathLike) -> tuple[str, Tensor]:
-    """The token and the (n, D) vectors of a textual-inversion file (see the module docstring)."""
-    token, path = parse_spec(spec)
+def read_embedding(token: str | None, path: Path) -> tuple[str, Tensor]:
+    """The token (``token``, else the file's) and the (n, D) vectors of a textual-inversion file (see the module
+    docstring)."""
     if not path.is_file():
         raise ValueError(f"{NAME}: {path} is not a file")
     if path.suffix != ".safetensors":
@@ -64,16 +66,14 @@ def read_embedding(spec: str | os.PathLike) -> tuple[str, Tensor]:
     return token, vectors.reshape(-1, vectors.shape[-1])
 
 
-def load_textual_inversion(backend: Any, spec: str | os.PathLike) -> list[str]:
-    """Add a textual-inversion file's token(s) and vectors to ``backend``'s text encoder; returns the tokens."""
-    text_encoder = getattr(backend, "text_encoder", None)
-    if not getattr(backend, "supports_text_condition", False) or text_encoder is None:
-        raise ValueError(f"{NAME}: backend {backend.backend_name!r} has no text encoder to add a token to")
-    token, vectors = read_embedding(spec)
-    embeddings = text_encoder.model.get_input_embeddings()
-    width = int(embeddings.weight.shape[1])
+def add_textual_inversion(text_encoder: TextEncoder, spec: str | os.PathLike) -> list[str]:
+    """Add a textual-inversion file's token(s) and vectors to ``text_encoder`` (its cache cleared); returns the
+    tokens. Backends call this from :meth:`~latentmix.backends.base.LatentBackend.add_textual_inversion`."""
+    token, path = parse_spec(spec)
+    token, vectors = read_embedding(token, path)
+    width = int(text_encoder.model.get_input_embeddings().weight.shape[1])
     if vectors.shape[1] != width:
-        raise ValueError(f"{NAME}: {parse_spec(spec)[1]} holds vectors of size {vectors.shape[1]}, the text encoder's "
+        raise ValueError(f"{NAME}: {path} holds vectors of size {vectors.shape[1]}, the text encoder's "
                          f"embeddings are {width} wide (a file for another model)")  # fmt: skip
     tokens = [token] + [f"{token}_{i}" for i in range(1, len(vectors))]
     tokenizer = text_encoder.tokenizer
@@ -90,7 +90,4 @@ def load_textual_inversion(backend: Any, spec: str | os.PathLike) -> list[str]:
     if len(tokens) > 1:
         text_encoder.expansions[token] = " ".join(tokens)
     text_encoder.clear_cache()
-    clear = getattr(backend, "_text_cache", None)
-    if clear is not None:
-        clear.clear()
     return tokens

@@ -28,6 +28,7 @@ Capabilities are attributes that callers read instead of ``isinstance`` checks:
 * ``encoder_kind``: ``"amortized"`` (one network pass), ``"inversion"`` or ``"ddim-inversion"``;
 * ``first_stage``: the autoencoder a backend works on top of (latent diffusion), or None — its
   reconstruction error is the floor of the backend's own;
+* ``add_textual_inversion``: text-conditioned backends: a learned token added to the text encoder;
 * ``clean_latents`` / ``partly_noised``: diffusion backends: the first stage's latents of images and those
   latents noised to the level sampling at a ``strength`` starts from (SDEdit); other backends refuse them;
 * ``option_names``: the call options ``encode`` and ``decode`` take; ``last_encode_calls``: the
@@ -262,6 +263,11 @@ class LatentBackend(abc.ABC):
         if texts is None:
             raise ValueError(f"texts: backend {self.backend_name!r} is text-conditioned and needs one text per item")
         return self.encode_text(list(texts))
+
+    def add_textual_inversion(self, spec: str | os.PathLike) -> list[str]:
+        """Text-conditioned backends with a token vocabulary: add the learned token(s) of a textual-inversion file
+        (``FILE`` or ``TOKEN=FILE``, :mod:`latentmix.backends.adapters`); returns the tokens."""
+        raise ValueError(f"textual_inversion: backend {self.backend_name!r} has no text encoder to add a token to")
 
     def clean_latents(self, images: Tensor) -> Tensor:
         """Diffusion backends: the first stage's latents of ``images`` in this backend's latent shape."""

@@ -191,6 +191,13 @@ class LatentDiffusionBackend(LatentBackend):
         self._text_cache.clear()
         return self
 
+    def add_textual_inversion(self, spec: str | os.PathLike) -> list[str]:
+        from latentmix.backends.adapters import add_textual_inversion
+
+        tokens = add_textual_inversion(self.text_encoder, spec)
+        self._text_cache.clear()  # conditionings computed before the token existed
+        return tokens
+
     # -- text conditioning ---------------------------------------------------------------
     def encode_text(self, texts: list[str]) -> Tensor:
         """Per-token hidden states (N, text_max_length, D) of ``texts``, cached per text."""

@@ -99,10 +99,8 @@ class RunOptions:
     def apply(self, backend: Any, device: torch.device | None = None) -> Any:
         """Place ``backend`` on ``device`` (None: where it is) in this precision and set its batch sizes and memory
         features; returns it."""
-        from latentmix.backends.adapters import load_textual_inversion
-
         for spec in self.textual_inversion:
-            load_textual_inversion(backend, spec)
+            backend.add_textual_inversion(spec)
         unet = getattr(backend, "unet", None)
         autoencoder = backend.first_stage or backend
         model = getattr(autoencoder, "vae", None)  # a diffusers autoencoder's model

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from latentmix.data.base import ImageTextDataset
-from latentmix.latent.pairing import choose
+from latentmix.latent.pairing import uniform
 
 __all__ = ["PromptBook", "read_prompt_file"]
 
@@ -92,34 +92,24 @@ class PromptBook:
                         + ", ".join("{" + f + "}" for f in self.available)
                     )
 
-    @property
-    def templated(self) -> bool:
-        """Whether any prompt differs from the caption (a template or per-class prompts)."""
-        return self.template is not None or bool(self.per_class)
-
     def values(self, example: int) -> dict[str, Any]:
         ds = self.dataset
         label = ds.class_names[int(ds.labels[example])]
         return {**ds.factors(example), "class": label, "label": label, "text": ds.texts[example]}
 
-    def prompt(self, example: int, sample: int | None = None, klass: int | None = None) -> str:
-        """The prompt of source ``example`` (for sample index ``sample``), drawn as class ``klass`` (default: the
-        example's own class: a translation draws the target example with the target class's prompt)."""
+    def prompt(self, example: int, draw: float = 0.0) -> str:
+        """The prompt of source ``example``; ``draw`` in [0, 1) picks one of its class's per-class prompts."""
         ds = self.dataset
-        cls = int(ds.labels[example]) if klass is None else int(klass)
-        choices = self.per_class.get(ds.class_names[cls])
-        if choices is not None:
-            drawn = len(choices) > 1 and sample is not None
-            pick = int(choose(self.seed, np.array([sample]), "prompt", len(choices))[0]) if drawn else 0
-            pattern: str | None = choices[pick]
-        else:
-            pattern = self.template
+        choices = self.per_class.get(ds.class_names[int(ds.labels[example])])
+        pattern = choices[min(int(draw * len(choices)), len(choices) - 1)] if choices is not None else self.template
         if pattern is None:
             return ds.texts[example]
         return pattern.format(**self.values(example))
 
     def prompts(self, examples: np.ndarray, samples: np.ndarray | None = None) -> list[str]:
-        """:meth:`prompt` of each example (of each sample, where given)."""
-        if samples is None:
+        """:meth:`prompt` of each example; of each sample where ``samples`` are given (a class with several prompts
+        gets one drawn from (seed, sample index)), else each class's first prompt."""
+        if samples is None or not self.per_class:
             return [self.prompt(int(e)) for e in examples]
-        return [self.prompt(int(e), int(s)) for e, s in zip(examples, samples, strict=True)]
+        draws = uniform(self.seed, np.asarray(samples), "prompt")
+        return [self.prompt(int(e), float(u)) for e, u in zip(examples, draws, strict=True)]

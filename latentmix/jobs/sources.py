@@ -259,7 +259,7 @@ def make_shard(
     idx = shard_indices(shard, config.shard_size, n if n is not None else config.n or DEFAULT_SAMPLES)
     ia, ib = pairing.pairs(idx)
     table = np.asarray(src.strengths, dtype=np.float64)
-    strength = table[choose(config.seed, idx, "strength", len(table))] if len(table) > 1 else table[np.zeros_like(idx)]
+    strength = table[choose(config.seed, idx, "strength", len(table))]
     if config.strategy == "augment":
         lam = np.ones(len(idx))
     elif config.strategy == "translate":
@@ -268,11 +268,10 @@ def make_shard(
         lam = np.full(len(idx), config.lam, dtype=np.float64)
     else:
         lam = sample_lambdas(config.seed, idx, config.alpha)
-    book = src.book
+    prompts: list
     if config.strategy in ("augment", "translate"):
-        mix = _one_source(config, src, ia, ib, idx, lam, strength)
-        target = ia if config.strategy == "augment" else ib
-        prompts: list = [book.prompt(int(e), int(i)) for e, i in zip(target, idx, strict=True)]
+        prompts = src.book.prompts(ia if config.strategy == "augment" else ib, idx)
+        mix = _one_source(config, src, ia, ib, lam, strength, prompts)
         cond = backend.condition(prompts)
     else:
         mix = blend(
@@ -284,20 +283,11 @@ def make_shard(
             caption_bank=src.bank,
             allow_extrapolation=config.allow_extrapolation,
         )
-        pa, pb = book.prompts(ia, idx), book.prompts(ib, idx)
+        pa, pb = src.book.prompts(ia, idx), src.book.prompts(ib, idx)
         # a text-conditioned backend decodes under the blend of the two prompts' conditionings, with the same λ
         cond = mix_conditions(backend.condition(pa), backend.condition(pb), torch.from_numpy(1.0 - lam))
         prompts = [list(p) for p in zip(pa, pb, strict=True)]
-    latents = mix.latents
-    if config.noise == "random":  # SDEdit: the (blended) clean latent, noised by the sample's own noise
-        noise = sample_noise(config.seed, idx, tuple(latents.shape[1:]))
-        noised = torch.empty_like(latents, dtype=torch.float32)
-        for s in np.unique(strength):
-            group = torch.from_numpy(np.flatnonzero(strength == s))
-            steps = src.options.num_inference_steps
-            noised[group] = backend.partly_noised(latents[group], noise[group], float(s), steps).cpu()
-        latents = noised
-    decoded = _decode_by_strength(backend, src, latents, cond, strength)
+    latents, decoded = _noise_and_decode(config, backend, src, idx, mix.latents, cond, strength)
     keep = np.ones(len(idx), dtype=bool)
     if blend_filter is not None:
         keep = blend_filter.keep(decoded, mix.soft_labels).numpy()
@@ -306,13 +296,16 @@ def make_shard(
     kept = np.flatnonzero(keep)
     ds = src.dataset
     record_strength = "strength" in backend.option_names
+    factor_captions = src.captioner is not None and config.strategy != "translate"
     rows = []
     for j, sid in zip(kept, ids, strict=True):
         soft = [round(float(v), 6) for v in mix.soft_labels[j]]
         text, extra = mix.captions[j], dict[str, Any]()
         a, b, w = int(ia[j]), int(ib[j]), float(lam[j])
-        if src.captioner is not None and config.strategy != "translate":
-            text = src.captioner.caption(a, b, w, int(idx[j])) if config.strategy != "augment" else text
+        if factor_captions:
+            assert src.captioner is not None
+            if config.strategy != "augment":  # a variant keeps its source's caption
+                text = src.captioner.caption(a, b, w, int(idx[j]))
             extra = {"nearest_text": mix.captions[j], "factors": src.captioner.factors(a, b, w)}
         if record_strength:
             extra.update({"strength": float(strength[j]), "noise": config.noise})
@@ -345,43 +338,52 @@ def _one_source(
     src: SourceData,
     ia: np.ndarray,
     ib: np.ndarray,
-    idx: np.ndarray,
     lam: np.ndarray,
     strength: np.ndarray,
+    prompts: list[str],
 ) -> Blend:
     """The samples of ``augment`` (a variant of source a: its caption, label and text embedding) and ``translate``
-    (source a drawn under the prompt of b's class: that prompt is the caption, the label moves toward b's class by
+    (source a drawn under ``prompts``, b's class's: the prompt is the caption, the label moves toward b's class by
     the strength)."""
     t = torch.from_numpy
     latents = src.rows_latents(ia, strength)
-    ds = src.dataset
+    texts = src.dataset.texts
     if config.strategy == "augment":
-        captions = [ds.texts[a] for a in ia]
-        composed = [f"a variant of {ds.texts[a]} (strength {s:g})" for a, s in zip(ia, strength, strict=True)]
+        captions = [texts[a] for a in ia]
+        composed = [f"a variant of {texts[a]} (strength {s:g})" for a, s in zip(ia, strength, strict=True)]
         return Blend(latents, src.text_embeddings[t(ia)], src.onehot[t(ia)], t(lam), captions, composed)
-    captions = [src.book.prompt(int(b), int(i)) for b, i in zip(ib, idx, strict=True)]
-    composed = [f"{ds.texts[a]} translated toward {c} (strength {s:g})" for a, c, s in zip(ia, captions, strength,
-                                                                                          strict=True)]  # fmt: skip
+    composed = [f"{texts[a]} translated toward {p} (strength {s:g})" for a, p, s in zip(ia, prompts, strength,
+                                                                                        strict=True)]  # fmt: skip
     labels = soft_labels(src.onehot[t(ia)], src.onehot[t(ib)], t(lam).float(), config.gamma)
-    return Blend(latents, src.text_encoder.encode(captions), labels, t(lam), captions, composed)
+    return Blend(latents, src.text_encoder.encode(prompts), labels, t(lam), list(prompts), composed)
 
 
-def _decode_by_strength(
-    backend: LatentBackend, src: SourceData, latents: Tensor, cond: Tensor | None, strength: np.ndarray
-) -> Tensor:
-    """Decode each group of samples at its strength (every sample of a group runs the same sampler steps)."""
-    groups = np.unique(strength)
-    if len(groups) == 1:
+def _noise_and_decode(
+    config: SynthesisConfig,
+    backend: LatentBackend,
+    src: SourceData,
+    idx: np.ndarray,
+    latents: Tensor,
+    cond: Tensor | None,
+    strength: np.ndarray,
+) -> tuple[Tensor, Tensor]:
+    """The latents the decoder starts from — with ``noise`` random, the (blended) clean ones noised by each sample's
+    own noise (SDEdit) — and their images, each group of samples at its strength (every sample of a group runs the
+    same sampler steps)."""
+    noise = sample_noise(config.seed, idx, tuple(latents.shape[1:])) if config.noise == "random" else None
+    start = torch.empty_like(latents, dtype=torch.float32)
+    decoded: Tensor | None = None
+    for s in np.unique(strength):
+        group = torch.from_numpy(np.flatnonzero(strength == s))
+        part = latents[group].float()
+        if noise is not None:
+            part = backend.partly_noised(part, noise[group], float(s), src.options.num_inference_steps).cpu()
+        start[group] = part
+        part_cond = None if cond is None else cond[group.to(cond.device)]
         with torch.inference_mode():
-            return backend.decode(latents.to(backend.device), cond=cond, options=src.at_strength(float(groups[0])))
-    out: Tensor | None = None
-    for s in groups:
-        rows = torch.from_numpy(np.flatnonzero(strength == s))
-        part_cond = None if cond is None else cond[rows.to(cond.device)]
-        with torch.inference_mode():
-            part = backend.decode(latents[rows].to(backend.device), cond=part_cond, options=src.at_strength(float(s)))
-        if out is None:
-            out = torch.empty((len(latents), *part.shape[1:]), dtype=part.dtype, device=part.device)
-        out[rows.to(part.device)] = part
-    assert out is not None
-    return out
+            images = backend.decode(part.to(backend.device), cond=part_cond, options=src.at_strength(float(s)))
+        if decoded is None:
+            decoded = torch.empty((len(latents), *images.shape[1:]), dtype=images.dtype, device=images.device)
+        decoded[group.to(images.device)] = images
+    assert decoded is not None
+    return start, decoded
