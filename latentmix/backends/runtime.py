@@ -29,9 +29,10 @@ from typing import Any
 
 import torch
 
+from latentmix.configs.common import DTYPE_NAMES
 from latentmix.utils import validation
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.float16, torch.bfloat16), strict=True))
 
 
 @dataclass(frozen=True)

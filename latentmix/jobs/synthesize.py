@@ -178,13 +178,13 @@ def synthesize(config: SynthesisConfig, *, quiet: bool = False) -> SynthesisResu
     with guard:  # one writer per output directory
         if root is not None:
             _check_output_dir(root, plan)
-        return _synthesize(config, plan, state, quiet)
+        return _synthesize(config, plan, run, state, quiet)
 
 
-def _synthesize(config: SynthesisConfig, plan: SynthesisPlan, state, quiet: bool) -> SynthesisResult:
+def _synthesize(config: SynthesisConfig, plan: SynthesisPlan, run: RunOptions, state, quiet: bool) -> SynthesisResult:
     root = plan.root
     # --device auto: this process's own device
-    backend = load_backend(plan.backend, device=state.device, run=RunOptions.from_settings(config))
+    backend = load_backend(plan.backend, device=state.device, run=run)
     method = config.method or backend.default_method
     text_encoder = TextEncoder.from_pretrained(config.text_encoder, device=backend.device)
     show = not quiet and state.is_local_main_process
