@@ -279,6 +279,7 @@ def _fit(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _fitters() -> dict[str, Callable]:
+    from latentmix.train.fit_adapter import fit_adapter
     from latentmix.train.fit_align import fit_align
     from latentmix.train.fit_gan import fit_gan
     from latentmix.train.fit_ldm import fit_ldm
@@ -288,6 +289,7 @@ def _fitters() -> dict[str, Callable]:
     return {
         "vae": fit_vae, "gan": fit_gan, "ldm": fit_ldm,
         "reference-classifier": fit_reference_classifier, "align": fit_align,
+        "lora": fit_adapter, "textual-inversion": fit_adapter,
     }  # fmt: skip
 
 
@@ -304,6 +306,14 @@ FIT_HELP = {
     "align": (
         configs.AlignFitConfig,
         "fit the image-text alignment model that judges `latentmix evaluate-pairs` (CLIP-style, InfoNCE)",
+    ),
+    "lora": (
+        configs.LoRAFitConfig,
+        "adapt a diffusion backend to your labelled images: peft LoRA on the UNet's attention + one token per class",
+    ),
+    "textual-inversion": (
+        configs.TextualInversionFitConfig,
+        "learn one token per class for a diffusion backend's text encoder (nothing else changes)",
     ),
 }
 

@@ -5,7 +5,9 @@ reads the files diffusers' ``textual_inversion.py`` and the community
 tools write, as safetensors only (a pickle is refused, never unpickled):
 
 * diffusers' ``learned_embeds.safetensors``: ``{token: (D,) or (n, D)}`` — the token comes from the file;
-* Automatic1111 / kohya ``.safetensors``: ``{"emb_params": (n, D)}`` — name the token: ``"<my-token>=FILE"``.
+* Automatic1111 / kohya ``.safetensors``: ``{"emb_params": (n, D)}`` — name the token: ``"<my-token>=FILE"``;
+* a directory: every ``.safetensors`` file in its ``learned_embeds/`` (what ``latentmix fit lora`` and
+  ``fit textual-inversion`` write, one file per class token), else in the directory itself.
 
 A file of ``n`` vectors adds the tokens ``token, token_1, …, token_{n-1}`` (diffusers' rule) and a prompt naming
 ``token`` reads all of them (:class:`~latentmix.data.text.TextEncoder` expands it). The vectors must have the
@@ -24,6 +26,7 @@ from torch import Tensor
 from latentmix.data.text import TextEncoder
 
 NAME = "textual_inversion"
+EMBEDS_DIR = "learned_embeds"
 
 
 def parse_spec(spec: str | os.PathLike) -> tuple[str | None, Path]:
@@ -66,11 +69,28 @@ def read_embedding(token: str | None, path: Path) -> tuple[str, Tensor]:
     return token, vectors.reshape(-1, vectors.shape[-1])
 
 
+def embedding_files(directory: Path) -> list[Path]:
+    """The textual-inversion files of a directory (see the module docstring)."""
+    folder = directory / EMBEDS_DIR if (directory / EMBEDS_DIR).is_dir() else directory
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ValueError(f"{NAME}: {folder} holds no .safetensors embedding files")
+    return files
+
+
 def add_textual_inversion(text_encoder: TextEncoder, spec: str | os.PathLike) -> list[str]:
-    """Add a textual-inversion file's token(s) and vectors to ``text_encoder`` (its cache cleared); returns the
-    tokens. Backends call this from :meth:`~latentmix.backends.base.LatentBackend.add_textual_inversion`."""
+    """Add a textual-inversion file's (or directory's) token(s) and vectors to ``text_encoder`` (its cache
+    cleared); returns the tokens. Backends call this from
+    :meth:`~latentmix.backends.base.LatentBackend.add_textual_inversion`."""
     token, path = parse_spec(spec)
-    token, vectors = read_embedding(token, path)
+    if path.is_dir():
+        if token is not None:
+            raise ValueError(f"{NAME}: {path} is a directory; TOKEN=FILE names the token of one file")
+        return [t for file in embedding_files(path) for t in _add(text_encoder, *read_embedding(None, file), file)]
+    return _add(text_encoder, *read_embedding(token, path), path)
+
+
+def _add(text_encoder: TextEncoder, token: str, vectors: Tensor, path: Path) -> list[str]:
     width = int(text_encoder.model.get_input_embeddings().weight.shape[1])
     if vectors.shape[1] != width:
         raise ValueError(f"{NAME}: {path} holds vectors of size {vectors.shape[1]}, the text encoder's "
@@ -82,7 +102,7 @@ def add_textual_inversion(text_encoder: TextEncoder, spec: str | os.PathLike) ->
     if taken is not None:
         raise ValueError(f"{NAME}: token {taken!r} already exists in the tokenizer; choose another (TOKEN=FILE)")
     tokenizer.add_tokens(tokens)
-    text_encoder.model.resize_token_embeddings(len(tokenizer))
+    text_encoder.model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     ids = tokenizer.convert_tokens_to_ids(tokens)
     weight = text_encoder.model.get_input_embeddings().weight
     with torch.no_grad():

@@ -29,6 +29,7 @@ Capabilities are attributes that callers read instead of ``isinstance`` checks:
 * ``first_stage``: the autoencoder a backend works on top of (latent diffusion), or None — its
   reconstruction error is the floor of the backend's own;
 * ``add_textual_inversion``: text-conditioned backends: a learned token added to the text encoder;
+* ``add_lora``: diffusion backends: LoRA weights fused into the UNet (and text encoder);
 * ``clean_latents`` / ``partly_noised``: diffusion backends: the first stage's latents of images and those
   latents noised to the level sampling at a ``strength`` starts from (SDEdit); other backends refuse them;
 * ``option_names``: the call options ``encode`` and ``decode`` take; ``last_encode_calls``: the
@@ -268,6 +269,12 @@ class LatentBackend(abc.ABC):
         """Text-conditioned backends with a token vocabulary: add the learned token(s) of a textual-inversion file
         (``FILE`` or ``TOKEN=FILE``, :mod:`latentmix.backends.adapters`); returns the tokens."""
         raise ValueError(f"textual_inversion: backend {self.backend_name!r} has no text encoder to add a token to")
+
+    def add_lora(self, path: str | os.PathLike, scale: float = 1.0) -> list[str]:
+        """Diffusion backends with a UNet: fuse the LoRA weights at ``path`` (diffusers' format,
+        :mod:`latentmix.backends.lora`) at ``scale``, with the class tokens a ``fit lora`` directory holds; returns
+        the adapted parts."""
+        raise ValueError(f"lora: backend {self.backend_name!r} is not a diffusion backend with a UNet to adapt")
 
     def clean_latents(self, images: Tensor) -> Tensor:
         """Diffusion backends: the first stage's latents of ``images`` in this backend's latent shape."""

@@ -198,6 +198,17 @@ class LatentDiffusionBackend(LatentBackend):
         self._text_cache.clear()  # conditionings computed before the token existed
         return tokens
 
+    def add_lora(self, path: str | os.PathLike, scale: float = 1.0) -> list[str]:
+        from latentmix.backends.adapters import EMBEDS_DIR
+        from latentmix.backends.lora import add_lora
+
+        parts = add_lora(self.unet, self.text_encoder.model, path, scale)
+        if Path(path).is_dir() and (Path(path) / EMBEDS_DIR).is_dir():  # a `fit lora` directory: its class tokens
+            self.add_textual_inversion(path)
+        self.text_encoder.clear_cache()
+        self._text_cache.clear()  # conditionings computed before the text encoder changed
+        return parts
+
     # -- text conditioning ---------------------------------------------------------------
     def encode_text(self, texts: list[str]) -> Tensor:
         """Per-token hidden states (N, text_max_length, D) of ``texts``, cached per text."""

@@ -16,7 +16,9 @@ diffusers' own mechanisms:
 * ``variant``: the weight files of that variant (``diffusion_pytorch_model.fp16.safetensors``), as diffusers'
   loaders read them;
 * ``textual_inversion``: learned token embeddings added to the text encoder (:mod:`latentmix.backends.adapters`),
-  before the cast.
+  before the cast;
+* ``lora`` / ``lora_scale``: LoRA weights fused into the UNet (and text encoder) at that scale
+  (:mod:`latentmix.backends.lora`; a ``fit lora`` directory brings its class tokens), before the cast.
 
 An option that does not apply to the loaded backend (a UNet batch size for a VAE) is a ValueError naming it.
 """
@@ -47,7 +49,9 @@ class RunOptions:
         vae_slicing, vae_tiling: diffusers autoencoders: decode one image at a time / in overlapping tiles.
         attention_slicing: ``auto``, ``max`` or a number of slices for the UNet's attention (None: off).
         variant: load the weight files of this variant (``fp16``).
-        textual_inversion: textual-inversion files (``FILE`` or ``TOKEN=FILE``, safetensors) to add.
+        textual_inversion: textual-inversion files (``FILE`` or ``TOKEN=FILE``, safetensors) or directories to add.
+        lora: LoRA directories (``pytorch_lora_weights.safetensors``) or ``.safetensors`` files to fuse.
+        lora_scale: the scale every LoRA is fused at (0: the base model).
     """
 
     device: str = "auto"
@@ -59,6 +63,8 @@ class RunOptions:
     attention_slicing: str | int | None = None
     variant: str | None = None
     textual_inversion: tuple[str, ...] = ()
+    lora: tuple[str, ...] = ()
+    lora_scale: float = 1.0
 
     def __post_init__(self) -> None:
         validation.device_name(self.device)
@@ -73,9 +79,12 @@ class RunOptions:
             object.__setattr__(self, "attention_slicing", validation.attention_slice(self.attention_slicing))
         if self.variant is not None:
             validation.variant_name(self.variant)
-        if isinstance(self.textual_inversion, (str, bytes)) or not isinstance(self.textual_inversion, (tuple, list)):
-            raise TypeError(f"textual_inversion must be a list of files, got {type(self.textual_inversion).__name__}")
-        object.__setattr__(self, "textual_inversion", tuple(str(v) for v in self.textual_inversion))
+        for name in ("textual_inversion", "lora"):
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
+                raise TypeError(f"{name} must be a list of files, got {type(value).__name__}")
+            object.__setattr__(self, name, tuple(str(v) for v in value))
+        object.__setattr__(self, "lora_scale", validation.number(self.lora_scale, "lora_scale"))
 
     @classmethod
     def from_settings(cls, settings: Any) -> RunOptions:
@@ -102,6 +111,8 @@ class RunOptions:
         features; returns it."""
         for spec in self.textual_inversion:
             backend.add_textual_inversion(spec)
+        for path in self.lora:
+            backend.add_lora(path, self.lora_scale)
         unet = getattr(backend, "unet", None)
         autoencoder = backend.first_stage or backend
         model = getattr(autoencoder, "vae", None)  # a diffusers autoencoder's model

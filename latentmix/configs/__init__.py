@@ -15,6 +15,7 @@ library is imported here, so ``latentmix --help`` does not load torch.
   :mod:`~latentmix.configs.demo`.
 """
 
+from latentmix.configs.adapters import LoRAFitConfig, TextualInversionFitConfig
 from latentmix.configs.choices import (
     AUGMENT_MODES,
     AUGMENT_TRANSFORMS,
@@ -107,12 +108,14 @@ __all__ = [
     "GANFitConfig",
     "GridConfig",
     "LDMFitConfig",
+    "LoRAFitConfig",
     "PairEvalConfig",
     "ReferenceFitConfig",
     "ReportOutputs",
     "Settings",
     "SplitSettings",
     "SynthesisConfig",
+    "TextualInversionFitConfig",
     "TrainConfig",
     "VAEFitConfig",
     "WalkConfig",

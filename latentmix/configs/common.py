@@ -22,6 +22,7 @@ PAIRS = Check(pairs)
 SEEDS = Check(int_list)
 TRANSFORM_NAMES = Check(transform_names)
 DEVICE = Check(validation.device_name)
+FINITE = Check(validation.number)
 
 BACKEND_HELP = (
     "embedded name, directory or hub id of the backend (default: digits-vae for digits, shapes-vae for shapes)"
@@ -111,6 +112,14 @@ class RunSettings(BackendChoice):
         "learned_embeds.safetensors, or TOKEN=FILE for an emb_params file); name the token in the prompts",
         metavar="[TOKEN=]FILE",
     )
+    lora: tuple[str, ...] | None = option(
+        None,
+        DIFFUSION + "fuse LoRA weights into the UNet (and text encoder): a directory of diffusers' "
+        "pytorch_lora_weights.safetensors (a `fit lora` directory brings its class tokens too) or a .safetensors file",
+        metavar="DIR",
+    )
+    lora_scale: float = option(1.0, DIFFUSION + "the scale LoRA weights are fused at (0: the base model)",
+                               check=FINITE)  # fmt: skip
 
 
 @dataclass

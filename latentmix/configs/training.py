@@ -106,6 +106,13 @@ RECIPES: dict[str, dict] = {
         name: {"synthetic_strategy": name, "synthetic_recipe": True}
         for name in ("real-guidance", "da-fusion", "diff-aug", "diff-mix", "diff-ii")
     },
+    # the same, sampled from the backend after `fit lora` on the seed's labelled images (LoRA + one token per class,
+    # prompted with the tokens: DA-Fusion's and Diff-Mix's fine-tuned models)
+    **{
+        f"{name}+lora": {"synthetic_strategy": name, "synthetic_recipe": True, "synthetic_adapt": "lora"}
+        for name in ("real-guidance", "da-fusion", "diff-aug", "diff-mix", "diff-ii")
+    },
+    "blends-intra+lora": {"synthetic_strategy": "intra-class", "synthetic_adapt": "lora"},
     # both: the balanced set, and each class's loss weighted by its count among the real labelled examples
     "blends-balance+reweight": {
         "synthetic_strategy": "intra-class",
@@ -360,6 +367,7 @@ class CompareConfig(Settings):
         path=True,
     )
     synthetic_n: int = option(2000, "synthetic samples per seed", check=POSITIVE_INT)
+    adapt_steps: int = option(300, "+lora recipes: `fit lora` steps on each seed's labelled images", check=POSITIVE_INT)
     workdir: str | None = option(None, "where the synthetic sets go (default: a new temporary directory)")
     train: TrainConfig | None = option(
         None,

@@ -113,8 +113,10 @@ def run_compare(config: CompareConfig | None = None, *, quiet: bool = False, **s
     for recipe in recipes:
         per_seed: list[dict[str, Any]] = []
         for seed in seeds:
-            run_config = recipe_config(base, recipe, seed, work, backend=config.backend, synthetic_n=config.synthetic_n,
-                                       filter_classifier=erm_models.get(seed))  # fmt: skip
+            run_config = recipe_config(
+                base, recipe, seed, work, backend=config.backend, synthetic_n=config.synthetic_n,
+                filter_classifier=erm_models.get(seed), adapt_steps=config.adapt_steps,
+            )  # fmt: skip
             plain_erm = not RECIPES[recipe] and seed in erm_reports  # the same settings as the ERM model's run
             report = erm_reports[seed] if plain_erm else train_classifier(run_config, quiet=quiet)
             row: dict[str, Any] = {
@@ -216,6 +218,7 @@ def recipe_config(
     backend: str | None = None,
     synthetic_n: int = 2000,
     filter_classifier: str | None = None,
+    adapt_steps: int = 300,
 ) -> TrainConfig:
     """``base`` with ``recipe``'s overrides and ``seed``; a synthetic recipe first writes (or resumes)
     that seed's set under ``work``, blended from exactly the seed's labelled examples (and, for ``+filter``
@@ -225,18 +228,27 @@ def recipe_config(
     strategy = spec.pop("synthetic_strategy", None)
     recipe_name = strategy if spec.pop("synthetic_recipe", False) else None  # a synthesize --recipe
     use_filter = spec.pop("synthetic_filter", False)
+    adapt = spec.pop("synthetic_adapt", None)
     balance = 0 if spec.pop("synthetic_balance", False) else None  # 0: up to the largest class's count
     config = replace(base, seed=seed, **spec)
     if strategy is None:
         return config
     if use_filter and filter_classifier is None:
         raise ValueError(f"recipe {recipe} filters its blends with the seed's ERM classifier; none was given")
-    tag = ("-filtered" if use_filter else "") + ("-balance" if balance is not None else "")
+    tag = (
+        ("-filtered" if use_filter else "")
+        + ("-balance" if balance is not None else "")
+        + (f"-{adapt}" if adapt else "")
+    )
     out = work / f"{strategy}{tag}-k{base.labels_per_class}{_lt_tag(base)}-seed{seed}"
-    chosen = {"recipe": recipe_name} if recipe_name else {"strategy": strategy}
+    chosen: dict[str, Any] = {"recipe": recipe_name} if recipe_name else {"strategy": strategy}
+    backend = backend_for(backend, base.data, DEFAULT_SYNTHESIS_BACKENDS)
+    if adapt is not None:
+        adapter = _adapter(base, backend, seed, work, adapt_steps)
+        chosen.update(lora=(str(adapter),), prompts=str(adapter / "prompts.json"))
     synthesis = SynthesisConfig(
         **chosen,
-        backend=backend_for(backend, base.data, DEFAULT_SYNTHESIS_BACKENDS),
+        backend=backend,
         data=base.data,
         seed=seed,
         labels_per_class=base.labels_per_class,
@@ -250,6 +262,22 @@ def recipe_config(
         synthesis = replace(synthesis, n=synthetic_n)
     synthesize(synthesis, quiet=True)
     return replace(config, synthetic=str(out))
+
+
+def _adapter(base: TrainConfig, backend: str, seed: int, work: Path, steps: int) -> Path:
+    """The seed's `fit lora` adapter of ``backend`` (fitted on exactly the seed's labelled examples, seed ``seed``),
+    made under ``work`` unless already there."""
+    from latentmix.configs import LoRAFitConfig
+    from latentmix.train.fit_adapter import fit_adapter
+
+    if base.imbalance_ratio is not None:
+        raise ValueError("+lora recipes adapt to a balanced draw of labelled examples; drop --imbalance-ratio")
+    out = work / f"lora-{Path(backend).name}-k{base.labels_per_class}-seed{seed}-steps{steps}"
+    if not (out / "config.json").is_file():
+        config = LoRAFitConfig(backend=backend, data=base.data, labels_per_class=base.labels_per_class,
+                               subset_seed=seed, seed=seed, steps=steps)  # fmt: skip
+        fit_adapter(config, out, quiet=True)
+    return out
 
 
 def paired_differences(baseline: list, other: list, *, resamples: int = BOOTSTRAP, seed: int = 0) -> dict:

@@ -1,0 +1,376 @@
+"""Adapt a pretrained text-conditioned diffusion backend to the user's few labelled images (``latentmix fit lora``,
+``latentmix fit textual-inversion``).
+
+The recipe of DA-Fusion (textual inversion: one new token per class) and Diff-Mix (DreamBooth-LoRA + textual
+inversion): each training image is captioned by the prompt template with its class's token (``"a photo of a
+<cat>"``), and the denoiser learns to predict the noise added to its latents at a random timestep (the
+ε-prediction loss the backend was trained with). Only the new parameters learn:
+
+* one vector per class token, put in place of the token's row of the (frozen) input embeddings, so no existing
+  word changes meaning; a token starts as the mean embedding of its class name's word pieces;
+* with ``fit lora``, peft LoRA of rank r on the UNet's attention projections (``to_q``, ``to_k``, ``to_v``,
+  ``to_out.0``) — and, with ``--text-encoder-lora``, the text encoder's — while every base weight stays frozen.
+
+The images are encoded once (the autoencoder's posterior moments; a fresh posterior sample per step). Each step's
+randomness depends on (seed, step, process) only, so a run is deterministic by seed; accelerate splits each global
+batch between processes. The output directory holds what diffusers and the community tools read:
+
+* ``pytorch_lora_weights.safetensors`` (``fit lora``): diffusers' LoRA format with its adapter metadata —
+  ``StableDiffusionPipeline.load_lora_weights(DIR)`` loads it, as does ``latentmix synthesize --lora DIR``;
+* ``learned_embeds/<class>.safetensors``: one diffusers textual-inversion file per class token
+  (``load_textual_inversion``, ``--textual-inversion``);
+* ``prompts.json``: each class's prompt (for ``synthesize --prompts``), ``config.json``, ``MODEL_CARD.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import re
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+
+from latentmix.backends import LatentBackend, load_backend
+from latentmix.backends.lora import WEIGHT_NAME
+from latentmix.configs.adapters import TOKEN_PATTERN, LoRAFitConfig, TextualInversionFitConfig
+from latentmix.data import Subset, load_matching
+from latentmix.data.base import labelled_subset
+from latentmix.train.cards import model_card
+from latentmix.train.common import FitResult, check_finite_loss, split_batch_accelerator
+from latentmix.utils.atomic import atomic_directory, atomic_save_safetensors
+from latentmix.utils.locks import holds_outputs
+
+__all__ = ["UNET_TARGETS", "AdapterRun", "adapter_dataset", "class_tokens", "fit_adapter"]
+UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+#: the attention projections of the text encoders latentmix meets (CLIP; BERT / MiniLM)
+TEXT_TARGETS = {"q_proj": ("q_proj", "k_proj", "v_proj", "out_proj"), "query": ("query", "key", "value")}
+MARKER = "latentmix_adapter"
+EMBEDS = "learned_embeds"
+
+
+def slug(name: str) -> str:
+    """A class name as it appears in a token and a file name (lower case, runs of other characters → ``-``)."""
+    return re.sub(r"[^a-z0-9]+", "-", str(name).lower()).strip("-") or "class"
+
+
+def class_tokens(class_names: list[str]) -> dict[str, str]:
+    """``{class name: token}`` (``<slug>``; a slug two classes share gets the class index appended)."""
+    slugs = [slug(c) for c in class_names]
+    return {c: TOKEN_PATTERN.format(slug=s if slugs.count(s) == 1 else f"{s}-{i}")
+            for i, (c, s) in enumerate(zip(class_names, slugs, strict=True))}  # fmt: skip
+
+
+def _diffusion_parts(backend: LatentBackend, name: str):
+    unet, text = getattr(backend, "unet", None), getattr(backend, "text_encoder", None)
+    if not backend.supports_text_condition or unet is None or text is None or not hasattr(backend, "scheduler"):
+        raise ValueError(f"backend: {name!r} is a {backend.backend_name} backend; fit lora / textual-inversion "
+                         "adapt a text-conditioned diffusion backend (a UNet and a text encoder)")  # fmt: skip
+    return unet, text
+
+
+def _targets(model: nn.Module, names: tuple[str, ...]) -> list[str]:
+    return sorted({n.split(".")[-1] if not n.endswith("out.0") else "to_out.0"
+                   for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.endswith(names)})  # fmt: skip
+
+
+def _text_targets(model: nn.Module) -> tuple[str, ...]:
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    for key, targets in TEXT_TARGETS.items():
+        if key in names:
+            return targets
+    raise ValueError(f"text_encoder_lora: {type(model).__name__} has none of the attention projections latentmix "
+                     "adapts (q_proj / query)")  # fmt: skip
+
+
+class _Tokens:
+    """The learned class tokens: added to the tokenizer, their vectors one small (C, D) parameter that a forward hook
+    puts in place of the tokens' rows of the input embeddings (which stay frozen, as every other row: no existing
+    word changes meaning, and AdamW updates C·D numbers, not the whole vocabulary)."""
+
+    def __init__(self, text_encoder, tokens: dict[str, str], device):
+        tokenizer, model = text_encoder.tokenizer, text_encoder.model
+        vocab = tokenizer.get_vocab()
+        taken = next((t for t in tokens.values() if t in vocab or t.lower() in vocab), None)
+        if taken is not None:
+            raise ValueError(f"tokens: {taken!r} already exists in the tokenizer; this backend was adapted already?")
+        words = {c: tokenizer(c, add_special_tokens=False)["input_ids"] or tokenizer("object",
+                 add_special_tokens=False)["input_ids"] for c in tokens}  # fmt: skip
+        tokenizer.add_tokens(list(tokens.values()))
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        embeddings = model.get_input_embeddings()
+        ids = tokenizer.convert_tokens_to_ids(list(tokens.values()))
+        self.names = list(tokens.values())
+        self.ids = torch.tensor(ids, device=device)
+        with torch.no_grad():
+            start = torch.stack([embeddings.weight[torch.tensor(words[c])].mean(0) for c in tokens]).float()
+            embeddings.weight[self.ids] = start.to(embeddings.weight.dtype)  # what the tokens read before training
+        self.vectors = nn.Parameter(start.to(device))
+        self.hook = embeddings.register_forward_hook(self._replace)
+
+    def _replace(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        match = inputs[0].unsqueeze(-1) == self.ids  # (N, L, C)
+        found = match.any(-1, keepdim=True)
+        learned = self.vectors.to(output.dtype)[match.float().argmax(-1)]
+        return torch.where(found, learned, output)
+
+    def sync(self, accelerator) -> None:
+        """Average the vectors' gradient over the processes (the parameter lives outside any DDP module)."""
+        if accelerator.num_processes > 1 and self.vectors.grad is not None:
+            self.vectors.grad = accelerator.reduce(self.vectors.grad, reduction="mean")
+
+    def saved(self) -> dict[str, torch.Tensor]:
+        return {t: self.vectors[i].detach().float().cpu().reshape(1, -1).clone() for i, t in enumerate(self.names)}
+
+
+class AdapterRun:
+    """One adaptation run: the frozen backend with its new parameters, the optimiser and the prepared loader."""
+
+    def __init__(self, config: TextualInversionFitConfig, backend: LatentBackend, dataset, accelerator, quiet: bool):
+        self.config, self.backend, self.acc = config, backend, accelerator
+        self.lora = isinstance(config, LoRAFitConfig)
+        unet, text = _diffusion_parts(backend, config.backend)
+        self.unet, self.text = unet.requires_grad_(False), text
+        text.model.requires_grad_(False)
+        names = list(dataset.class_names)
+        labels = dataset.labels
+        self.class_names = names
+        learn_tokens = not self.lora or config.tokens  # type: ignore[attr-defined]
+        self.tokens = class_tokens(names) if learn_tokens else {}
+        torch.manual_seed(config.seed)
+        self.learned = _Tokens(text, self.tokens, accelerator.device) if learn_tokens else None
+        self.prompts = {c: config.prompt_template.format(token=self.tokens.get(c, c), **{"class": c}) for c in names}
+        params: list[dict[str, Any]] = []
+        if self.learned is not None:
+            params.append({"params": [self.learned.vectors], "lr": config.token_lr, "weight_decay": 0.0})
+        self.unet_targets: list[str] = []
+        if self.lora:
+            from peft import LoraConfig
+
+            cfg: LoRAFitConfig = config  # type: ignore[assignment]
+            alpha = cfg.alpha or cfg.rank
+            self.unet_targets = _targets(unet, UNET_TARGETS)
+            unet.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=alpha, lora_dropout=cfg.dropout,
+                                        init_lora_weights="gaussian", target_modules=self.unet_targets))  # fmt: skip
+            if cfg.text_encoder_lora:  # peft directly: transformers' own adapter API asks for a newer peft
+                from peft import inject_adapter_in_model
+
+                text_config = LoraConfig(
+                    r=cfg.rank,
+                    lora_alpha=alpha,
+                    lora_dropout=cfg.dropout,
+                    init_lora_weights="gaussian",
+                    target_modules=list(_text_targets(text.model)),
+                )
+                inject_adapter_in_model(text_config, text.model)
+            lora_params = [p for m in (unet, text.model) for n, p in m.named_parameters() if "lora_" in n]
+            for p in lora_params:
+                p.requires_grad_(True)
+            params.append({"params": lora_params, "lr": cfg.lr, "weight_decay": 1e-2})
+        self.trainable_lora = sum(p.numel() for n, p in unet.named_parameters() if "lora_" in n)
+        self.trainable_text_lora = sum(p.numel() for n, p in text.model.named_parameters() if "lora_" in n)
+        self.unet_base = sum(p.numel() for n, p in unet.named_parameters() if "lora_" not in n)
+
+        # the data, encoded once
+        device = accelerator.device
+        backend.to(device)
+        first: Any = backend.first_stage
+        with torch.inference_mode(), first.progress(not quiet):
+            mean, std = first.encode_distribution(dataset.images(range(len(dataset))))
+        shape = tuple(backend.latent_shape)
+        self.mean = mean.float().reshape(len(dataset), *shape).clone().to(device)
+        self.std = None if std is None else std.float().reshape(len(dataset), *shape).clone().to(device)
+        class_of = torch.as_tensor(labels).long()
+        present = sorted(set(class_of.tolist()))
+        self.prompt_rows = [self.prompts[names[c]] for c in present]
+        row = {c: i for i, c in enumerate(present)}
+        self.row_of = torch.tensor([row[int(c)] for c in class_of], device=device)
+        tok = text.tokenizer(self.prompt_rows, padding="max_length", max_length=text.max_length, truncation=True,
+                             return_tensors="pt")  # fmt: skip
+        self.batch_text = {k: v.to(device) for k, v in tok.items()
+                           if k != "attention_mask" or getattr(backend, "text_attention_mask", True)}  # fmt: skip
+        self.scheduler = getattr(backend, "scheduler")  # noqa: B009 (checked by _diffusion_parts)
+        self.count = len(dataset)
+        batch = min(config.batch_size, self.count - self.count % accelerator.num_processes)
+        loader = DataLoader(TensorDataset(torch.arange(self.count)), batch_size=batch, shuffle=True, drop_last=True,
+                            generator=torch.Generator().manual_seed(config.seed))  # fmt: skip
+        self.optimizer = torch.optim.AdamW(params, betas=(0.9, 0.999))
+        modules = [unet] if self.lora else []
+        if self.trainable_text_lora:
+            modules.append(text.model)
+        prepared = accelerator.prepare(*modules, self.optimizer, loader)
+        self.loader = prepared[-1]
+        self.optimizer = prepared[-2]
+        self.unet_run = prepared[0] if self.lora else unet
+        self.text_run = prepared[len(modules) - 1] if len(modules) > int(self.lora) else text.model
+        self.unet_run.train(self.lora)
+        self.text_run.train(False)
+        self.losses: list[float] = []
+        #: the prompts' hidden states where nothing in the text encoder learns (computed once)
+        self.fixed_hidden = None
+        if self.learned is None and not self.trainable_text_lora:
+            with torch.no_grad():
+                self.fixed_hidden = self._hidden()
+
+    def _hidden(self) -> torch.Tensor:
+        return self.text_run(**self.batch_text).last_hidden_state
+
+    def train(self, show: bool) -> None:
+        config = self.config
+        per_epoch = len(self.loader)
+        bar = tqdm(total=config.steps, desc="fit lora" if self.lora else "fit textual-inversion", disable=not show)
+        step = 0
+        while step < config.steps:
+            self.loader.set_epoch(step // per_epoch)
+            for (idx,) in self.loader:
+                if step >= config.steps:
+                    break
+                self.losses.append(self.train_step(idx, step))
+                step += 1
+                bar.update()
+                if step % 25 == 0:
+                    bar.set_postfix(loss=f"{sum(self.losses[-25:]) / len(self.losses[-25:]):.4f}")
+        bar.close()
+
+    def train_step(self, idx: torch.Tensor, step: int) -> float:
+        acc, device = self.acc, self.acc.device
+        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + 7_919 * (step + 1) + acc.process_index)
+        idx = idx.to(device)
+        z0 = self.mean[idx]
+        if self.std is not None:
+            z0 = z0 + self.std[idx] * torch.randn(z0.shape, generator=gen).to(device)
+        noise = torch.randn(z0.shape, generator=gen).to(device)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(idx),), generator=gen).to(device)
+        x_t = self.scheduler.add_noise(z0, noise, t)
+        with acc.autocast():
+            hidden = self.fixed_hidden if self.fixed_hidden is not None else self._hidden()
+            cond = hidden[self.row_of[idx]]
+            pred = self.unet_run(x_t, t, encoder_hidden_states=cond).sample.float()
+            loss = (pred - noise).pow(2).mean()
+        check_finite_loss(loss, step)
+        self.optimizer.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        if self.learned is not None:
+            self.learned.sync(acc)
+        self.optimizer.step()
+        return float(loss.detach())
+
+
+def _save(run: AdapterRun, out: Path, config: TextualInversionFitConfig, metrics: dict, command: str | None) -> None:
+    unet = run.acc.unwrap_model(run.unet_run)
+    text_model = run.acc.unwrap_model(run.text_run)
+
+    def write(tmp: Path) -> None:
+        if run.lora:
+            from diffusers import StableDiffusionPipeline
+            from diffusers.utils import convert_state_dict_to_diffusers
+            from peft.utils import get_peft_model_state_dict
+
+            def part(model: Any) -> tuple[dict | None, dict | None]:
+                if not getattr(model, "peft_config", None):
+                    return None, None
+                state = convert_state_dict_to_diffusers(get_peft_model_state_dict(model))
+                meta = next(iter(model.peft_config.values())).to_dict()
+                return {k: v.detach().float().cpu().contiguous() for k, v in state.items()}, meta
+
+            unet_state, unet_meta = part(unet)
+            text_state, text_meta = part(text_model) if run.trainable_text_lora else (None, None)
+            StableDiffusionPipeline.save_lora_weights(
+                tmp, unet_lora_layers=unet_state, text_encoder_lora_layers=text_state, weight_name=WEIGHT_NAME,
+                unet_lora_adapter_metadata=unet_meta, text_encoder_lora_adapter_metadata=text_meta,
+            )  # fmt: skip
+        if run.learned is not None:
+            (tmp / EMBEDS).mkdir()
+            for token, vector in run.learned.saved().items():
+                atomic_save_safetensors(tmp / EMBEDS / f"{slug(token.strip('<>'))}.safetensors", {token: vector})
+        (tmp / "prompts.json").write_text(json.dumps(run.prompts, indent=2) + "\n", encoding="utf-8")
+        record = {MARKER: "lora" if run.lora else "textual-inversion", "backend": config.backend,
+                  "tokens": run.tokens, "prompt_template": config.prompt_template,
+                  "settings": asdict(config), "metrics": metrics}  # fmt: skip
+        (tmp / "config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        (tmp / "MODEL_CARD.md").write_text(_card(run, config, metrics, command), encoding="utf-8")
+
+    atomic_directory(out, write, marker=MARKER)
+
+
+def _card(run: AdapterRun, config: TextualInversionFitConfig, metrics: dict, command: str | None) -> str:
+    kind = "LoRA + class tokens" if run.lora and run.tokens else "LoRA" if run.lora else "Textual inversion"
+    what = (f"peft LoRA (rank {config.rank}) on the UNet's {', '.join(run.unet_targets)}"  # type: ignore[attr-defined]
+            if run.lora else "no UNet weights")  # fmt: skip
+    return model_card(
+        title=f"{kind} adapter of {config.backend}",
+        command=command,
+        default_command="latentmix fit lora / textual-inversion (Python API)",
+        description=(
+            f"Adapts `{config.backend}` to `{config.data}` ({metrics['train_images']} training images): "
+            f"{what}; learned tokens {', '.join(run.tokens.values()) or '(none)'}. Load it with "
+            f"`latentmix synthesize --lora DIR` (or `--textual-inversion DIR`) and `--prompts DIR/prompts.json`, "
+            "or with diffusers' `load_lora_weights(DIR)` / `load_textual_inversion(DIR/learned_embeds/FILE)`."
+        ),
+        metrics=metrics,
+        settings=config,
+    )
+
+
+def adapter_dataset(config: TextualInversionFitConfig, backend: LatentBackend):
+    dataset = load_matching(
+        config.data, "train", backend.image_size, backend.image_channels, resize=config.resize,
+        who=f"backend {config.backend!r}", fix="adapt a backend of this image size, or convert the data",
+    )  # fmt: skip
+    if not dataset.class_names or bool((dataset.labels < 0).any()):
+        raise ValueError(f"data {config.data!r} has unlabelled examples; adaptation learns one token per class")
+    if config.labels_per_class is not None:
+        dataset = Subset(dataset, labelled_subset(dataset.labels.numpy(), config.labels_per_class, config.subset_seed))
+    if len(dataset) < 2:
+        raise ValueError(f"data {config.data!r} holds {len(dataset)} training image(s); need at least 2")
+    return dataset
+
+
+@holds_outputs(lambda out, **_: [out])
+def fit_adapter(
+    config: TextualInversionFitConfig, out: str | os.PathLike, *, quiet: bool = False, command: str | None = None
+) -> FitResult:
+    """Adapt ``config.backend`` to ``config.data`` (LoRA + tokens for a :class:`LoRAFitConfig`, tokens only for a
+    :class:`TextualInversionFitConfig`) and save the adapter to ``out``; see the module docstring. The result's
+    ``backend`` is the base backend with the saved adapter loaded (as ``synthesize --lora`` loads it)."""
+    config.validate()
+    out = Path(out)
+    backend = load_backend(config.backend)
+    _diffusion_parts(backend, config.backend)
+    dataset = adapter_dataset(config, backend)
+    accelerator = split_batch_accelerator(config.batch_size, config.seed, config.cpu, config.mixed_precision)
+    show = not quiet and accelerator.is_local_main_process
+    run = AdapterRun(config, backend, dataset, accelerator, quiet=not show)
+    started = time.perf_counter()
+    run.train(show)
+    accelerator.wait_for_everyone()
+    last = run.losses[-50:]
+    metrics = {
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "train_images": run.count,
+        "steps": config.steps,
+        "final_loss_mean_last_50": round(sum(last) / len(last), 5),
+        "learned_tokens": len(run.tokens),
+        "unet_lora_parameters": run.trainable_lora,
+        "unet_parameters": run.unet_base,
+        "unet_lora_share_percent": round(100 * run.trainable_lora / run.unet_base, 3),
+        "text_encoder_lora_parameters": run.trainable_text_lora,
+        "processes": accelerator.num_processes,
+        "device": f"{accelerator.device.type} ({platform.machine()})",
+    }
+    if not math.isfinite(metrics["final_loss_mean_last_50"]):
+        raise ValueError("the adaptation diverged")
+    if accelerator.is_main_process:
+        _save(run, out, config, metrics, command)
+    accelerator.wait_for_everyone()
+    adapted = load_backend(config.backend)  # what a later job loads: the base backend with the saved adapter
+    adapted.add_lora(out) if run.lora else adapted.add_textual_inversion(out)
+    return FitResult(adapted, metrics, out)
