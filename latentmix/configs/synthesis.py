@@ -216,6 +216,15 @@ class SynthesisConfig(SplitSettings, DataSettings, BackendSettings):
     filter_threshold: float = option(
         0.5, "a blend is kept when the classifier gives its dominant class at least this probability", check=PROBABILITY
     )
+    filter_align: str | None = option(
+        None,
+        "keep only samples whose class prompt this alignment model (`latentmix fit align`, or shapes-align) ranks "
+        "within the top --filter-align-k of every class's prompt for the image",
+        path=True,
+    )
+    filter_align_k: int = option(1, "the alignment filter keeps a sample whose class is within this top k",
+                                 check=POSITIVE_INT)  # fmt: skip
+    filter_align_template: str = option("a {class}", "the alignment filter's prompt of each class ({class})")
     out: str | None = option(
         None,
         "output directory (an existing run with the same settings resumes or extends; in Python, none keeps the set "

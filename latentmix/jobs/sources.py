@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -176,6 +176,12 @@ def _declared(model: Any, name: str) -> Any:
     return getattr(model, name) if hasattr(type(model), name) else None
 
 
+class SampleFilter(Protocol):
+    """What keeps or drops decoded samples: :class:`BlendFilter`, :class:`~latentmix.jobs.align_filter.AlignFilter`."""
+
+    def keep(self, images: Tensor, soft_labels: Tensor) -> Tensor: ...
+
+
 class BlendFilter:
     """Keeps a blend when a classifier gives its dominant class (the argmax of its soft label) at least
     ``threshold`` probability (after the classifier's own temperature), e.g. a classifier fitted on the real
@@ -250,7 +256,7 @@ def make_shard(
     pairing: Pairing,
     backend: LatentBackend,
     method: str,
-    blend_filter: BlendFilter | None = None,
+    blend_filter: SampleFilter | None = None,
     *,
     n: int | None = None,
 ) -> Shard:

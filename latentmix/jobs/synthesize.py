@@ -190,11 +190,7 @@ def _synthesize(config: SynthesisConfig, plan: SynthesisPlan, run: RunOptions, s
     show = not quiet and state.is_local_main_process
     with backend.progress(show):
         src = SourceData(config, backend, text_encoder, quiet=not show, backend_name=plan.backend)
-    blend_filter = None
-    if config.filter_classifier is not None:
-        shape = (backend.image_channels, backend.image_size)
-        names = src.dataset.class_names
-        blend_filter = BlendFilter(config.filter_classifier, config.filter_threshold, names, shape, config.data)
+    blend_filter = _filters(config, backend, src.dataset.class_names)
     pairing = Pairing(
         config.strategy,
         src.dataset.labels.numpy(),
@@ -293,10 +289,13 @@ def _finish(
         "num_samples": count,
         "generated": generated,
         "filter": None
-        if config.filter_classifier is None
+        if config.filter_classifier is None and config.filter_align is None
         else {
             "classifier": config.filter_classifier,
-            "threshold": config.filter_threshold,
+            "threshold": config.filter_threshold if config.filter_classifier is not None else None,
+            "align": config.filter_align,
+            "align_k": config.filter_align_k if config.filter_align is not None else None,
+            "align_template": config.filter_align_template if config.filter_align is not None else None,
             "kept": count,
             "kept_fraction": round(count / max(generated, 1), 6),
         },
@@ -352,3 +351,18 @@ def _gather(collected: list[Shard]) -> SyntheticSamples:
         source_b=[r["source_b"] for r in rows],
         ids=[r["id"] for r in rows],
     )
+
+
+def _filters(config: SynthesisConfig, backend: LatentBackend, names: list[str]):
+    """The judge(s) a run keeps its samples by (``--filter-classifier``, ``--filter-align``; both must agree), or
+    None."""
+    from latentmix.jobs.align_filter import AlignFilter, AllFilters
+
+    shape = (backend.image_channels, backend.image_size)
+    filters: list = []
+    if config.filter_classifier is not None:
+        filters.append(BlendFilter(config.filter_classifier, config.filter_threshold, names, shape, config.data))
+    if config.filter_align is not None:
+        filters.append(AlignFilter(config.filter_align, config.filter_align_k, config.filter_align_template, names,
+                                   shape))  # fmt: skip
+    return None if not filters else filters[0] if len(filters) == 1 else AllFilters(filters)
