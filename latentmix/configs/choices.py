@@ -63,7 +63,7 @@ def backend_for(backend: Any, data: object, defaults: dict[str, str] = DEFAULT_B
     if backend is not None:
         return backend
     name = defaults.get(str(data))
-    if name is None and not os.path.exists(str(data)):
+    if name is None and not str(data).startswith("hf://") and not os.path.exists(str(data)):
         raise ValueError(f"data directory {data} does not exist")
     if name is None:
         raise ValueError(

@@ -30,6 +30,7 @@ from latentmix.data.digits import (
     digits_split_indices,
 )
 from latentmix.data.folder import ImageFolderDataset, split_dirs
+from latentmix.data.hf import HFDataset
 from latentmix.data.images import IMAGE_SUFFIXES, open_image, pil_to_tensor, set_max_image_pixels
 from latentmix.data.synthetic import SyntheticDataset
 
@@ -42,6 +43,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "Concat",
     "DigitsDataset",
+    "HFDataset",
     "ImageFolderDataset",
     "ImageTextDataset",
     "Item",
@@ -70,11 +72,13 @@ def load_dataset(
     image_size: int | None = None,
     channels: int | None = None,
 ) -> ImageTextDataset:
-    """Open a dataset by name or path: ``"digits"``, ``"shapes"`` or a directory (:mod:`latentmix.data.folder`).
+    """Open a dataset by name or path: ``"digits"``, ``"shapes"``, a directory (:mod:`latentmix.data.folder`), or
+    Hugging Face ``datasets`` data: a ``save_to_disk`` directory, parquet files or ``hf://ID``
+    (:mod:`latentmix.data.hf`).
 
-    ``image_size`` and ``channels`` convert every image (default: the data's own — 8 × 8 grayscale for digits;
-    for a folder, its images' common size and whether any has colour). ``split="all"`` on a folder with
-    ``train/`` and ``test/`` is both splits.
+        ``image_size`` and ``channels`` convert every image (default: the data's own — 8 × 8 grayscale for digits;
+        for a folder, its images' common size and whether any has colour). ``split="all"`` on a folder with
+        ``train/`` and ``test/`` is both splits.
     """
     if str(data) == "digits":
         return DigitsDataset(split, image_size or 8, channels or 1)
@@ -82,6 +86,10 @@ def load_dataset(
         from latentmix.data.shapes import ShapesDataset
 
         return ShapesDataset(split, image_size or 32, channels or 3)
+    from latentmix.data.hf import is_hf_data
+
+    if is_hf_data(data):
+        return HFDataset(data, image_size, channels, split)
     root = Path(data)
     if split == "all" and root.is_dir() and split_dirs(root):
         first = ImageFolderDataset(root, image_size, channels, split_dirs(root)[0])
@@ -116,6 +124,9 @@ def load_train_test(
     root = getattr(train, "root", None)
     if root is not None and getattr(test, "root", None) == root:
         raise ValueError(f"data {data} needs train/ and test/ subfolders so {purpose}")
+    if getattr(train, "split_name", "") is None:  # a `datasets` table without splits
+        raise ValueError(f"data {data} needs train and test splits (a DatasetDict, or train*/test* parquet files) "
+                         f"so {purpose}")  # fmt: skip
     return train, test
 
 

@@ -1,0 +1,194 @@
+"""Hugging Face ``datasets`` data as a latentmix dataset: a ``save_to_disk`` directory, parquet files, or a hub id.
+
+What :func:`~latentmix.data.load_dataset` opens when ``data`` is
+
+* a directory written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk`` (``state.json`` or
+  ``dataset_dict.json``);
+* a ``.parquet`` file, or a directory of them (``train*.parquet`` / ``test*.parquet`` name the splits, else every
+  file is one split) — what ``Dataset.to_parquet`` and the hub's parquet exports write;
+* ``hf://ID`` (``hf://ID:CONFIG`` for a configuration): ``datasets.load_dataset(ID)`` through its cache; without a
+  network or cache it is one line saying so.
+
+Columns are found from the features: the image column is the ``Image`` feature (else one named ``image`` /
+``img``), the label a ``ClassLabel`` (its names are the class names; else an integer column named ``label``,
+``labels``, ``fine_label`` or ``class``), the caption a string column named ``text``, ``caption``, ``sentence``,
+``prompt`` (else captions are made from the class names, as for class subfolders); ``image_column``,
+``label_column``, ``text_column`` choose them by name. Rows are decoded one at a time when an image is asked for:
+nothing is decoded into memory up front. The image size and colour are read from up to 256 rows spread over the
+data (all rows when fewer), and the images themselves are converted exactly as an image folder's are, so the same
+images as a folder and as a dataset give the same tensors.
+
+A split: ``train`` / ``test`` (``test`` falls back to ``validation``); a dataset without splits is one split, as a
+folder without ``train/`` and ``test/`` is.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from latentmix.data.base import GENERIC_TEMPLATES, ImageTextDataset, caption, check_shape, check_split, spread_indices
+from latentmix.data.images import ImageInfo, common_shape, pil_to_tensor
+
+HUB = "hf://"
+IMAGE_NAMES = ("image", "img", "images", "picture")
+LABEL_NAMES = ("label", "labels", "fine_label", "class", "category")
+TEXT_NAMES = ("text", "caption", "captions", "sentence", "sentences", "prompt")
+SHAPE_SAMPLE = 256
+
+
+def is_hf_data(data: str | os.PathLike) -> bool:
+    """Whether ``data`` names Hugging Face ``datasets`` data (see the module docstring)."""
+    text = os.fspath(data)
+    if text.startswith(HUB):
+        return True
+    p = Path(text)
+    if p.is_file():
+        return p.suffix == ".parquet"
+    return p.is_dir() and (
+        (p / "state.json").is_file() or (p / "dataset_dict.json").is_file() or any(p.glob("*.parquet"))
+    )
+
+
+def _open(data: str | os.PathLike) -> Any:
+    """The ``Dataset`` or ``DatasetDict`` at ``data``."""
+    import datasets
+
+    text = os.fspath(data)
+    if text.startswith(HUB):
+        name, _, config = text[len(HUB) :].partition(":")
+        try:
+            return datasets.load_dataset(name, config or None)
+        except (ConnectionError, OSError, FileNotFoundError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"data {text}: datasets.load_dataset({name!r}) failed ({first}); offline, pass a "
+                             "save_to_disk directory or parquet files instead") from None  # fmt: skip
+    p = Path(text)
+    if p.is_file():
+        return datasets.Dataset.from_parquet(str(p))
+    if (p / "state.json").is_file() or (p / "dataset_dict.json").is_file():
+        return datasets.load_from_disk(str(p))
+    files = sorted(p.glob("*.parquet"))
+    splits = {s: [str(f) for f in files if f.name.startswith(s)] for s in ("train", "test", "validation")}
+    splits = {s: f for s, f in splits.items() if f}
+    if not splits:
+        return datasets.Dataset.from_parquet([str(f) for f in files])
+    return datasets.DatasetDict({s: datasets.Dataset.from_parquet(f) for s, f in splits.items()})
+
+
+def _split(opened: Any, split: str, data: str) -> tuple[Any, str | None]:
+    import datasets
+
+    if not isinstance(opened, datasets.DatasetDict):
+        return opened, None
+    if split == "all":
+        return datasets.concatenate_datasets(list(opened.values())), "all"
+    name = split if split in opened else "validation" if split == "test" and "validation" in opened else None
+    if name is None:
+        raise ValueError(f"data {data} has no split {split!r} (its splits: {', '.join(opened)})")
+    return opened[name], name
+
+
+def _column(features: dict, given: str | None, kind: str, names: tuple[str, ...], test, data: str) -> str | None:
+    if given is not None:
+        if given not in features:
+            raise ValueError(f"{kind}_column: data {data} has no column {given!r} (columns: {', '.join(features)})")
+        return given
+    typed = [c for c, f in features.items() if test(f)]
+    if typed:
+        return typed[0]
+    return next((c for c in features if c.lower() in names), None)
+
+
+class HFDataset(ImageTextDataset):
+    """A Hugging Face ``datasets`` split as a latentmix dataset; see the module docstring.
+
+    Args:
+        data: a ``save_to_disk`` directory, a parquet file or folder, or ``hf://ID[:CONFIG]``.
+        image_size, channels: the shape every image is converted to (default: the data's own).
+        split: ``train``, ``test`` or ``all``.
+        image_column, label_column, text_column: column names (default: detected from the features).
+    """
+
+    def __init__(
+        self,
+        data: str | os.PathLike,
+        image_size: int | None = None,
+        channels: int | None = None,
+        split: str = "train",
+        *,
+        image_column: str | None = None,
+        label_column: str | None = None,
+        text_column: str | None = None,
+    ):
+        import datasets
+
+        check_split(split)
+        name = os.fspath(data)
+        self.source = name
+        table, self.split_name = _split(_open(data), split, name)
+        features = dict(table.features)
+        image = _column(features, image_column, "image", IMAGE_NAMES, lambda f: isinstance(f, datasets.Image), name)
+        if image is None:
+            raise ValueError(f"data {name} has no image column (an Image feature or a column named image / img); "
+                             f"columns: {', '.join(features)}")  # fmt: skip
+        label = _column(features, label_column, "label", LABEL_NAMES,
+                        lambda f: isinstance(f, datasets.ClassLabel), name)  # fmt: skip
+        text = _column(features, text_column, "text", TEXT_NAMES, lambda f: False, name)  # by name only
+        self.columns = {"image": image, "label": label, "text": text}
+        self.table = table.select_columns([image]).cast_column(image, datasets.Image(decode=True))
+        if len(table) == 0:
+            raise ValueError(f"data {name} ({split}) holds no rows")
+        self.labels, self.class_names = self._labels(table, features, label, name)
+        if text is not None:
+            values = table[text]
+            if not all(isinstance(v, str) for v in values):
+                raise ValueError(f"text_column: column {text!r} of data {name} must hold one string per row")
+            self.texts, self.captioned = list(values), True
+        else:
+            self.texts = [caption(self.class_names[y], i, GENERIC_TEMPLATES) if y >= 0 else ""
+                          for i, y in enumerate(self.labels.tolist())]  # fmt: skip
+        self.ids = [f"{self.split_name or 'rows'}/{i}" for i in range(len(table))]
+        infos = [self._info(int(i)) for i in spread_indices(len(table), min(len(table), SHAPE_SAMPLE))]
+        self.native_size, self.native_channels = common_shape(infos)
+        if image_size is None and self.native_size is None:
+            raise ValueError(f"images in {name} have no single square size; pass image_size (--image-size)")
+        self.image_size = image_size if image_size is not None else int(self.native_size)  # type: ignore[arg-type]
+        self.channels = channels if channels is not None else self.native_channels
+        check_shape(self.image_size, self.channels)
+
+    @staticmethod
+    def _labels(table: Any, features: dict, label: str | None, name: str) -> tuple[Tensor, list[str]]:
+        import datasets
+
+        if label is None:
+            return torch.full((len(table),), -1, dtype=torch.long), []
+        feature, values = features[label], table[label]
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in values):
+            bad = next(v for v in values if isinstance(v, bool) or not isinstance(v, int))
+            raise ValueError(f"label_column: column {label!r} of data {name} must hold integers or a ClassLabel, "
+                             f"got {type(bad).__name__}")  # fmt: skip
+        if isinstance(feature, datasets.ClassLabel):
+            names = list(feature.names)
+        else:
+            names = [str(i) for i in range(max(values) + 1)] if values else []
+        if any(not -1 <= v < len(names) for v in values):
+            raise ValueError(f"label_column: column {label!r} of data {name} holds labels outside 0..{len(names) - 1}")
+        return torch.tensor(values, dtype=torch.long), names
+
+    def _image(self, index: int):
+        image = self.table[int(index)][self.columns["image"]]
+        if image is None:
+            raise ValueError(f"data {self.source}: row {index} has no image")
+        return image
+
+    def _info(self, index: int) -> ImageInfo:
+        image = self._image(index)
+        return ImageInfo(image.size[0], image.size[1], image.mode)
+
+    def load_image(self, index: int) -> Tensor:
+        return pil_to_tensor(self._image(index), self.image_size, self.channels)
