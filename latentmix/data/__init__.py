@@ -76,9 +76,9 @@ def load_dataset(
     Hugging Face ``datasets`` data: a ``save_to_disk`` directory, parquet files or ``hf://ID``
     (:mod:`latentmix.data.hf`).
 
-        ``image_size`` and ``channels`` convert every image (default: the data's own — 8 × 8 grayscale for digits;
-        for a folder, its images' common size and whether any has colour). ``split="all"`` on a folder with
-        ``train/`` and ``test/`` is both splits.
+    ``image_size`` and ``channels`` convert every image (default: the data's own — 8 × 8 grayscale for digits;
+    for a folder, its images' common size and whether any has colour). ``split="all"`` on a folder with
+    ``train/`` and ``test/`` is both splits.
     """
     if str(data) == "digits":
         return DigitsDataset(split, image_size or 8, channels or 1)
