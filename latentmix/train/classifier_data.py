@@ -63,7 +63,7 @@ def low_data_split(
     return labelled, val
 
 
-def _feature_arrays(config: TrainConfig, arrays: dict | None) -> tuple[Tensor, Tensor, Split, None, None, None]:
+def _feature_arrays(config: TrainConfig, arrays: dict | None) -> tuple[Any, Tensor, Split, None, None, None]:
     path = Path(config.data)
     if arrays is None and not path.is_file():
         raise ValueError(f"feature file {path} does not exist")
@@ -89,13 +89,14 @@ def _feature_arrays(config: TrainConfig, arrays: dict | None) -> tuple[Tensor, T
     return xtr, ytr, test, None, None, None
 
 
-def _image_splits(config: TrainConfig) -> tuple[Tensor, Tensor, Split, list[str], list[str], Any]:
+def _image_splits(config: TrainConfig) -> tuple[LazyImages, Tensor, Split, list[str], list[str], Any]:
+    """The train split undecoded (its rows are decoded when a split takes them: a low-data run decodes only its
+    labelled and validation examples), and the test split."""
     train_ds, test_ds = load_train_test(config.data, image_size=config.image_size, channels=config.channels)
     if test_ds.class_names != train_ds.class_names:
         raise ValueError(f"data {config.data}: the test split's classes differ from the train split's")
     test = Split(test_ds.images(range(len(test_ds))), test_ds.labels, texts=list(test_ds.texts))
-    x, names = train_ds.images(range(len(train_ds))), train_ds.class_names
-    return x, train_ds.labels, test, list(train_ds.texts), names, train_ds
+    return LazyImages(train_ds), train_ds.labels, test, list(train_ds.texts), train_ds.class_names, train_ds
 
 
 def load_data(config: TrainConfig, arrays: dict | None = None) -> TrainData:
@@ -119,7 +120,8 @@ def load_data(config: TrainConfig, arrays: dict | None = None) -> TrainData:
     def split(idx: np.ndarray) -> Split:
         t = torch.from_numpy(idx)
         factors = None if factor_values is None or source is None else [source.factors(int(i)) for i in idx]
-        return Split(xtr[t], ytr[t], texts=None if texts_tr is None else [texts_tr[i] for i in idx], factors=factors)
+        x = xtr[idx] if isinstance(xtr, LazyImages) else xtr[t]  # decoded here, only the rows taken
+        return Split(x, ytr[t], texts=None if texts_tr is None else [texts_tr[i] for i in idx], factors=factors)
 
     class_names = list(names) if names else [str(i) for i in range(num_classes)]
     return TrainData(split(labelled), split(val), test, num_classes, is_image, class_names, factor_values)

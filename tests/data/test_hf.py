@@ -117,3 +117,17 @@ def test_bad_datasets_are_refused_with_one_line(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "datasets.load_dataset('latentmix-no-such/dataset') failed" in err[0]
     assert not Path(tmp_path / "g.png").exists()
+
+
+def test_a_low_data_run_decodes_only_its_labelled_and_validation_rows(three_forms, monkeypatch):
+    decoded = {"train": 0, "test": 0}
+    real = HFDataset.load_image
+
+    def counting(self, index):
+        decoded[self.split_name] += 1
+        return real(self, index)
+
+    monkeypatch.setattr(HFDataset, "load_image", counting)
+    train_classifier(TrainConfig(data=str(three_forms["disk"]), labels_per_class=2, steps=4, eval_every=2), quiet=True)
+    assert decoded["train"] == 2 * 10 * 2  # 2 labelled + 2 validation per class, not the split's 300 rows
+    assert decoded["test"] == 150
