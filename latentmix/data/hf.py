@@ -13,7 +13,9 @@ Columns are found from the features: the image column is the ``Image`` feature (
 ``img``), the label a ``ClassLabel`` (its names are the class names; else an integer column named ``label``,
 ``labels``, ``fine_label`` or ``class``), the caption a string column named ``text``, ``caption``, ``sentence``,
 ``prompt`` (else captions are made from the class names, as for class subfolders); ``image_column``,
-``label_column``, ``text_column`` choose them by name. Rows are decoded one at a time when an image is asked for:
+``label_column``, ``text_column`` choose them by name — on the command line as options after the data, for every
+job: ``--data "./cifar?image=img&label=fine_label&text=caption&test=validation"`` (``train=`` / ``test=`` name
+the splits). Rows are decoded one at a time when an image is asked for:
 nothing is decoded into memory up front. The image size and colour are read from up to 256 rows spread over the
 data (all rows when fewer), and the images themselves are converted exactly as an image folder's are, so the same
 images as a folder and as a dataset give the same tensors.
@@ -41,9 +43,31 @@ TEXT_NAMES = ("text", "caption", "captions", "sentence", "sentences", "prompt")
 SHAPE_SAMPLE = 256
 
 
+#: what a ``?key=value&...`` suffix of the data may set
+OPTIONS = {"image": "image_column", "label": "label_column", "text": "text_column", "train": "train", "test": "test"}
+
+
+def parse_options(data: str | os.PathLike) -> tuple[str, dict[str, str]]:
+    """``"DATA?label=fine_label&test=validation"`` → (``"DATA"``, ``{"label_column": "fine_label", "test":
+    "validation"}``); data without a ``?`` suffix → (data, {})."""
+    from urllib.parse import parse_qsl
+
+    text = os.fspath(data)
+    base, mark, query = text.partition("?")
+    if not mark:
+        return text, {}
+    pairs = parse_qsl(query, keep_blank_values=True)
+    unknown = next((k for k, _ in pairs if k not in OPTIONS), None)
+    if unknown is not None or not pairs:
+        raise ValueError(f"data {text}: unknown option {unknown!r} after '?'; options: {', '.join(OPTIONS)}")
+    return base, {OPTIONS[k]: v for k, v in pairs}
+
+
 def is_hf_data(data: str | os.PathLike) -> bool:
     """Whether ``data`` names Hugging Face ``datasets`` data (see the module docstring)."""
     text = os.fspath(data)
+    if "?" in text and not Path(text).exists():
+        text = text.partition("?")[0]
     if text.startswith(HUB):
         return True
     p = Path(text)
@@ -80,13 +104,17 @@ def _open(data: str | os.PathLike) -> Any:
     return datasets.DatasetDict({s: datasets.Dataset.from_parquet(f) for s, f in splits.items()})
 
 
-def _split(opened: Any, split: str, data: str) -> tuple[Any, str | None]:
+def _split(opened: Any, split: str, data: str, names: dict[str, str]) -> tuple[Any, str | None]:
     import datasets
 
     if not isinstance(opened, datasets.DatasetDict):
         return opened, None
     if split == "all":
         return datasets.concatenate_datasets(list(opened.values())), "all"
+    if split in names:  # ?train=NAME / ?test=NAME
+        if names[split] not in opened:
+            raise ValueError(f"data {data} has no split {names[split]!r} (its splits: {', '.join(opened)})")
+        return opened[names[split]], names[split]
     name = split if split in opened else "validation" if split == "test" and "validation" in opened else None
     if name is None:
         raise ValueError(f"data {data} has no split {split!r} (its splits: {', '.join(opened)})")
@@ -130,7 +158,11 @@ class HFDataset(ImageTextDataset):
         check_split(split)
         name = os.fspath(data)
         self.source = name
-        table, self.split_name = _split(_open(data), split, name)
+        path, options = parse_options(data) if not Path(name).exists() else (name, {})
+        image_column = image_column or options.get("image_column")
+        label_column = label_column or options.get("label_column")
+        text_column = text_column or options.get("text_column")
+        table, self.split_name = _split(_open(path), split, name, options)
         features = dict(table.features)
         image = _column(features, image_column, "image", IMAGE_NAMES, lambda f: isinstance(f, datasets.Image), name)
         if image is None:

@@ -91,6 +91,10 @@ def test_columns_are_found_by_feature_and_name_and_can_be_chosen(tmp_path):
     assert data.texts == ["a b", "c d", "e f", "g h"] and data.captioned and data.images([0]).shape == (1, 3, 12, 12)
     chosen = HFDataset(tmp_path / "t", text_column="note")
     assert chosen.texts == list("wxyz")
+    # on the command line, for every job: options after the data
+    assert load_dataset(f"{tmp_path / 't'}?text=note&label=fine_label").texts == list("wxyz")
+    with pytest.raises(ValueError, match="unknown option 'colour' after '\\?'; options: image, label, text"):
+        load_dataset(f"{tmp_path / 't'}?colour=red")
 
 
 def test_bad_datasets_are_refused_with_one_line(tmp_path, capsys, monkeypatch):
@@ -110,6 +114,9 @@ def test_bad_datasets_are_refused_with_one_line(tmp_path, capsys, monkeypatch):
                          ).save_to_disk(str(tmp_path / "trainonly"))  # fmt: skip
     with pytest.raises(ValueError, match="has no split 'test' \\(its splits: train\\)"):
         load_dataset(tmp_path / "trainonly", split="test")
+    assert len(load_dataset(f"{tmp_path / 'trainonly'}?test=train", split="test")) == 1  # a split named for test
+    with pytest.raises(ValueError, match="has no split 'dev'"):
+        load_dataset(f"{tmp_path / 'trainonly'}?test=dev", split="test")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     argv = ["grid", "--backend", "digits-vae", "--data", "hf://latentmix-no-such/dataset"]
