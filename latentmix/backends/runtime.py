@@ -85,6 +85,8 @@ class RunOptions:
                 raise TypeError(f"{name} must be a list of files, got {type(value).__name__}")
             object.__setattr__(self, name, tuple(str(v) for v in value))
         object.__setattr__(self, "lora_scale", validation.number(self.lora_scale, "lora_scale"))
+        if self.lora_scale != 1.0 and not self.lora:
+            raise ValueError("lora_scale applies to the LoRA weights of --lora; none were given")
 
     @classmethod
     def from_settings(cls, settings: Any) -> RunOptions:

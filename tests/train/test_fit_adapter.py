@@ -173,6 +173,8 @@ def test_bad_adapters_are_refused_with_one_line(sd_dir, tmp_path, capsys):
     torch.save({"unet.x": torch.zeros(1)}, tmp_path / "pickled" / "pytorch_lora_weights.bin")
     with pytest.raises(ValueError, match="pytorch_lora_weights.bin are pickles and are not read"):
         load_backend(str(sd_dir), run=RunOptions(lora=(str(tmp_path / "pickled"),)))
+    with pytest.raises(ValueError, match="lora_scale applies to the LoRA weights of --lora; none were given"):
+        RunOptions(lora_scale=0.5)
     with pytest.raises(ValueError, match="lora: backend 'vae'"):
         load_backend("digits-vae", run=RunOptions(lora=(str(tmp_path / "digits-lora"),)))
     with pytest.raises(ValueError, match="backend: 'digits-vae' is a vae backend"):
