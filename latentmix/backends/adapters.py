@@ -69,6 +69,20 @@ def read_embedding(token: str | None, path: Path) -> tuple[str, Tensor]:
     return token, vectors.reshape(-1, vectors.shape[-1])
 
 
+def new_tokens(text_encoder: TextEncoder, tokens: list[str], who: str, fix: str) -> list[int]:
+    """Add ``tokens`` to the tokenizer and rows for them to the input embeddings (their values unset); returns
+    their ids. A token the tokenizer already has is refused (``"{who} 'x' already exists in the tokenizer; {fix}"``),
+    so no existing word changes meaning."""
+    tokenizer = text_encoder.tokenizer
+    vocab = tokenizer.get_vocab()
+    taken = next((t for t in tokens if t in vocab or t.lower() in vocab), None)
+    if taken is not None:
+        raise ValueError(f"{who} {taken!r} already exists in the tokenizer; {fix}")
+    tokenizer.add_tokens(tokens)
+    text_encoder.model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    return tokenizer.convert_tokens_to_ids(tokens)
+
+
 def embedding_files(directory: Path) -> list[Path]:
     """The textual-inversion files of a directory (see the module docstring)."""
     folder = directory / EMBEDS_DIR if (directory / EMBEDS_DIR).is_dir() else directory
@@ -96,14 +110,7 @@ def _add(text_encoder: TextEncoder, token: str, vectors: Tensor, path: Path) -> 
         raise ValueError(f"{NAME}: {path} holds vectors of size {vectors.shape[1]}, the text encoder's "
                          f"embeddings are {width} wide (a file for another model)")  # fmt: skip
     tokens = [token] + [f"{token}_{i}" for i in range(1, len(vectors))]
-    tokenizer = text_encoder.tokenizer
-    vocab = tokenizer.get_vocab()
-    taken = next((t for t in tokens if t in vocab or t.lower() in vocab), None)
-    if taken is not None:
-        raise ValueError(f"{NAME}: token {taken!r} already exists in the tokenizer; choose another (TOKEN=FILE)")
-    tokenizer.add_tokens(tokens)
-    text_encoder.model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    ids = tokenizer.convert_tokens_to_ids(tokens)
+    ids = new_tokens(text_encoder, tokens, f"{NAME}: token", "choose another (TOKEN=FILE)")
     weight = text_encoder.model.get_input_embeddings().weight
     with torch.no_grad():
         weight[torch.tensor(ids, device=weight.device)] = vectors.to(device=weight.device, dtype=weight.dtype)

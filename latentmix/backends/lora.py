@@ -77,7 +77,7 @@ def check_shapes(model: nn.Module, state: dict, who: str, file: Path) -> None:
         else:
             continue
         target = key.split(part)[0]
-        module = modules.get(target) or modules.get(f"base_model.model.{target}")
+        module = modules.get(target)
         if not isinstance(module, (nn.Linear, nn.Conv2d)):
             raise ValueError(f"{NAME}: {file}: {who} has no linear or convolution module {target!r} (a LoRA for "
                              "another model)")  # fmt: skip

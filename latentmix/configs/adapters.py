@@ -40,10 +40,18 @@ class TextualInversionFitConfig(Settings):
     mixed_precision: str = option("no", "accelerate mixed precision", check=one_of(MIXED_PRECISION))
     cpu: bool = option(False, "force the CPU even where a GPU is present")
 
+    @property
+    def learns_tokens(self) -> bool:
+        """Whether the run learns one token per class (textual inversion always does)."""
+        return True
+
     def validate(self) -> None:
         super().validate()
-        if "{token}" not in self.prompt_template:
-            raise ValueError(f"prompt_template must name {{token}}, got {self.prompt_template!r}")
+        if self.learns_tokens and "{token}" not in self.prompt_template:
+            hint = " (or pass --no-tokens)" if isinstance(self, LoRAFitConfig) else ""
+            raise ValueError(f"prompt_template must name {{token}}{hint}, got {self.prompt_template!r}")
+        if not self.learns_tokens and "{token}" in self.prompt_template:
+            raise ValueError("prompt_template names {token} but --no-tokens learns none; use {class}")
 
 
 @dataclass
@@ -59,9 +67,6 @@ class LoRAFitConfig(TextualInversionFitConfig):
     tokens: bool = option(True, "learn one token per class beside the LoRA (off: prompts name the class itself)")
     dropout: float = option(0.0, "LoRA dropout", check=number_in(0.0, 1.0, exclusive_maximum=True))
 
-    def validate(self) -> None:
-        Settings.validate(self)
-        if self.tokens and "{token}" not in self.prompt_template:
-            raise ValueError(f"prompt_template must name {{token}} (or pass --no-tokens), got {self.prompt_template!r}")
-        if not self.tokens and "{token}" in self.prompt_template:
-            raise ValueError("prompt_template names {token} but --no-tokens learns none; use {class}")
+    @property
+    def learns_tokens(self) -> bool:
+        return self.tokens

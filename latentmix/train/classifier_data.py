@@ -117,11 +117,10 @@ def load_data(config: TrainConfig, arrays: dict | None = None) -> TrainData:
 
     factor_values = None if source is None else source.factor_values
 
-    def split(idx: np.ndarray) -> Split:
+    def split(idx: np.ndarray) -> Split:  # image data: only these train rows are decoded (LazyImages)
         t = torch.from_numpy(idx)
         factors = None if factor_values is None or source is None else [source.factors(int(i)) for i in idx]
-        x = xtr[idx] if isinstance(xtr, LazyImages) else xtr[t]  # decoded here, only the rows taken
-        return Split(x, ytr[t], texts=None if texts_tr is None else [texts_tr[i] for i in idx], factors=factors)
+        return Split(xtr[t], ytr[t], texts=None if texts_tr is None else [texts_tr[i] for i in idx], factors=factors)
 
     class_names = list(names) if names else [str(i) for i in range(num_classes)]
     return TrainData(split(labelled), split(val), test, num_classes, is_image, class_names, factor_values)

@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from latentmix.backends import LatentBackend, load_backend
+from latentmix.backends.adapters import new_tokens
 from latentmix.backends.lora import WEIGHT_NAME
 from latentmix.configs.adapters import TOKEN_PATTERN, LoRAFitConfig, TextualInversionFitConfig
 from latentmix.data import Subset, load_matching
@@ -97,17 +98,11 @@ class _Tokens:
     word changes meaning, and AdamW updates C·D numbers, not the whole vocabulary)."""
 
     def __init__(self, text_encoder, tokens: dict[str, str], device):
-        tokenizer, model = text_encoder.tokenizer, text_encoder.model
-        vocab = tokenizer.get_vocab()
-        taken = next((t for t in tokens.values() if t in vocab or t.lower() in vocab), None)
-        if taken is not None:
-            raise ValueError(f"tokens: {taken!r} already exists in the tokenizer; this backend was adapted already?")
+        tokenizer = text_encoder.tokenizer
         words = {c: tokenizer(c, add_special_tokens=False)["input_ids"] or tokenizer("object",
                  add_special_tokens=False)["input_ids"] for c in tokens}  # fmt: skip
-        tokenizer.add_tokens(list(tokens.values()))
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-        embeddings = model.get_input_embeddings()
-        ids = tokenizer.convert_tokens_to_ids(list(tokens.values()))
+        ids = new_tokens(text_encoder, list(tokens.values()), "tokens:", "was this backend adapted already?")
+        embeddings = text_encoder.model.get_input_embeddings()
         self.names = list(tokens.values())
         self.ids = torch.tensor(ids, device=device)
         with torch.no_grad():
@@ -143,10 +138,9 @@ class AdapterRun:
         names = list(dataset.class_names)
         labels = dataset.labels
         self.class_names = names
-        learn_tokens = not self.lora or config.tokens  # type: ignore[attr-defined]
-        self.tokens = class_tokens(names) if learn_tokens else {}
+        self.tokens = class_tokens(names) if config.learns_tokens else {}
         torch.manual_seed(config.seed)
-        self.learned = _Tokens(text, self.tokens, accelerator.device) if learn_tokens else None
+        self.learned = _Tokens(text, self.tokens, accelerator.device) if config.learns_tokens else None
         self.prompts = {c: config.prompt_template.format(token=self.tokens.get(c, c), **{"class": c}) for c in names}
         params: list[dict[str, Any]] = []
         if self.learned is not None:
@@ -203,14 +197,14 @@ class AdapterRun:
         loader = DataLoader(TensorDataset(torch.arange(self.count)), batch_size=batch, shuffle=True, drop_last=True,
                             generator=torch.Generator().manual_seed(config.seed))  # fmt: skip
         self.optimizer = torch.optim.AdamW(params, betas=(0.9, 0.999))
-        modules = [unet] if self.lora else []
+        # only modules with trainable weights are prepared (DDP); the token vectors are averaged by `_Tokens.sync`
+        self.unet_run, self.text_run = unet, text.model
+        if self.lora:
+            self.unet_run, self.optimizer, self.loader = accelerator.prepare(unet, self.optimizer, loader)
+        else:
+            self.optimizer, self.loader = accelerator.prepare(self.optimizer, loader)
         if self.trainable_text_lora:
-            modules.append(text.model)
-        prepared = accelerator.prepare(*modules, self.optimizer, loader)
-        self.loader = prepared[-1]
-        self.optimizer = prepared[-2]
-        self.unet_run = prepared[0] if self.lora else unet
-        self.text_run = prepared[len(modules) - 1] if len(modules) > int(self.lora) else text.model
+            self.text_run = accelerator.prepare(text.model)
         self.unet_run.train(self.lora)
         self.text_run.train(False)
         self.losses: list[float] = []
