@@ -193,6 +193,62 @@ def tiny_sd_pipeline(tiny_autoencoder_kl, tiny_clip_tokenizer):
 
 
 @pytest.fixture
+def tiny_sdxl_pipeline(tiny_autoencoder_kl, tiny_clip_tokenizer):
+    """An SDXL pipeline of tiny random components built from config, as diffusers' SDXL tests build them: two CLIP
+    text encoders (the second with a projection), a UNet with pooled-text and size conditioning."""
+    from diffusers import DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=6 * 8 + 16,
+        cross_attention_dim=32 + 24,
+        norm_num_groups=8,
+    )
+    encoders = []
+    for cls, hidden in ((CLIPTextModel, 32), (CLIPTextModelWithProjection, 24)):
+        torch.manual_seed(0)
+        config = CLIPTextConfig(
+            hidden_size=hidden, intermediate_size=37, num_attention_heads=4, num_hidden_layers=3, projection_dim=16,
+            vocab_size=len(tiny_clip_tokenizer), bos_token_id=len(tiny_clip_tokenizer) - 2,
+            eos_token_id=len(tiny_clip_tokenizer) - 1, pad_token_id=len(tiny_clip_tokenizer) - 1,
+            max_position_embeddings=12,
+        )  # fmt: skip
+        encoders.append(cls(config))
+    scheduler = DDIMScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    return StableDiffusionXLPipeline(
+        vae=tiny_autoencoder_kl,
+        unet=unet,
+        scheduler=scheduler,
+        text_encoder=encoders[0],
+        text_encoder_2=encoders[1],
+        tokenizer=tiny_clip_tokenizer,
+        tokenizer_2=tiny_clip_tokenizer,
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
+    )
+
+
+@pytest.fixture
 def crash_on_call(monkeypatch):
     """``crash_on_call(module, name, n)``: ``module.name`` raises KeyboardInterrupt on its n-th call (a run
     killed mid-way). Returns the real function, to put back with ``monkeypatch.setattr`` before resuming."""

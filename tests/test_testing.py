@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from latentmix.backends import GANBackend, LatentDiffusionBackend, registered_backends
+from latentmix.backends import GANBackend, LatentDiffusionBackend, StableDiffusionXLBackend, registered_backends
 from latentmix.backends.gan import Discriminator, Generator, InversionEncoder
 from latentmix.testing import BACKEND_CHECKS, check_backend
 
@@ -21,6 +21,11 @@ def tiny_ldm(tiny_sd_pipeline) -> LatentDiffusionBackend:
     return LatentDiffusionBackend.from_pipeline(tiny_sd_pipeline, num_inference_steps=2)
 
 
+@pytest.fixture
+def tiny_sdxl(tiny_sdxl_pipeline) -> StableDiffusionXLBackend:
+    return StableDiffusionXLBackend.from_pipeline(tiny_sdxl_pipeline, num_inference_steps=2)
+
+
 #: one tiny instance per registered backend class (a fixture name), and the keyword arguments its calls need
 FACTORIES = {
     "vae": ("tiny_vae", {}),
@@ -29,6 +34,7 @@ FACTORIES = {
     "vq": ("tiny_vq_backend", {}),
     "gan": ("tiny_gan", {}),
     "latent-diffusion": ("tiny_ldm", {"num_inference_steps": 2}),
+    "latent-diffusion-xl": ("tiny_sdxl", {"num_inference_steps": 2}),
 }
 
 

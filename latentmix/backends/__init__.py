@@ -1,7 +1,7 @@
 """Generative backends behind one encode/decode contract, and ``load_backend``.
 
 Importing this package registers the built-in backend classes (VAE, diffusers' AutoencoderKL, AutoencoderTiny
-and VQModel, GAN, latent diffusion).
+and VQModel, GAN, latent diffusion, SDXL).
 """
 
 from latentmix.backends.autoencoders import AutoencoderKLBackend, AutoencoderTinyBackend, VQModelBackend
@@ -13,6 +13,7 @@ from latentmix.backends.loading import embedded_models, embedded_models_dir, loa
 from latentmix.backends.options import CallOptions
 from latentmix.backends.registry import register_backend, registered_backends
 from latentmix.backends.runtime import RunOptions
+from latentmix.backends.sdxl import StableDiffusionXLBackend
 from latentmix.backends.vae import ConvVAE, VAEBackend
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "LatentBackend",
     "LatentDiffusionBackend",
     "RunOptions",
+    "StableDiffusionXLBackend",
     "VAEBackend",
     "VQModelBackend",
     "embedded_models",

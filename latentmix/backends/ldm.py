@@ -133,10 +133,10 @@ class LatentDiffusionBackend(LatentBackend):
                 f"latents {tuple(autoencoder.latent_shape)} hold {ae_numel}"
             )
         text_dim = int(cfg.encoder_hid_dim) if cfg.encoder_hid_dim_type == "text_proj" else int(cfg.cross_attention_dim)
-        if text_dim != text_encoder.embedding_dim:
+        if text_dim != self._text_width(text_encoder):
             raise ValueError(
                 f"unet: expects text hidden states of size {text_dim}, the text encoder gives "
-                f"{text_encoder.embedding_dim}"
+                f"{self._text_width(text_encoder)}"
             )
         self.autoencoder = autoencoder
         self.unet = unet.eval()
@@ -151,6 +151,10 @@ class LatentDiffusionBackend(LatentBackend):
         self._shape = shape
         self._text_cache: dict[str, Tensor] = {}
         self.last_inversion_calls: int | None = None  # UNet calls per latent of the last invert()
+
+    def _text_width(self, text_encoder: TextEncoder) -> int:
+        """The width of the per-token states the UNet cross-attends to."""
+        return text_encoder.embedding_dim
 
     @classmethod
     def from_pipeline(cls, pipe, **kwargs) -> LatentDiffusionBackend:
@@ -218,12 +222,14 @@ class LatentDiffusionBackend(LatentBackend):
         todo = sorted({t for t in texts if t not in self._text_cache})
         for start in range(0, len(todo), 256):
             chunk = todo[start : start + 256]
-            hidden, _ = self.text_encoder.hidden_states(
-                chunk, pad_to_max_length=True, attention_mask=self.text_attention_mask
-            )
-            for text, h in zip(chunk, hidden, strict=True):
+            for text, h in zip(chunk, self._text_states(chunk), strict=True):
                 self._text_cache[text] = h.float().cpu()
         return torch.stack([self._text_cache[t] for t in texts]).to(device=self.device, dtype=self.dtype)
+
+    def _text_states(self, texts: list[str]) -> Tensor:
+        """The conditioning rows of ``texts``, uncached: the text encoder's last hidden states, padded."""
+        mask = self.text_attention_mask
+        return self.text_encoder.hidden_states(texts, pad_to_max_length=True, attention_mask=mask)[0]
 
     def _resolve_options(self, options: CallOptions) -> CallOptions:
         """Check the sampler's options by this backend's rules (steps within the training timesteps, a strength
@@ -274,11 +280,15 @@ class LatentDiffusionBackend(LatentBackend):
         conditioning it steers away from, default ``""``)."""
         x_in = x.to(self.dtype)
         if guidance_scale == 1.0:
-            return self.unet(x_in, t, encoder_hidden_states=cond).sample.float()
+            return self._unet_output(x_in, t, cond).float()
         uncond = self.unconditional(x.shape[0]) if uncond is None else uncond
-        out = self.unet(torch.cat([x_in, x_in]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample.float()
+        out = self._unet_output(torch.cat([x_in, x_in]), t, torch.cat([uncond, cond])).float()
         eps_uncond, eps_cond = out.chunk(2)
         return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+    def _unet_output(self, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        """One UNet call on x_t conditioned on ``cond`` (rows of :meth:`encode_text`)."""
+        return self.unet(x, t, encoder_hidden_states=cond).sample
 
     def kept_steps(self, strength: float, num_inference_steps: int | None = None, name: str = "strength") -> int | None:
         """How many DDIM steps a round trip at ``strength`` runs (None: all of them; diffusers' img2img rule,
@@ -503,8 +513,10 @@ class LatentDiffusionBackend(LatentBackend):
 
     @classmethod
     def claims(cls, directory: Path) -> bool:
-        """A latentmix save of this class, or a diffusers pipeline directory (``model_index.json``)."""
-        return ldm_pipeline.is_pipeline_dir(directory) or super().claims(directory)
+        """A latentmix save of this class, or a diffusers pipeline directory (``model_index.json``) that is not an
+        SDXL one (:mod:`latentmix.backends.sdxl` claims those)."""
+        pipeline = ldm_pipeline.is_pipeline_dir(directory) and not ldm_pipeline.is_xl_index(directory)
+        return pipeline or super().claims(directory)
 
     @classmethod
     def from_pretrained(

@@ -15,6 +15,7 @@ Each loader returns the constructor's arguments; the backend class builds itself
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -97,6 +98,26 @@ def is_pipeline_dir(directory: Path) -> bool:
     return (directory / PIPELINE_INDEX).is_file() and not (directory / BACKEND_CONFIG).is_file()
 
 
+def is_xl_index(directory: Path) -> bool:
+    """Whether ``directory``'s ``model_index.json`` describes an SDXL pipeline (a second text encoder)."""
+    try:
+        index = json.loads((Path(directory) / PIPELINE_INDEX).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(index, dict) and ("text_encoder_2" in index or "XL" in str(index.get("_class_name", "")))
+
+
+def check_components(directory: Path, index: dict[str, Any], components: tuple[str, ...], who: str) -> None:
+    """Every component folder the pipeline needs is there and named in its index; a ValueError listing the missing
+    ones otherwise."""
+    missing = [c for c in components if not (directory / c).is_dir() or (index.get(c) or [None])[0] is None]
+    if missing:
+        raise ValueError(
+            f"pipeline directory {directory} is missing the component(s) {', '.join(missing)} "
+            f"({who} needs {', '.join(components)})"
+        )
+
+
 def load_pipeline_dir(
     directory: Path, *, trust_remote_code: bool | None = None, variant: str | None = None
 ) -> SimpleNamespace:
@@ -106,31 +127,32 @@ def load_pipeline_dir(
     (``fp16``) reads each component's ``*.fp16.safetensors``, as ``from_pretrained(variant=)`` does.
     """
     index = read_json(directory / PIPELINE_INDEX, "pipeline index")
-    if "text_encoder_2" in index or "XL" in str(index.get("_class_name", "")):
+    if is_xl_index(directory):
         raise ValueError(
             f"{directory} is an SDXL pipeline ({index.get('_class_name')}: two text encoders, pooled embeddings); "
-            "latentmix reads Stable Diffusion 1.x / 2.x folders only, SDXL is not supported yet"
+            "load it with load_backend() or StableDiffusionXLBackend.from_pretrained()"
         )
-    missing = [c for c in PIPELINE_COMPONENTS if not (directory / c).is_dir() or (index.get(c) or [None])[0] is None]
-    if missing:
-        raise ValueError(
-            f"pipeline directory {directory} is missing the component(s) {', '.join(missing)} "
-            f"(a latent-diffusion backend needs {', '.join(PIPELINE_COMPONENTS)})"
-        )
+    check_components(directory, index, PIPELINE_COMPONENTS, "a latent-diffusion backend")
+    text_encoder, vae, unet = load_common(directory, ("text_encoder",), trust_remote_code, variant)
+    return SimpleNamespace(
+        vae=vae, unet=unet, scheduler=load_scheduler(directory), text_encoder=text_encoder.model,
+        tokenizer=text_encoder.tokenizer,
+    )  # fmt: skip
+
+
+def load_common(
+    directory: Path, text_encoders: tuple[str, ...], trust_remote_code: bool | None, variant: str | None
+) -> tuple[Any, Any, UNet2DConditionModel]:
+    """The first text encoder, the autoencoder model and the UNet of a pipeline folder, after refusing pickles and
+    checking every component's weight files (``text_encoders``: their folders) before any weights are read."""
     refuse_pickles(directory)
-    for part, names in (("unet", None), ("vae", None), ("text_encoder", ("model.safetensors",))):
-        weight_files(directory / part, variant, names)  # every component's files, before any weights are read
-    text_encoder = load_text_encoder(directory, "text_encoder", trust_remote_code, variant)
+    for part, names in (("unet", None), ("vae", None), *((t, ("model.safetensors",)) for t in text_encoders)):
+        weight_files(directory / part, variant, names)
+    text_encoder = load_text_encoder(directory, text_encoders[0], trust_remote_code, variant)
     vae = load_directory(directory / "vae", variant=variant)
     if not isinstance(vae, DiffusersAutoencoderBackend):
         raise ValueError(f"{directory / 'vae'} is not a diffusers autoencoder (AutoencoderKL, Tiny or VQModel)")
-    return SimpleNamespace(
-        vae=vae.vae,
-        unet=load_weights(UNet2DConditionModel, directory / "unet", variant=variant),
-        scheduler=load_scheduler(directory),
-        text_encoder=text_encoder.model,
-        tokenizer=text_encoder.tokenizer,
-    )
+    return text_encoder, vae.vae, load_weights(UNet2DConditionModel, directory / "unet", variant=variant)
 
 
 def load_saved(
@@ -209,13 +231,19 @@ def load_scheduler(directory: Path) -> DDIMScheduler:
 
 
 def load_text_encoder(
-    directory: Path, folder: str, trust_remote_code: bool | None, variant: str | None = None
+    directory: Path,
+    folder: str,
+    trust_remote_code: bool | None,
+    variant: str | None = None,
+    tokenizer: str = "tokenizer",
+    model_class: Any = None,
 ) -> TextEncoder:
-    """The text encoder saved in ``directory/folder`` with its ``tokenizer/``; on CPU
-    (``load_backend(device=...)`` places the whole backend)."""
-    if not (directory / "tokenizer").is_dir():
-        raise ValueError(f"{directory} is missing the component tokenizer")
+    """The text encoder saved in ``directory/folder`` with its tokenizer (``directory/tokenizer``); on CPU
+    (``load_backend(device=...)`` places the whole backend). ``model_class``: as in
+    :meth:`TextEncoder.from_pretrained`."""
+    if not (directory / tokenizer).is_dir():
+        raise ValueError(f"{directory} is missing the component {tokenizer}")
     return TextEncoder.from_pretrained(
-        directory / folder, tokenizer=directory / "tokenizer", device="cpu", trust_remote_code=trust_remote_code,
-        variant=variant,
+        directory / folder, tokenizer=directory / tokenizer, device="cpu", trust_remote_code=trust_remote_code,
+        variant=variant, model_class=model_class,
     )  # fmt: skip

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -115,6 +116,7 @@ class TextEncoder:
         device=None,
         trust_remote_code: bool | None = None,
         variant: str | None = None,
+        model_class: Any = None,
         **kwargs,
     ) -> TextEncoder:
         """Load from a hub id or local directory; ``None`` or ``"all-MiniLM-L6-v2"`` is the offline default.
@@ -125,7 +127,8 @@ class TextEncoder:
         ``trust_remote_code`` allows a model whose config maps to Python files in the directory
         (``auto_map``) to run them; without it (default: :data:`TRUST_REMOTE_CODE`, off) such a model is
         refused and no code runs — transformers is never left to ask on a terminal. ``variant`` (``fp16``) reads
-        ``model.fp16.safetensors``.
+        ``model.fp16.safetensors``. ``model_class`` (default ``AutoModel``) is the transformers class to build, for
+        a checkpoint whose head ``AutoModel`` would drop (SDXL's ``CLIPTextModelWithProjection``).
         """
         trust_remote_code = TRUST_REMOTE_CODE if trust_remote_code is None else bool(trust_remote_code)
         from transformers import AutoModel, AutoTokenizer
@@ -140,7 +143,7 @@ class TextEncoder:
             tok = AutoTokenizer.from_pretrained(
                 str(tokenizer if tokenizer is not None else path), trust_remote_code=trust_remote_code
             )
-            model, info = AutoModel.from_pretrained(
+            model, info = (model_class or AutoModel).from_pretrained(
                 where, use_safetensors=True, trust_remote_code=trust_remote_code, output_loading_info=True,
                 **({"variant": variant} if variant is not None else {}),
             )  # fmt: skip
@@ -196,10 +199,25 @@ class TextEncoder:
         and can be blended position by position. ``attention_mask=False`` runs the model without
         the mask, as Stable Diffusion runs CLIP (padding tokens then carry the prompt too).
         """
+        out, mask = self.outputs(texts, pad_to_max_length=pad_to_max_length, attention_mask=attention_mask)
+        return out.last_hidden_state, mask
+
+    @torch.inference_mode()
+    def outputs(
+        self,
+        texts: list[str],
+        *,
+        pad_to_max_length: bool = False,
+        attention_mask: bool = True,
+        output_hidden_states: bool = False,
+    ) -> tuple[Any, Tensor]:
+        """The model's whole output for ``texts`` (``hidden_states`` of every layer with ``output_hidden_states``;
+        a projection model's ``text_embeds``) and the attention mask; padding and the mask as in
+        :meth:`hidden_states`."""
         texts = check_texts(texts)
         batch = self._tokenize(texts, "max_length" if pad_to_max_length else True)
-        out = self.model(**(batch if attention_mask else {k: v for k, v in batch.items() if k != "attention_mask"}))
-        return out.last_hidden_state, batch["attention_mask"]
+        inputs = batch if attention_mask else {k: v for k, v in batch.items() if k != "attention_mask"}
+        return self.model(**inputs, output_hidden_states=output_hidden_states), batch["attention_mask"]
 
     def uncached(self, texts: list[str]) -> Tensor:
         """Sentence embeddings (N, D) of ``texts`` in one forward pass, past the cache (float32 on CPU)."""

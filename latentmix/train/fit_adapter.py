@@ -75,6 +75,9 @@ def _diffusion_parts(backend: LatentBackend, name: str):
     if not backend.supports_text_condition or unet is None or text is None or not hasattr(backend, "scheduler"):
         raise ValueError(f"backend: {name!r} is a {backend.backend_name} backend; fit lora / textual-inversion "
                          "adapt a text-conditioned diffusion backend (a UNet and a text encoder)")  # fmt: skip
+    if hasattr(backend, "text_encoder_2"):
+        raise ValueError(f"backend: {name!r} is an SDXL backend (two text encoders); fit lora / textual-inversion "
+                         "adapt Stable Diffusion 1.x / 2.x and latentmix's own diffusion backends")  # fmt: skip
     return unet, text
 
 

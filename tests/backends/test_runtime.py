@@ -199,16 +199,6 @@ def test_the_gpu_check_runs_at_toy_size_on_the_cpu():
     assert len(rows) == 7 and '"speedup"' in rows[0] and '"samples_per_s"' in rows[4]
 
 
-def test_an_sdxl_folder_is_refused_in_one_line(sd_dir):
-    import json
-
-    index = json.loads((sd_dir / "model_index.json").read_text())
-    index.update({"_class_name": "StableDiffusionXLPipeline", "text_encoder_2": ["transformers", "CLIPTextModel"]})
-    (sd_dir / "model_index.json").write_text(json.dumps(index))
-    with pytest.raises(ValueError, match="is an SDXL pipeline .* SDXL is not supported yet"):
-        load_backend(sd_dir)
-
-
 def test_a_set_written_before_the_run_settings_existed_still_resumes(tmp_path):
     """A run file without the newer settings (dtype, variant, ...) counts them as their defaults."""
     import json
