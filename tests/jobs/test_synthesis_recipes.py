@@ -142,7 +142,7 @@ def digest(root: Path) -> dict[str, str]:
 
 def test_cli_recipe_end_to_end_and_two_processes_give_the_same_set(tmp_path, torchrun):
     argv = ["synthesize", "--recipe", "da-fusion", "--backend", "digits-ldm", "--labels-per-class", "1",
-            "--per-image", "2", "--num-inference-steps", "10", "--guidance-scale", "1",
+            "--per-image", "2", "--num-inference-steps", "5", "--guidance-scale", "1",
             "--shard-size", "4"]  # fmt: skip
     assert main(["--quiet", *argv, "--out", str(tmp_path / "one")]) == 0
     manifest = json.loads((tmp_path / "one" / "manifest.json").read_text())
