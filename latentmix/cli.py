@@ -104,7 +104,7 @@ def _synthesize(args: argparse.Namespace, argv: list[str]) -> int:
         kept = f" (kept {result.num_samples} of {result.generated} by the filter)" if config.filter_classifier else ""
         print(
             f"wrote {result.num_samples} samples to {result.out} ({result.written} new this run){kept}: "
-            "images/, metadata.jsonl, embeddings.safetensors, manifest.json"
+            "images/, metadata.jsonl, shards/ (embeddings), manifest.json"
         )
         if config.balance is not None and result.out is not None:
             print(_balance_summary(json.loads((result.out / "manifest.json").read_text(encoding="utf-8"))["balance"]))

@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_BACKENDS",
     "DEFAULT_SYNTHESIS_BACKENDS",
     "DEFAULT_TEXT_ENCODER",
+    "IMAGE_FORMATS",
     "INVERSIONS",
     "KEYFRAME_METHODS",
     "METHODS",
@@ -41,6 +42,8 @@ SPACING_FEATURES = ("reference", "pixels")  # where even spacing measures distan
 INVERSIONS = ("ddim", "fixed-point", "exact")  # latent diffusion: how images are inverted to noise
 SAMPLERS = ("ddim", "dpm-solver", "euler")  # latent diffusion: how noise is decoded
 VIDEO_FORMATS = ("mp4", "webm", "none")
+#: image file formats of a synthetic set (the file extension of each)
+IMAGE_FORMATS = ("png", "jpeg", "webp")
 SPLITS = ("train", "test", "all")
 AUGMENT_TRANSFORMS = ("hflip", "vflip", "translate", "recolour")  # latentmix.data.augment
 AUGMENT_MODES = ("synchronized", "image-only", "none")

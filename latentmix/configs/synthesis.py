@@ -10,6 +10,7 @@ from latentmix.configs.choices import (
     AUGMENT_MODES,
     CAPTION_RULES,
     DEFAULT_TEXT_ENCODER,
+    IMAGE_FORMATS,
     METHODS,
     NOISE_KINDS,
     SPLITS,
@@ -206,6 +207,14 @@ class SynthesisConfig(SplitSettings, DataSettings, BackendSettings):
         check=NON_NEGATIVE_INT,
     )
     shard_size: int = option(256, "samples per shard (and per batch); part of a run's identity", check=POSITIVE_INT)
+    image_format: str = option(
+        "png", "image files: png (lossless), jpeg or webp (smaller)", check=one_of(IMAGE_FORMATS)
+    )
+    image_quality: int = option(95, "jpeg / webp quality, 1-100 (png ignores it)", check=int_in(1, 100))
+    no_latents: bool = option(False, "do not store each sample's latent (a smaller set)")
+    no_text_embeddings: bool = option(
+        False, "do not store each sample's blended text embedding (cross-modal and text training then refuse the set)"
+    )
     allow_extrapolation: bool = option(False, "accept a fixed --lam outside [0, 1]")
     filter_classifier: str | None = option(
         None,

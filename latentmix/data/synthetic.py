@@ -3,9 +3,14 @@
 ``latentmix synthesize`` writes, and :class:`SyntheticDataset` reads, this layout (a Hugging Face
 imagefolder that other tools load without latentmix):
 
-* ``images/NNNNNN/syn-XXXXXXXX.png`` — decoded images, one folder per shard;
+* ``images/NNNNNN/syn-XXXXXXXX.png`` (or ``.jpg`` / ``.webp``) — decoded images, one folder per shard;
 * ``metadata.jsonl`` — one row per sample with the :data:`ROW_FIELDS`;
-* ``embeddings.safetensors`` — ``latent/<id>`` and ``text_embedding/<id>`` (:data:`EMBEDDING_FIELDS`);
+* ``shards/NNNNNN.safetensors`` — each shard's embeddings as stacked tensors ``latent`` (k, ...) and
+  ``text_embedding`` (k, D) (:data:`EMBEDDING_FIELDS`, either may be left out), rows in ``metadata.jsonl`` order;
+  the manifest's ``embeddings`` entry lists the files and their row counts, so sample i is found by a binary
+  search over the counts and read from its shard alone (:class:`~latentmix.data.synthetic_embeddings.ShardEmbeddings`).
+  Sets written before 0.2 hold one merged ``embeddings.safetensors`` (``latent/<id>``, ``text_embedding/<id>``),
+  still read;
 * ``manifest.json`` — settings and counts; written last, it counts only complete samples;
 * ``shards/`` and ``.latentmix-run.json`` — what a run needs to resume or extend the set.
 """
@@ -53,8 +58,12 @@ def sample_id(index: int) -> str:
     return f"syn-{index:08d}"
 
 
-def image_path(shard: int, sid: str) -> str:
-    return f"{IMAGES}/{shard:06d}/{sid}.png"
+#: the file extension of each image format
+IMAGE_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+
+
+def image_path(shard: int, sid: str, image_format: str = "png") -> str:
+    return f"{IMAGES}/{shard:06d}/{sid}.{IMAGE_EXTENSIONS[image_format]}"
 
 
 def embedding_key(field: str, sid: str) -> str:
@@ -99,7 +108,7 @@ class SyntheticDataset(ImageTextDataset):
         self.source_b = [r["source_b"] for r in rows]
         self.label_a = torch.tensor([r.get("label_a", -1) for r in rows], dtype=torch.long)
         self.label_b = torch.tensor([r.get("label_b", -1) for r in rows], dtype=torch.long)
-        self._embeddings: Any = None  # safetensors handle, opened on first use
+        self._embeddings: Any = None  # the embedding store, opened on first use
 
     def _read_factors(self, rows: list[dict]) -> None:
         """The dominant factors of every blend, where the set has them (``factors`` rows, ``factor_values`` in
@@ -117,22 +126,27 @@ class SyntheticDataset(ImageTextDataset):
     def load_image(self, index: int) -> Tensor:
         return pil_to_tensor(open_image(self.files[index]), self.image_size, self.channels)
 
-    def _tensors(self) -> Any:
-        from safetensors import safe_open
+    def _store(self) -> Any:
+        from latentmix.data.synthetic_embeddings import open_embeddings
 
         if self._embeddings is None:
-            self._embeddings = safe_open(str(self.root / EMBEDDINGS), framework="pt")
+            self._embeddings = open_embeddings(self.root, self.manifest, self.ids)
         return self._embeddings
 
+    @property
+    def embedding_fields(self) -> tuple[str, ...]:
+        """The embeddings this set stores (``latent``, ``text_embedding``; a run may leave either out)."""
+        return self._store().fields
+
     def text_embeddings(self) -> Tensor:
-        """(N, D) blended text embeddings of every sample, in row order."""
-        f = self._tensors()
-        return torch.stack([f.get_tensor(embedding_key("text_embedding", sid)) for sid in self.ids])
+        """(N, D) blended text embeddings of every sample, in row order (a ValueError if the set has none)."""
+        return self._store().stacked("text_embedding")
 
     def embeddings(self, index: int) -> dict[str, Tensor]:
-        """``{"latent": ..., "text_embedding": ...}`` of one sample, read lazily from embeddings.safetensors."""
-        sid = self.ids[index]
-        return {k: self._tensors().get_tensor(embedding_key(k, sid)) for k in EMBEDDING_FIELDS}
+        """``{"latent": ..., "text_embedding": ...}`` of one sample (the fields the set stores), read lazily."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} is out of range for a set of {len(self)} samples")
+        return self._store().row(index % len(self))
 
 
 REQUIRED_ROW_FIELDS = (

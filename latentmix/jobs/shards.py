@@ -5,22 +5,19 @@ exists — written last, by rename, after its images directory, its embeddings a
 image its rows name is there (a deleted image makes the shard incomplete, so a resume rewrites it). The
 marker records how many samples the shard generated and how many it kept (a filter may drop some). A run killed
 at any point leaves only complete shards plus hidden temporaries, which the next run removes.
-The merged ``metadata.jsonl`` and ``embeddings.safetensors`` are streamed from the shards (memory
-does not grow with the number of samples) and renamed into place.
+The merged ``metadata.jsonl`` is streamed from the shards (memory does not grow with the number of samples)
+and renamed into place; the embeddings stay in the shards' files, which the manifest lists.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import struct
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from PIL import Image
-from safetensors import safe_open
-from safetensors.torch import load_file
 
 from latentmix.data.synthetic import IMAGES, SHARDS
 from latentmix.utils.atomic import atomic_file, atomic_save_safetensors, atomic_write_text, replace_dir, tmp_name
@@ -74,16 +71,20 @@ def write_shard(
     tensors: dict[str, torch.Tensor],
     images: Sequence[tuple[str, Image.Image]],
     generated: int | None = None,
+    image_format: str = "png",
+    quality: int = 95,
 ) -> None:
-    """Write one shard: images (directory rename), embeddings, the jsonl, then the completion marker."""
+    """Write one shard: images (directory rename; ``image_format`` png, jpeg or webp at ``quality``), embeddings,
+    the jsonl, then the completion marker."""
     meta, emb, image_dir = shard_paths(root, shard)
     meta.parent.mkdir(parents=True, exist_ok=True)
     image_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(image_dir)
     tmp.mkdir()
     try:
+        options = {} if image_format == "png" else {"quality": quality}
         for name, image in images:
-            image.save(tmp / name, format="PNG")
+            image.save(tmp / name, format=image_format.upper(), **options)
         replace_dir(tmp, image_dir)
     finally:
         if tmp.exists():
@@ -104,46 +105,3 @@ def merge_metadata(root: Path, shards: int, out: Path) -> int:
                     f.write(line + "\n")
                     count += 1
     return count
-
-
-def merge_embeddings(root: Path, shards: int, fields: list[str], out: Path, metadata: dict[str, str]) -> None:
-    """Write ``out`` as a safetensors file with one tensor per (field, sample id), streaming shard by shard.
-
-    Keys are ``"{field}/{sample id}"``. Only one shard is held in memory at a time.
-    """
-    header: dict = {"__metadata__": metadata}
-    offset = 0
-    for s in range(shards):
-        lines = shard_paths(root, s)[0].read_text(encoding="utf-8").split("\n")
-        ids = [json.loads(line)["id"] for line in lines if line.strip()]
-        with safe_open(str(shard_paths(root, s)[1]), framework="pt") as f:
-            shapes = {k: f.get_slice(k).get_shape() for k in fields}
-            dtypes = {k: f.get_slice(k).get_dtype() for k in fields}
-        for sid in ids:
-            for field in fields:
-                shape = shapes[field][1:]
-                size = _nbytes(dtypes[field], shape)
-                header[f"{field}/{sid}"] = {
-                    "dtype": dtypes[field],
-                    "shape": shape,
-                    "data_offsets": [offset, offset + size],
-                }
-                offset += size
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)
-    with atomic_file(out) as f:
-        f.write(struct.pack("<Q", len(blob)))
-        f.write(blob)
-        for s in range(shards):
-            tensors = load_file(str(shard_paths(root, s)[1]))
-            for i in range(tensors[fields[0]].shape[0]):
-                for field in fields:
-                    row = tensors[field][i].contiguous()
-                    f.write((row.view(torch.int16) if row.dtype == torch.bfloat16 else row).numpy().tobytes())
-
-
-def _nbytes(dtype: str, shape: list[int]) -> int:
-    size = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8}[dtype]
-    for d in shape:
-        size *= d
-    return size

@@ -4,8 +4,9 @@
 then works shard by shard: draw each sample's pair and λ from (seed, sample index), blend image
 latents, text embeddings and labels with that one λ, decode, and write. The output directory:
 
-the layout of :mod:`latentmix.data.synthetic` (images, ``metadata.jsonl``, ``embeddings.safetensors``,
-``manifest.json`` written last, ``shards/`` kept so that a run can resume or extend). The samples
+the layout of :mod:`latentmix.data.synthetic` (images as png, jpeg or webp, ``metadata.jsonl``, each shard's
+embeddings in ``shards/`` — the manifest lists them — and ``manifest.json`` written last; ``shards/`` also lets a
+run resume or extend). The samples
 themselves come from :mod:`latentmix.jobs.sources`.
 
 Sample ``i`` depends only on (seed, i): launched with N processes (``torchrun`` or
@@ -33,9 +34,19 @@ from tqdm.auto import tqdm
 from latentmix.backends import LatentBackend, RunOptions, load_backend
 from latentmix.configs import SynthesisConfig, backend_for
 from latentmix.configs.synthesis import DEFAULT_SAMPLES, MAX_SAMPLES
-from latentmix.data.synthetic import EMBEDDING_FIELDS, EMBEDDINGS, IMAGES, MANIFEST, METADATA, RUN_FILE, SHARDS
+from latentmix.data.synthetic import (
+    EMBEDDING_FIELDS,
+    EMBEDDINGS,
+    IMAGE_EXTENSIONS,
+    IMAGES,
+    MANIFEST,
+    METADATA,
+    RUN_FILE,
+    SHARDS,
+)
+from latentmix.data.synthetic_embeddings import PER_SHARD
 from latentmix.data.text import TextEncoder
-from latentmix.jobs.shards import merge_embeddings, merge_metadata, remove_temporaries, shard_state, write_shard
+from latentmix.jobs.shards import merge_metadata, remove_temporaries, shard_state, write_shard
 from latentmix.jobs.sources import BlendFilter, Shard, SourceData, make_shard, source_labels
 from latentmix.latent.pairing import Pairing, balance_quota
 from latentmix.utils.atomic import atomic_write_text
@@ -256,8 +267,10 @@ def _run_shards(
     for s in todo:
         shard = make_shard(s, config, src, pairing, backend, method, blend_filter, n=plan.n)
         if root is not None and not done(s):
-            files = [(f"{sid}.png", to_pil(img)) for sid, img in zip(shard.ids, shard.images, strict=True)]
-            write_shard(root, s, shard.rows, shard.tensors, files, generated=shard.generated)
+            ext = IMAGE_EXTENSIONS[config.image_format]
+            files = [(f"{sid}.{ext}", to_pil(img)) for sid, img in zip(shard.ids, shard.images, strict=True)]
+            tensors = {k: v for k, v in shard.tensors.items() if k in stored_fields(config)}
+            write_shard(root, s, shard.rows, tensors, files, shard.generated, config.image_format, config.image_quality)
             written += len(shard.rows)
         if keep:
             collected.append(shard)
@@ -276,14 +289,16 @@ def _finish(
 ) -> None:
     num_shards = plan.num_shards
     count = merge_metadata(root, num_shards, root / METADATA)
-    generated = sum(int((shard_state(root, s) or {}).get("generated", 0)) for s in range(num_shards))
-    merge_embeddings(
-        root,
-        num_shards,
-        list(EMBEDDING_FIELDS),
-        root / EMBEDDINGS,
-        {"format": "latentmix-synthetic", "keys": ", ".join(f"{f}/<id>" for f in EMBEDDING_FIELDS)},
-    )
+    states = [shard_state(root, s) or {} for s in range(num_shards)]
+    generated = sum(int(state.get("generated", 0)) for state in states)
+    embeddings = {
+        "layout": PER_SHARD,
+        "fields": list(stored_fields(config)),
+        "shards": [
+            {"file": f"{SHARDS}/{s:06d}.safetensors", "rows": int(state.get("kept", 0))}
+            for s, state in enumerate(states)
+        ],
+    }
     manifest = {
         "latentmix_version": __version__,
         "num_samples": count,
@@ -312,11 +327,20 @@ def _finish(
         "text_embedding_dim": int(src.text_embeddings.shape[1]),
         "source_examples": len(src.dataset),
         "shards": num_shards,
+        "image_format": config.image_format,
+        "embeddings": embeddings,
     }
     if config.balance is not None:
         assert plan.quota is not None
         manifest["balance"] = _balance_report(root, src, config.balance, plan.quota)
     atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    (root / EMBEDDINGS).unlink(missing_ok=True)  # a pre-0.2 run's merged file: the manifest now lists the shards
+
+
+def stored_fields(config: SynthesisConfig) -> tuple[str, ...]:
+    """The embeddings a run stores (``--no-latents`` / ``--no-text-embeddings`` leave them out)."""
+    latent, text = EMBEDDING_FIELDS
+    return tuple(f for f, skip in ((latent, config.no_latents), (text, config.no_text_embeddings)) if not skip)
 
 
 def _balance_report(root: Path, src: SourceData, target: int, quota: np.ndarray) -> dict:

@@ -42,10 +42,14 @@ def reference(tmp_path_factory) -> Path:
 
 def test_layout_metadata_and_manifest(reference):
     names = {p.name for p in reference.iterdir()}
-    assert {"images", "metadata.jsonl", "embeddings.safetensors", "manifest.json", "shards"} <= names
+    assert {"images", "metadata.jsonl", "manifest.json", "shards"} <= names and "embeddings.safetensors" not in names
     rows = [json.loads(line) for line in (reference / "metadata.jsonl").read_text().splitlines()]
     assert len(rows) == 40 and len({r["id"] for r in rows}) == 40
     manifest = json.loads((reference / "manifest.json").read_text())
+    entry = manifest["embeddings"]  # the shards' own files, listed with their counts: no merged copy
+    assert entry["layout"] == "per-shard" and entry["fields"] == ["latent", "text_embedding"]
+    assert [e["file"] for e in entry["shards"]] == [f"shards/{s:06d}.safetensors" for s in range(manifest["shards"])]
+    assert sum(e["rows"] for e in entry["shards"]) == 40
     assert (
         manifest["num_samples"] == 40
         and manifest["num_classes"] == 10
