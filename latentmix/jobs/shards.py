@@ -20,12 +20,14 @@ import torch
 from PIL import Image
 
 from latentmix.data.synthetic import IMAGES, SHARDS
+from latentmix.jobs.claims import SOURCES
 from latentmix.utils.atomic import atomic_file, atomic_save_safetensors, atomic_write_text, replace_dir, tmp_name
 
 
 def remove_temporaries(root: Path) -> None:
     """Delete the hidden ``.*.tmp-*`` leftovers of an interrupted run."""
-    for sub in (root, root / SHARDS, root / IMAGES):
+    cached = sorted((root / SOURCES).iterdir()) if (root / SOURCES).is_dir() else []
+    for sub in (root, root / SHARDS, root / IMAGES, *cached):
         if sub.is_dir():
             for p in sub.iterdir():
                 if p.name.startswith(".") and ".tmp-" in p.name:

@@ -10,6 +10,7 @@ writes the shards; the benchmarks call these directly.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,6 +27,7 @@ from latentmix.data.factor_captions import FactorCaptioner
 from latentmix.data.prompts import PromptBook, read_prompt_file
 from latentmix.data.synthetic import EMBEDDING_FIELDS, image_path, sample_id
 from latentmix.data.text import TextEncoder
+from latentmix.jobs.claims import SourceCache
 from latentmix.latent.blend import Blend, CaptionBank, Pairs, blend, soft_labels
 from latentmix.latent.pairing import Pairing, choose, sample_lambdas, sample_noise
 from latentmix.utils.viz import to_uint8
@@ -57,6 +59,9 @@ class SourceData:
         text_encoder: embeds the captions (sentence embeddings, blended with the same λ) and translation prompts.
         quiet: hide the progress bar.
         backend_name: how the run names the backend (for messages; default: ``config.backend``).
+        cache: where the processes of a run share the encoded sources (:class:`~latentmix.jobs.claims.SourceCache`;
+            None: encode them all here).
+        check: called with the source data before anything is encoded (a run's own checks, e.g. its pairing).
     """
 
     def __init__(
@@ -66,6 +71,8 @@ class SourceData:
         text_encoder: TextEncoder,
         quiet: bool,
         backend_name: str | None = None,
+        cache: SourceCache | None = None,
+        check: Callable[[ImageTextDataset], object] | None = None,
     ):
         self.dataset: ImageTextDataset = load_matching(
             config.data, config.split, backend.image_size, backend.image_channels, resize=config.resize,
@@ -96,6 +103,8 @@ class SourceData:
         self._at = {s: self.options if config.strength is None else backend.call_options(self.options, strength=s)
                     for s in self.strengths}  # fmt: skip
         self.noise = config.noise
+        if check is not None:
+            check(ds)
 
         def encode(start: int, options: CallOptions) -> Tensor:
             rows = range(start, min(start + ENCODE_CHUNK, len(ds)))
@@ -111,7 +120,17 @@ class SourceData:
             for s in todo:
                 options = self.options if s is None else self._at[s]
                 desc = "encode sources" if s in (None, 1.0) else f"encode sources at strength {s:g}"
-                self.latents_at[s] = torch.cat([encode(i, options) for i in tqdm(chunks, desc=desc, disable=quiet)])
+                if cache is None:
+                    self.latents_at[s] = torch.cat([encode(i, options) for i in tqdm(chunks, desc=desc, disable=quiet)])
+                else:
+                    with tqdm(total=len(chunks), desc=desc, disable=quiet, unit="chunk") as bar:
+
+                        def encoded(c: int, options: CallOptions = options, bar: tqdm = bar) -> Tensor:
+                            bar.update()
+                            return encode(chunks[c], options)
+
+                        name = "clean" if s is None else f"strength-{s:g}"
+                        self.latents_at[s] = cache.chunks(name, len(chunks), encoded)
         #: the latents a knn pairing measures distance in (at the run's first strength, or clean)
         self.latents = self.latents_at[todo[0]]
         self.text_embeddings = text_encoder.encode(ds.texts)

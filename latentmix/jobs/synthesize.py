@@ -20,6 +20,7 @@ and λ, but a decoded pixel may differ by one gray level (batched convolutions r
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -46,6 +47,7 @@ from latentmix.data.synthetic import (
 )
 from latentmix.data.synthetic_embeddings import PER_SHARD
 from latentmix.data.text import TextEncoder
+from latentmix.jobs.claims import SOURCES, SourceCache, claim, clear_claims, release, wait_for
 from latentmix.jobs.shards import merge_metadata, remove_temporaries, shard_state, write_shard
 from latentmix.jobs.sources import BlendFilter, Shard, SourceData, make_shard, source_labels
 from latentmix.latent.pairing import Pairing, balance_quota
@@ -199,28 +201,34 @@ def _synthesize(config: SynthesisConfig, plan: SynthesisPlan, run: RunOptions, s
     method = config.method or backend.default_method
     text_encoder = TextEncoder.from_pretrained(config.text_encoder, device=backend.device)
     show = not quiet and state.is_local_main_process
+    cache = SourceCache(root, plan.identity, state.process_index, state.num_processes) if root is not None else None
+
+    def pairing(dataset, latents=None) -> Pairing:
+        return Pairing(
+            config.strategy, dataset.labels.numpy(), config.seed, class_pairs=config.class_pairs, latents=latents,
+            k=config.k, quota=plan.quota,  # drawn from the same labels SourceData loads
+        )  # fmt: skip
+
+    check = pairing if config.strategy != "knn" else None  # bad pairs: refused before anything is encoded or written
     with backend.progress(show):
-        src = SourceData(config, backend, text_encoder, quiet=not show, backend_name=plan.backend)
+        src = SourceData(config, backend, text_encoder, quiet=not show, backend_name=plan.backend, cache=cache,
+                         check=check)  # fmt: skip
     blend_filter = _filters(config, backend, src.dataset.class_names)
-    pairing = Pairing(
-        config.strategy,
-        src.dataset.labels.numpy(),
-        config.seed,
-        class_pairs=config.class_pairs,
-        latents=src.latents.numpy() if config.strategy == "knn" else None,
-        k=config.k,
-        quota=plan.quota,  # drawn from the same labels SourceData just loaded
-    )
+    pairs = pairing(src.dataset, src.latents.numpy() if config.strategy == "knn" else None)
 
     if root is not None and state.is_main_process:
         _start_run(root, plan)
-    state.wait_for_everyone()
-    collected, written = _run_shards(config, plan, state, src, pairing, backend, method, blend_filter, show)
-    state.wait_for_everyone()
-
-    if root is not None and state.is_main_process:
-        _finish(root, config, plan, backend, text_encoder, src)
-    state.wait_for_everyone()
+    state.wait_for_everyone()  # short: every process has just encoded its part of the sources
+    collected, written = _run_shards(config, plan, state, src, pairs, backend, method, blend_filter, show)
+    if root is not None:  # every process waits on the shards' files, not on the process group
+        for s in range(plan.num_shards):
+            wait_for(functools.partial(_shard_done, root, plan, s))
+        if state.is_main_process:
+            _finish(root, config, plan, backend, text_encoder, src)
+        else:  # samples are deterministic: a manifest of these settings that counts these shards describes them
+            wait_for(lambda: _manifest_written(root, plan))
+    else:
+        state.wait_for_everyone()
     samples = _gather(collected) if plan.keep and state.num_processes == 1 else None
     if root is None:
         written = sum(len(s.rows) for s in collected)
@@ -232,7 +240,8 @@ def _only_empty_layout(out: Path) -> bool:
     for p in out.iterdir():
         hidden_temporary = p.name.startswith(".") and ".tmp-" in p.name
         empty_folder = p.name in (SHARDS, IMAGES) and p.is_dir() and not any(p.iterdir())
-        if not (hidden_temporary or empty_folder):
+        encoded_sources = p.name == SOURCES and p.is_dir()  # a run stopped while or after encoding its sources
+        if not (hidden_temporary or empty_folder or encoded_sources):
             return False
     return True
 
@@ -244,27 +253,55 @@ def _start_run(root: Path, plan: SynthesisPlan) -> None:
     atomic_write_text(root / RUN_FILE, json.dumps(plan.identity, indent=2) + "\n")  # first: the dir is a run's
     (root / SHARDS).mkdir(exist_ok=True)
     (root / IMAGES).mkdir(exist_ok=True)
+    clear_claims(root)  # earlier runs' (a process that died): taken over now
+
+
+def _shard_done(root: Path, plan: SynthesisPlan, shard: int) -> bool:
+    """Whether ``shard`` is complete with all the samples it must generate."""
+    state = shard_state(root, shard)
+    return state is not None and state["generated"] == min(
+        plan.identity["shard_size"], plan.n - shard * plan.identity["shard_size"]
+    )
+
+
+def _manifest_written(root: Path, plan: SynthesisPlan) -> bool:
+    """Whether the set's manifest has these settings and counts every (complete) shard's rows."""
+    try:
+        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+        listed = [int(e["rows"]) for e in manifest["embeddings"]["shards"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    kept = [int((shard_state(root, s) or {}).get("kept", -1)) for s in range(plan.num_shards)]
+    return manifest.get("generated") == plan.n and manifest.get("settings") == plan.identity and listed == kept
 
 
 def _run_shards(
     config: SynthesisConfig, plan: SynthesisPlan, state, src, pairing, backend, method, blend_filter, show: bool
 ) -> tuple[list[Shard], int]:
-    """This process's shards (every ``num_processes``-th): make the missing ones, write them; keep them if asked."""
+    """Make the missing shards and write them; keep them if asked. Several processes writing a set claim shards as
+    they go (:mod:`latentmix.jobs.claims`: whoever is free takes the next); in memory, each takes every
+    ``num_processes``-th."""
     root, keep = plan.root, plan.keep
-    mine = list(range(state.process_index, plan.num_shards, state.num_processes))
+    claims = root is not None and state.num_processes > 1
+    mine = range(plan.num_shards) if claims else range(state.process_index, plan.num_shards, state.num_processes)
 
     def expected(s: int) -> int:
         return min(config.shard_size, plan.n - s * config.shard_size)
 
     def done(s: int) -> bool:
-        state = shard_state(root, s) if root is not None else None
-        return state is not None and state["generated"] == expected(s)
+        return root is not None and _shard_done(root, plan, s)
 
     todo = [s for s in mine if keep or not done(s)]
     collected: list[Shard] = []
     written = 0
-    bar = tqdm(total=sum(expected(s) for s in todo), desc="synthesize", unit="sample", disable=not show)
+    total = None if claims else sum(expected(s) for s in todo)
+    bar = tqdm(total=total, desc="synthesize", unit="sample", disable=not show)
     for s in todo:
+        if claims and not claim(root, s, state.process_index):  # type: ignore[arg-type]
+            continue  # another process makes it
+        if claims and done(s):  # finished (and released) by another process after the list was made
+            release(root, s)  # type: ignore[arg-type]
+            continue
         shard = make_shard(s, config, src, pairing, backend, method, blend_filter, n=plan.n)
         if root is not None and not done(s):
             ext = IMAGE_EXTENSIONS[config.image_format]
@@ -272,6 +309,8 @@ def _run_shards(
             tensors = {k: v for k, v in shard.tensors.items() if k in stored_fields(config)}
             write_shard(root, s, shard.rows, tensors, files, shard.generated, config.image_format, config.image_quality)
             written += len(shard.rows)
+        if claims:
+            release(root, s)  # type: ignore[arg-type]
         if keep:
             collected.append(shard)
         bar.update(shard.generated)

@@ -159,27 +159,37 @@ def test_killed_process_resumes_without_gaps_or_duplicates(tmp_path):
     assert tree_digest(out) == tree_digest(clean)
 
 
-def test_two_processes_give_a_byte_identical_set(tmp_path, torchrun, reference):
-    out = tmp_path / "ddp"
-    # torchrun gives each worker 1 thread unless told otherwise; float kernels round by thread count on some CPUs,
-    # so the workers get the thread count the reference was made with
-    proc = torchrun(
-        "-m",
-        "latentmix",
-        "--quiet",
-        "synthesize",
-        "--num-samples",
-        "40",
-        "--shard-size",
-        "16",
-        "--strategy",
-        "inter-class",
-        "--out",
-        str(out),
-        cwd=tempfile.mkdtemp(),
-        threads=torch.get_num_threads(),
-    )
-    assert proc.stdout.count("wrote 40 samples") == 1
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "synthesize_ranks.py"
+
+
+def encodings(out: Path) -> list[int]:
+    return [json.loads((out.parent / f"encoded-{r}.json").read_text())["encoded"] for r in range(2)]
+
+
+def test_two_processes_encode_each_source_once_and_give_a_byte_identical_set(tmp_path, torchrun, reference):
+    """The processes split the sources' encoding (shared through the output directory) and claim shards as they
+    go; the set is byte for byte the one-process set. torchrun gives each worker 1 thread unless told otherwise, and
+    float kernels round by thread count on some CPUs, so the workers get the reference's thread count."""
+    out = tmp_path / "ddp" / "set"
+    torchrun(SCRIPT, out, 0, cwd=tempfile.mkdtemp(), threads=torch.get_num_threads())
+    assert sum(encodings(out)) == len(DigitsDataset("train")) and min(encodings(out)) > 0
+    assert tree_digest(out) == tree_digest(reference)
+    assert not list((out / "shards").glob("*.claim"))
+
+
+def test_a_process_with_nothing_left_outwaits_the_process_groups_timeout(tmp_path, torchrun, reference):
+    """A resumed run whose remaining shards fall to rank 0 (round-robin would give rank 1 nothing): rank 0 stalls
+    12 s on one shard, past the group's 10 s timeout, while rank 1 takes the other and then waits on files, not at
+    a barrier — the run ends without a timeout, and the sources come from the first run's cache."""
+    import shutil
+
+    out = tmp_path / "skewed" / "set"
+    shutil.copytree(reference, out)
+    for shard in (0, 2):
+        (out / "shards" / f"{shard:06d}.done").unlink()
+    (out / "shards" / "000001.claim").write_text('{"rank": 1, "pid": 1}\n')  # a dead process's claim
+    torchrun(SCRIPT, out, 12, cwd=tempfile.mkdtemp(), threads=torch.get_num_threads())
+    assert encodings(out) == [0, 0]
     assert tree_digest(out) == tree_digest(reference)
 
 
