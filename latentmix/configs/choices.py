@@ -30,6 +30,7 @@ __all__ = [
     "MIXED_PRECISION",
     "NOISE_KINDS",
     "SAMPLERS",
+    "SET_FORMATS",
     "SPACINGS",
     "SPACING_FEATURES",
     "SPLITS",
@@ -42,8 +43,10 @@ SPACING_FEATURES = ("reference", "pixels")  # where even spacing measures distan
 INVERSIONS = ("ddim", "fixed-point", "exact")  # latent diffusion: how images are inverted to noise
 SAMPLERS = ("ddim", "dpm-solver", "euler")  # latent diffusion: how noise is decoded
 VIDEO_FORMATS = ("mp4", "webm", "none")
-#: image file formats of a synthetic set (the file extension of each)
+#: image file formats of a synthetic set
 IMAGE_FORMATS = ("png", "jpeg", "webp")
+#: how a synthetic set stores its shards: image files + metadata.jsonl, WebDataset tars, parquet files
+SET_FORMATS = ("imagefolder", "webdataset", "parquet")
 SPLITS = ("train", "test", "all")
 AUGMENT_TRANSFORMS = ("hflip", "vflip", "translate", "recolour")  # latentmix.data.augment
 AUGMENT_MODES = ("synchronized", "image-only", "none")

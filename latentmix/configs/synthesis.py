@@ -13,6 +13,7 @@ from latentmix.configs.choices import (
     IMAGE_FORMATS,
     METHODS,
     NOISE_KINDS,
+    SET_FORMATS,
     SPLITS,
     STRATEGIES,
 )
@@ -207,6 +208,13 @@ class SynthesisConfig(SplitSettings, DataSettings, BackendSettings):
         check=NON_NEGATIVE_INT,
     )
     shard_size: int = option(256, "samples per shard (and per batch); part of a run's identity", check=POSITIVE_INT)
+    set_format: str = option(
+        "imagefolder",
+        "how shards are stored: imagefolder (image files + metadata.jsonl), webdataset (one tar per shard) or parquet "
+        "(one file per shard, readable by datasets.load_dataset('parquet'))",
+        flags=("--format",),
+        check=one_of(SET_FORMATS),
+    )
     image_format: str = option(
         "png", "image files: png (lossless), jpeg or webp (smaller)", check=one_of(IMAGE_FORMATS)
     )

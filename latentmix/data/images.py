@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -46,7 +47,7 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def _open_header(path: Path) -> Image.Image:
+def _open_header(path: Path | IO[bytes]) -> Image.Image:
     pil_limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # latentmix's own limit below replaces PIL's (and names the option that raises it)
     try:
@@ -67,8 +68,8 @@ def _open_header(path: Path) -> Image.Image:
     return image
 
 
-def open_image(path: Path) -> Image.Image:
-    """Open and decode an image file, or raise a one-line ``ValueError`` naming it."""
+def open_image(path: Path | IO[bytes]) -> Image.Image:
+    """Open and decode an image file (or an open binary file), or raise a one-line ``ValueError`` naming it."""
     image = _open_header(path)
     pil_limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # the header passed latentmix's limit

@@ -17,6 +17,9 @@ imagefolder that other tools load without latentmix):
 
 from __future__ import annotations
 
+import bisect
+import io
+import itertools
 import math
 import os
 from pathlib import Path
@@ -25,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from latentmix.configs.choices import SET_FORMATS
 from latentmix.data.base import ImageTextDataset, check_shape
 from latentmix.data.images import open_image, pil_to_tensor
 from latentmix.utils.validation import parse_json
@@ -62,8 +66,10 @@ def sample_id(index: int) -> str:
 IMAGE_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 
 
-def image_path(shard: int, sid: str, image_format: str = "png") -> str:
-    return f"{IMAGES}/{shard:06d}/{sid}.{IMAGE_EXTENSIONS[image_format]}"
+def image_path(shard: int, sid: str, image_format: str = "png", set_format: str = "imagefolder") -> str:
+    """A row's ``file_name``: the image's path in an image folder, its member name in a tar or parquet shard."""
+    name = f"{sid}.{IMAGE_EXTENSIONS[image_format]}"
+    return f"{IMAGES}/{shard:06d}/{name}" if set_format == "imagefolder" else name
 
 
 def embedding_key(field: str, sid: str) -> str:
@@ -109,6 +115,10 @@ class SyntheticDataset(ImageTextDataset):
         self.label_a = torch.tensor([r.get("label_a", -1) for r in rows], dtype=torch.long)
         self.label_b = torch.tensor([r.get("label_b", -1) for r in rows], dtype=torch.long)
         self._embeddings: Any = None  # the embedding store, opened on first use
+        self.format = str(self.manifest.get("format", "imagefolder"))
+        if self.format not in SET_FORMATS:
+            raise ValueError(f"{root}/{MANIFEST}: format {self.format!r} is none of {', '.join(SET_FORMATS)}")
+        self._shard_images: Any = None  # a tar or parquet set's image index, built on first use
 
     def _read_factors(self, rows: list[dict]) -> None:
         """The dominant factors of every blend, where the set has them (``factors`` rows, ``factor_values`` in
@@ -124,7 +134,17 @@ class SyntheticDataset(ImageTextDataset):
         self.factor_table = torch.tensor(table, dtype=torch.long)
 
     def load_image(self, index: int) -> Tensor:
-        return pil_to_tensor(open_image(self.files[index]), self.image_size, self.channels)
+        if self.format == "imagefolder":
+            return pil_to_tensor(open_image(self.files[index]), self.image_size, self.channels)
+        from latentmix.data.synthetic_formats import ShardImages
+
+        if self._shard_images is None:
+            counts = [int(e["rows"]) for e in self.manifest["embeddings"]["shards"]]
+            self._starts = [0, *itertools.accumulate(counts)]
+            self._shard_images = ShardImages(self.root, self.format)
+        shard = bisect.bisect_right(self._starts, index) - 1
+        data = self._shard_images.read(shard, index - self._starts[shard], self.files[index].name)
+        return pil_to_tensor(open_image(io.BytesIO(data)), self.image_size, self.channels)
 
     def _store(self) -> Any:
         from latentmix.data.synthetic_embeddings import open_embeddings

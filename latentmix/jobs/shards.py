@@ -11,6 +11,7 @@ and renamed into place; the embeddings stay in the shards' files, which the mani
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ import torch
 from PIL import Image
 
 from latentmix.data.synthetic import IMAGES, SHARDS
+from latentmix.data.synthetic_formats import DATA, shard_data, write_parquet, write_tar
 from latentmix.jobs.claims import SOURCES
 from latentmix.utils.atomic import atomic_file, atomic_save_safetensors, atomic_write_text, replace_dir, tmp_name
 
@@ -27,7 +29,7 @@ from latentmix.utils.atomic import atomic_file, atomic_save_safetensors, atomic_
 def remove_temporaries(root: Path) -> None:
     """Delete the hidden ``.*.tmp-*`` leftovers of an interrupted run."""
     cached = sorted((root / SOURCES).iterdir()) if (root / SOURCES).is_dir() else []
-    for sub in (root, root / SHARDS, root / IMAGES, *cached):
+    for sub in (root, root / SHARDS, root / IMAGES, root / DATA, *cached):
         if sub.is_dir():
             for p in sub.iterdir():
                 if p.name.startswith(".") and ".tmp-" in p.name:
@@ -44,26 +46,24 @@ def _marker(root: Path, shard: int) -> Path:
     return root / SHARDS / f"{shard:06d}.done"
 
 
-def shard_state(root: Path, shard: int) -> dict | None:
+def shard_state(root: Path, shard: int, set_format: str = "imagefolder") -> dict | None:
     """``{"generated": g, "kept": k}`` of a complete shard, or None if the shard is missing or incomplete."""
-    meta, emb, images = shard_paths(root, shard)
-    if not (_marker(root, shard).is_file() and meta.is_file() and emb.is_file() and images.is_dir()):
+    meta, emb, _ = shard_paths(root, shard)
+    data = shard_data(root, shard, set_format)
+    if not (_marker(root, shard).is_file() and meta.is_file() and emb.is_file() and data.exists()):
         return None
     try:
         state = json.loads(_marker(root, shard).read_text(encoding="utf-8"))
         rows = [json.loads(line) for line in meta.read_text(encoding="utf-8").split("\n") if line.strip()]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    present = {p.name for p in images.iterdir()}
-    if len(rows) != state.get("kept") or any(Path(r["file_name"]).name not in present for r in rows):
-        return None  # a row or an image went missing: redo the shard
+    if len(rows) != state.get("kept"):
+        return None  # a row went missing: redo the shard
+    if set_format == "imagefolder":  # a tar or parquet file is renamed into place whole; a folder's files can go
+        present = {p.name for p in data.iterdir()} if data.is_dir() else set()
+        if any(Path(r["file_name"]).name not in present for r in rows):
+            return None  # an image went missing: redo the shard
     return state
-
-
-def shard_rows(root: Path, shard: int) -> int:
-    """Samples kept by a complete shard, or 0 if the shard is missing or incomplete."""
-    state = shard_state(root, shard)
-    return 0 if state is None else int(state["kept"])
 
 
 def write_shard(
@@ -73,24 +73,37 @@ def write_shard(
     tensors: dict[str, torch.Tensor],
     images: Sequence[tuple[str, Image.Image]],
     generated: int | None = None,
+    *,
+    set_format: str = "imagefolder",
     image_format: str = "png",
     quality: int = 95,
 ) -> None:
-    """Write one shard: images (directory rename; ``image_format`` png, jpeg or webp at ``quality``), embeddings,
-    the jsonl, then the completion marker."""
-    meta, emb, image_dir = shard_paths(root, shard)
+    """Write one shard: its images (``set_format``: a folder renamed into place, a tar or a parquet file;
+    ``image_format`` png, jpeg or webp at ``quality``), embeddings, the jsonl, then the completion marker."""
+    meta, emb, _ = shard_paths(root, shard)
+    data = shard_data(root, shard, set_format)
     meta.parent.mkdir(parents=True, exist_ok=True)
-    image_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(image_dir)
-    tmp.mkdir()
-    try:
-        options = {} if image_format == "png" else {"quality": quality}
-        for name, image in images:
-            image.save(tmp / name, format=image_format.upper(), **options)
-        replace_dir(tmp, image_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    data.parent.mkdir(parents=True, exist_ok=True)
+    options = {} if image_format == "png" else {"quality": quality}
+    encoded = []
+    for name, image in images:
+        buffer = io.BytesIO()
+        image.save(buffer, format=image_format.upper(), **options)
+        encoded.append((name, buffer.getvalue()))
+    if set_format == "webdataset":
+        write_tar(data, rows, encoded)
+    elif set_format == "parquet":
+        write_parquet(data, rows, encoded)
+    else:
+        tmp = tmp_name(data)
+        tmp.mkdir()
+        try:
+            for name, payload in encoded:
+                (tmp / name).write_bytes(payload)
+            replace_dir(tmp, data)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     atomic_save_safetensors(emb, tensors)
     atomic_write_text(meta, "".join(json.dumps(r) + "\n" for r in rows))
     done = {"generated": len(rows) if generated is None else generated, "kept": len(rows)}

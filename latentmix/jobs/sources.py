@@ -338,7 +338,7 @@ def make_shard(
             extra["prompt"] = prompts[j]
         rows.append(
             {
-                "file_name": image_path(shard, sid, config.image_format),
+                "file_name": image_path(shard, sid, config.image_format, config.set_format),
                 "text": text,
                 "composed_text": mix.composed_captions[j],
                 "label": int(np.argmax(soft)),

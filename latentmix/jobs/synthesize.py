@@ -46,6 +46,7 @@ from latentmix.data.synthetic import (
     SHARDS,
 )
 from latentmix.data.synthetic_embeddings import PER_SHARD
+from latentmix.data.synthetic_formats import DATA
 from latentmix.data.text import TextEncoder
 from latentmix.jobs.claims import SOURCES, SourceCache, claim, clear_claims, release, wait_for
 from latentmix.jobs.shards import merge_metadata, remove_temporaries, shard_state, write_shard
@@ -161,7 +162,7 @@ def _check_output_dir(out: Path, plan: SynthesisPlan) -> None:
         shown = ", ".join(f"{k}: {previous.get(k)!r} there vs {now[k]!r} now" for k in differ[:3])
         raise ValueError(f"out {out} holds a different run's set ({shown}); choose another directory")
     done, shard = 0, 0
-    while (state := shard_state(out, shard)) is not None:
+    while (state := shard_state(out, shard, plan.identity["set_format"])) is not None:
         done += int(state["generated"])
         shard += 1
     if done > plan.n:
@@ -222,6 +223,8 @@ def _synthesize(config: SynthesisConfig, plan: SynthesisPlan, run: RunOptions, s
     collected, written = _run_shards(config, plan, state, src, pairs, backend, method, blend_filter, show)
     if root is not None:  # every process waits on the shards' files, not on the process group
         for s in range(plan.num_shards):
+            if state.num_processes == 1 and not _shard_done(root, plan, s):
+                raise RuntimeError(f"{root}: shard {s} is incomplete after the run wrote it")  # a bug, not a wait
             wait_for(functools.partial(_shard_done, root, plan, s))
         if state.is_main_process:
             _finish(root, config, plan, backend, text_encoder, src)
@@ -239,7 +242,7 @@ def _synthesize(config: SynthesisConfig, plan: SynthesisPlan, run: RunOptions, s
 def _only_empty_layout(out: Path) -> bool:
     for p in out.iterdir():
         hidden_temporary = p.name.startswith(".") and ".tmp-" in p.name
-        empty_folder = p.name in (SHARDS, IMAGES) and p.is_dir() and not any(p.iterdir())
+        empty_folder = p.name in (SHARDS, IMAGES, DATA) and p.is_dir() and not any(p.iterdir())
         encoded_sources = p.name == SOURCES and p.is_dir()  # a run stopped while or after encoding its sources
         if not (hidden_temporary or empty_folder or encoded_sources):
             return False
@@ -252,16 +255,14 @@ def _start_run(root: Path, plan: SynthesisPlan) -> None:
     remove_temporaries(root)
     atomic_write_text(root / RUN_FILE, json.dumps(plan.identity, indent=2) + "\n")  # first: the dir is a run's
     (root / SHARDS).mkdir(exist_ok=True)
-    (root / IMAGES).mkdir(exist_ok=True)
     clear_claims(root)  # earlier runs' (a process that died): taken over now
 
 
 def _shard_done(root: Path, plan: SynthesisPlan, shard: int) -> bool:
     """Whether ``shard`` is complete with all the samples it must generate."""
-    state = shard_state(root, shard)
-    return state is not None and state["generated"] == min(
-        plan.identity["shard_size"], plan.n - shard * plan.identity["shard_size"]
-    )
+    size = int(plan.identity["shard_size"])
+    state = shard_state(root, shard, plan.identity["set_format"])
+    return state is not None and state["generated"] == min(size, plan.n - shard * size)
 
 
 def _manifest_written(root: Path, plan: SynthesisPlan) -> bool:
@@ -271,7 +272,9 @@ def _manifest_written(root: Path, plan: SynthesisPlan) -> bool:
         listed = [int(e["rows"]) for e in manifest["embeddings"]["shards"]]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    kept = [int((shard_state(root, s) or {}).get("kept", -1)) for s in range(plan.num_shards)]
+    kept = [
+        int((shard_state(root, s, plan.identity["set_format"]) or {}).get("kept", -1)) for s in range(plan.num_shards)
+    ]
     return manifest.get("generated") == plan.n and manifest.get("settings") == plan.identity and listed == kept
 
 
@@ -307,7 +310,8 @@ def _run_shards(
             ext = IMAGE_EXTENSIONS[config.image_format]
             files = [(f"{sid}.{ext}", to_pil(img)) for sid, img in zip(shard.ids, shard.images, strict=True)]
             tensors = {k: v for k, v in shard.tensors.items() if k in stored_fields(config)}
-            write_shard(root, s, shard.rows, tensors, files, shard.generated, config.image_format, config.image_quality)
+            write_shard(root, s, shard.rows, tensors, files, shard.generated, set_format=config.set_format,
+                        image_format=config.image_format, quality=config.image_quality)  # fmt: skip
             written += len(shard.rows)
         if claims:
             release(root, s)  # type: ignore[arg-type]
@@ -328,7 +332,7 @@ def _finish(
 ) -> None:
     num_shards = plan.num_shards
     count = merge_metadata(root, num_shards, root / METADATA)
-    states = [shard_state(root, s) or {} for s in range(num_shards)]
+    states = [shard_state(root, s, config.set_format) or {} for s in range(num_shards)]
     generated = sum(int(state.get("generated", 0)) for state in states)
     embeddings = {
         "layout": PER_SHARD,
@@ -366,6 +370,7 @@ def _finish(
         "text_embedding_dim": int(src.text_embeddings.shape[1]),
         "source_examples": len(src.dataset),
         "shards": num_shards,
+        "format": config.set_format,
         "image_format": config.image_format,
         "embeddings": embeddings,
     }

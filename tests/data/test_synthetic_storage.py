@@ -105,3 +105,32 @@ def test_a_set_written_before_the_per_shard_layout_is_still_read(tmp_path):
         for k, v in new.embeddings(i).items():
             torch.testing.assert_close(old.embeddings(i)[k], v)
     torch.testing.assert_close(old.text_embeddings(), new.text_embeddings())
+
+
+def test_webdataset_and_parquet_sets_hold_the_same_samples_and_load_without_latentmix(tmp_path, capsys):
+    import datasets
+    import webdataset as wds
+
+    sets = {}
+    for set_format in ("imagefolder", "webdataset", "parquet"):
+        synthesize(replace(SMALL, set_format=set_format, out=str(tmp_path / set_format)), quiet=True)
+        sets[set_format] = SyntheticDataset(tmp_path / set_format)
+    folder = sets["imagefolder"]
+    for name in ("webdataset", "parquet"):
+        ds = sets[name]
+        assert ds.format == name and ds.ids == folder.ids and ds.texts == folder.texts
+        assert torch.equal(ds.images(range(8)), folder.images(range(8)))  # the same png bytes, elsewhere
+        torch.testing.assert_close(ds.embeddings(5)["latent"], folder.embeddings(5)["latent"])
+    assert not (tmp_path / "webdataset" / "images").exists() and not (tmp_path / "parquet" / "images").exists()
+    tars = str(tmp_path / "webdataset" / "shards" / "{000000..000001}.tar")
+    samples = list(wds.WebDataset(tars, shardshuffle=False))
+    assert [s["__key__"] for s in samples] == folder.ids
+    assert all(int(s["cls"]) == json.loads(s["json"])["label"] for s in samples)
+    first = Image.open(__import__("io").BytesIO(samples[0]["png"]))
+    assert first.size == (8, 8)
+    hf = datasets.load_dataset("parquet", data_files=str(tmp_path / "parquet" / "data" / "*.parquet"), split="train")
+    assert len(hf) == 8 and isinstance(hf.features["image"], datasets.Image)
+    assert hf["id"] == folder.ids and hf["label"] == folder.labels.tolist()
+    assert hf[3]["image"].size == (8, 8) and json.loads(hf[3]["metadata"])["soft_label"] == hf[3]["soft_label"]
+    args = ["--quiet", "train", "--synthetic", str(tmp_path / "webdataset"), "--labels-per-class", "2", "--steps", "2"]
+    assert main(args) == 0, capsys.readouterr().err
