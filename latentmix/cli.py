@@ -102,9 +102,10 @@ def _synthesize(args: argparse.Namespace, argv: list[str]) -> int:
     result = synthesize(config, quiet=args.quiet)
     if _is_main_process():
         kept = f" (kept {result.num_samples} of {result.generated} by the filter)" if config.filter_classifier else ""
+        where = {"imagefolder": "images/, ", "webdataset": "shards/*.tar, ", "parquet": "data/*.parquet, "}
         print(
             f"wrote {result.num_samples} samples to {result.out} ({result.written} new this run){kept}: "
-            "images/, metadata.jsonl, shards/ (embeddings), manifest.json"
+            f"{where[config.set_format]}metadata.jsonl, shards/ (embeddings), manifest.json"
         )
         if config.balance is not None and result.out is not None:
             print(_balance_summary(json.loads((result.out / "manifest.json").read_text(encoding="utf-8"))["balance"]))
