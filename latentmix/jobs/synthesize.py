@@ -210,11 +210,17 @@ def _synthesize(config: SynthesisConfig, plan: SynthesisPlan, run: RunOptions, s
             k=config.k, quota=plan.quota,  # drawn from the same labels SourceData loads
         )  # fmt: skip
 
-    check = pairing if config.strategy != "knn" else None  # bad pairs: refused before anything is encoded or written
+    filters = []
+
+    def check(dataset) -> None:  # bad pairs or filters: refused before anything is encoded or written
+        if config.strategy != "knn":
+            pairing(dataset)
+        filters.append(_filters(config, backend, dataset.class_names))
+
     with backend.progress(show):
         src = SourceData(config, backend, text_encoder, quiet=not show, backend_name=plan.backend, cache=cache,
                          check=check)  # fmt: skip
-    blend_filter = _filters(config, backend, src.dataset.class_names)
+    blend_filter = filters[0]
     pairs = pairing(src.dataset, src.latents.numpy() if config.strategy == "knn" else None)
 
     if root is not None and state.is_main_process:
