@@ -186,3 +186,19 @@ def test_grids_and_paired_synthesis_on_a_captioned_folder(xl_dir, photo_patches,
     pairs = SyntheticDataset(tmp_path / "set")
     assert len(pairs) == 4 and pairs.images(range(4)).shape == (4, 3, 16, 16)
     assert all(" " in caption for caption in pairs.texts)
+
+
+def test_the_explore_page_blends_sdxl_prompts_with_one_t(xl):
+    """The explore page's frame between two prompts: the slerped noise decoded under the lerped conditioning (token
+    states and pooled embedding together)."""
+    from latentmix.backends import CallOptions
+    from latentmix.explore import Explorer
+    from latentmix.latent.interpolate import interpolate
+
+    explorer = Explorer(xl, None, options=CallOptions(num_inference_steps=2, guidance_scale=2.0))
+    a, b = explorer.from_prompt(PROMPTS[0], 0), explorer.from_prompt(PROMPTS[1], 1)
+    (za, ca), (zb, cb) = explorer.latent(a), explorer.latent(b)
+    with torch.inference_mode():
+        want = xl.decode(interpolate(za, zb, 0.25, "slerp"), cond=0.75 * ca + 0.25 * cb, num_inference_steps=2,
+                         guidance_scale=2.0)[0]  # fmt: skip
+    torch.testing.assert_close(explorer.frame(a, b, 0.25), want.float(), atol=1e-5, rtol=0)
