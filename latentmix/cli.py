@@ -442,6 +442,10 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"latentmix: error: {exc}", file=sys.stderr)
             return 2
+    from latentmix.data.hf import report_columns  # which columns a `datasets` dataset was read by, once each
+
+    show = not args.quiet and _is_main_process()
+    report_columns((lambda line: print(f"latentmix: {line}", flush=True)) if show else None)
     if args.quiet:
         os.environ["TQDM_DISABLE"] = "1"
         from huggingface_hub.utils import disable_progress_bars

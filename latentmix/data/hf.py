@@ -27,6 +27,7 @@ folder without ``train/`` and ``test/`` is.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,18 @@ def _column(features: dict, given: str | None, kind: str, names: tuple[str, ...]
     return next((c for c in features if c.lower() in names), None)
 
 
+#: where the columns a dataset was read by are reported (the CLI prints them to stderr; None: nowhere)
+_REPORT: Callable[[str], None] | None = None
+_REPORTED: set[tuple[str, str]] = set()
+
+
+def report_columns(report: Callable[[str], None] | None) -> None:
+    """Report each dataset's detected columns once, through ``report`` (``latentmix`` passes a print to stderr)."""
+    global _REPORT
+    _REPORT = report
+    _REPORTED.clear()
+
+
 class HFDataset(ImageTextDataset):
     """A Hugging Face ``datasets`` split as a latentmix dataset; see the module docstring.
 
@@ -172,6 +185,11 @@ class HFDataset(ImageTextDataset):
                         lambda f: isinstance(f, datasets.ClassLabel), name)  # fmt: skip
         text = _column(features, text_column, "text", TEXT_NAMES, lambda f: False, name)  # by name only
         self.columns = {"image": image, "label": label, "text": text}
+        if _REPORT is not None and (name, split) not in _REPORTED:
+            _REPORTED.add((name, split))
+            shown = ", ".join(f"{k} {v!r}" if v else f"no {k} column" for k, v in self.columns.items())
+            where = f"{name} ({self.split_name})" if self.split_name else name
+            _REPORT(f"data {where}: {shown} (others: DATA?image=COLUMN&label=COLUMN&text=COLUMN)")
         self.table = table.select_columns([image]).cast_column(image, datasets.Image(decode=True))
         if len(table) == 0:
             raise ValueError(f"data {name} ({split}) holds no rows")

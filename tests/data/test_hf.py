@@ -97,6 +97,27 @@ def test_columns_are_found_by_feature_and_name_and_can_be_chosen(tmp_path):
         load_dataset(f"{tmp_path / 't'}?colour=red")
 
 
+def test_the_cli_prints_the_columns_it_read_once(three_forms, tmp_path, capsys):
+    data = str(three_forms["disk"])
+    args = [
+        "grid",
+        "--backend",
+        "digits-vae",
+        "--data",
+        data,
+        "--pairs",
+        "0:1",
+        "--steps",
+        "3",
+        "--out",
+        str(tmp_path / "g.png"),
+    ]
+    assert main(args) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert out.count(f"latentmix: data {data} (test): image 'image', label 'label', no text column") == 1
+    assert main(["--quiet", *args]) == 0 and "latentmix: data" not in capsys.readouterr().out
+
+
 def test_bad_datasets_are_refused_with_one_line(tmp_path, capsys, monkeypatch):
     import datasets
 
