@@ -139,6 +139,18 @@ def tiny_clip_tokenizer(tmp_path_factory):
     return CLIPTokenizer(str(root / "vocab.json"), str(root / "merges.txt"), model_max_length=12)
 
 
+#: Stable Diffusion's noise schedule, and the UNet shape the tiny SD and SDXL pipelines share (8 x 8 x 4 latents)
+SD_SCHEDULER = dict(
+    beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, set_alpha_to_one=False,
+    steps_offset=1,
+)  # fmt: skip
+TINY_UNET = dict(
+    sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    norm_num_groups=8,
+)  # fmt: skip
+
+
 @pytest.fixture
 def tiny_sd_pipeline(tiny_autoencoder_kl, tiny_clip_tokenizer):
     """A Stable Diffusion pipeline of tiny random components built from config, as diffusers' tests build them."""
@@ -146,18 +158,7 @@ def tiny_sd_pipeline(tiny_autoencoder_kl, tiny_clip_tokenizer):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=8,
-    )
+    unet = UNet2DConditionModel(**TINY_UNET, cross_attention_dim=32, attention_head_dim=8)
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
@@ -172,14 +173,7 @@ def tiny_sd_pipeline(tiny_autoencoder_kl, tiny_clip_tokenizer):
             max_position_embeddings=12,
         )
     )
-    scheduler = DDIMScheduler(
-        beta_schedule="scaled_linear",
-        beta_start=0.00085,
-        beta_end=0.012,
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
+    scheduler = DDIMScheduler(**SD_SCHEDULER)
     return StableDiffusionPipeline(
         vae=tiny_autoencoder_kl,
         unet=unet,
@@ -201,13 +195,7 @@ def tiny_sdxl_pipeline(tiny_autoencoder_kl, tiny_clip_tokenizer):
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **TINY_UNET,
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
@@ -215,7 +203,6 @@ def tiny_sdxl_pipeline(tiny_autoencoder_kl, tiny_clip_tokenizer):
         transformer_layers_per_block=(1, 2),
         projection_class_embeddings_input_dim=6 * 8 + 16,
         cross_attention_dim=32 + 24,
-        norm_num_groups=8,
     )
     encoders = []
     for cls, hidden in ((CLIPTextModel, 32), (CLIPTextModelWithProjection, 24)):
@@ -227,14 +214,7 @@ def tiny_sdxl_pipeline(tiny_autoencoder_kl, tiny_clip_tokenizer):
             max_position_embeddings=12,
         )  # fmt: skip
         encoders.append(cls(config))
-    scheduler = DDIMScheduler(
-        beta_schedule="scaled_linear",
-        beta_start=0.00085,
-        beta_end=0.012,
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
+    scheduler = DDIMScheduler(**SD_SCHEDULER)
     return StableDiffusionXLPipeline(
         vae=tiny_autoencoder_kl,
         unet=unet,

@@ -133,13 +133,13 @@ def _column(features: dict, given: str | None, kind: str, names: tuple[str, ...]
     return next((c for c in features if c.lower() in names), None)
 
 
-#: where the columns a dataset was read by are reported (the CLI prints them to stderr; None: nowhere)
+#: where the columns a dataset was read by are reported (the CLI prints them; None: nowhere)
 _REPORT: Callable[[str], None] | None = None
 _REPORTED: set[tuple[str, str]] = set()
 
 
 def report_columns(report: Callable[[str], None] | None) -> None:
-    """Report each dataset's detected columns once, through ``report`` (``latentmix`` passes a print to stderr)."""
+    """Report each dataset's detected columns once, through ``report`` (the CLI passes a print but for ``--quiet``)."""
     global _REPORT
     _REPORT = report
     _REPORTED.clear()

@@ -17,9 +17,7 @@ imagefolder that other tools load without latentmix):
 
 from __future__ import annotations
 
-import bisect
 import io
-import itertools
 import math
 import os
 from pathlib import Path
@@ -31,14 +29,14 @@ from torch import Tensor
 from latentmix.configs.choices import SET_FORMATS
 from latentmix.data.base import ImageTextDataset, check_shape
 from latentmix.data.images import open_image, pil_to_tensor
+from latentmix.data.synthetic_embeddings import MERGED, open_embeddings
+from latentmix.data.synthetic_formats import IMAGES, ShardImages
 from latentmix.utils.validation import parse_json
 
 METADATA = "metadata.jsonl"
-EMBEDDINGS = "embeddings.safetensors"
+EMBEDDINGS = MERGED
 MANIFEST = "manifest.json"
 RUN_FILE = ".latentmix-run.json"
-SHARDS = "shards"
-IMAGES = "images"
 EMBEDDING_FIELDS = ("latent", "text_embedding")
 ROW_FIELDS = (
     "file_name",  # images/NNNNNN/<id>.png, relative to the set
@@ -70,10 +68,6 @@ def image_path(shard: int, sid: str, image_format: str = "png", set_format: str 
     """A row's ``file_name``: the image's path in an image folder, its member name in a tar or parquet shard."""
     name = f"{sid}.{IMAGE_EXTENSIONS[image_format]}"
     return f"{IMAGES}/{shard:06d}/{name}" if set_format == "imagefolder" else name
-
-
-def embedding_key(field: str, sid: str) -> str:
-    return f"{field}/{sid}"
 
 
 class SyntheticDataset(ImageTextDataset):
@@ -136,19 +130,13 @@ class SyntheticDataset(ImageTextDataset):
     def load_image(self, index: int) -> Tensor:
         if self.format == "imagefolder":
             return pil_to_tensor(open_image(self.files[index]), self.image_size, self.channels)
-        from latentmix.data.synthetic_formats import ShardImages
-
         if self._shard_images is None:
-            counts = [int(e["rows"]) for e in self.manifest["embeddings"]["shards"]]
-            self._starts = [0, *itertools.accumulate(counts)]
             self._shard_images = ShardImages(self.root, self.format)
-        shard = bisect.bisect_right(self._starts, index) - 1
-        data = self._shard_images.read(shard, index - self._starts[shard], self.files[index].name)
+        shard, position = self._store().locate(index)  # a tar or parquet set is always per-shard
+        data = self._shard_images.read(shard, position, self.files[index].name)
         return pil_to_tensor(open_image(io.BytesIO(data)), self.image_size, self.channels)
 
     def _store(self) -> Any:
-        from latentmix.data.synthetic_embeddings import open_embeddings
-
         if self._embeddings is None:
             self._embeddings = open_embeddings(self.root, self.manifest, self.ids)
         return self._embeddings

@@ -24,6 +24,8 @@ from torch import Tensor
 
 #: the layout name recorded in the manifest's ``embeddings`` entry
 PER_SHARD = "per-shard"
+#: a pre-0.2 set's merged file (a tensor per field and sample id, ``latent/<id>``)
+MERGED = "embeddings.safetensors"
 #: shard files held open at once
 OPEN_FILES = 8
 
@@ -46,6 +48,11 @@ class ShardEmbeddings:
 
     def __len__(self) -> int:
         return self.starts[-1]
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(shard, position in the shard) of sample ``index`` (0 <= index < len): a binary search over the counts."""
+        shard = bisect.bisect_right(self.starts, index) - 1
+        return shard, index - self.starts[shard]
 
     def _handle(self, shard: int) -> Any:
         from safetensors import SafetensorError, safe_open
@@ -72,8 +79,7 @@ class ShardEmbeddings:
 
     def row(self, index: int) -> dict[str, Tensor]:
         """The stored embeddings of sample ``index`` (0 <= index < len)."""
-        shard = bisect.bisect_right(self.starts, index) - 1
-        position = index - self.starts[shard]
+        shard, position = self.locate(index)
         handle = self._handle(shard)
         return {f: handle.get_slice(f)[position : position + 1][0] for f in self.fields}
 
@@ -123,7 +129,7 @@ def open_embeddings(root: Path, manifest: dict[str, Any], ids: list[str]) -> Sha
         if len(store) != len(ids):
             raise ValueError(f"{root}/manifest.json: its embedding shards hold {len(store)} rows, the set {len(ids)}")
         return store
-    merged = root / "embeddings.safetensors"
+    merged = root / MERGED
     if merged.is_file():
         return MergedEmbeddings(merged, ids)
     raise ValueError(f"{root}: the set has no embeddings (no 'embeddings' entry in its manifest)")

@@ -25,10 +25,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from latentmix.data.synthetic import IMAGES, SHARDS
 from latentmix.utils.atomic import tmp_name
 
-DATA = "data"
+#: the folders of a set: image folders (imagefolder), shard files (every format), parquet shards
+IMAGES, SHARDS, DATA = "images", "shards", "data"
 #: the row fields a parquet shard holds as columns (besides ``image`` and the JSON ``metadata``)
 PARQUET_COLUMNS = ("id", "text", "composed_text", "label", "soft_label", "lambda", "source_a", "source_b")
 #: shards whose image index is held at once by a reader

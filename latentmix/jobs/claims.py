@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
+from latentmix.data.synthetic_formats import SHARDS
 from latentmix.utils.atomic import atomic_save_safetensors
 
 SOURCES = ".latentmix-sources"
@@ -33,12 +34,12 @@ POLL_SECONDS = 0.2
 
 
 def claim_path(root: Path, shard: int) -> Path:
-    return root / "shards" / f"{shard:06d}.claim"
+    return root / SHARDS / f"{shard:06d}.claim"
 
 
 def clear_claims(root: Path) -> None:
     """Remove every claim (earlier runs', a dead process's): called once, by the main process, as a run starts."""
-    for path in (root / "shards").glob("*.claim"):
+    for path in (root / SHARDS).glob("*.claim"):
         path.unlink(missing_ok=True)
 
 

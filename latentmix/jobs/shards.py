@@ -20,8 +20,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from latentmix.data.synthetic import IMAGES, SHARDS
-from latentmix.data.synthetic_formats import DATA, shard_data, write_parquet, write_tar
+from latentmix.data.synthetic_formats import DATA, IMAGES, SHARDS, shard_data, write_parquet, write_tar
 from latentmix.jobs.claims import SOURCES
 from latentmix.utils.atomic import atomic_file, atomic_save_safetensors, atomic_write_text, replace_dir, tmp_name
 

@@ -35,18 +35,9 @@ from tqdm.auto import tqdm
 from latentmix.backends import LatentBackend, RunOptions, load_backend
 from latentmix.configs import SynthesisConfig, backend_for
 from latentmix.configs.synthesis import DEFAULT_SAMPLES, MAX_SAMPLES
-from latentmix.data.synthetic import (
-    EMBEDDING_FIELDS,
-    EMBEDDINGS,
-    IMAGE_EXTENSIONS,
-    IMAGES,
-    MANIFEST,
-    METADATA,
-    RUN_FILE,
-    SHARDS,
-)
+from latentmix.data.synthetic import EMBEDDING_FIELDS, EMBEDDINGS, IMAGE_EXTENSIONS, MANIFEST, METADATA, RUN_FILE
 from latentmix.data.synthetic_embeddings import PER_SHARD
-from latentmix.data.synthetic_formats import DATA
+from latentmix.data.synthetic_formats import DATA, IMAGES, SHARDS
 from latentmix.data.text import TextEncoder
 from latentmix.jobs.claims import SOURCES, SourceCache, claim, clear_claims, release, wait_for
 from latentmix.jobs.shards import merge_metadata, remove_temporaries, shard_state, write_shard
@@ -235,7 +226,9 @@ def _synthesize(config: SynthesisConfig, plan: SynthesisPlan, run: RunOptions, s
         if state.is_main_process:
             _finish(root, config, plan, backend, text_encoder, src)
         else:  # samples are deterministic: a manifest of these settings that counts these shards describes them
-            wait_for(lambda: _manifest_written(root, plan))
+            states = [shard_state(root, s, config.set_format) or {} for s in range(plan.num_shards)]
+            kept = [int(state.get("kept", -1)) for state in states]  # read once; the poll reads the manifest only
+            wait_for(lambda: _manifest_written(root, plan, kept))
     else:
         state.wait_for_everyone()
     samples = _gather(collected) if plan.keep and state.num_processes == 1 else None
@@ -271,16 +264,13 @@ def _shard_done(root: Path, plan: SynthesisPlan, shard: int) -> bool:
     return state is not None and state["generated"] == min(size, plan.n - shard * size)
 
 
-def _manifest_written(root: Path, plan: SynthesisPlan) -> bool:
-    """Whether the set's manifest has these settings and counts every (complete) shard's rows."""
+def _manifest_written(root: Path, plan: SynthesisPlan, kept: list[int]) -> bool:
+    """Whether the set's manifest has these settings and counts the shards' ``kept`` rows."""
     try:
         manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
         listed = [int(e["rows"]) for e in manifest["embeddings"]["shards"]]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    kept = [
-        int((shard_state(root, s, plan.identity["set_format"]) or {}).get("kept", -1)) for s in range(plan.num_shards)
-    ]
     return manifest.get("generated") == plan.n and manifest.get("settings") == plan.identity and listed == kept
 
 
