@@ -195,11 +195,12 @@ def test_two_pages_keep_their_own_endpoints(served, browser):
 
 
 def test_long_jobs_show_progress_and_do_not_block_the_slider(browser, tmp_path):
-    """Latent diffusion on CPU: a 16 x 16 sheet takes seconds; the slider keeps answering while it runs."""
+    """Latent diffusion on CPU: a 16 x 16 sheet takes seconds; the slider keeps answering while it runs. (50 steps:
+    at 20 a quiet machine could finish the 256-image sheet before the one-image frame came back.)"""
     torch.manual_seed(0)
     ldm, digits = load_backend("digits-ldm"), load_dataset("digits", split="test")
     explorer = Explorer(ldm, digits, out_dir=tmp_path, backend_spec="digits-ldm", data_spec="digits",
-                        options=CallOptions(num_inference_steps=20))  # fmt: skip
+                        options=CallOptions(num_inference_steps=50))  # fmt: skip
     app = launch(explorer, port=None, block=False)
     try:
         page = open_page(browser, app.local_url)
