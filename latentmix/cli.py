@@ -413,7 +413,31 @@ def build_parser() -> argparse.ArgumentParser:
         add_flags(model, config_class)
         model.add_argument("--out", required=True, help="directory to save to (training state, if any: OUT.train/)")
         model.set_defaults(handler=_fit)
+    for command in _data_commands(parser):
+        add_flags(command, configs.DataColumns)
     return parser
+
+
+def _data_commands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every (sub)command of ``parser`` that takes ``--data``."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in dict.fromkeys(action.choices.values()):  # aliases share one parser
+                found += _data_commands(command)
+        elif action.dest == "data" and "--data" in action.option_strings:
+            found.append(parser)
+    return found
+
+
+def _fold_data_columns(args: argparse.Namespace) -> None:
+    """``--image-column`` … ``--data-config`` into ``args.data``'s ``?`` options (refused for other data)."""
+    given = {f: getattr(args, f) for f in ("image_column", "label_column", "text_column", "train_split",
+                                           "test_split", "data_config") if hasattr(args, f)}  # fmt: skip
+    if given:
+        from latentmix.data.hf import with_options
+
+        args.data = with_options(getattr(args, "data", None), **given)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -454,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         disable_progress_bars()
         transformers_logging.disable_progress_bar()
     try:
+        _fold_data_columns(args)
         return args.handler(args, argv)
     except (ValueError, FileNotFoundError) as exc:  # bad input, named by the library
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -38,7 +38,14 @@ from latentmix.configs.choices import (
     VIDEO_FORMATS,
     backend_for,
 )
-from latentmix.configs.common import BackendSettings, DataSettings, Settings, SplitSettings, override
+from latentmix.configs.common import (
+    BackendSettings,
+    DataColumns,
+    DataSettings,
+    Settings,
+    SplitSettings,
+    override,
+)
 from latentmix.configs.demo import DemoConfig
 from latentmix.configs.evaluation import EvalConfig, PairEvalConfig
 from latentmix.configs.fitting import AlignFitConfig, GANFitConfig, LDMFitConfig, ReferenceFitConfig, VAEFitConfig
@@ -99,6 +106,7 @@ __all__ = [
     "AugmentConfig",
     "BackendSettings",
     "CompareConfig",
+    "DataColumns",
     "DataSettings",
     "DemoConfig",
     "EditConfig",

@@ -149,6 +149,28 @@ class DataSettings(Settings):
     resize: bool = option(False, "convert data whose image size or channels differ from the model's (else an error)")
 
 
+HF_DATA = "Hugging Face datasets data: "
+
+
+@dataclass
+class DataColumns(Settings):
+    """Which columns, splits and hub configuration of Hugging Face ``datasets`` data a job reads: command-line flags of
+    every job with ``--data``, folded into the data's ``?`` options (:func:`latentmix.data.hf.with_options`)."""
+
+    image_column: str | None = option(None, HF_DATA + "the image column (default: the Image feature, else image / img)")
+    label_column: str | None = option(
+        None, HF_DATA + "the label column, integers or a ClassLabel (default: the ClassLabel, else label …)"
+    )
+    text_column: str | None = option(
+        None, HF_DATA + "the caption column (default: text / caption / sentence …, else captions from the class names)"
+    )
+    train_split: str | None = option(None, HF_DATA + "the split read as train (default: train)")
+    test_split: str | None = option(None, HF_DATA + "the split read as test (default: test, else validation)")
+    data_config: str | None = option(
+        None, HF_DATA + "the hub configuration: --data ID --data-config NAME is datasets.load_dataset(ID, NAME)"
+    )
+
+
 @dataclass
 class SplitSettings(Settings):
     """Which split of the data a job reads."""

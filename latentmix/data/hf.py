@@ -13,9 +13,11 @@ Columns are found from the features: the image column is the ``Image`` feature (
 ``img``), the label a ``ClassLabel`` (its names are the class names; else an integer column named ``label``,
 ``labels``, ``fine_label`` or ``class``), the caption a string column named ``text``, ``caption``, ``sentence``,
 ``prompt`` (else captions are made from the class names, as for class subfolders); ``image_column``,
-``label_column``, ``text_column`` choose them by name — on the command line as options after the data, for every
-job: ``--data "./cifar?image=img&label=fine_label&text=caption&test=validation"`` (``train=`` / ``test=`` name
-the splits). Rows are decoded one at a time when an image is asked for:
+``label_column``, ``text_column`` choose them by name — on the command line, for every job, as
+``--image-column``, ``--label-column``, ``--text-column``, ``--train-split``, ``--test-split`` (and
+``--data-config`` for a hub id), or as options after the data:
+``--data "./cifar?image=img&label=fine_label&text=caption&test=validation"`` (:func:`with_options` folds the
+flags into that form). Rows are decoded one at a time when an image is asked for:
 nothing is decoded into memory up front. The image size and colour are read from up to 256 rows spread over the
 data (all rows when fewer), and the images themselves are converted exactly as an image folder's are, so the same
 images as a folder and as a dataset give the same tensors.
@@ -62,6 +64,59 @@ def parse_options(data: str | os.PathLike) -> tuple[str, dict[str, str]]:
     if unknown is not None or not pairs:
         raise ValueError(f"data {text}: unknown option {unknown!r} after '?'; options: {', '.join(OPTIONS)}")
     return base, {OPTIONS[k]: v for k, v in pairs}
+
+
+def with_options(
+    data: str | os.PathLike | None,
+    *,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    text_column: str | None = None,
+    train_split: str | None = None,
+    test_split: str | None = None,
+    data_config: str | None = None,
+) -> str | None:
+    """``data`` with the given columns, split names and hub configuration folded into its ``?`` options (what
+    ``--image-column`` … ``--data-config`` do on the command line); ``data`` itself when none is given.
+
+    ``data_config`` makes a plain hub id one (``"cifar10"`` → ``"hf://cifar10:plain_text"``). Every option applies
+    to ``datasets`` data only, and one given twice (flag and ``?`` option) with two values is refused.
+    """
+    named = {"image_column": image_column, "label_column": label_column, "text_column": text_column,
+             "train": train_split, "test": test_split}  # fmt: skip
+    given: dict[str, str] = {k: v for k, v in named.items() if v is not None}
+    if not given and data_config is None:
+        return None if data is None else os.fspath(data)
+    flag = "--" + ("data-config" if data_config is not None and not given else _FLAGS[next(iter(given))])
+    if data is None:
+        raise ValueError(f"{flag} needs --data (Hugging Face datasets data)")
+    text = os.fspath(data)
+    base, options = (text, {}) if Path(text).exists() else parse_options(text)
+    for key, value in given.items():
+        if options.get(key, value) != value:
+            raise ValueError(f"--{_FLAGS[key]} {value} contradicts data {text} ({_NAMES[key]}={options[key]})")
+    options.update(given)
+    if data_config is not None:
+        if Path(base).exists():
+            raise ValueError(f"--data-config applies to a hub id, not to the local data {base}")
+        hub, _, config = base.removeprefix(HUB).partition(":")
+        if config and config != data_config:
+            raise ValueError(f"--data-config {data_config} contradicts data {text} (configuration {config})")
+        base = f"{HUB}{hub}:{data_config}"
+    if not is_hf_data(base):
+        kind = "a built-in data set" if base in ("digits", "shapes") else "not Hugging Face datasets data"
+        raise ValueError(f"{flag} applies to datasets data (a save_to_disk directory, parquet files or hf://ID); "
+                         f"{base} is {kind}")  # fmt: skip
+    if not options:
+        return base
+    from urllib.parse import urlencode
+
+    return base + "?" + urlencode({_NAMES[k]: v for k, v in options.items()})
+
+
+_NAMES = {v: k for k, v in OPTIONS.items()}
+_FLAGS = {"image_column": "image-column", "label_column": "label-column", "text_column": "text-column",
+          "train": "train-split", "test": "test-split"}  # fmt: skip
 
 
 def is_hf_data(data: str | os.PathLike) -> bool:
@@ -189,7 +244,7 @@ class HFDataset(ImageTextDataset):
             _REPORTED.add((name, split))
             shown = ", ".join(f"{k} {v!r}" if v else f"no {k} column" for k, v in self.columns.items())
             where = f"{name} ({self.split_name})" if self.split_name else name
-            _REPORT(f"data {where}: {shown} (others: DATA?image=COLUMN&label=COLUMN&text=COLUMN)")
+            _REPORT(f"data {where}: {shown} (others: --image-column, --label-column, --text-column)")
         self.table = table.select_columns([image]).cast_column(image, datasets.Image(decode=True))
         if len(table) == 0:
             raise ValueError(f"data {name} ({split}) holds no rows")

@@ -159,3 +159,46 @@ def test_a_low_data_run_decodes_only_its_labelled_and_validation_rows(three_form
     train_classifier(TrainConfig(data=str(three_forms["disk"]), labels_per_class=2, steps=4, eval_every=2), quiet=True)
     assert decoded["train"] == 2 * 10 * 2  # 2 labelled + 2 validation per class, not the split's 300 rows
     assert decoded["test"] == 150
+
+
+def test_column_and_split_flags_of_every_data_job_read_what_the_data_options_read(three_forms, tmp_path, capsys):
+    import datasets
+
+    from latentmix.cli import _data_commands, build_parser
+    from latentmix.data.hf import with_options
+
+    commands = {p.prog.removeprefix("latentmix ") for p in _data_commands(build_parser())}
+    assert {"grid", "walk", "synthesize", "train", "compare", "evaluate", "explore", "fit vae", "fit ldm",
+            "fit lora"} <= commands  # fmt: skip
+    # the digits rows under other names: split "fit" / "holdout", image "pic", plain integer label "y"
+    disk = datasets.load_from_disk(str(three_forms["disk"]))
+    renamed = datasets.DatasetDict({"fit": disk["train"], "holdout": disk["test"]})
+    renamed = renamed.rename_columns({"image": "pic", "label": "y"}).cast_column("y", datasets.Value("int64"))
+    renamed.save_to_disk(str(tmp_path / "renamed"))
+    base = ["train", "--steps", "6", "--eval-every", "3", "--labels-per-class", "3"]
+    flags = ["--data", str(tmp_path / "renamed"), "--image-column", "pic", "--label-column", "y",
+             "--train-split", "fit", "--test-split", "holdout"]  # fmt: skip
+    assert main(["--quiet", *base, *flags, "--json", str(tmp_path / "flags.json")]) == 0, capsys.readouterr().err
+    options = f"{tmp_path / 'renamed'}?image=pic&label=y&train=fit&test=holdout"
+    assert main(["--quiet", *base, "--data", options, "--json", str(tmp_path / "options.json")]) == 0
+    assert main(["--quiet", *base, "--data", str(three_forms["disk"]), "--json", str(tmp_path / "same.json")]) == 0
+    read = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in ("flags", "options", "same")}
+    assert read["flags"]["test"] == read["options"]["test"] == read["same"]["test"]
+    assert with_options(str(tmp_path / "renamed"), image_column="pic", test_split="holdout") == (
+        f"{tmp_path / 'renamed'}?image=pic&test=holdout"
+    )
+    assert with_options("cifar10", data_config="plain_text") == "hf://cifar10:plain_text"
+    assert with_options("hf://cifar10:plain_text", label_column="label") == "hf://cifar10:plain_text?label=label"
+    refused = {  # one line, exit status 2, before anything is read
+        "--label-column applies to datasets data": ["--data", "shapes", "--label-column", "y"],
+        "--image-column needs --data": ["--image-column", "pic"],
+        "--test-split holdout contradicts data": ["--data", f"{tmp_path / 'renamed'}?test=fit", "--test-split",
+                                                 "holdout"],
+        "--data-config applies to a hub id": ["--data", str(tmp_path / "renamed"), "--data-config", "x"],
+        "has no split 'dev'": ["--data", str(tmp_path / "renamed"), "--image-column", "pic", "--label-column", "y",
+                               "--train-split", "dev"],
+    }  # fmt: skip
+    for message, argv in refused.items():
+        assert main(["--quiet", *base, *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (argv, err)
