@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from latentmix.backends.base import LatentBackend
 from latentmix.backends.files import BACKEND_CONFIG, load_weights, move_modules, read_json
 from latentmix.backends.registry import register_backend
+from latentmix.utils.validation import positive_int
 
 __all__ = ["AutoencoderKLBackend", "AutoencoderTinyBackend", "DiffusersAutoencoderBackend", "VQModelBackend"]
 
@@ -75,6 +76,7 @@ class DiffusersAutoencoderBackend(LatentBackend):
                 f"image_size {size} must be divisible by the autoencoder's downsampling factor {self.downsample_factor}"
             )
         self._image_size = size
+        self._resolution: tuple[int, int] | None = None  # set_resolution; saves keep the native size
 
     @classmethod
     def from_diffusers(
@@ -131,7 +133,21 @@ class DiffusersAutoencoderBackend(LatentBackend):
 
     @property
     def image_size(self) -> int:
-        return self._image_size
+        return max(self._resolution) if self._resolution else self._image_size
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return self._resolution or (self._image_size, self._image_size)
+
+    def set_resolution(self, height: int, width: int) -> None:
+        """Encode and decode ``height`` × ``width`` images (multiples of the downsampling factor); a convolutional
+        autoencoder takes any such size."""
+        for name, value in (("height", height), ("width", width)):
+            positive_int(value, name)
+            if value % self.downsample_factor:
+                raise ValueError(f"{name} {value} must be a multiple of {self.downsample_factor}, the autoencoder's "
+                                 "downsampling factor")  # fmt: skip
+        self._resolution = None if height == width == self._image_size else (int(height), int(width))
 
     @property
     def image_channels(self) -> int:
@@ -139,9 +155,9 @@ class DiffusersAutoencoderBackend(LatentBackend):
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
-        side = self._image_size // self.downsample_factor
+        height, width = (side // self.downsample_factor for side in self.image_shape)
         config = self.vae.config
-        return (int(config.get("vq_embed_dim") or config.latent_channels), side, side)
+        return (int(config.get("vq_embed_dim") or config.latent_channels), height, width)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"vae": self.vae}

@@ -3,7 +3,9 @@
 A backend maps images to latents and back:
 
 * ``encode(images) -> latents``: images are float NCHW in [-1, 1] at ``image_size`` with
-  ``image_channels`` channels; latents have shape ``(N, *latent_shape)`` in the backend's
+  ``image_channels`` channels (``image_shape`` is (height, width); a diffusion backend set to a non-square
+  resolution also takes square images of side ``image_size`` = max(height, width), as data sets are read, and
+  centre-crops them); latents have shape ``(N, *latent_shape)`` in the backend's
   documented, normalised space (the backend owns its scaling factors). A VAE encodes with its
   encoder, a GAN by inversion, a latent-diffusion model by DDIM inversion. Options that only
   some backends take (``refine_steps``, ``num_inference_steps``, ``strength``, …) travel as one
@@ -174,6 +176,20 @@ class LatentBackend(abc.ABC):
         """Height and width of the square images the backend encodes and decodes."""
 
     @property
+    def image_shape(self) -> tuple[int, int]:
+        """(height, width) of the images the backend decodes; square, ``(image_size, image_size)``, except for a
+        diffusion backend set to another resolution (:meth:`set_resolution`)."""
+        return (self.image_size, self.image_size)
+
+    def set_resolution(self, height: int, width: int) -> None:
+        """Decode (and encode) images of ``height`` × ``width``: diffusion backends on a diffusers autoencoder;
+        the others refuse."""
+        raise ValueError(
+            f"height/width apply to diffusion backends on a diffusers autoencoder; {self.label!r} is a "
+            f"{self.backend_name!r} backend with {self.image_size}x{self.image_size} images"
+        )
+
+    @property
     @abc.abstractmethod
     def image_channels(self) -> int:
         """1 for grayscale, 3 for RGB."""
@@ -328,10 +344,19 @@ class LatentBackend(abc.ABC):
         return (recon.float() - images.float()).pow(2).flatten(1).mean(dim=1)
 
     # -- validation ----------------------------------------------------------------------
+    def to_image_shape(self, images: Tensor) -> Tensor:
+        """Square images (N, C, S, S) of side ``image_size``, as data sets are read, centre-cropped to a non-square
+        ``image_shape``; any other images as they are."""
+        square = (self.image_channels, self.image_size, self.image_size)
+        if self.image_shape[0] != self.image_shape[1] and images.dim() == 4 and tuple(images.shape[1:]) == square:
+            return centre_crop(images, self.image_shape)
+        return images
+
     def check_images(self, images: Tensor) -> Tensor:
         if not isinstance(images, Tensor):
             raise TypeError(f"images must be a torch tensor, got {type(images).__name__}")
-        expected = (self.image_channels, self.image_size, self.image_size)
+        images = self.to_image_shape(images)
+        expected = (self.image_channels, *self.image_shape)
         if images.dim() != 4 or tuple(images.shape[1:]) != expected:
             raise ValueError(
                 f"images must have shape (N, {expected[0]}, {expected[1]}, {expected[2]}) for backend "
@@ -458,6 +483,13 @@ class LatentBackend(abc.ABC):
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(image={self.image_channels}x{self.image_size}x{self.image_size}, "
+            f"{type(self).__name__}(image={self.image_channels}x{self.image_shape[0]}x{self.image_shape[1]}, "
             f"latent_shape={tuple(self.latent_shape)}, prior={self.latent_prior}, device={self.device})"
         )
+
+
+def centre_crop(images: Tensor, shape: tuple[int, int]) -> Tensor:
+    """The centre ``shape`` = (height, width) of images (N, C, H, W) at least that large."""
+    height, width = shape
+    top, left = (images.shape[-2] - height) // 2, (images.shape[-1] - width) // 2
+    return images[..., top : top + height, left : left + width]

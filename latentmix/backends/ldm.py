@@ -168,6 +168,26 @@ class LatentDiffusionBackend(LatentBackend):
         return self.autoencoder.image_size
 
     @property
+    def image_shape(self) -> tuple[int, int]:
+        return self.autoencoder.image_shape
+
+    def set_resolution(self, height: int, width: int) -> None:
+        """Decode and encode ``height`` × ``width`` images (``--height`` / ``--width``): the latents follow (⅛ of the
+        side for Stable Diffusion's VAE). Both must be multiples of the VAE's scale factor times the UNet's
+        down-sampling (64 for SD 1.5 / 2.x and SDXL; as in diffusers' pipelines, the UNet is fully convolutional)."""
+        if not ldm_pipeline.is_diffusers_autoencoder(self.autoencoder):
+            raise ValueError(
+                f"height/width apply to diffusion backends on a diffusers autoencoder (AutoencoderKL, AutoencoderTiny, "
+                f"VQModel); {self.label!r} decodes with {type(self.autoencoder).__name__}, "
+                f"{self.image_size}x{self.image_size} only"
+            )
+        multiple = ldm_pipeline.resolution_multiple(self.autoencoder.downsample_factor,  # type: ignore[attr-defined]
+                                                    len(self.unet.config.down_block_types))  # fmt: skip
+        ldm_pipeline.check_resolution(height, width, multiple)
+        self.autoencoder.set_resolution(height, width)
+        self._shape = tuple(self.autoencoder.latent_shape)  # type: ignore[assignment]
+
+    @property
     def image_channels(self) -> int:
         return self.autoencoder.image_channels
 

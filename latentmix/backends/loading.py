@@ -121,6 +121,13 @@ def load_backend(
     subfolder = kwargs.get("subfolder")
     if subfolder is not None and (Path(subfolder).is_absolute() or ".." in Path(subfolder).parts):
         raise ValueError(f"subfolder {subfolder!r} must be a folder inside the model directory")
+    if run is not None and (run.height is not None or run.width is not None):  # a size the configs refuse reads nothing
+        from latentmix.backends.ldm_pipeline import check_resolution, folder_resolution_multiple
+
+        folder = embedded_models_dir() / text if text in embedded else path
+        multiple = folder_resolution_multiple(folder) if folder.is_dir() else None
+        if multiple is not None:
+            check_resolution(run.height, run.width, multiple)
     if text in embedded:
         backend = load_directory(embedded_models_dir() / text / kwargs.pop("subfolder", ""), **kwargs)
     elif path.is_dir():

@@ -2,9 +2,9 @@
 
 :class:`RunOptions` is what the run settings of every job with a backend carry (``--device``, ``--dtype``,
 ``--unet-batch-size``, ``--vae-batch-size``, ``--vae-slicing``, ``--vae-tiling``, ``--attention-slicing``,
-``--variant``). :func:`~latentmix.backends.load_backend` checks them *before* any weights are read (a device this
-machine lacks, a precision it cannot run) and applies them after loading (:meth:`RunOptions.apply`), through
-diffusers' own mechanisms:
+``--variant``, ``--height``, ``--width``). :func:`~latentmix.backends.load_backend` checks them *before* any weights
+are read (a device this machine lacks, a precision it cannot run, a size the folder's configs cannot take) and
+applies them after loading (:meth:`RunOptions.apply`), through diffusers' own mechanisms:
 
 * ``dtype``: every module is cast (``fp16``/``bf16``), except an autoencoder whose config sets ``force_upcast``
   (Stable Diffusion's VAE overflows in half precision), which stays float32 as diffusers' pipelines keep it;
@@ -13,6 +13,7 @@ diffusers' own mechanisms:
 * ``vae_slicing`` / ``vae_tiling``: ``AutoencoderKL.enable_slicing()`` / ``enable_tiling()`` (one image at a time;
   overlapping tiles for large images);
 * ``attention_slicing``: ``UNet2DConditionModel.set_attention_slice("auto" | "max" | N)``;
+* ``height`` / ``width``: the resolution a diffusion backend decodes (and encodes) at; the latents follow;
 * ``variant``: the weight files of that variant (``diffusion_pytorch_model.fp16.safetensors``), as diffusers'
   loaders read them;
 * ``textual_inversion``: learned token embeddings added to the text encoder (:mod:`latentmix.backends.adapters`),
@@ -52,6 +53,8 @@ class RunOptions:
         textual_inversion: textual-inversion files (``FILE`` or ``TOKEN=FILE``, safetensors) or directories to add.
         lora: LoRA directories (``pytorch_lora_weights.safetensors``) or ``.safetensors`` files to fuse.
         lora_scale: the scale every LoRA is fused at (0: the base model).
+        height, width: diffusion backends on a diffusers autoencoder: the image size decoded (None: the UNet's
+            ``sample_size`` times the VAE's scale); multiples of the VAE's scale times the UNet's down-sampling.
     """
 
     device: str = "auto"
@@ -65,11 +68,13 @@ class RunOptions:
     textual_inversion: tuple[str, ...] = ()
     lora: tuple[str, ...] = ()
     lora_scale: float = 1.0
+    height: int | None = None
+    width: int | None = None
 
     def __post_init__(self) -> None:
         validation.device_name(self.device)
         validation.choice(self.dtype, "dtype", tuple(DTYPES))
-        for name in ("unet_batch_size", "vae_batch_size"):
+        for name in ("unet_batch_size", "vae_batch_size", "height", "width"):
             if getattr(self, name) is not None:
                 validation.positive_int(getattr(self, name), name)
         for name in ("vae_slicing", "vae_tiling"):
@@ -129,6 +134,9 @@ class RunOptions:
                     f"{name} applies to diffusers autoencoders that implement {method}() (AutoencoderKL); "
                     f"{backend.label!r} decodes with {decoder}"
                 )
+        if self.height is not None or self.width is not None:
+            height, width = backend.image_shape
+            backend.set_resolution(self.height or height, self.width or width)
         backend.to(device, None if self.dtype == "fp32" else self.torch_dtype)
         if self.unet_batch_size is not None:
             backend.batch_size = self.unet_batch_size
@@ -141,6 +149,15 @@ class RunOptions:
         if self.attention_slicing is not None:
             unet.set_attention_slice(self.attention_slicing)  # type: ignore[union-attr]
         return backend
+
+
+def square_only(backend: Any, job: str, why: str) -> None:
+    """A ValueError naming ``height`` / ``width`` where ``job`` cannot take the non-square resolution ``backend`` was
+    set to (``why``: what needs square images)."""
+    height, width = backend.image_shape
+    if height != width:
+        raise ValueError(f"height/width: {job} needs square images ({why}); {height}x{width} was asked for — pass the "
+                         "same --height and --width")  # fmt: skip
 
 
 def _refuse(backend: Any, name: str, given: bool, who: str) -> None:

@@ -120,6 +120,12 @@ class RunSettings(BackendChoice):
     )
     lora_scale: float = option(1.0, DIFFUSION + "the scale LoRA weights are fused at (0: the base model)",
                                check=FINITE)  # fmt: skip
+    height: int | None = option(
+        None, DIFFUSION + "the image height decoded, a multiple of the VAE's scale times the UNet's down-sampling (64 "
+        "for SD); data images are read square at the longer side and centre-cropped (default: the UNet's sample size)",
+        check=POSITIVE_INT,
+    )  # fmt: skip
+    width: int | None = option(None, DIFFUSION + "the image width decoded (as --height)", check=POSITIVE_INT)
 
 
 @dataclass

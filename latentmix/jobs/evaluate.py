@@ -47,6 +47,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from latentmix.backends import CallOptions, LatentBackend, RunOptions, load_backend, mix_conditions
+from latentmix.backends.runtime import square_only
 from latentmix.classifiers.metrics import frechet_distance, monotone_fraction, trimmed_mean
 from latentmix.classifiers.reference import load_reference_classifier, reference_for
 from latentmix.configs import EvalConfig, backend_for
@@ -162,6 +163,7 @@ def evaluate_backend(config: EvalConfig | None = None, *, quiet: bool = False, *
     config.validate()
     spec = backend_for(config.backend, config.data)
     backend = load_backend(spec, run=RunOptions.from_settings(config))
+    square_only(backend, "evaluate", "the reference classifier judges the data's square images")
     name = backend.label
     shape = (backend.image_size, backend.image_channels)
     who, fix = f"backend {backend.backend_name!r}", "evaluate a backend fitted on this data"

@@ -167,7 +167,7 @@ def _real_endpoints(backend: LatentBackend, config: GridConfig, options: CallOpt
         who=f"backend {backend.backend_name!r}", fix="fit a backend on this data (latentmix fit vae --data ...)",
     )  # fmt: skip
     ia, ib, labels = _pick_pairs(dataset, config)
-    real = dataset.images(ia + ib)
+    real = backend.to_image_shape(dataset.images(ia + ib))  # a non-square diffusion backend: the centre crop
     cond = backend.condition([dataset.texts[i] for i in ia + ib])  # real endpoints: their own captions
     z = backend.encode(real, cond=cond, options=options)
     n = len(ia)

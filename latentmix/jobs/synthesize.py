@@ -33,6 +33,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from latentmix.backends import LatentBackend, RunOptions, load_backend
+from latentmix.backends.runtime import square_only
 from latentmix.configs import SynthesisConfig, backend_for
 from latentmix.configs.synthesis import DEFAULT_SAMPLES, MAX_SAMPLES
 from latentmix.data.synthetic import EMBEDDING_FIELDS, EMBEDDINGS, IMAGE_EXTENSIONS, MANIFEST, METADATA, RUN_FILE
@@ -190,6 +191,7 @@ def _synthesize(config: SynthesisConfig, plan: SynthesisPlan, run: RunOptions, s
     root = plan.root
     # --device auto: this process's own device
     backend = load_backend(plan.backend, device=state.device, run=run)
+    square_only(backend, "synthesize", "paired sets are read and trained on as square images")
     method = config.method or backend.default_method
     text_encoder = TextEncoder.from_pretrained(config.text_encoder, device=backend.device)
     show = not quiet and state.is_local_main_process
