@@ -12,7 +12,8 @@ measures, each against its baseline in the same run:
    call per frame with the same components;
 2. that walk in fp16 vs fp32;
 3. peak GPU memory of decoding 16 latents at 512 px: plain, ``vae_slicing``, ``vae_tiling``;
-4. paired synthesis throughput (invert two sources, slerp with one lambda, decode), samples/s, fp16.
+4. paired synthesis throughput (invert two sources, slerp with one lambda, decode), samples/s, fp16;
+5. peak GPU memory of decoding 4 prompts (20 steps, 512 px, fp16) with ``cpu_offload`` vs without, and its time.
 
 Record the printed table in BENCHMARKS.md with the device name it prints.
 """
@@ -160,6 +161,30 @@ def synthesis_case(backend, device, n: int, steps: int) -> float:
     return n / timed(run, device)
 
 
+def offload_case(backend, device, steps: int) -> dict:
+    """Peak memory and time of one guided decode of 4 prompts, the networks resident vs offloaded to the CPU."""
+    from latentmix.backends.offload import disable_cpu_offload, enable_cpu_offload
+
+    z = backend.sample(4, generator=torch.Generator().manual_seed(0))
+    texts = [f"a photo of a subject {i}" for i in range(4)]
+    result = {}
+    for label in ("resident", "offload"):
+        if label == "offload":
+            enable_cpu_offload(backend, device)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        with torch.inference_mode():
+            result[f"{label}_s"] = timed(lambda: backend.decode(z, texts=texts, num_inference_steps=steps,
+                                                                guidance_scale=7.5), device)  # fmt: skip
+        peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+        result[f"{label}_peak_gpu_mb"] = peak
+    disable_cpu_offload(backend)
+    backend.to(device)
+    result["memory_ratio"] = result["offload_peak_gpu_mb"] / result["resident_peak_gpu_mb"]
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="toy sizes on the CPU: checks the script runs")
@@ -183,6 +208,8 @@ def main() -> None:
                              "peak_gpu_mb": memory_case(backend, device, n, **features)})  # fmt: skip
             rows.append({"check": f"paired synthesis, fp16, {steps} steps",
                          "samples_per_s": synthesis_case(backend, device, 2 if args.smoke else 8, steps)})  # fmt: skip
+            rows.append({"check": f"decode 4 prompts, {steps} steps, {backend.image_size} px, fp16: cpu_offload",
+                         **offload_case(backend, device, steps)})  # fmt: skip
         del pipe, backend
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -203,8 +203,14 @@ class LatentBackend(abc.ABC):
     def modules(self) -> dict[str, torch.nn.Module]:
         """The torch modules that make up the backend, by name (for placement and saving)."""
 
+    #: where the networks run when they are offloaded to the CPU between calls (``--cpu-offload``); else None
+    execution_device: torch.device | None = None
+
     @property
     def device(self) -> torch.device:
+        """Where the backend runs (its networks' device; with CPU offload, the accelerator they move to)."""
+        if self.execution_device is not None:
+            return self.execution_device
         return next(next(iter(self.modules().values())).parameters()).device
 
     @property

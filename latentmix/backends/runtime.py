@@ -14,6 +14,8 @@ applies them after loading (:meth:`RunOptions.apply`), through diffusers' own me
   overlapping tiles for large images);
 * ``attention_slicing``: ``UNet2DConditionModel.set_attention_slice("auto" | "max" | N)``;
 * ``height`` / ``width``: the resolution a diffusion backend decodes (and encodes) at; the latents follow;
+* ``cpu_offload``: each network waits on the CPU and moves to the accelerator when it runs, the others moved back
+  first (diffusers' ``enable_model_cpu_offload``, through accelerate's ``CpuOffload`` hooks);
 * ``variant``: the weight files of that variant (``diffusion_pytorch_model.fp16.safetensors``), as diffusers'
   loaders read them;
 * ``textual_inversion``: learned token embeddings added to the text encoder (:mod:`latentmix.backends.adapters`),
@@ -55,6 +57,8 @@ class RunOptions:
         lora_scale: the scale every LoRA is fused at (0: the base model).
         height, width: diffusion backends on a diffusers autoencoder: the image size decoded (None: the UNet's
             ``sample_size`` times the VAE's scale); multiples of the VAE's scale times the UNet's down-sampling.
+        cpu_offload: backends of several networks, on an accelerator: model CPU offload
+            (:mod:`latentmix.backends.offload`).
     """
 
     device: str = "auto"
@@ -70,6 +74,7 @@ class RunOptions:
     lora_scale: float = 1.0
     height: int | None = None
     width: int | None = None
+    cpu_offload: bool = False
 
     def __post_init__(self) -> None:
         validation.device_name(self.device)
@@ -77,7 +82,7 @@ class RunOptions:
         for name in ("unet_batch_size", "vae_batch_size", "height", "width"):
             if getattr(self, name) is not None:
                 validation.positive_int(getattr(self, name), name)
-        for name in ("vae_slicing", "vae_tiling"):
+        for name in ("vae_slicing", "vae_tiling", "cpu_offload"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
         if self.attention_slicing is not None:
@@ -111,6 +116,9 @@ class RunOptions:
 
         device = torch.device(default) if self.device == "auto" and default is not None else resolve_device(self.device)
         check_precision(device, self.dtype)
+        if self.cpu_offload and device.type == "cpu":
+            raise ValueError("cpu_offload keeps the networks on the CPU between calls to an accelerator (CUDA, MPS, "
+                             "XPU); on the CPU they are there already — drop --cpu-offload")  # fmt: skip
         return device
 
     def apply(self, backend: Any, device: torch.device | None = None) -> Any:
@@ -137,7 +145,17 @@ class RunOptions:
         if self.height is not None or self.width is not None:
             height, width = backend.image_shape
             backend.set_resolution(self.height or height, self.width or width)
-        backend.to(device, None if self.dtype == "fp32" else self.torch_dtype)
+        dtype = None if self.dtype == "fp32" else self.torch_dtype
+        if self.cpu_offload:
+            from latentmix.backends.offload import enable_cpu_offload
+
+            if len(set(backend.modules().values())) < 2:
+                raise ValueError(f"cpu_offload applies to backends of several networks (diffusion: text encoder, UNet, "
+                                 f"VAE); {backend.label!r} has one")  # fmt: skip
+            backend.to(None, dtype)
+            enable_cpu_offload(backend, device if device is not None else self.resolve_device())
+        else:
+            backend.to(device, dtype)
         if self.unet_batch_size is not None:
             backend.batch_size = self.unet_batch_size
         if self.vae_batch_size is not None:

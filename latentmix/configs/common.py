@@ -126,6 +126,10 @@ class RunSettings(BackendChoice):
         check=POSITIVE_INT,
     )  # fmt: skip
     width: int | None = option(None, DIFFUSION + "the image width decoded (as --height)", check=POSITIVE_INT)
+    cpu_offload: bool = option(
+        False, "on an accelerator: keep each network on the CPU until it runs, the others moved back first (diffusers' "
+        "enable_model_cpu_offload: peak memory of the largest network)", identity=False,
+    )  # fmt: skip
 
 
 @dataclass

@@ -196,7 +196,7 @@ def test_the_gpu_check_runs_at_toy_size_on_the_cpu():
     run = subprocess.run([sys.executable, str(script), "--smoke"], capture_output=True, text=True, cwd=script.parent)
     assert run.returncode == 0, run.stderr[-2000:]
     rows = [line for line in run.stdout.splitlines() if line.startswith("{")]
-    assert len(rows) == 7 and '"speedup"' in rows[0] and '"samples_per_s"' in rows[4]
+    assert len(rows) == 8 and '"speedup"' in rows[0] and '"samples_per_s"' in rows[4] and "cpu_offload" in rows[5]
 
 
 def test_a_set_written_before_the_run_settings_existed_still_resumes(tmp_path):
@@ -216,3 +216,49 @@ def test_a_set_written_before_the_run_settings_existed_still_resumes(tmp_path):
     assert sum(1 for _ in (tmp_path / "set" / "images").rglob("*.png")) == 6
     with pytest.raises(ValueError, match="holds a different run's set .*dtype"):
         synthesize(replace(config, n=9, dtype="bf16"), quiet=True)
+
+
+def test_cpu_offload_hooks_every_network_and_keeps_the_images(tiny_sd_pipeline, monkeypatch):
+    """The hooks run for the text encoder and UNet (forward) and the VAE (encode / decode, through diffusers'
+    apply_forward_hook), and the images are those of the resident backend. (On this CPU the execution device is
+    the CPU itself; benchmarks/gpu_check.py measures the memory on a GPU.)"""
+    from latentmix.backends.offload import ExclusiveOffload, disable_cpu_offload, enable_cpu_offload
+
+    ldm = LatentDiffusionBackend.from_pipeline(tiny_sd_pipeline, num_inference_steps=3)
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.inference_mode():
+        want_z = ldm.encode(images, texts=PROMPTS[:2], guidance_scale=2.0)
+        want = ldm.decode(noise(2), texts=PROMPTS[2:4], guidance_scale=2.0)
+    ran: list[str] = []
+    names = {id(m): n for n, m in ldm.modules().items()}
+    real = ExclusiveOffload.pre_forward
+
+    def logged(self, module, *args, **kwargs):
+        ran.append(names[id(module)])
+        return real(self, module, *args, **kwargs)
+
+    monkeypatch.setattr(ExclusiveOffload, "pre_forward", logged)
+    enable_cpu_offload(ldm, "cpu")  # (the text cache is cleared: every prompt is encoded again)
+    assert all(isinstance(m._hf_hook, ExclusiveOffload) for m in ldm.modules().values())
+    assert ldm.device == torch.device("cpu") and ldm.autoencoder.execution_device == torch.device("cpu")
+    with torch.inference_mode():
+        torch.testing.assert_close(ldm.encode(images, texts=PROMPTS[:2], guidance_scale=2.0), want_z)
+        assert set(ran) == {"text_encoder", "unet", "autoencoder.vae"}  # inversion: every network through its hook
+        ran.clear()
+        torch.testing.assert_close(ldm.decode(noise(2), texts=PROMPTS[2:4], guidance_scale=2.0), want)
+    assert ran[0] == "text_encoder" and ran[-1] == "autoencoder.vae" and ran.count("unet") == 3
+    disable_cpu_offload(ldm)
+    assert not any(hasattr(m, "_hf_hook") for m in ldm.modules().values()) and ldm.execution_device is None
+
+
+def test_cpu_offload_on_the_cpu_and_on_a_single_network_is_refused(sd_dir, capsys):
+    with pytest.raises(ValueError, match="cpu_offload keeps the networks on the CPU .* drop --cpu-offload"):
+        load_backend(sd_dir, run=RunOptions(device="cpu", cpu_offload=True))
+    with pytest.raises(ValueError, match="cpu_offload applies to backends of several networks"):
+        RunOptions(cpu_offload=True).apply(load_backend("digits-vae"), torch.device("cpu"))
+    from latentmix.cli import main
+
+    assert main(["grid", "--backend", str(sd_dir), "--prompts", "a", "b", "--cpu-offload", "--device", "cpu", "--out",
+                 str(sd_dir.parent / "g.png")]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "drop --cpu-offload" in err[0] and not (sd_dir.parent / "g.png").exists()
