@@ -119,6 +119,11 @@ _FLAGS = {"image_column": "image-column", "label_column": "label-column", "text_
           "train": "train-split", "test": "test-split"}  # fmt: skip
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def is_hf_data(data: str | os.PathLike) -> bool:
     """Whether ``data`` names Hugging Face ``datasets`` data (see the module docstring)."""
     text = os.fspath(data)
@@ -144,9 +149,8 @@ def _open(data: str | os.PathLike) -> Any:
         try:
             return datasets.load_dataset(name, config or None)
         except (ConnectionError, OSError, FileNotFoundError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"data {text}: datasets.load_dataset({name!r}) failed ({first}); offline, pass a "
-                             "save_to_disk directory or parquet files instead") from None  # fmt: skip
+            raise ValueError(f"data {text}: datasets.load_dataset({name!r}) failed ({_first_line(exc)}); offline, "
+                             "pass a save_to_disk directory or parquet files instead") from None  # fmt: skip
     p = Path(text)
     if p.is_file():
         return datasets.Dataset.from_parquet(str(p))
@@ -230,7 +234,17 @@ class HFDataset(ImageTextDataset):
         image_column = image_column or options.get("image_column")
         label_column = label_column or options.get("label_column")
         text_column = text_column or options.get("text_column")
-        table, self.split_name = _split(_open(path), split, name, options)
+        verbosity = datasets.logging.get_verbosity()
+        datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # a broken file: reported once, below, not logged
+        try:
+            opened = _open(path)
+        except (OSError, ValueError) as exc:  # a truncated or foreign file: pyarrow's ArrowInvalid is a ValueError
+            message = _first_line(exc)
+            raise ValueError(message if message.startswith("data ") else f"data {name}: cannot be read "
+                             f"({message})") from None  # fmt: skip
+        finally:
+            datasets.logging.set_verbosity(verbosity)
+        table, self.split_name = _split(opened, split, name, options)
         features = dict(table.features)
         image = _column(features, image_column, "image", IMAGE_NAMES, lambda f: isinstance(f, datasets.Image), name)
         if image is None:
@@ -286,7 +300,11 @@ class HFDataset(ImageTextDataset):
         return torch.tensor(values, dtype=torch.long), names
 
     def _image(self, index: int):
-        image = self.table[int(index)][self.columns["image"]]
+        try:
+            image = self.table[int(index)][self.columns["image"]]
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL's refusals of a broken image
+            raise ValueError(f"data {self.source}: row {index} holds an image that cannot be decoded "
+                             f"({_first_line(exc)})") from None  # fmt: skip
         if image is None:
             raise ValueError(f"data {self.source}: row {index} has no image")
         return image

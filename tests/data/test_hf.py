@@ -138,6 +138,23 @@ def test_bad_datasets_are_refused_with_one_line(tmp_path, capsys, monkeypatch):
     assert len(load_dataset(f"{tmp_path / 'trainonly'}?test=train", split="test")) == 1  # a split named for test
     with pytest.raises(ValueError, match="has no split 'dev'"):
         load_dataset(f"{tmp_path / 'trainonly'}?test=dev", split="test")
+    import io
+
+    png = io.BytesIO()
+    Image.new("L", (8, 8)).save(png, "PNG")
+    rows = [{"bytes": png.getvalue(), "path": None}, {"bytes": b"not a png", "path": None}]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
+    bad = datasets.Dataset.from_dict({"image": rows * 2, "label": [0, 1, 0, 1]}, features=features)
+    bad.to_parquet(str(tmp_path / "bad.parquet"))
+    whole = (tmp_path / "bad.parquet").read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(whole[: len(whole) // 2])
+    for name, message in (("bad", "row 1 holds an image that cannot be decoded"), ("cut", "cannot be read (Parquet")):
+        out = tmp_path / f"{name}.json"
+        argv = ["--quiet", "train", "--data", str(tmp_path / f"{name}.parquet"), "--steps", "2", "--json", str(out)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+        assert not out.exists()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     argv = ["grid", "--backend", "digits-vae", "--data", "hf://latentmix-no-such/dataset"]
