@@ -9,7 +9,8 @@ Targets:
   mixup (the default layers: input and the first two stages) <= 1.15x a plain step;
 * the streaming loader (2,000 synthetic digits decoded per batch by 2 workers, synthetic ratio 0.5) keeps a
   training step of the ResNet-shaped model within 1.2x of the same steps on in-memory tensors (measured as the
-  marginal step time; the default SmallCNN, whose step costs less than decoding its images, is a second row);
+  marginal step time; the default SmallCNN, whose step costs less than decoding its images, is a second row) —
+  with each process's decode cache (``--decode-cache-mb``, the default 512) and without it (every draw decoded);
 * peak RSS of ``latentmix train`` with a 20,000-sample synthetic set <= 1.15x the peak with 2,000 (the sets are made
   by ``latentmix synthesize`` with the embedded digits VAE; 100 steps each, in fresh processes).
 """
@@ -94,13 +95,15 @@ def loader_rows(synthetic: str, steps: int = 200, blocks: int = 3, workers: int 
     """The trainer's step (its batch drawn, then forward, backward, update) with the synthetic set streamed by
     a ``BatchStream`` of 2 workers vs drawn from the same set as in-memory tensors. Both streams stay open: blocks
     of ``steps`` steps alternate between them, after a warm-up block each, and the median block is kept, so the
-    workers' start-up is not counted (it is a one-off cost, reported on its own)."""
+    workers' start-up is not counted (it is a one-off cost, reported on its own). Once with the workers' decode
+    cache at the trainer's default (after the warm-up block most images were decoded once already) and once
+    without (every draw decoded: a set far larger than the cache)."""
     from latentmix.train.batches import Batches, BatchStream
     from latentmix.train.classifier import _build_model
     from latentmix.train.classifier_data import Split, load_data, load_synthetic
 
     rows = []
-    for name, model in LOADER_MODELS.items():
+    for (name, model), cache_mb in ((m, c) for m in LOADER_MODELS.items() for c in (TrainConfig.decode_cache_mb, 0)):
         config = TrainConfig(labels_per_class=5, batch_size=64, synthetic=synthetic, **model)
         data = load_data(config)
         syn = load_synthetic(config, data.class_names, tuple(data.train.x.shape[1:]))
@@ -120,7 +123,7 @@ def loader_rows(synthetic: str, steps: int = 200, blocks: int = 3, workers: int 
         memory = Batches(config, data.train, held, data.num_classes, torch.Generator().manual_seed(0))
         start = time.perf_counter()
         stream = BatchStream(Batches(config, data.train, syn, data.num_classes, torch.Generator().manual_seed(0)),
-                             (blocks + 1) * steps, workers=workers)  # fmt: skip
+                             (blocks + 1) * steps, workers=workers, cache_bytes=cache_mb * 2**20)  # fmt: skip
         step(stream())
         startup = time.perf_counter() - start
         draw = {"memory": memory, "streamed": stream}
@@ -134,7 +137,7 @@ def loader_rows(synthetic: str, steps: int = 200, blocks: int = 3, workers: int 
                     times[mode].append((time.perf_counter() - start) / steps)
         stream.close()
         mem, streamed = (sorted(times[m])[len(times[m]) // 2] for m in ("memory", "streamed"))
-        rows.append({"model": name, "synthetic": "2,000 digits, ratio 0.5, batch 64",
+        rows.append({"model": name, "synthetic": "2,000 digits, ratio 0.5, batch 64", "decode_cache_mb": cache_mb,
                      "step_in_memory_ms": 1e3 * mem, "step_streamed_ms": 1e3 * streamed,
                      "ratio": streamed / mem, "workers_startup_s": startup, "target": "<= 1.2x"})  # fmt: skip
     return rows

@@ -260,6 +260,13 @@ class TrainConfig(Settings):
         check=NON_NEGATIVE_INT,
         identity=False,
     )
+    decode_cache_mb: int = option(
+        512,
+        "megabytes of decoded synthetic images each loader process keeps (8-bit), so that an image drawn again is not "
+        "decoded again (0: decode every draw); the images are the same either way",
+        check=NON_NEGATIVE_INT,
+        identity=False,
+    )
     image_augment: tuple[str, ...] = option(
         (),
         f"batched augmentation of the real training images on the training device (kornia): any of "

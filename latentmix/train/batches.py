@@ -123,16 +123,36 @@ class Batches:
 
 
 class _Images(torch.utils.data.Dataset):
-    """Map-style view of a synthetic set's images for the loader's workers: item i is image i, decoded."""
+    """Map-style view of a synthetic set's images for the loader's workers: item i is image i, decoded.
 
-    def __init__(self, images: LazyImages):
+    Each process (a worker, or the main one without workers) keeps up to ``cache_bytes`` of the images it decoded,
+    as the 8-bit values they were decoded from, so that an image drawn again — a run draws each one many times —
+    is rebuilt with one division instead of a file read and PNG decode. A kept image gives back exactly the tensor
+    its decode gave (checked when it is kept; a set whose images are not 8-bit is not kept)."""
+
+    def __init__(self, images: LazyImages, cache_bytes: int = 0):
         self.dataset = images.dataset
+        self.cache_bytes = int(cache_bytes)
+        self._kept: dict[int, Tensor] = {}
+        self._used = 0
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> Tensor:
-        return self.dataset.load_image(int(index))
+        index = int(index)
+        kept = self._kept.get(index)
+        if kept is not None:
+            return kept.float() / 127.5 - 1.0  # the decoder's own conversion (latentmix.data.images.pil_to_tensor)
+        image = self.dataset.load_image(index)
+        if self._used + image.numel() <= self.cache_bytes:
+            values = ((image + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
+            if torch.equal(values.float() / 127.5 - 1.0, image):
+                self._kept[index] = values
+                self._used += values.numel()
+            else:  # not 8-bit values: keep nothing
+                self.cache_bytes = 0
+        return image
 
 
 def _stack(items: list[Tensor]) -> Tensor | None:
@@ -141,12 +161,15 @@ def _stack(items: list[Tensor]) -> Tensor | None:
 
 class BatchStream:
     """The training batches of ``batches`` as an iterator: plans drawn in the main process, synthetic images
-    decoded by ``workers`` loader processes (``pin_memory`` for a CUDA device). :meth:`generator_states` gives
+    decoded by ``workers`` loader processes (``pin_memory`` for a CUDA device), each keeping up to ``cache_bytes`` of
+    decoded images (:class:`_Images`). :meth:`generator_states` gives
     the generators as a checkpoint must save them (the batch generator as of the last batch consumed)."""
 
-    def __init__(self, batches: Batches, total: int, *, workers: int = 0, pin_memory: bool = False):
+    def __init__(
+        self, batches: Batches, total: int, *, workers: int = 0, pin_memory: bool = False, cache_bytes: int = 0
+    ):
         self.batches, self.total = batches, total
-        self.workers, self.pin_memory = workers, pin_memory
+        self.workers, self.pin_memory, self.cache_bytes = workers, pin_memory, cache_bytes
         self.consumed: Tensor | None = None
         self._iter: Iterator | None = None
 
@@ -167,7 +190,7 @@ class BatchStream:
                 yield self.batches.fill(plan, None if plan.sidx is None else syn.x[plan.sidx] if syn else None)
             return
         loader = torch.utils.data.DataLoader(
-            _Images(syn.x),
+            _Images(syn.x, self.cache_bytes),
             batch_sampler=self._plans(queue),
             num_workers=self.workers,
             pin_memory=self.pin_memory,

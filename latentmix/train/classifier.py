@@ -361,7 +361,8 @@ def train_classifier(
                          class_weights=weights)  # fmt: skip
     batches = Batches(config, train, syn, num_classes, gens["batches"], _augmenter(config, data), encoder)
     remaining = 0 if state.finished else (config.steps - state.step) * config.grad_accum
-    stream = BatchStream(batches, remaining, workers=config.workers, pin_memory=accelerator.device.type == "cuda")
+    stream = BatchStream(batches, remaining, workers=config.workers, pin_memory=accelerator.device.type == "cuda",
+                         cache_bytes=config.decode_cache_mb * 2**20)  # fmt: skip
 
     loop = _Loop(config, accelerator, prepared, opt, sched, evaluate["val"], val.y, ckpt_dir, gens, ema, judged,
                  augment)  # fmt: skip
