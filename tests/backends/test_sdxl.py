@@ -58,6 +58,21 @@ def test_ddim_decode_matches_the_sdxl_pipeline(xl, tiny_sdxl_pipeline, kwargs):
     torch.testing.assert_close((ours + 1) / 2, ref, atol=1e-4, rtol=0)
 
 
+def test_a_non_square_decode_matches_the_sdxl_pipeline_and_its_size_ids(xl, tiny_sdxl_pipeline):
+    """--height 16 --width 24: latents of half the side (this VAE's scale), the size ids (16, 24, 0, 0, 16, 24)."""
+    xl.set_resolution(16, 24)
+    assert xl.latent_shape == (4, 8, 12)
+    z = torch.randn(2, 4, 8, 12, generator=torch.Generator().manual_seed(0))
+    assert xl.time_ids(z)[0].tolist() == [16, 24, 0, 0, 16, 24]
+    pipe = tiny_sdxl_pipeline
+    pipe.set_progress_bar_config(disable=True)
+    ref = pipe(prompt=PROMPTS, latents=z.clone(), num_inference_steps=4, output_type="pt", height=16, width=24,
+               guidance_scale=3.0).images.clamp(0, 1)  # fmt: skip
+    with torch.inference_mode():
+        ours = xl.decode(z, texts=PROMPTS, guidance_scale=3.0)
+    torch.testing.assert_close((ours + 1) / 2, ref, atol=1e-4, rtol=0)
+
+
 def test_a_blend_moves_token_states_and_the_pooled_embedding_with_one_t(xl):
     a, b = xl.encode_text(PROMPTS[:1]), xl.encode_text(PROMPTS[1:])
     assert a.shape == (1, 12 + 1, 56)  # 12 tokens of 32 + 24 features, then the 16-d pooled embedding in one row
