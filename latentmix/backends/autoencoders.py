@@ -139,6 +139,11 @@ class DiffusersAutoencoderBackend(LatentBackend):
     def image_shape(self) -> tuple[int, int]:
         return self._resolution or (self._image_size, self._image_size)
 
+    @property
+    def native_image_size(self) -> int:
+        """The size it was made for (and is saved with), whatever :meth:`set_resolution` asked for since."""
+        return self._image_size
+
     def set_resolution(self, height: int, width: int) -> None:
         """Encode and decode ``height`` × ``width`` images (multiples of the downsampling factor); a convolutional
         autoencoder takes any such size."""

@@ -512,7 +512,7 @@ class LatentDiffusionBackend(LatentBackend):
             "guidance_scale": self.guidance_scale,
             "text_max_length": self.text_max_length,
             "text_attention_mask": self.text_attention_mask,
-            "image_size": self.image_size,
+            "image_size": getattr(self.autoencoder, "native_image_size", self.image_size),  # --height/--width: a run's
         }
 
     def _save_weights(self, directory: Path) -> None:

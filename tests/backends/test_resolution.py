@@ -40,7 +40,7 @@ def sd8_dir(sd8_pipeline, tmp_path):
     return tmp_path / "sd8"
 
 
-def test_height_32_width_48_gives_latents_of_an_eighth_of_the_side_and_the_pipelines_images(sd8_pipeline):
+def test_height_32_width_48_gives_latents_of_an_eighth_of_the_side_and_the_pipelines_images(sd8_pipeline, tmp_path):
     ldm = LatentDiffusionBackend.from_pipeline(sd8_pipeline, num_inference_steps=3)
     assert ldm.image_shape == (32, 32) and ldm.latent_shape == (4, 4, 4)
     ldm.set_resolution(32, 48)
@@ -63,6 +63,8 @@ def test_height_32_width_48_gives_latents_of_an_eighth_of_the_side_and_the_pipel
     torch.testing.assert_close(from_square, from_crop)
     with pytest.raises(ValueError, match="height 40 must be a multiple of 16"):
         ldm.set_resolution(40, 48)
+    ldm.save_pretrained(tmp_path / "saved")  # the resolution is a run setting: a save keeps the model's own size
+    assert load_backend(tmp_path / "saved").image_shape == (32, 32)
 
 
 def test_the_cli_walks_grids_and_explores_at_a_non_square_size(sd8_dir, tmp_path, capsys):
