@@ -11,6 +11,7 @@ Bad input — a bad flag value or a setting the library refuses — prints one l
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -432,8 +433,8 @@ def _data_commands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentPar
 
 def _fold_data_columns(args: argparse.Namespace) -> None:
     """``--image-column`` … ``--data-config`` into ``args.data``'s ``?`` options (refused for other data)."""
-    given = {f: getattr(args, f) for f in ("image_column", "label_column", "text_column", "train_split",
-                                           "test_split", "data_config") if hasattr(args, f)}  # fmt: skip
+    names = [f.name for f in dataclasses.fields(configs.DataColumns)]
+    given = {name: getattr(args, name) for name in names if hasattr(args, name)}
     if given:
         from latentmix.data.hf import with_options
 

@@ -54,6 +54,7 @@ from latentmix.backends.files import move_modules
 from latentmix.backends.ldm_pipeline import PIPELINE_INDEX, unet_sample_shape
 from latentmix.backends.options import CallOptions, check_per_item
 from latentmix.backends.registry import register_backend
+from latentmix.backends.resolution import check_resolution, resolution_multiple
 from latentmix.configs import INVERSIONS, SAMPLERS
 from latentmix.data.text import TextEncoder, check_texts
 from latentmix.utils import validation
@@ -181,9 +182,9 @@ class LatentDiffusionBackend(LatentBackend):
                 f"VQModel); {self.label!r} decodes with {type(self.autoencoder).__name__}, "
                 f"{self.image_size}x{self.image_size} only"
             )
-        multiple = ldm_pipeline.resolution_multiple(self.autoencoder.downsample_factor,  # type: ignore[attr-defined]
+        multiple = resolution_multiple(self.autoencoder.downsample_factor,  # type: ignore[attr-defined]
                                                     len(self.unet.config.down_block_types))  # fmt: skip
-        ldm_pipeline.check_resolution(height, width, multiple)
+        check_resolution(height, width, multiple)
         self.autoencoder.set_resolution(height, width)
         self._shape = tuple(self.autoencoder.latent_shape)  # type: ignore[assignment]
 

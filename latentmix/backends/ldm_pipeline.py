@@ -33,7 +33,6 @@ from latentmix.backends.base import LatentBackend
 from latentmix.backends.files import BACKEND_CONFIG, load_weights, read_json, refuse_pickles, weight_files
 from latentmix.backends.loading import embedded_models, embedded_models_dir, load_directory, load_hub
 from latentmix.data.text import DEFAULT_TEXT_ENCODER_NAMES, TextEncoder
-from latentmix.utils import validation
 
 PIPELINE_INDEX = "model_index.json"
 PIPELINE_COMPONENTS = ("vae", "unet", "scheduler", "text_encoder", "tokenizer")
@@ -71,37 +70,6 @@ def pipeline_parts(pipe, kwargs: dict[str, Any]) -> tuple[LatentBackend, Any, An
 def is_diffusers_autoencoder(autoencoder: LatentBackend) -> bool:
     """Whether the autoencoder is one of diffusers' (any resolution its downsampling divides)."""
     return isinstance(autoencoder, DiffusersAutoencoderBackend)
-
-
-def resolution_multiple(vae_scale: int, unet_blocks: int) -> int:
-    """What an image side must be a multiple of: the VAE's scale factor times the UNet's down-sampling (one halving
-    per down block but the last)."""
-    return int(vae_scale) * 2 ** (int(unet_blocks) - 1)
-
-
-def check_resolution(height: int | None, width: int | None, multiple: int) -> None:
-    """A ValueError naming ``height`` / ``width`` where one is not a positive multiple of ``multiple``."""
-    for name, value in (("height", height), ("width", width)):
-        if value is None:
-            continue
-        validation.positive_int(value, name)
-        if value % multiple:
-            raise ValueError(f"{name} {value} must be a multiple of {multiple} (the VAE's scale factor times the "
-                             "UNet's down-sampling)")  # fmt: skip
-
-
-def folder_resolution_multiple(directory: Path) -> int | None:
-    """:func:`resolution_multiple` of a pipeline folder from its ``vae/`` and ``unet/`` configs alone (no weights
-    read), or None where the folder has no diffusers VAE and UNet configs."""
-    try:
-        vae = json.loads((Path(directory) / "vae" / "config.json").read_text())
-        unet = json.loads((Path(directory) / "unet" / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if not str(vae.get("_class_name", "")).startswith(("AutoencoderKL", "AutoencoderTiny", "VQModel")):
-        return None
-    scale = downsample_factor(SimpleNamespace(config=vae))  # type: ignore[arg-type]
-    return resolution_multiple(scale, len(unet.get("down_block_types", ())))
 
 
 def is_plain_diffusers_autoencoder(autoencoder: LatentBackend) -> bool:

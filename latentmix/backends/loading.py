@@ -122,7 +122,7 @@ def load_backend(
     if subfolder is not None and (Path(subfolder).is_absolute() or ".." in Path(subfolder).parts):
         raise ValueError(f"subfolder {subfolder!r} must be a folder inside the model directory")
     if run is not None and (run.height is not None or run.width is not None):  # a size the configs refuse reads nothing
-        from latentmix.backends.ldm_pipeline import check_resolution, folder_resolution_multiple
+        from latentmix.backends.resolution import check_resolution, folder_resolution_multiple
 
         folder = embedded_models_dir() / text if text in embedded else path
         multiple = folder_resolution_multiple(folder) if folder.is_dir() else None
