@@ -57,7 +57,7 @@ class Probe:
     images: Tensor
     texts: list[str] | None
     call_kwargs: dict[str, Any] = field(default_factory=dict)
-    tmp_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="latentmix-check-")))
+    tmp_dir: Path | None = None  # where the save checks write; check_backend makes (and removes) one if None
 
     @property
     def cond(self) -> dict[str, Any]:
@@ -249,6 +249,8 @@ def check_posterior(backend: LatentBackend, probe: Probe) -> None:
 
 
 def _round_trip_dir(backend: LatentBackend, probe: Probe, name: str) -> Path:
+    if probe.tmp_dir is None:
+        raise ValueError("tmp_dir: the save checks need a directory to write in; give make_probe a tmp_dir")
     target = probe.tmp_dir / f"{backend.backend_name}-{name}"
     backend.save_pretrained(target)
     return target
@@ -336,7 +338,14 @@ def check_backend(backend: LatentBackend, *, checks: list[str] | None = None, **
     unknown = [n for n in names if n not in BACKEND_CHECKS]
     if unknown:
         raise ValueError(f"unknown check {unknown[0]!r}; checks: {', '.join(BACKEND_CHECKS)}")
-    probe = make_probe(backend, **probe_kwargs)
+    if probe_kwargs.get("tmp_dir") is not None:
+        _run_checks(backend, names, make_probe(backend, **probe_kwargs))
+        return names
+    with tempfile.TemporaryDirectory(prefix="latentmix-check-") as tmp:  # removed with what the checks saved
+        _run_checks(backend, names, make_probe(backend, **{**probe_kwargs, "tmp_dir": tmp}))
+    return names
+
+
+def _run_checks(backend: LatentBackend, names: list[str], probe: Probe) -> None:
     for name in names:
         BACKEND_CHECKS[name](backend, probe)
-    return names

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import pytest
 import torch
 
 from latentmix.backends import GANBackend, LatentDiffusionBackend, StableDiffusionXLBackend, registered_backends
 from latentmix.backends.gan import Discriminator, Generator, InversionEncoder
-from latentmix.testing import BACKEND_CHECKS, check_backend
+from latentmix.testing import BACKEND_CHECKS, check_backend, check_save_load_round_trip, make_probe
 
 
 @pytest.fixture
@@ -63,3 +65,15 @@ def test_a_broken_backend_fails_with_the_check_named(tiny_vae, tmp_path):
         check_backend(tiny_vae, checks=["prior"], tmp_dir=tmp_path)
     with pytest.raises(ValueError, match="unknown check"):
         check_backend(tiny_vae, checks=["nope"])
+
+
+def test_check_backend_leaves_no_directory_behind(tiny_vae, tmp_path, monkeypatch):
+    """Without tmp_dir the save checks write in a temporary directory that is removed afterwards."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert check_backend(tiny_vae, checks=["save_load_round_trip", "refuses_pickles"]) == [
+        "save_load_round_trip",
+        "refuses_pickles",
+    ]
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="tmp_dir"):
+        check_save_load_round_trip(tiny_vae, make_probe(tiny_vae))

@@ -375,7 +375,11 @@ class CompareConfig(Settings):
     )
     synthetic_n: int = option(2000, "synthetic samples per seed", check=POSITIVE_INT)
     adapt_steps: int = option(300, "+lora recipes: `fit lora` steps on each seed's labelled images", check=POSITIVE_INT)
-    workdir: str | None = option(None, "where the synthetic sets go (default: a new temporary directory)")
+    workdir: str | None = option(
+        None,
+        "where the synthetic sets, adapters and ERM judges go, kept and reused when complete (default: a temporary "
+        "directory, removed at the end)",
+    )
     train: TrainConfig | None = option(
         None,
         "the training settings every recipe starts from (default: TrainConfig at 5 labels per class; on the command "

@@ -99,9 +99,15 @@ def run_compare(config: CompareConfig | None = None, *, quiet: bool = False, **s
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
     config = replace(config or CompareConfig(), **settings)
     config.validate()
+    if config.workdir is not None:
+        return _compare(config, Path(config.workdir), quiet)
+    with tempfile.TemporaryDirectory(prefix="latentmix-compare-") as work:  # no workdir asked for: none left behind
+        return _compare(config, Path(work), quiet)
+
+
+def _compare(config: CompareConfig, work: Path, quiet: bool) -> CompareResult:
     base = config.base
     recipes, seeds = list(config.recipes), list(config.seeds)
-    work = Path(config.workdir or tempfile.mkdtemp(prefix="latentmix-compare-"))
     synthetic = any("synthetic_strategy" in RECIPES[r] for r in recipes)
     if synthetic:  # no default backend for the data: say so before any training
         backend_for(config.backend, base.data, DEFAULT_SYNTHESIS_BACKENDS)
