@@ -193,6 +193,10 @@ def _agreement(classifier: str, synthetic: str) -> float:
     return float((predicted == syn.soft_labels.argmax(1)).float().mean())
 
 
+#: below this share of a synthetic set's samples agreed with by the ERM classifier, a verdict calls them off-class
+OFF_CLASS_AGREEMENT = 0.9
+
+
 def verdicts(results: dict) -> dict[str, str]:
     """One plain sentence per recipe compared with the baseline: helped, hurt, or no measurable difference."""
     out = {}
@@ -204,9 +208,11 @@ def verdicts(results: dict) -> dict[str, str]:
         said = f"{mean:+.1f} accuracy points vs {base} [{lo:+.1f}, {hi:+.1f}]"
         if hi < 0:
             text = f"{recipe} HURT: {said}"
-            if agreement is not None:
-                text += (f"; {base}'s classifier agrees with only {100 * agreement['mean']:.0f} % of its blends "
-                         "(off-class blends): try the filtered recipe (+filter) or another backend")  # fmt: skip
+            if agreement is not None and agreement["mean"] < OFF_CLASS_AGREEMENT:
+                text += (f"; {base}'s classifier agrees with only {100 * agreement['mean']:.0f} % of its samples "
+                         "(off-class samples): try the filtered recipe (+filter) or another backend")  # fmt: skip
+            elif agreement is not None:  # on-class samples: filtering them would change little
+                text += f"; {base}'s classifier agrees with {100 * agreement['mean']:.0f} % of its samples"
         elif lo > 0:
             text = f"{recipe} helped: {said}"
         else:

@@ -158,15 +158,3 @@ def test_trainer_long_tailed_reweighted_and_pooled_runs(tmp_path):
     assert d["ci95"][0] <= d["mean"] <= d["ci95"][1]
     table = format_table(result)
     assert "class balance" in table and "Δ worst_class_accuracy" in table
-
-
-def test_compare_without_a_workdir_leaves_nothing_behind(tmp_path, monkeypatch):
-    """The synthetic sets and ERM judges of a run without --workdir go to a temporary directory, removed at the end."""
-    import tempfile
-
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    base = TrainConfig(labels_per_class=3, steps=20, eval_every=10, batch_size=16)
-    result = run_compare(train=base, recipes=["erm", "blends-intra"], seeds=[0], backend="digits-vae",
-                         synthetic_n=20, quiet=True)  # fmt: skip
-    assert result.recipes["blends-intra"]["per_seed"][0]["synthetic_examples"] == 20
-    assert list(tmp_path.iterdir()) == []
