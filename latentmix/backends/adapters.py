@@ -13,6 +13,11 @@ A file of ``n`` vectors adds the tokens ``token, token_1, …, token_{n-1}`` (di
 ``token`` reads all of them (:class:`~latentmix.data.text.TextEncoder` expands it). The vectors must have the
 text encoder's embedding size, and a token the tokenizer already has is refused, so no existing word changes
 meaning. The embedding rows are set exactly to the file's vectors; nothing else in the model changes.
+
+SDXL has two text encoders, so its files (the community format that diffusers' ``load_textual_inversion`` docs
+load one part at a time) hold one set of vectors for each: ``{"clip_l": (n, 768), "clip_g": (n, 1280)}``.
+:func:`add_textual_inversion_xl` adds the token to both encoders; the token is ``TOKEN=FILE``'s, else the file's
+name without ``.safetensors`` (Automatic1111's rule), and both encoders are checked before either changes.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from latentmix.data.text import TextEncoder
 
 NAME = "textual_inversion"
 EMBEDS_DIR = "learned_embeds"
+#: the keys of an SDXL textual-inversion file: the first text encoder's vectors, the second's
+XL_PARTS = ("clip_l", "clip_g")
 
 
 def parse_spec(spec: str | os.PathLike) -> tuple[str | None, Path]:
@@ -43,6 +50,35 @@ def parse_spec(spec: str | os.PathLike) -> tuple[str | None, Path]:
 def read_embedding(token: str | None, path: Path) -> tuple[str, Tensor]:
     """The token (``token``, else the file's) and the (n, D) vectors of a textual-inversion file (see the module
     docstring)."""
+    state = _load(path)
+    if "emb_params" in state:
+        if token is None:
+            raise ValueError(f"{NAME}: {path} does not name its token (emb_params); give it as TOKEN={path}")
+        vectors = state["emb_params"]
+    elif len(state) == 1:
+        ((name, vectors),) = state.items()
+        token = token or name
+    elif set(state) == set(XL_PARTS):
+        raise ValueError(f"{NAME}: {path} is an SDXL embedding (clip_l and clip_g); this backend has one text encoder")
+    else:
+        raise ValueError(f"{NAME}: {path} holds {len(state)} tensors; expected one token's vectors or emb_params")
+    return token, _vectors(vectors, path)
+
+
+def read_xl_embedding(token: str | None, path: Path) -> tuple[str, Tensor, Tensor]:
+    """The token (``token``, else the file's name) and the (n, D1), (n, D2) vectors of an SDXL textual-inversion
+    file (``clip_l``, ``clip_g``; see the module docstring)."""
+    state = _load(path)
+    if set(state) != set(XL_PARTS):
+        raise ValueError(f"{NAME}: {path} holds {', '.join(sorted(state))}; an SDXL embedding file holds clip_l and "
+                         "clip_g (one set of vectors for each text encoder)")  # fmt: skip
+    first, second = (_vectors(state[k], path) for k in XL_PARTS)
+    if len(first) != len(second):
+        raise ValueError(f"{NAME}: {path}: clip_l has {len(first)} vectors, clip_g {len(second)}; expected as many")
+    return token or path.name.removesuffix(".safetensors"), first, second
+
+
+def _load(path: Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise ValueError(f"{NAME}: {path} is not a file")
     if path.suffix != ".safetensors":
@@ -51,34 +87,37 @@ def read_embedding(token: str | None, path: Path) -> tuple[str, Tensor]:
     from safetensors.torch import load_file
 
     try:
-        state = load_file(str(path))
+        return load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise ValueError(f"{NAME}: {path} is not a readable safetensors file ({exc})") from None
-    if "emb_params" in state:
-        if token is None:
-            raise ValueError(f"{NAME}: {path} does not name its token (emb_params); give it as TOKEN={path}")
-        vectors = state["emb_params"]
-    elif len(state) == 1:
-        ((name, vectors),) = state.items()
-        token = token or name
-    else:
-        raise ValueError(f"{NAME}: {path} holds {len(state)} tensors; expected one token's vectors or emb_params")
+
+
+def _vectors(vectors: Tensor, path: Path) -> Tensor:
     if vectors.dim() not in (1, 2) or vectors.numel() == 0 or not bool(torch.isfinite(vectors).all()):
         raise ValueError(f"{NAME}: {path}: the vectors must be a finite (D,) or (n, D) tensor, got "
                          f"{tuple(vectors.shape)}")  # fmt: skip
-    return token, vectors.reshape(-1, vectors.shape[-1])
+    return vectors.reshape(-1, vectors.shape[-1])
 
 
 def new_tokens(text_encoder: TextEncoder, tokens: list[str], who: str, fix: str) -> list[int]:
     """Add ``tokens`` to the tokenizer and rows for them to the input embeddings (their values unset); returns
     their ids. A token the tokenizer already has is refused (``"{who} 'x' already exists in the tokenizer; {fix}"``),
     so no existing word changes meaning."""
-    tokenizer = text_encoder.tokenizer
-    vocab = tokenizer.get_vocab()
+    check_free(text_encoder, tokens, who, fix)
+    return _append(text_encoder, tokens)
+
+
+def check_free(text_encoder: TextEncoder, tokens: list[str], who: str, fix: str) -> None:
+    """A ValueError (see :func:`new_tokens`) when the tokenizer already has one of ``tokens``."""
+    vocab = text_encoder.tokenizer.get_vocab()
     taken = next((t for t in tokens if t in vocab or t.lower() in vocab), None)
     if taken is not None:
         raise ValueError(f"{who} {taken!r} already exists in the tokenizer; {fix}")
-    tokenizer.add_tokens(tokens)
+
+
+def _append(text_encoder: TextEncoder, tokens: list[str]) -> list[int]:
+    tokenizer = text_encoder.tokenizer
+    tokenizer.add_tokens(tokens)  # a tokenizer shared with another encoder, already extended: unchanged
     text_encoder.model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     return tokenizer.convert_tokens_to_ids(tokens)
 
@@ -104,17 +143,52 @@ def add_textual_inversion(text_encoder: TextEncoder, spec: str | os.PathLike) ->
     return _add(text_encoder, *read_embedding(token, path), path)
 
 
-def _add(text_encoder: TextEncoder, token: str, vectors: Tensor, path: Path) -> list[str]:
+def add_textual_inversion_xl(encoders: tuple[TextEncoder, TextEncoder], spec: str | os.PathLike) -> list[str]:
+    """Add an SDXL textual-inversion file's (or directory's) token(s) to both text encoders (``clip_l``'s vectors
+    to the first, ``clip_g``'s to the second); returns the tokens."""
+    token, path = parse_spec(spec)
+    if path.is_dir():
+        if token is not None:
+            raise ValueError(f"{NAME}: {path} is a directory; TOKEN=FILE names the token of one file")
+        return [t for file in embedding_files(path) for t in _add_xl(encoders, *read_xl_embedding(None, file), file)]
+    return _add_xl(encoders, *read_xl_embedding(token, path), path)
+
+
+def _add_xl(encoders: tuple[TextEncoder, TextEncoder], token: str, first: Tensor, second: Tensor, path: Path):
+    tokens = _names(token, len(first))
+    for encoder, vectors, which in zip(encoders, (first, second), ("first", "second"), strict=True):
+        _check_width(encoder, vectors, path, f"the {which} text encoder's")
+        check_free(encoder, tokens, f"{NAME}: token", "choose another (TOKEN=FILE)")
+    for encoder, vectors in zip(encoders, (first, second), strict=True):
+        _set(encoder, tokens, vectors)
+    return tokens
+
+
+def _names(token: str, n: int) -> list[str]:
+    return [token] + [f"{token}_{i}" for i in range(1, n)]
+
+
+def _check_width(text_encoder: TextEncoder, vectors: Tensor, path: Path, whose: str = "the text encoder's") -> None:
     width = int(text_encoder.model.get_input_embeddings().weight.shape[1])
     if vectors.shape[1] != width:
-        raise ValueError(f"{NAME}: {path} holds vectors of size {vectors.shape[1]}, the text encoder's "
-                         f"embeddings are {width} wide (a file for another model)")  # fmt: skip
-    tokens = [token] + [f"{token}_{i}" for i in range(1, len(vectors))]
-    ids = new_tokens(text_encoder, tokens, f"{NAME}: token", "choose another (TOKEN=FILE)")
+        raise ValueError(f"{NAME}: {path} holds vectors of size {vectors.shape[1]}, {whose} embeddings are "
+                         f"{width} wide (a file for another model)")  # fmt: skip
+
+
+def _add(text_encoder: TextEncoder, token: str, vectors: Tensor, path: Path) -> list[str]:
+    _check_width(text_encoder, vectors, path)
+    tokens = _names(token, len(vectors))
+    check_free(text_encoder, tokens, f"{NAME}: token", "choose another (TOKEN=FILE)")
+    _set(text_encoder, tokens, vectors)
+    return tokens
+
+
+def _set(text_encoder: TextEncoder, tokens: list[str], vectors: Tensor) -> None:
+    """Append ``tokens`` with their embedding rows set to ``vectors``; a prompt's first token reads all of them."""
+    ids = _append(text_encoder, tokens)
     weight = text_encoder.model.get_input_embeddings().weight
     with torch.no_grad():
         weight[torch.tensor(ids, device=weight.device)] = vectors.to(device=weight.device, dtype=weight.dtype)
     if len(tokens) > 1:
-        text_encoder.expansions[token] = " ".join(tokens)
+        text_encoder.expansions[tokens[0]] = " ".join(tokens)
     text_encoder.clear_cache()
-    return tokens

@@ -31,7 +31,7 @@ Capabilities are attributes that callers read instead of ``isinstance`` checks:
 * ``first_stage``: the autoencoder a backend works on top of (latent diffusion), or None — its
   reconstruction error is the floor of the backend's own;
 * ``add_textual_inversion``: text-conditioned backends: a learned token added to the text encoder;
-* ``add_lora``: diffusion backends: LoRA weights fused into the UNet (and text encoder);
+* ``add_lora``: diffusion backends: LoRA weights fused into the UNet (and text encoders);
 * ``clean_latents`` / ``partly_noised``: diffusion backends: the first stage's latents of images and those
   latents noised to the level sampling at a ``strength`` starts from (SDEdit); other backends refuse them;
 * ``option_names``: the call options ``encode`` and ``decode`` take; ``last_encode_calls``: the

@@ -227,12 +227,19 @@ class LatentDiffusionBackend(LatentBackend):
         from latentmix.backends.adapters import EMBEDS_DIR
         from latentmix.backends.lora import add_lora
 
-        parts = add_lora(self.unet, self.text_encoder.model, path, scale)
+        encoders = self._text_encoders()
+        models = {part: encoder.model for part, encoder in encoders.items()}
+        parts = add_lora(self.unet, models, path, scale, xl="text_encoder_2" in encoders)
         if Path(path).is_dir() and (Path(path) / EMBEDS_DIR).is_dir():  # a `fit lora` directory: its class tokens
             self.add_textual_inversion(path)
-        self.text_encoder.clear_cache()
+        for encoder in encoders.values():
+            encoder.clear_cache()
         self._text_cache.clear()  # conditionings computed before the text encoder changed
         return parts
+
+    def _text_encoders(self) -> dict[str, TextEncoder]:
+        """The text encoders, by the names of their parts in a pipeline folder (and of a LoRA file's keys)."""
+        return {"text_encoder": self.text_encoder}
 
     # -- text conditioning ---------------------------------------------------------------
     def encode_text(self, texts: list[str]) -> Tensor:

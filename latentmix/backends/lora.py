@@ -1,9 +1,11 @@
 """LoRA weights loaded into a diffusion backend's UNet (and text encoder), through diffusers' loaders and peft.
 
-``add_lora(unet, text_model, path, scale)`` (what :meth:`LatentDiffusionBackend.add_lora` runs) reads the file
-that diffusers' training scripts, :meth:`StableDiffusionPipeline.save_lora_weights` and ``latentmix fit lora``
-write — ``pytorch_lora_weights.safetensors`` in a directory, or a ``.safetensors`` file (kohya / A1111 key names
-are converted by diffusers' ``lora_state_dict``) — as safetensors only: a pickle is refused, never unpickled.
+``add_lora(unet, text_models, path, scale)`` (what :meth:`LatentDiffusionBackend.add_lora` runs) reads the file
+that diffusers' training scripts, :meth:`StableDiffusionPipeline.save_lora_weights` (and SDXL's) and ``latentmix fit
+lora`` write — ``pytorch_lora_weights.safetensors`` in a directory, or a ``.safetensors`` file (kohya / A1111 key
+names, ``lora_te1_`` / ``lora_te2_`` for SDXL's two text encoders, are converted by diffusers' ``lora_state_dict``)
+— as safetensors only: a pickle is refused, never unpickled. ``text_models`` names the backend's text encoders
+(``{"text_encoder": …}``; SDXL adds ``"text_encoder_2"``); weights for a part the backend lacks are refused.
 
 Every LoRA matrix is checked against the module it adapts before anything is injected (a file for another model
 is a ValueError naming the first mismatch). The adapter is then *fused* at ``scale`` (diffusers' ``fuse_lora``:
@@ -42,15 +44,17 @@ def lora_file(path: str | os.PathLike) -> Path:
     return p
 
 
-def read_lora(path: str | os.PathLike) -> tuple[dict, dict | None, dict | None]:
+def read_lora(path: str | os.PathLike, xl: bool = False) -> tuple[dict, dict | None, dict | None]:
     """(state dict in diffusers' key names, network alphas, adapter metadata) of a LoRA file, read by diffusers'
-    ``StableDiffusionPipeline.lora_state_dict`` with safetensors only."""
-    from diffusers import StableDiffusionPipeline
+    ``StableDiffusionPipeline.lora_state_dict`` (``StableDiffusionXLPipeline``'s where ``xl``) with safetensors
+    only."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from safetensors import SafetensorError
 
     file = lora_file(path)
+    reader = StableDiffusionXLPipeline if xl else StableDiffusionPipeline
     try:
-        state, alphas, metadata = StableDiffusionPipeline.lora_state_dict(
+        state, alphas, metadata = reader.lora_state_dict(
             str(file.parent), weight_name=file.name, use_safetensors=True, local_files_only=True,
             return_lora_metadata=True,
         )  # fmt: skip
@@ -90,9 +94,13 @@ def check_shapes(model: nn.Module, state: dict, who: str, file: Path) -> None:
                              "another model)")  # fmt: skip
 
 
-def add_lora(unet: Any, text_model: nn.Module | None, path: str | os.PathLike, scale: float = 1.0) -> list[str]:
-    """Load the LoRA at ``path`` into ``unet`` and ``text_model`` (where the file has text-encoder weights), fuse
-    it at ``scale`` and remove the adapter layers; returns the adapted parts (``["unet", "text_encoder"]``)."""
+def add_lora(
+    unet: Any, text_models: dict[str, nn.Module], path: str | os.PathLike, scale: float = 1.0, *, xl: bool = False
+) -> list[str]:
+    """Load the LoRA at ``path`` into ``unet`` and the text encoders of ``text_models`` (part name → model, the
+    prefixes of the file's keys: ``text_encoder``, ``text_encoder_2``) that the file adapts, fuse it at ``scale`` and
+    remove the adapter layers; returns the adapted parts (``["unet", "text_encoder"]``). Every part's shapes are
+    checked before any is changed; ``xl`` reads the file with SDXL's key conversion."""
     from diffusers import StableDiffusionPipeline
     from diffusers.loaders.lora_base import fuse_text_encoder_lora
     from diffusers.utils import (
@@ -104,45 +112,60 @@ def add_lora(unet: Any, text_model: nn.Module | None, path: str | os.PathLike, s
 
     scale = validation.number(scale, "lora_scale")
     file = lora_file(path)
-    state, alphas, metadata = read_lora(path)
-    unet_state, text_state = _part(state, "unet"), _part(state, "text_encoder")
-    if not unet_state and not text_state:
-        unknown = next(iter(state))
-        raise ValueError(f"{NAME}: {file} holds no unet.* or text_encoder.* LoRA weights (first key: {unknown!r})")
+    state, alphas, metadata = read_lora(path, xl=xl)
+    known = ("unet", "text_encoder", "text_encoder_2")
+    foreign = sorted({k.split(".", 1)[0] for k in state} - {"unet", *text_models})
+    if foreign:
+        ours = ", ".join(["unet", *text_models])
+        if set(foreign) <= set(known):
+            raise ValueError(f"{NAME}: {file} adapts {', '.join(foreign)}, which this backend does not have ({ours}; "
+                             "a LoRA for another model)")  # fmt: skip
+        raise ValueError(f"{NAME}: {file} holds no unet.* or text_encoder.* LoRA weights (first key: "
+                         f"{next(k for k in state if k.split('.', 1)[0] in foreign)!r})")  # fmt: skip
+    unet_state = _part(state, "unet")
     check_shapes(unet, convert_unet_state_dict_to_peft(unet_state), "UNet", file)
+    texts: dict[str, dict] = {}
+    for part, model in text_models.items():
+        text_state = _part(state, part)
+        if text_state:
+            peft_named = any(".lora_A." in k or ".lora_B." in k for k in text_state)
+            peft = text_state if peft_named else convert_state_dict_to_peft(convert_state_dict_to_diffusers(text_state))
+            check_shapes(model, peft, part.replace("_", " "), file)
+            texts[part] = peft
     parts = []
     if unet_state:
         StableDiffusionPipeline.load_lora_into_unet(state, alphas, unet, adapter_name=ADAPTER, metadata=metadata)
         unet.fuse_lora(lora_scale=float(scale), adapter_names=[ADAPTER])
         unet.unload_lora()
         parts.append("unet")
-    if text_state:
-        if text_model is None:
-            raise ValueError(f"{NAME}: {file} adapts a text encoder; this backend has none")
-        peft_named = any(".lora_A." in k or ".lora_B." in k for k in text_state)
-        te_peft = text_state if peft_named else convert_state_dict_to_peft(convert_state_dict_to_diffusers(text_state))
-        check_shapes(text_model, te_peft, "text encoder", file)
-        _inject(text_model, te_peft, metadata, alphas, file)
-        fuse_text_encoder_lora(text_model, lora_scale=float(scale), adapter_names=[ADAPTER])
-        recurse_remove_peft_layers(text_model)
-        if hasattr(text_model, "peft_config"):
-            del text_model.peft_config
-        parts.append("text_encoder")
+    for part, peft in texts.items():
+        model = text_models[part]
+        _inject(model, peft, _metadata(metadata, part), _metadata(alphas, part), file, part)
+        fuse_text_encoder_lora(model, lora_scale=float(scale), adapter_names=[ADAPTER])
+        recurse_remove_peft_layers(model)
+        if hasattr(model, "peft_config"):
+            del model.peft_config
+        parts.append(part)
     return parts
 
 
-def _inject(model: nn.Module, state: dict, metadata: dict | None, alphas: dict | None, file: Path) -> None:
+def _metadata(values: dict | None, part: str) -> dict:
+    """The entries of ``values`` (adapter metadata or network alphas) under ``part.``, without the prefix."""
+    return {k[len(part) + 1 :]: v for k, v in (values or {}).items() if k.startswith(part + ".")}
+
+
+def _inject(model: nn.Module, state: dict, meta: dict, alphas: dict, file: Path, part: str) -> None:
     """Add the LoRA layers of ``state`` (peft key names) to a transformers text encoder with peft itself (the
-    adapter config from the file's metadata, else from its shapes: rank, targets, alpha = network alpha or rank)."""
+    adapter config from the file's metadata for ``part``, else from its shapes: rank, targets, alpha = network alpha
+    or rank)."""
     from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
 
-    meta = {k.removeprefix("text_encoder."): v for k, v in (metadata or {}).items() if k.startswith("text_encoder.")}
     if meta:
         config = LoraConfig(**{k: v for k, v in meta.items() if k in LoraConfig.__dataclass_fields__})
     else:
         ranks = {int(v.shape[1]) for k, v in state.items() if ".lora_B." in k}
         if len(ranks) != 1:
-            raise ValueError(f"{NAME}: {file}: the text encoder's LoRA has ranks {sorted(ranks)}; expected one")
+            raise ValueError(f"{NAME}: {file}: the {part}'s LoRA has ranks {sorted(ranks)}; expected one")
         rank = ranks.pop()
         alpha = next(iter((alphas or {}).values()), rank)
         targets = sorted({k.split(".lora_")[0].rsplit(".", 1)[-1] for k in state if ".lora_" in k})
@@ -151,4 +174,4 @@ def _inject(model: nn.Module, state: dict, metadata: dict | None, alphas: dict |
     result = set_peft_model_state_dict(model, state, adapter_name=ADAPTER)
     unexpected = list(getattr(result, "unexpected_keys", []) or [])
     if unexpected:
-        raise ValueError(f"{NAME}: {file}: text-encoder weight {unexpected[0]!r} matches no module")
+        raise ValueError(f"{NAME}: {file}: {part} weight {unexpected[0]!r} matches no module")

@@ -17,8 +17,9 @@ same t: :meth:`encode_text` returns the token rows followed by the pooled embedd
 same width (zero-padded), ``(N, L + ceil(P / D), D)``; the UNet call unpacks them. Inversion stays DDIM-based.
 
 A plain diffusers SDXL folder (``model_index.json`` with ``text_encoder_2`` / ``tokenizer_2``) is claimed by this
-class; a save writes one (plus latentmix's ``config.json``). LoRA and textual-inversion files for SDXL (two
-text encoders) are not read yet: fuse them into the checkout with diffusers first.
+class; a save writes one (plus latentmix's ``config.json``). ``add_lora`` reads SDXL LoRA files (the UNet and
+both text encoders: diffusers' ``text_encoder`` / ``text_encoder_2`` keys, kohya's ``lora_te1_`` / ``lora_te2_``);
+``add_textual_inversion`` reads SDXL embedding files (``clip_l`` and ``clip_g`` vectors).
 """
 
 from __future__ import annotations
@@ -130,16 +131,16 @@ class StableDiffusionXLBackend(LatentDiffusionBackend):
         return self
 
     def add_textual_inversion(self, spec: str | os.PathLike) -> list[str]:
-        raise ValueError(
-            "textual_inversion: SDXL textual-inversion files (one embedding per text encoder) are not read yet; "
-            "load them with diffusers' load_textual_inversion and save the pipeline"
-        )
+        """Add an SDXL textual-inversion file's token (``clip_l`` and ``clip_g`` vectors) to both text encoders;
+        see :mod:`latentmix.backends.adapters`."""
+        from latentmix.backends.adapters import add_textual_inversion_xl
 
-    def add_lora(self, path: str | os.PathLike, scale: float = 1.0) -> list[str]:
-        raise ValueError(
-            "lora: SDXL LoRA files are not read yet; fuse them with diffusers (pipe.load_lora_weights, "
-            "pipe.fuse_lora, pipe.save_pretrained) and load that folder"
-        )
+        tokens = add_textual_inversion_xl((self.text_encoder, self.text_encoder_2), spec)
+        self._text_cache.clear()  # conditionings computed before the token existed
+        return tokens
+
+    def _text_encoders(self) -> dict[str, TextEncoder]:
+        return {"text_encoder": self.text_encoder, "text_encoder_2": self.text_encoder_2}
 
     # -- conditioning --------------------------------------------------------------------
     def _text_states(self, texts: list[str]) -> Tensor:

@@ -177,11 +177,8 @@ def test_sd_and_sdxl_folders_are_told_apart(xl_dir, tiny_sd_pipeline, tmp_path):
         StableDiffusionXLBackend.from_pretrained(tmp_path / "sd")
 
 
-def test_sdxl_adapters_are_refused_with_the_way_round(xl_dir, tmp_path):
-    with pytest.raises(ValueError, match="lora: SDXL LoRA files are not read yet; fuse them with diffusers"):
-        load_backend(xl_dir, run=RunOptions(lora=(str(tmp_path),)))
-    with pytest.raises(ValueError, match="textual_inversion: SDXL textual-inversion files"):
-        load_backend(xl_dir, run=RunOptions(textual_inversion=(str(tmp_path),)))
+def test_fitting_an_sdxl_adapter_is_refused_in_one_line(xl_dir, tmp_path):
+    """Reading SDXL LoRA and embedding files: tests/backends/test_sdxl_adapters.py; `fit` adapts SD 1.x / 2.x."""
     from latentmix.configs.adapters import LoRAFitConfig
     from latentmix.train.fit_adapter import fit_adapter
 

@@ -91,6 +91,17 @@ def test_a_text_encoder_lora_changes_the_conditionings_and_scale_zero_does_not(s
         assert not torch.allclose(result.backend.encode_text(["a photo"]), plain.encode_text(["a photo"]))
         assert torch.equal(zero.encode_text(["a photo"]), plain.encode_text(["a photo"]))
     assert len(zero.text_encoder.tokenizer) == len(plain.text_encoder.tokenizer)  # --no-tokens adds none
+    # diffusers' own loader fuses both parts of the file into the same weights as --lora
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(sd_dir)
+    pipe.load_lora_weights(tmp_path / "te")
+    pipe.fuse_lora()
+    pipe.unload_lora_weights()
+    ours = load_backend(str(sd_dir), run=RunOptions(lora=(str(tmp_path / "te"),)))
+    for theirs, mine in ((pipe.text_encoder, ours.text_encoder.model), (pipe.unet, ours.unet)):
+        reference = theirs.state_dict()
+        assert all(torch.allclose(v, reference[k], atol=1e-6) for k, v in mine.state_dict().items())
 
 
 def _unet_out_scaled(unet, scale):
