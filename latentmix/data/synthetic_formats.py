@@ -8,7 +8,8 @@ and ``manifest.json`` (``"format"``); what differs is where the images (and a co
   (the label) and ``<id>.txt`` (the caption): what ``webdataset.WebDataset("shards/{000000..N}.tar")`` streams;
 * ``parquet`` — ``data/NNNNNN.parquet``: one row per sample with an ``image`` column (``{"bytes", "path"}``, marked
   as a ``datasets`` ``Image`` feature in the schema), the row's fields as columns and the whole row as JSON
-  (``metadata``): what ``datasets.load_dataset("parquet", data_files="data/*.parquet")`` reads.
+  (``metadata``): what ``datasets.load_dataset("parquet", data_files="data/*.parquet")`` reads. Row groups of
+  :data:`PARQUET_ROW_GROUP` rows, so that a reader holds a few groups' images, not whole shards'.
 
 Tars and parquet files are written to a temporary name and renamed into place, with fixed member times and
 owners, so that the same samples give the same bytes whichever process wrote them.
@@ -16,6 +17,7 @@ owners, so that the same samples give the same bytes whichever process wrote the
 
 from __future__ import annotations
 
+import bisect
 import io
 import json
 import os
@@ -31,8 +33,10 @@ from latentmix.utils.atomic import tmp_name
 IMAGES, SHARDS, DATA = "images", "shards", "data"
 #: the row fields a parquet shard holds as columns (besides ``image`` and the JSON ``metadata``)
 PARQUET_COLUMNS = ("id", "text", "composed_text", "label", "soft_label", "lambda", "source_a", "source_b")
-#: shards whose image index is held at once by a reader
+#: shards (tar: member offsets) or parquet row groups (image bytes) held at once by a reader
 OPEN_SHARDS = 4
+#: rows per parquet row group: the most image bytes a reader decodes to read one image
+PARQUET_ROW_GROUP = 64
 
 
 def shard_data(root: Path, shard: int, set_format: str) -> Path:
@@ -84,46 +88,76 @@ def write_parquet(path: Path, rows: list[dict], images: Sequence[tuple[str, byte
     table = table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})})
     tmp = tmp_name(path)
     try:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, row_group_size=PARQUET_ROW_GROUP)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
 class ShardImages:
-    """Image bytes of a webdataset or parquet set, by (shard, position, member name); a few shards indexed at once."""
+    """Image bytes of a webdataset or parquet set, by (shard, position, member name). A tar's member offsets are
+    indexed a few shards at a time; a parquet shard is read one row group at a time (a few held), so memory stays
+    at a few groups' images whatever the shard size."""
 
     def __init__(self, root: Path, set_format: str):
         self.root, self.format = Path(root), set_format
-        self._index: OrderedDict[int, Any] = OrderedDict()
+        self._index: OrderedDict[Any, Any] = OrderedDict()  # shard (tar) or (shard, row group) (parquet) → index
+        self._starts: dict[int, list[int]] = {}  # a parquet shard's first row of each row group, then its row count
 
-    def _load(self, shard: int) -> Any:
-        if shard in self._index:
-            self._index.move_to_end(shard)
-            return self._index[shard]
-        path = shard_data(self.root, shard, self.format)
-        try:
-            if self.format == "webdataset":
-                with tarfile.open(path) as tar:
-                    index: Any = {m.name: (m.offset_data, m.size) for m in tar.getmembers()}
-            else:
-                import pyarrow.parquet as pq
-
-                index = [cell["bytes"] for cell in pq.read_table(path, columns=["image"]).column("image").to_pylist()]
-        except (OSError, tarfile.TarError, ValueError) as exc:
-            raise ValueError(f"{path}: cannot read the shard's images ({exc})") from None
+    def _cached(self, key: Any, path: Path, load) -> Any:
+        if key in self._index:
+            self._index.move_to_end(key)
+            return self._index[key]
+        index = _reading(path, load)
         if len(self._index) >= OPEN_SHARDS:
             self._index.popitem(last=False)
-        self._index[shard] = index
+        self._index[key] = index
         return index
 
+    def _tar(self, shard: int) -> dict[str, tuple[int, int]]:
+        path = shard_data(self.root, shard, self.format)
+
+        def load() -> dict[str, tuple[int, int]]:
+            with tarfile.open(path) as tar:
+                return {m.name: (m.offset_data, m.size) for m in tar.getmembers()}
+
+        return self._cached(shard, path, load)
+
+    def _parquet(self, shard: int, position: int) -> bytes:
+        import pyarrow.parquet as pq
+
+        path = shard_data(self.root, shard, self.format)
+        if shard not in self._starts:
+            meta = _reading(path, lambda: pq.read_metadata(path))
+            sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+            self._starts[shard] = [sum(sizes[:g]) for g in range(len(sizes) + 1)]
+        starts = self._starts[shard]
+        if not 0 <= position < starts[-1]:
+            raise ValueError(f"{path} has {starts[-1]} rows; no row {position}")
+        group = bisect.bisect_right(starts, position) - 1
+
+        def load() -> list[bytes]:
+            with pq.ParquetFile(path) as file:
+                cells = file.read_row_group(group, columns=["image"]).column("image").to_pylist()
+            return [cell["bytes"] for cell in cells]
+
+        return self._cached((shard, group), path, load)[position - starts[group]]
+
     def read(self, shard: int, position: int, name: str) -> bytes:
-        index = self._load(shard)
         if self.format == "parquet":
-            return index[position]
+            return self._parquet(shard, position)
+        index = self._tar(shard)
         if name not in index:
             raise ValueError(f"{shard_data(self.root, shard, self.format)} has no member {name}")
         offset, size = index[name]
         with open(shard_data(self.root, shard, self.format), "rb") as f:
             f.seek(offset)
             return f.read(size)
+
+
+def _reading(path: Path, load):
+    """``load()``, its refusals of a missing or broken shard as one ValueError naming ``path``."""
+    try:
+        return load()
+    except (OSError, tarfile.TarError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read the shard's images ({exc})") from None

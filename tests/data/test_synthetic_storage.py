@@ -134,3 +134,47 @@ def test_webdataset_and_parquet_sets_hold_the_same_samples_and_load_without_late
     assert hf[3]["image"].size == (8, 8) and json.loads(hf[3]["metadata"])["soft_label"] == hf[3]["soft_label"]
     args = ["--quiet", "train", "--synthetic", str(tmp_path / "webdataset"), "--labels-per-class", "2", "--steps", "2"]
     assert main(args) == 0, capsys.readouterr().err
+
+
+def _png(i: int) -> bytes:
+    """A PNG of its own for every i."""
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("L", (4, 4 + i // 256), color=i % 256).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_parquet_shard_is_read_a_row_group_at_a_time(tmp_path):
+    """A reader holds a few row groups' image bytes, not whole shards' (at 512 x 512, a 256-sample shard is ~90 MB),
+    reads every row in any order, and still reads a shard written as one row group."""
+    import pyarrow.parquet as pq
+
+    from latentmix.data.synthetic_formats import (
+        OPEN_SHARDS,
+        PARQUET_ROW_GROUP,
+        ShardImages,
+        shard_data,
+        write_parquet,
+    )
+
+    n = OPEN_SHARDS * PARQUET_ROW_GROUP + 10  # more rows than the reader may hold
+    rows = [{"id": f"syn-{i}", "text": "t", "label": i % 3} for i in range(n)]
+    images = [(f"syn-{i}.png", _png(i)) for i in range(n)]
+    path = shard_data(tmp_path, 0, "parquet")
+    path.parent.mkdir(parents=True)
+    write_parquet(path, rows, images)
+    assert pq.ParquetFile(path).metadata.num_row_groups == OPEN_SHARDS + 1
+    reader = ShardImages(tmp_path, "parquet")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0)).tolist()
+    for position in order:
+        assert reader.read(0, position, images[position][0]) == images[position][1]
+        assert sum(len(group) for group in reader._index.values()) <= OPEN_SHARDS * PARQUET_ROW_GROUP
+    with pytest.raises(ValueError, match=f"has {n} rows; no row {n}"):
+        reader.read(0, n, "x.png")
+    # a shard of an earlier version: every row in one group
+    table = pq.read_table(path)
+    pq.write_table(table, shard_data(tmp_path, 1, "parquet"))
+    assert [reader.read(1, i, "") for i in (0, n - 1)] == [images[0][1], images[n - 1][1]]
+    with pytest.raises(ValueError, match="000002.parquet: cannot read the shard's images"):
+        reader.read(2, 0, "")
