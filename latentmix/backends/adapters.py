@@ -16,8 +16,9 @@ meaning. The embedding rows are set exactly to the file's vectors; nothing else 
 
 SDXL has two text encoders, so its files (the community format that diffusers' ``load_textual_inversion`` docs
 load one part at a time) hold one set of vectors for each: ``{"clip_l": (n, 768), "clip_g": (n, 1280)}``.
-:func:`add_textual_inversion_xl` adds the token to both encoders; the token is ``TOKEN=FILE``'s, else the file's
-name without ``.safetensors`` (Automatic1111's rule), and both encoders are checked before either changes.
+:func:`add_textual_inversion_xl` adds the token to both encoders; the token is ``TOKEN=FILE``'s, else the one the
+file's safetensors metadata names (``{"token": …}``, as ``fit lora`` writes for SDXL), else the file's name without
+``.safetensors`` (Automatic1111's rule), and both encoders are checked before either changes.
 """
 
 from __future__ import annotations
@@ -66,9 +67,10 @@ def read_embedding(token: str | None, path: Path) -> tuple[str, Tensor]:
 
 
 def read_xl_embedding(token: str | None, path: Path) -> tuple[str, Tensor, Tensor]:
-    """The token (``token``, else the file's name) and the (n, D1), (n, D2) vectors of an SDXL textual-inversion
-    file (``clip_l``, ``clip_g``; see the module docstring)."""
+    """The token (``token``, else the file's metadata's, else the file's name) and the (n, D1), (n, D2) vectors of
+    an SDXL textual-inversion file (``clip_l``, ``clip_g``; see the module docstring)."""
     state = _load(path)
+    token = token or _named_token(path)
     if set(state) != set(XL_PARTS):
         raise ValueError(f"{NAME}: {path} holds {', '.join(sorted(state))}; an SDXL embedding file holds clip_l and "
                          "clip_g (one set of vectors for each text encoder)")  # fmt: skip
@@ -76,6 +78,15 @@ def read_xl_embedding(token: str | None, path: Path) -> tuple[str, Tensor, Tenso
     if len(first) != len(second):
         raise ValueError(f"{NAME}: {path}: clip_l has {len(first)} vectors, clip_g {len(second)}; expected as many")
     return token or path.name.removesuffix(".safetensors"), first, second
+
+
+def _named_token(path: Path) -> str | None:
+    """The token a file's safetensors metadata names (``{"token": …}``: what ``fit lora`` writes for SDXL)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as file:
+        token = (file.metadata() or {}).get("token")
+    return (token.strip() or None) if isinstance(token, str) else None
 
 
 def _load(path: Path) -> dict[str, Tensor]:
@@ -104,7 +115,7 @@ def new_tokens(text_encoder: TextEncoder, tokens: list[str], who: str, fix: str)
     their ids. A token the tokenizer already has is refused (``"{who} 'x' already exists in the tokenizer; {fix}"``),
     so no existing word changes meaning."""
     check_free(text_encoder, tokens, who, fix)
-    return _append(text_encoder, tokens)
+    return append_tokens(text_encoder, tokens)
 
 
 def check_free(text_encoder: TextEncoder, tokens: list[str], who: str, fix: str) -> None:
@@ -115,7 +126,8 @@ def check_free(text_encoder: TextEncoder, tokens: list[str], who: str, fix: str)
         raise ValueError(f"{who} {taken!r} already exists in the tokenizer; {fix}")
 
 
-def _append(text_encoder: TextEncoder, tokens: list[str]) -> list[int]:
+def append_tokens(text_encoder: TextEncoder, tokens: list[str]) -> list[int]:
+    """Add ``tokens`` (unchecked: see :func:`new_tokens`) and embedding rows for them; returns their ids."""
     tokenizer = text_encoder.tokenizer
     tokenizer.add_tokens(tokens)  # a tokenizer shared with another encoder, already extended: unchanged
     text_encoder.model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
@@ -185,7 +197,7 @@ def _add(text_encoder: TextEncoder, token: str, vectors: Tensor, path: Path) -> 
 
 def _set(text_encoder: TextEncoder, tokens: list[str], vectors: Tensor) -> None:
     """Append ``tokens`` with their embedding rows set to ``vectors``; a prompt's first token reads all of them."""
-    ids = _append(text_encoder, tokens)
+    ids = append_tokens(text_encoder, tokens)
     weight = text_encoder.model.get_input_embeddings().weight
     with torch.no_grad():
         weight[torch.tensor(ids, device=weight.device)] = vectors.to(device=weight.device, dtype=weight.dtype)

@@ -227,7 +227,7 @@ class LatentDiffusionBackend(LatentBackend):
         from latentmix.backends.adapters import EMBEDS_DIR
         from latentmix.backends.lora import add_lora
 
-        encoders = self._text_encoders()
+        encoders = self.text_encoders()
         models = {part: encoder.model for part, encoder in encoders.items()}
         parts = add_lora(self.unet, models, path, scale, xl="text_encoder_2" in encoders)
         if Path(path).is_dir() and (Path(path) / EMBEDS_DIR).is_dir():  # a `fit lora` directory: its class tokens
@@ -237,7 +237,7 @@ class LatentDiffusionBackend(LatentBackend):
         self._text_cache.clear()  # conditionings computed before the text encoder changed
         return parts
 
-    def _text_encoders(self) -> dict[str, TextEncoder]:
+    def text_encoders(self) -> dict[str, TextEncoder]:
         """The text encoders, by the names of their parts in a pipeline folder (and of a LoRA file's keys)."""
         return {"text_encoder": self.text_encoder}
 

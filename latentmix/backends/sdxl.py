@@ -139,7 +139,7 @@ class StableDiffusionXLBackend(LatentDiffusionBackend):
         self._text_cache.clear()  # conditionings computed before the token existed
         return tokens
 
-    def _text_encoders(self) -> dict[str, TextEncoder]:
+    def text_encoders(self) -> dict[str, TextEncoder]:
         return {"text_encoder": self.text_encoder, "text_encoder_2": self.text_encoder_2}
 
     # -- conditioning --------------------------------------------------------------------

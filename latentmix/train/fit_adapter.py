@@ -9,7 +9,10 @@ inversion): each training image is captioned by the prompt template with its cla
 * one vector per class token, put in place of the token's row of the (frozen) input embeddings, so no existing
   word changes meaning; a token starts as the mean embedding of its class name's word pieces;
 * with ``fit lora``, peft LoRA of rank r on the UNet's attention projections (``to_q``, ``to_k``, ``to_v``,
-  ``to_out.0``) — and, with ``--text-encoder-lora``, the text encoder's — while every base weight stays frozen.
+  ``to_out.0``) — and, with ``--text-encoder-lora``, the text encoders' — while every base weight stays frozen.
+
+SDXL has two text encoders: a token learns one vector in each, the LoRA covers both, and the UNet is conditioned
+as the backend samples (both encoders' penultimate states, the pooled embedding, the size ids).
 
 The images are encoded once (the autoencoder's posterior moments; a fresh posterior sample per step). Each step's
 randomness depends on (seed, step, process) only, so a run is deterministic by seed; accelerate splits each global
@@ -18,7 +21,8 @@ batch between processes. The output directory holds what diffusers and the commu
 * ``pytorch_lora_weights.safetensors`` (``fit lora``): diffusers' LoRA format with its adapter metadata —
   ``StableDiffusionPipeline.load_lora_weights(DIR)`` loads it, as does ``latentmix synthesize --lora DIR``;
 * ``learned_embeds/<class>.safetensors``: one diffusers textual-inversion file per class token
-  (``load_textual_inversion``, ``--textual-inversion``);
+  (``load_textual_inversion``, ``--textual-inversion``); for SDXL ``{"clip_l", "clip_g"}`` with the token in the
+  file's metadata;
 * ``prompts.json``: each class's prompt (for ``synthesize --prompts``), ``config.json``, ``MODEL_CARD.md``.
 """
 
@@ -40,11 +44,12 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from latentmix.backends import LatentBackend, load_backend
-from latentmix.backends.adapters import new_tokens
+from latentmix.backends.adapters import XL_PARTS, append_tokens, new_tokens
 from latentmix.backends.lora import WEIGHT_NAME
 from latentmix.configs.adapters import TOKEN_PATTERN, LoRAFitConfig, TextualInversionFitConfig
 from latentmix.data import Subset, load_matching
 from latentmix.data.base import labelled_subset
+from latentmix.data.text import TextEncoder
 from latentmix.train.cards import model_card
 from latentmix.train.common import FitResult, check_finite_loss, split_batch_accelerator
 from latentmix.utils.atomic import atomic_directory, atomic_save_safetensors
@@ -70,15 +75,15 @@ def class_tokens(class_names: list[str]) -> dict[str, str]:
             for i, (c, s) in enumerate(zip(class_names, slugs, strict=True))}  # fmt: skip
 
 
-def _diffusion_parts(backend: LatentBackend, name: str):
+def _diffusion_parts(backend: LatentBackend, name: str) -> tuple[Any, dict[str, TextEncoder]]:
+    """The UNet and the text encoders (by part name: ``text_encoder``, SDXL's ``text_encoder_2``) of a backend that
+    fit lora / textual-inversion can adapt."""
     unet, text = getattr(backend, "unet", None), getattr(backend, "text_encoder", None)
     if not backend.supports_text_condition or unet is None or text is None or not hasattr(backend, "scheduler"):
         raise ValueError(f"backend: {name!r} is a {backend.backend_name} backend; fit lora / textual-inversion "
                          "adapt a text-conditioned diffusion backend (a UNet and a text encoder)")  # fmt: skip
-    if hasattr(backend, "text_encoder_2"):
-        raise ValueError(f"backend: {name!r} is an SDXL backend (two text encoders); fit lora / textual-inversion "
-                         "adapt Stable Diffusion 1.x / 2.x and latentmix's own diffusion backends")  # fmt: skip
-    return unet, text
+    encoders = backend.text_encoders() if hasattr(backend, "text_encoders") else {"text_encoder": text}
+    return unet, encoders
 
 
 def _targets(model: nn.Module, names: tuple[str, ...]) -> list[str]:
@@ -96,15 +101,19 @@ def _text_targets(model: nn.Module) -> tuple[str, ...]:
 
 
 class _Tokens:
-    """The learned class tokens: added to the tokenizer, their vectors one small (C, D) parameter that a forward hook
-    puts in place of the tokens' rows of the input embeddings (which stay frozen, as every other row: no existing
-    word changes meaning, and AdamW updates C·D numbers, not the whole vocabulary)."""
+    """The learned class tokens of one text encoder: added to its tokenizer, their vectors one small (C, D) parameter
+    that a forward hook puts in place of the tokens' rows of the input embeddings (which stay frozen, as every other
+    row: no existing word changes meaning, and AdamW updates C·D numbers, not the whole vocabulary). ``shared``: the
+    tokenizer is one an earlier encoder's tokens were already added to."""
 
-    def __init__(self, text_encoder, tokens: dict[str, str], device):
+    def __init__(self, text_encoder, tokens: dict[str, str], device, shared: bool = False):
         tokenizer = text_encoder.tokenizer
         words = {c: tokenizer(c, add_special_tokens=False)["input_ids"] or tokenizer("object",
                  add_special_tokens=False)["input_ids"] for c in tokens}  # fmt: skip
-        ids = new_tokens(text_encoder, list(tokens.values()), "tokens:", "was this backend adapted already?")
+        if shared:
+            ids = append_tokens(text_encoder, list(tokens.values()))
+        else:
+            ids = new_tokens(text_encoder, list(tokens.values()), "tokens:", "was this backend adapted already?")
         embeddings = text_encoder.model.get_input_embeddings()
         self.names = list(tokens.values())
         self.ids = torch.tensor(ids, device=device)
@@ -129,25 +138,42 @@ class _Tokens:
         return {t: self.vectors[i].detach().float().cpu().reshape(1, -1).clone() for i, t in enumerate(self.names)}
 
 
+def _saved_tokens(learned: dict[str, _Tokens]) -> dict[str, dict[str, torch.Tensor]]:
+    """Each token's textual-inversion file contents: ``{token: vector}`` (diffusers' format), or for SDXL's two
+    encoders ``{"clip_l": …, "clip_g": …}`` (the community format; the token goes in the file's metadata)."""
+    saved = {part: tokens.saved() for part, tokens in learned.items()}
+    if "text_encoder_2" not in saved:
+        return {token: {token: vector} for token, vector in saved["text_encoder"].items()}
+    first, second = saved["text_encoder"], saved["text_encoder_2"]
+    return {token: {XL_PARTS[0]: first[token], XL_PARTS[1]: second[token]} for token in first}
+
+
 class AdapterRun:
     """One adaptation run: the frozen backend with its new parameters, the optimiser and the prepared loader."""
 
     def __init__(self, config: TextualInversionFitConfig, backend: LatentBackend, dataset, accelerator, quiet: bool):
         self.config, self.backend, self.acc = config, backend, accelerator
         self.lora = isinstance(config, LoRAFitConfig)
-        unet, text = _diffusion_parts(backend, config.backend)
-        self.unet, self.text = unet.requires_grad_(False), text
-        text.model.requires_grad_(False)
+        unet, encoders = _diffusion_parts(backend, config.backend)
+        self.unet, self.encoders = unet.requires_grad_(False), encoders
+        self.xl = "text_encoder_2" in encoders  # SDXL: both encoders' penultimate states, pooled text, size ids
+        for encoder in encoders.values():
+            encoder.model.requires_grad_(False)
         names = list(dataset.class_names)
         labels = dataset.labels
         self.class_names = names
         self.tokens = class_tokens(names) if config.learns_tokens else {}
         torch.manual_seed(config.seed)
-        self.learned = _Tokens(text, self.tokens, accelerator.device) if config.learns_tokens else None
+        #: the learned class tokens of each text encoder (SDXL: one vector per token in each)
+        self.learned: dict[str, _Tokens] = {}
+        for part, encoder in encoders.items() if config.learns_tokens else ():
+            shared = any(encoders[p].tokenizer is encoder.tokenizer for p in self.learned)
+            self.learned[part] = _Tokens(encoder, self.tokens, accelerator.device, shared=shared)
         self.prompts = {c: config.prompt_template.format(token=self.tokens.get(c, c), **{"class": c}) for c in names}
         params: list[dict[str, Any]] = []
-        if self.learned is not None:
-            params.append({"params": [self.learned.vectors], "lr": config.token_lr, "weight_decay": 0.0})
+        if self.learned:
+            vectors = [tokens.vectors for tokens in self.learned.values()]
+            params.append({"params": vectors, "lr": config.token_lr, "weight_decay": 0.0})
         self.unet_targets: list[str] = []
         if self.lora:
             from peft import LoraConfig
@@ -157,23 +183,26 @@ class AdapterRun:
             self.unet_targets = _targets(unet, UNET_TARGETS)
             unet.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=alpha, lora_dropout=cfg.dropout,
                                         init_lora_weights="gaussian", target_modules=self.unet_targets))  # fmt: skip
-            if cfg.text_encoder_lora:  # peft directly: transformers' own adapter API asks for a newer peft
-                from peft import inject_adapter_in_model
+            for encoder in encoders.values() if cfg.text_encoder_lora else ():
+                from peft import inject_adapter_in_model  # peft directly, as diffusers' training scripts do
 
                 text_config = LoraConfig(
                     r=cfg.rank,
                     lora_alpha=alpha,
                     lora_dropout=cfg.dropout,
                     init_lora_weights="gaussian",
-                    target_modules=list(_text_targets(text.model)),
+                    target_modules=list(_text_targets(encoder.model)),
                 )
-                inject_adapter_in_model(text_config, text.model)
-            lora_params = [p for m in (unet, text.model) for n, p in m.named_parameters() if "lora_" in n]
+                inject_adapter_in_model(text_config, encoder.model)
+            models = [unet, *(encoder.model for encoder in encoders.values())]
+            lora_params = [p for m in models for n, p in m.named_parameters() if "lora_" in n]
             for p in lora_params:
                 p.requires_grad_(True)
             params.append({"params": lora_params, "lr": cfg.lr, "weight_decay": 1e-2})
         self.trainable_lora = sum(p.numel() for n, p in unet.named_parameters() if "lora_" in n)
-        self.trainable_text_lora = sum(p.numel() for n, p in text.model.named_parameters() if "lora_" in n)
+        self.text_lora = {part: sum(p.numel() for n, p in e.model.named_parameters() if "lora_" in n)
+                          for part, e in encoders.items()}  # fmt: skip
+        self.trainable_text_lora = sum(self.text_lora.values())
         self.unet_base = sum(p.numel() for n, p in unet.named_parameters() if "lora_" not in n)
 
         # the data, encoded once
@@ -190,10 +219,12 @@ class AdapterRun:
         self.prompt_rows = [self.prompts[names[c]] for c in present]
         row = {c: i for i, c in enumerate(present)}
         self.row_of = torch.tensor([row[int(c)] for c in class_of], device=device)
-        tok = text.tokenizer(self.prompt_rows, padding="max_length", max_length=text.max_length, truncation=True,
-                             return_tensors="pt")  # fmt: skip
-        self.batch_text = {k: v.to(device) for k, v in tok.items()
-                           if k != "attention_mask" or getattr(backend, "text_attention_mask", True)}  # fmt: skip
+        masked = getattr(backend, "text_attention_mask", True)
+        self.batch_text = {}  # each encoder's tokenized prompts (SDXL runs its encoders without the padding mask)
+        for part, encoder in encoders.items():
+            tok = encoder.tokenizer(self.prompt_rows, padding="max_length", max_length=encoder.max_length,
+                                    truncation=True, return_tensors="pt")  # fmt: skip
+            self.batch_text[part] = {k: v.to(device) for k, v in tok.items() if k != "attention_mask" or masked}
         self.scheduler = getattr(backend, "scheduler")  # noqa: B009 (checked by _diffusion_parts)
         self.count = len(dataset)
         batch = min(config.batch_size, self.count - self.count % accelerator.num_processes)
@@ -201,24 +232,44 @@ class AdapterRun:
                             generator=torch.Generator().manual_seed(config.seed))  # fmt: skip
         self.optimizer = torch.optim.AdamW(params, betas=(0.9, 0.999))
         # only modules with trainable weights are prepared (DDP); the token vectors are averaged by `_Tokens.sync`
-        self.unet_run, self.text_run = unet, text.model
+        self.unet_run = unet
+        self.text_runs = {part: encoder.model for part, encoder in encoders.items()}
         if self.lora:
             self.unet_run, self.optimizer, self.loader = accelerator.prepare(unet, self.optimizer, loader)
         else:
             self.optimizer, self.loader = accelerator.prepare(self.optimizer, loader)
-        if self.trainable_text_lora:
-            self.text_run = accelerator.prepare(text.model)
+        for part, count in self.text_lora.items():
+            if count:
+                self.text_runs[part] = accelerator.prepare(self.text_runs[part])
         self.unet_run.train(self.lora)
-        self.text_run.train(False)
+        for model in self.text_runs.values():
+            model.train(False)
         self.losses: list[float] = []
-        #: the prompts' hidden states where nothing in the text encoder learns (computed once)
+        #: the prompts' conditionings where nothing in the text encoders learns (computed once)
         self.fixed_hidden = None
-        if self.learned is None and not self.trainable_text_lora:
+        if not self.learned and not self.trainable_text_lora:
             with torch.no_grad():
                 self.fixed_hidden = self._hidden()
 
     def _hidden(self) -> torch.Tensor:
-        return self.text_run(**self.batch_text).last_hidden_state
+        """The prompts' conditionings, one row per class present: the text encoder's last hidden states, or SDXL's
+        (both encoders' penultimate states concatenated, the pooled embedding packed after them, as the backend's
+        ``encode_text``)."""
+        if not self.xl:
+            return self.text_runs["text_encoder"](**self.batch_text["text_encoder"]).last_hidden_state
+        from latentmix.backends.sdxl import pack_pooled
+
+        first = self.text_runs["text_encoder"](**self.batch_text["text_encoder"], output_hidden_states=True)
+        second = self.text_runs["text_encoder_2"](**self.batch_text["text_encoder_2"], output_hidden_states=True)
+        tokens = torch.cat([first.hidden_states[-2].float(), second.hidden_states[-2].float()], dim=-1)
+        return pack_pooled(tokens, second.text_embeds.float())
+
+    def _noise_prediction(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        if not self.xl:
+            return self.unet_run(x_t, t, encoder_hidden_states=cond).sample
+        tokens, pooled = self.backend.split_condition(cond)  # type: ignore[attr-defined]
+        added = {"text_embeds": pooled, "time_ids": self.backend.time_ids(x_t)}  # type: ignore[attr-defined]
+        return self.unet_run(x_t, t, encoder_hidden_states=tokens, added_cond_kwargs=added).sample
 
     def train(self, show: bool) -> None:
         config = self.config
@@ -250,24 +301,24 @@ class AdapterRun:
         with acc.autocast():
             hidden = self.fixed_hidden if self.fixed_hidden is not None else self._hidden()
             cond = hidden[self.row_of[idx]]
-            pred = self.unet_run(x_t, t, encoder_hidden_states=cond).sample.float()
+            pred = self._noise_prediction(x_t, t, cond).float()
             loss = (pred - noise).pow(2).mean()
         check_finite_loss(loss, step)
         self.optimizer.zero_grad(set_to_none=True)
         acc.backward(loss)
-        if self.learned is not None:
-            self.learned.sync(acc)
+        for tokens in self.learned.values():
+            tokens.sync(acc)
         self.optimizer.step()
         return float(loss.detach())
 
 
 def _save(run: AdapterRun, out: Path, config: TextualInversionFitConfig, metrics: dict, command: str | None) -> None:
     unet = run.acc.unwrap_model(run.unet_run)
-    text_model = run.acc.unwrap_model(run.text_run)
+    text_models = {part: run.acc.unwrap_model(model) for part, model in run.text_runs.items()}
 
     def write(tmp: Path) -> None:
         if run.lora:
-            from diffusers import StableDiffusionPipeline
+            from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
             from diffusers.utils import convert_state_dict_to_diffusers
             from peft.utils import get_peft_model_state_dict
 
@@ -278,16 +329,18 @@ def _save(run: AdapterRun, out: Path, config: TextualInversionFitConfig, metrics
                 meta = next(iter(model.peft_config.values())).to_dict()
                 return {k: v.detach().float().cpu().contiguous() for k, v in state.items()}, meta
 
-            unet_state, unet_meta = part(unet)
-            text_state, text_meta = part(text_model) if run.trainable_text_lora else (None, None)
-            StableDiffusionPipeline.save_lora_weights(
-                tmp, unet_lora_layers=unet_state, text_encoder_lora_layers=text_state, weight_name=WEIGHT_NAME,
-                unet_lora_adapter_metadata=unet_meta, text_encoder_lora_adapter_metadata=text_meta,
-            )  # fmt: skip
-        if run.learned is not None:
+            layers: dict[str, Any] = {}
+            for name, model in {"unet": unet, **text_models}.items():
+                if name == "unet" or run.text_lora[name]:
+                    state, meta = part(model)
+                    layers[f"{name}_lora_layers"], layers[f"{name}_lora_adapter_metadata"] = state, meta
+            pipeline = StableDiffusionXLPipeline if run.xl else StableDiffusionPipeline
+            pipeline.save_lora_weights(tmp, weight_name=WEIGHT_NAME, **layers)
+        if run.learned:
             (tmp / EMBEDS).mkdir()
-            for token, vector in run.learned.saved().items():
-                atomic_save_safetensors(tmp / EMBEDS / f"{slug(token.strip('<>'))}.safetensors", {token: vector})
+            for token, tensors in _saved_tokens(run.learned).items():
+                meta = {"token": token} if run.xl else None  # SDXL files are named by the file, or by this
+                atomic_save_safetensors(tmp / EMBEDS / f"{slug(token.strip('<>'))}.safetensors", tensors, meta)
         (tmp / "prompts.json").write_text(json.dumps(run.prompts, indent=2) + "\n", encoding="utf-8")
         record = {MARKER: "lora" if run.lora else "textual-inversion", "backend": config.backend,
                   "tokens": run.tokens, "prompt_template": config.prompt_template,

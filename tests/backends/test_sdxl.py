@@ -177,15 +177,6 @@ def test_sd_and_sdxl_folders_are_told_apart(xl_dir, tiny_sd_pipeline, tmp_path):
         StableDiffusionXLBackend.from_pretrained(tmp_path / "sd")
 
 
-def test_fitting_an_sdxl_adapter_is_refused_in_one_line(xl_dir, tmp_path):
-    """Reading SDXL LoRA and embedding files: tests/backends/test_sdxl_adapters.py; `fit` adapts SD 1.x / 2.x."""
-    from latentmix.configs.adapters import LoRAFitConfig
-    from latentmix.train.fit_adapter import fit_adapter
-
-    with pytest.raises(ValueError, match="is an SDXL backend .*fit lora / textual-inversion adapt Stable Diffusion"):
-        fit_adapter(LoRAFitConfig(backend=str(xl_dir), steps=1), tmp_path / "x", quiet=True)
-
-
 def test_grids_and_paired_synthesis_on_a_captioned_folder(xl_dir, photo_patches, tmp_path, capsys):
     from latentmix.data import SyntheticDataset
 
