@@ -7,7 +7,6 @@ import json
 
 import pytest
 import torch
-from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -22,20 +21,6 @@ from latentmix.train.fit_adapter import fit_adapter
 def xl_dir(tiny_sdxl_pipeline, tmp_path):
     tiny_sdxl_pipeline.save_pretrained(tmp_path / "xl")
     return tmp_path / "xl"
-
-
-@pytest.fixture
-def photos(tmp_path):
-    """Two classes of real photo patches (skimage's cat and coffee), 16 x 16 RGB, three per class."""
-    from skimage import data
-
-    root = tmp_path / "photos"
-    for name, image in (("cat", data.chelsea()), ("coffee", data.coffee())):
-        (root / name).mkdir(parents=True)
-        for i in range(3):
-            patch = image[40 * i : 40 * i + 96, 60 * i : 60 * i + 96]
-            Image.fromarray(patch).resize((16, 16)).save(root / name / f"{i}.png")
-    return root
 
 
 def encoders(backend):
