@@ -13,7 +13,10 @@ measures, each against its baseline in the same run:
 2. that walk in fp16 vs fp32;
 3. peak GPU memory of decoding 16 latents at 512 px: plain, ``vae_slicing``, ``vae_tiling``;
 4. paired synthesis throughput (invert two sources, slerp with one lambda, decode), samples/s, fp16;
-5. peak GPU memory of decoding 4 prompts (20 steps, 512 px, fp16) with ``cpu_offload`` vs without, and its time.
+5. peak GPU memory of decoding 4 prompts (20 steps, 512 px, fp16) with ``cpu_offload`` vs without, and its time;
+6. a ``fit lora`` training step (rank 4 on the UNet's attention, batch 4 at 512 px, fp16 autocast) vs a full
+   fine-tuning step of the same fp32 UNet (every weight, AdamW): time and peak memory (issue 31's target: the
+   LoRA step <= 0.8x the full step's time, trainable parameters <= 5 %).
 
 Record the printed table in BENCHMARKS.md with the device name it prints.
 """
@@ -185,6 +188,69 @@ def offload_case(backend, device, steps: int) -> dict:
     return result
 
 
+class _Photos:
+    """Random images of two classes (what ``AdapterRun`` reads of a dataset): the step's cost, not what it learns."""
+
+    def __init__(self, n: int, side: int):
+        self.x = torch.rand(n, 3, side, side, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        self.labels, self.class_names = torch.arange(n) % 2, ["cat", "dog"]
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def images(self, indices) -> torch.Tensor:
+        return self.x[list(indices)]
+
+
+def lora_case(backend, device, batch: int, rounds: int) -> dict:
+    """Median step time and peak memory: a full fine-tuning step of the UNet (fp32 weights, every one trainable,
+    AdamW, fp16 autocast), then ``fit lora``'s own step (``AdapterRun.train_step``, rank 4, no tokens)."""
+    from latentmix.configs import LoRAFitConfig
+    from latentmix.train.common import split_batch_accelerator
+    from latentmix.train.fit_adapter import AdapterRun
+
+    cuda = device.type == "cuda"
+    unet, data = backend.unet, _Photos(2 * batch, backend.image_size)
+    with torch.no_grad():
+        z = backend.first_stage.encode(data.images(range(batch)).to(device)).float()
+        cond = backend.encode_text(["a photo of a cat"] * batch).float()
+    t = torch.randint(0, 1000, (batch,), generator=torch.Generator().manual_seed(0)).to(device)
+    result = {}
+
+    def measure(step) -> tuple[float, float]:
+        for _ in range(2):
+            step()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        times = sorted(timed(step, device) for _ in range(rounds))
+        return times[len(times) // 2], torch.cuda.max_memory_allocated(device) / 2**20 if cuda else float("nan")
+
+    unet.requires_grad_(True).train()
+    full = {"optimizer": torch.optim.AdamW(unet.parameters(), lr=1e-5), "scaler": torch.amp.GradScaler(enabled=cuda)}
+
+    def full_step():
+        with torch.autocast(device.type, dtype=torch.float16, enabled=cuda):
+            loss = (unet(z, t, encoder_hidden_states=cond).sample.float() - z).pow(2).mean()
+        full["optimizer"].zero_grad(set_to_none=True)
+        full["scaler"].scale(loss).backward()
+        full["scaler"].step(full["optimizer"])
+        full["scaler"].update()
+
+    result["full_step_s"], result["full_peak_gpu_mb"] = measure(full_step)
+    full.clear()  # the AdamW state of every weight: freed before the LoRA run
+    unet.zero_grad(set_to_none=True)
+    if cuda:
+        torch.cuda.empty_cache()
+    precision = "fp16" if cuda else "no"
+    config = LoRAFitConfig(backend="gpu-check", batch_size=batch, tokens=False, mixed_precision=precision, cpu=not cuda)
+    run = AdapterRun(config, backend, data, split_batch_accelerator(batch, 0, not cuda, precision), True)
+    idx, counter = torch.arange(batch), iter(range(10**6))
+    result["lora_step_s"], result["lora_peak_gpu_mb"] = measure(lambda: run.train_step(idx, next(counter)))
+    result["lora_over_full"] = result["lora_step_s"] / result["full_step_s"]
+    result["trainable_share_percent"] = 100 * run.trainable_lora / run.unet_base
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="toy sizes on the CPU: checks the script runs")
@@ -210,6 +276,11 @@ def main() -> None:
                          "samples_per_s": synthesis_case(backend, device, 2 if args.smoke else 8, steps)})  # fmt: skip
             rows.append({"check": f"decode 4 prompts, {steps} steps, {backend.image_size} px, fp16: cpu_offload",
                          **offload_case(backend, device, steps)})  # fmt: skip
+        else:  # fp32 weights, as training keeps them
+            batch = 2 if args.smoke else 4
+            rows.append({"check": f"fit lora step vs full fine-tuning, batch {batch}, {backend.image_size} px",
+                         **lora_case(backend, device, batch, 3 if args.smoke else 10),
+                         "target": "<= 0.8x the full step, <= 5 % trainable"})  # fmt: skip
         del pipe, backend
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -196,7 +196,8 @@ def test_the_gpu_check_runs_at_toy_size_on_the_cpu():
     run = subprocess.run([sys.executable, str(script), "--smoke"], capture_output=True, text=True, cwd=script.parent)
     assert run.returncode == 0, run.stderr[-2000:]
     rows = [line for line in run.stdout.splitlines() if line.startswith("{")]
-    assert len(rows) == 8 and '"speedup"' in rows[0] and '"samples_per_s"' in rows[4] and "cpu_offload" in rows[5]
+    assert len(rows) == 9 and '"speedup"' in rows[0] and '"samples_per_s"' in rows[4] and "cpu_offload" in rows[5]
+    assert '"lora_over_full"' in rows[7] and '"trainable_share_percent"' in rows[7]
 
 
 def test_a_set_written_before_the_run_settings_existed_still_resumes(tmp_path):
