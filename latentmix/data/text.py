@@ -102,8 +102,10 @@ class TextEncoder:
 
         out = []
         for text in texts:
-            for token, replacement in self.expansions.items():  # not inside an already spelled-out token_1
-                text = re.sub(re.escape(token) + r"(?!_\d)", replacement.replace("\\", "\\\\"), text)
+            for token, replacement in self.expansions.items():
+                # neither inside a spelled-out token_1 nor where the prompt already spells out the whole expansion
+                spelled = re.escape(replacement[len(token) :])
+                text = re.sub(re.escape(token) + rf"(?!_\d)(?!{spelled})", replacement.replace("\\", "\\\\"), text)
             out.append(text)
         return out
 

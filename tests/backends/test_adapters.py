@@ -49,6 +49,8 @@ def test_multi_vector_files_and_named_tokens(sd_dir, tmp_path):
     assert torch.equal(backend.text_encoder.model.get_input_embeddings().weight[ids], vectors)
     read = backend.text_encoder._tokenize(["a <tri>"])["input_ids"][0].tolist()
     assert all(i in read for i in ids)  # the prompt's token reads all three vectors
+    spelled = backend.text_encoder._tokenize(["a <tri> <tri>_1 <tri>_2"])["input_ids"][0].tolist()
+    assert spelled == read  # a prompt that spells the vectors out reads each once, not again
 
 
 @pytest.mark.parametrize(
