@@ -39,6 +39,10 @@ class TextualInversionFitConfig(Settings):
     seed: int = option(0, "seeds the new parameters and every draw", check=SEED)
     mixed_precision: str = option("no", "accelerate mixed precision", check=one_of(MIXED_PRECISION))
     cpu: bool = option(False, "force the CPU even where a GPU is present")
+    checkpoint_every: int = option(
+        100, "steps between checkpoints in OUT.train/ (the same command again resumes from the last)",
+        check=POSITIVE_INT, identity=False,
+    )  # fmt: skip
 
     @property
     def learns_tokens(self) -> bool:

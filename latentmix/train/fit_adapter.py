@@ -16,7 +16,9 @@ as the backend samples (both encoders' penultimate states, the pooled embedding,
 
 The images are encoded once (the autoencoder's posterior moments; a fresh posterior sample per step). Each step's
 randomness depends on (seed, step, process) only, so a run is deterministic by seed; accelerate splits each global
-batch between processes. The output directory holds what diffusers and the community tools read:
+batch between processes. The new parameters and the optimiser's state go to ``<out>.train/`` (one file) every
+``checkpoint_every`` steps; the same command again resumes from there — mid-epoch too — and ends as an
+uninterrupted run would. The output directory holds what diffusers and the community tools read:
 
 * ``pytorch_lora_weights.safetensors`` (``fit lora``): diffusers' LoRA format with its adapter metadata —
   ``StableDiffusionPipeline.load_lora_weights(DIR)`` loads it, as does ``latentmix synthesize --lora DIR``;
@@ -51,6 +53,15 @@ from latentmix.data import Subset, load_matching
 from latentmix.data.base import labelled_subset
 from latentmix.data.text import TextEncoder
 from latentmix.train.cards import model_card
+from latentmix.train.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    load_optimizer,
+    load_rng,
+    optimizer_tensors,
+    rng_tensors,
+    save_checkpoint,
+)
 from latentmix.train.common import FitResult, check_finite_loss, split_batch_accelerator
 from latentmix.utils.atomic import atomic_directory, atomic_save_safetensors
 from latentmix.utils.locks import holds_outputs
@@ -151,8 +162,17 @@ def _saved_tokens(learned: dict[str, _Tokens]) -> dict[str, dict[str, torch.Tens
 class AdapterRun:
     """One adaptation run: the frozen backend with its new parameters, the optimiser and the prepared loader."""
 
-    def __init__(self, config: TextualInversionFitConfig, backend: LatentBackend, dataset, accelerator, quiet: bool):
-        self.config, self.backend, self.acc = config, backend, accelerator
+    def __init__(
+        self,
+        config: TextualInversionFitConfig,
+        backend: LatentBackend,
+        dataset,
+        accelerator,
+        quiet: bool,
+        ckpt: Checkpoint | None = None,
+        train_dir: Path | None = None,
+    ):
+        self.config, self.backend, self.acc, self.train_dir = config, backend, accelerator, train_dir
         self.lora = isinstance(config, LoRAFitConfig)
         unet, encoders = _diffusion_parts(backend, config.backend)
         self.unet, self.encoders = unet.requires_grad_(False), encoders
@@ -245,6 +265,9 @@ class AdapterRun:
         for model in self.text_runs.values():
             model.train(False)
         self.losses: list[float] = []
+        self.step = 0
+        if ckpt is not None:
+            self._restore(ckpt)
         #: the prompts' conditionings where nothing in the text encoders learns (computed once)
         self.fixed_hidden = None
         if not self.learned and not self.trainable_text_lora:
@@ -271,21 +294,48 @@ class AdapterRun:
         added = {"text_embeds": pooled, "time_ids": self.backend.time_ids(x_t)}  # type: ignore[attr-defined]
         return self.unet_run(x_t, t, encoder_hidden_states=tokens, added_cond_kwargs=added).sample
 
+    def _state(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint holds: the LoRA weights, the token vectors, the optimiser's moments, the RNG."""
+        models = {"unet": self.acc.unwrap_model(self.unet_run)}
+        models.update({part: self.acc.unwrap_model(model) for part, model in self.text_runs.items()})
+        tensors = {f"lora.{part}.{n}": p.detach().cpu() for part, m in models.items()
+                   for n, p in m.named_parameters() if "lora_" in n}  # fmt: skip
+        tensors.update({f"tokens.{part}": tokens.vectors.detach().cpu() for part, tokens in self.learned.items()})
+        return {**tensors, **optimizer_tensors(self.optimizer, "opt"), **rng_tensors({})}
+
+    def _restore(self, ckpt: Checkpoint) -> None:
+        models = {"unet": self.acc.unwrap_model(self.unet_run)}
+        models.update({part: self.acc.unwrap_model(model) for part, model in self.text_runs.items()})
+        with torch.no_grad():
+            for part, model in models.items():
+                for n, p in model.named_parameters():
+                    if "lora_" in n:
+                        p.copy_(ckpt.tensors[f"lora.{part}.{n}"])
+            for part, tokens in self.learned.items():
+                tokens.vectors.copy_(ckpt.tensors[f"tokens.{part}"])
+        load_optimizer(self.optimizer, ckpt.tensors, "opt")
+        load_rng({}, ckpt.tensors)
+        self.step = int(ckpt.progress["step"])
+
     def train(self, show: bool) -> None:
-        config = self.config
+        config, acc = self.config, self.acc
         per_epoch = len(self.loader)
-        bar = tqdm(total=config.steps, desc="fit lora" if self.lora else "fit textual-inversion", disable=not show)
-        step = 0
-        while step < config.steps:
-            self.loader.set_epoch(step // per_epoch)
-            for (idx,) in self.loader:
-                if step >= config.steps:
+        what = "fit lora" if self.lora else "fit textual-inversion"
+        bar = tqdm(total=config.steps, initial=self.step, desc=what, disable=not show)
+        while self.step < config.steps:
+            epoch, skip = divmod(self.step, per_epoch)
+            self.loader.set_epoch(epoch)  # the shuffle of an epoch depends on (seed, epoch) only
+            for (idx,) in acc.skip_first_batches(self.loader, skip) if skip else self.loader:
+                if self.step >= config.steps:
                     break
-                self.losses.append(self.train_step(idx, step))
-                step += 1
+                self.losses.append(self.train_step(idx, self.step))
+                self.step += 1
                 bar.update()
-                if step % 25 == 0:
+                if self.step % 25 == 0:
                     bar.set_postfix(loss=f"{sum(self.losses[-25:]) / len(self.losses[-25:]):.4f}")
+                done = self.step % config.checkpoint_every == 0 or self.step == config.steps
+                if done and self.train_dir is not None and acc.is_main_process:
+                    save_checkpoint(self.train_dir, config, self._state(), {"step": self.step})
         bar.close()
 
     def train_step(self, idx: torch.Tensor, step: int) -> float:
@@ -393,21 +443,24 @@ def fit_adapter(
     ``backend`` is the base backend with the saved adapter loaded (as ``synthesize --lora`` loads it)."""
     config.validate()
     out = Path(out)
+    train_dir = Path(f"{out}.train")
     backend = load_backend(config.backend)
     _diffusion_parts(backend, config.backend)
     dataset = adapter_dataset(config, backend)
     accelerator = split_batch_accelerator(config.batch_size, config.seed, config.cpu, config.mixed_precision)
+    ckpt = load_checkpoint(train_dir, config)
     show = not quiet and accelerator.is_local_main_process
-    run = AdapterRun(config, backend, dataset, accelerator, quiet=not show)
+    run = AdapterRun(config, backend, dataset, accelerator, quiet=not show, ckpt=ckpt, train_dir=train_dir)
     started = time.perf_counter()
     run.train(show)
     accelerator.wait_for_everyone()
     last = run.losses[-50:]
     metrics = {
-        "train_seconds": round(time.perf_counter() - started, 1),
+        "train_seconds_this_run": round(time.perf_counter() - started, 1),
         "train_images": run.count,
         "steps": config.steps,
-        "final_loss_mean_last_50": round(sum(last) / len(last), 5),
+        "resumed_from_step": int(ckpt.progress["step"]) if ckpt is not None else 0,
+        "final_loss_mean_last_50": round(sum(last) / len(last), 5) if last else None,
         "learned_tokens": len(run.tokens),
         "unet_lora_parameters": run.trainable_lora,
         "unet_parameters": run.unet_base,
@@ -416,7 +469,7 @@ def fit_adapter(
         "processes": accelerator.num_processes,
         "device": f"{accelerator.device.type} ({platform.machine()})",
     }
-    if not math.isfinite(metrics["final_loss_mean_last_50"]):
+    if last and not math.isfinite(metrics["final_loss_mean_last_50"]):
         raise ValueError("the adaptation diverged")
     if accelerator.is_main_process:
         _save(run, out, config, metrics, command)

@@ -141,6 +141,33 @@ def test_fit_lora_is_deterministic_by_seed(sd_dir, photos, tmp_path):
     assert any(not torch.equal(a[k], c[k]) for k in a)
 
 
+def test_fit_lora_resumes_exactly_after_an_interruption(sd_dir, photos, tmp_path, monkeypatch, crash_on_call):
+    """Killed after its checkpoint at step 2 (mid-epoch: 3 batches of 2 per epoch), the same command ends with the
+    adapter an uninterrupted run saves; other settings are refused, another checkpoint cadence is not."""
+    from latentmix.train import fit_adapter as fa
+
+    def config(**changes):
+        settings = {"steps": 6, "batch_size": 2, "lr": 1e-2, "text_encoder_lora": True, "checkpoint_every": 2}
+        return LoRAFitConfig(backend=str(sd_dir), data=str(photos), **{**settings, **changes})
+
+    def saved(out):
+        return {**load_file(str(tmp_path / out / "pytorch_lora_weights.safetensors")),
+                **load_file(str(tmp_path / out / "learned_embeds" / "cat.safetensors"))}  # fmt: skip
+
+    fit_adapter(config(), tmp_path / "whole", quiet=True)
+    real = crash_on_call(fa, "check_finite_loss", 4)  # the 4th step: after the checkpoint at step 2
+    with pytest.raises(KeyboardInterrupt):
+        fit_adapter(config(), tmp_path / "cut", quiet=True)
+    assert not (tmp_path / "cut").exists() and (tmp_path / "cut.train" / "state.safetensors").is_file()
+    monkeypatch.setattr(fa, "check_finite_loss", real)
+    with pytest.raises(ValueError, match="holds a run with other settings \\(lr: 0.01 there vs 0.02 now"):
+        fit_adapter(config(lr=2e-2), tmp_path / "cut", quiet=True)
+    result = fit_adapter(config(checkpoint_every=3), tmp_path / "cut", quiet=True)
+    assert result.metrics["resumed_from_step"] == 2
+    whole, cut = saved("whole"), saved("cut")
+    assert whole.keys() == cut.keys() and all(torch.equal(whole[k], cut[k]) for k in whole)
+
+
 def test_fit_lora_cli_then_synthesize_with_the_lora_and_its_prompts(tmp_path, capsys):
     argv = ["--quiet", "fit", "lora", "--data", "digits", "--labels-per-class", "2", "--steps", "6", "--batch-size",
             "10", "--lr", "0.01"]  # fmt: skip
