@@ -121,6 +121,12 @@ def plan_synthesis(config: SynthesisConfig) -> SynthesisPlan:
         n = (config.per_image or 1) * len(source_labels(config))  # augment: one variant of each source by default
     else:
         n = DEFAULT_SAMPLES if config.n is None else config.n
+    one_image = config.strategy == "augment" and config.noise == "inversion" and len(config.strengths) == 1
+    if one_image and config.n is not None and n > (sources := len(source_labels(config))):
+        raise ValueError(
+            f"n: augment with noise inversion at one strength makes one image per source ({sources} here); "
+            f"n={n} would repeat them (use noise random for variants, or several strengths)"
+        )
     if n > MAX_SAMPLES:
         given = "balance" if quota is not None else "per_image"
         raise ValueError(f"{given}: it takes {n:,} samples; a synthesis run makes at most {MAX_SAMPLES:,}")
