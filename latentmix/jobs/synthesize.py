@@ -124,8 +124,9 @@ def plan_synthesis(config: SynthesisConfig) -> SynthesisPlan:
     one_image = config.strategy == "augment" and config.noise == "inversion" and len(config.strengths) == 1
     if one_image and config.n is not None and n > (sources := len(source_labels(config))):
         raise ValueError(
-            f"n: augment with noise inversion at one strength makes one image per source ({sources} here); "
-            f"n={n} would repeat them (use noise random for variants, or several strengths)"
+            f"n: augment from the sources' own encodings (noise inversion at one strength, or a backend without "
+            f"diffusion) makes one image per source ({sources} here); n={n} would repeat them (with a diffusion "
+            "backend: noise random, or several strengths)"
         )
     if n > MAX_SAMPLES:
         given = "balance" if quota is not None else "per_image"

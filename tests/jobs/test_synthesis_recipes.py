@@ -116,9 +116,10 @@ def test_prompt_templates_and_per_class_prompt_files(tmp_path):
         (dict(strategy="augment", per_image=3), "augment with noise inversion makes the same image every time"),
         (
             dict(strategy="augment", n=25),
-            "n: augment with noise inversion at one strength makes one image per source "
-            r"\(10 here\); n=25 would repeat them",
+            r"n: augment from the sources' own encodings \(noise inversion at one strength, .*\) makes one image per "
+            r"source \(10 here\); n=25 would repeat them",
         ),
+        (dict(**VAE, strategy="augment", n=11), r"makes one image per source \(10 here\); n=11 would repeat"),
         (dict(strategy="augment", lam=0.5), "lam applies to the blend strategies"),
         (dict(recipe="diff-mix", strategy="knn"), "recipe diff-mix is strategy 'translate'; drop strategy 'knn'"),
         (dict(per_image=2, n=5), "n: per_image sets the number of samples; drop n"),
