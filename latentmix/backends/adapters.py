@@ -143,27 +143,27 @@ def embedding_files(directory: Path) -> list[Path]:
     return files
 
 
+def _specs(spec: str | os.PathLike) -> list[tuple[str | None, Path]]:
+    """(token or None, file) of each textual-inversion file ``spec`` names (``FILE``, ``TOKEN=FILE`` or a directory)."""
+    token, path = parse_spec(spec)
+    if not path.is_dir():
+        return [(token, path)]
+    if token is not None:
+        raise ValueError(f"{NAME}: {path} is a directory; TOKEN=FILE names the token of one file")
+    return [(None, file) for file in embedding_files(path)]
+
+
 def add_textual_inversion(text_encoder: TextEncoder, spec: str | os.PathLike) -> list[str]:
     """Add a textual-inversion file's (or directory's) token(s) and vectors to ``text_encoder`` (its cache
     cleared); returns the tokens. Backends call this from
     :meth:`~latentmix.backends.base.LatentBackend.add_textual_inversion`."""
-    token, path = parse_spec(spec)
-    if path.is_dir():
-        if token is not None:
-            raise ValueError(f"{NAME}: {path} is a directory; TOKEN=FILE names the token of one file")
-        return [t for file in embedding_files(path) for t in _add(text_encoder, *read_embedding(None, file), file)]
-    return _add(text_encoder, *read_embedding(token, path), path)
+    return [t for token, file in _specs(spec) for t in _add(text_encoder, *read_embedding(token, file), file)]
 
 
 def add_textual_inversion_xl(encoders: tuple[TextEncoder, TextEncoder], spec: str | os.PathLike) -> list[str]:
     """Add an SDXL textual-inversion file's (or directory's) token(s) to both text encoders (``clip_l``'s vectors
     to the first, ``clip_g``'s to the second); returns the tokens."""
-    token, path = parse_spec(spec)
-    if path.is_dir():
-        if token is not None:
-            raise ValueError(f"{NAME}: {path} is a directory; TOKEN=FILE names the token of one file")
-        return [t for file in embedding_files(path) for t in _add_xl(encoders, *read_xl_embedding(None, file), file)]
-    return _add_xl(encoders, *read_xl_embedding(token, path), path)
+    return [t for token, file in _specs(spec) for t in _add_xl(encoders, *read_xl_embedding(token, file), file)]
 
 
 def _add_xl(encoders: tuple[TextEncoder, TextEncoder], token: str, first: Tensor, second: Tensor, path: Path):

@@ -1,4 +1,4 @@
-"""LoRA weights loaded into a diffusion backend's UNet (and text encoder), through diffusers' loaders and peft.
+"""LoRA weights loaded into a diffusion backend's UNet (and text encoders), through diffusers' loaders and peft.
 
 ``add_lora(unet, text_models, path, scale)`` (what :meth:`LatentDiffusionBackend.add_lora` runs) reads the file
 that diffusers' training scripts, :meth:`StableDiffusionPipeline.save_lora_weights` (and SDXL's) and ``latentmix fit
