@@ -157,41 +157,36 @@ def add_textual_inversion(text_encoder: TextEncoder, spec: str | os.PathLike) ->
     """Add a textual-inversion file's (or directory's) token(s) and vectors to ``text_encoder`` (its cache
     cleared); returns the tokens. Backends call this from
     :meth:`~latentmix.backends.base.LatentBackend.add_textual_inversion`."""
-    return [t for token, file in _specs(spec) for t in _add(text_encoder, *read_embedding(token, file), file)]
+    out = []
+    for token, file in _specs(spec):
+        token, vectors = read_embedding(token, file)
+        out += _add({"the text encoder's": text_encoder}, token, (vectors,), file)
+    return out
 
 
 def add_textual_inversion_xl(encoders: tuple[TextEncoder, TextEncoder], spec: str | os.PathLike) -> list[str]:
     """Add an SDXL textual-inversion file's (or directory's) token(s) to both text encoders (``clip_l``'s vectors
     to the first, ``clip_g``'s to the second); returns the tokens."""
-    return [t for token, file in _specs(spec) for t in _add_xl(encoders, *read_xl_embedding(token, file), file)]
+    named = {"the first text encoder's": encoders[0], "the second text encoder's": encoders[1]}
+    out = []
+    for token, file in _specs(spec):
+        token, first, second = read_xl_embedding(token, file)
+        out += _add(named, token, (first, second), file)
+    return out
 
 
-def _add_xl(encoders: tuple[TextEncoder, TextEncoder], token: str, first: Tensor, second: Tensor, path: Path):
-    tokens = _names(token, len(first))
-    for encoder, vectors, which in zip(encoders, (first, second), ("first", "second"), strict=True):
-        _check_width(encoder, vectors, path, f"the {which} text encoder's")
+def _add(encoders: dict[str, TextEncoder], token: str, vectors: tuple[Tensor, ...], path: Path) -> list[str]:
+    """Add ``token`` (and ``token_1`` … for several vectors) to each encoder (named by whose embeddings they are,
+    for the messages) with its own vectors; every encoder is checked before any changes."""
+    tokens = [token] + [f"{token}_{i}" for i in range(1, len(vectors[0]))]
+    for (whose, encoder), rows in zip(encoders.items(), vectors, strict=True):
+        width = int(encoder.model.get_input_embeddings().weight.shape[1])
+        if rows.shape[1] != width:
+            raise ValueError(f"{NAME}: {path} holds vectors of size {rows.shape[1]}, {whose} embeddings are "
+                             f"{width} wide (a file for another model)")  # fmt: skip
         check_free(encoder, tokens, f"{NAME}: token", "choose another (TOKEN=FILE)")
-    for encoder, vectors in zip(encoders, (first, second), strict=True):
-        _set(encoder, tokens, vectors)
-    return tokens
-
-
-def _names(token: str, n: int) -> list[str]:
-    return [token] + [f"{token}_{i}" for i in range(1, n)]
-
-
-def _check_width(text_encoder: TextEncoder, vectors: Tensor, path: Path, whose: str = "the text encoder's") -> None:
-    width = int(text_encoder.model.get_input_embeddings().weight.shape[1])
-    if vectors.shape[1] != width:
-        raise ValueError(f"{NAME}: {path} holds vectors of size {vectors.shape[1]}, {whose} embeddings are "
-                         f"{width} wide (a file for another model)")  # fmt: skip
-
-
-def _add(text_encoder: TextEncoder, token: str, vectors: Tensor, path: Path) -> list[str]:
-    _check_width(text_encoder, vectors, path)
-    tokens = _names(token, len(vectors))
-    check_free(text_encoder, tokens, f"{NAME}: token", "choose another (TOKEN=FILE)")
-    _set(text_encoder, tokens, vectors)
+    for encoder, rows in zip(encoders.values(), vectors, strict=True):
+        _set(encoder, tokens, rows)
     return tokens
 
 

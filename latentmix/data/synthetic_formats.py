@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import io
+import itertools
 import json
 import os
 import tarfile
@@ -129,8 +130,8 @@ class ShardImages:
         path = shard_data(self.root, shard, self.format)
         if shard not in self._starts:
             meta = _reading(path, lambda: pq.read_metadata(path))
-            sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
-            self._starts[shard] = [sum(sizes[:g]) for g in range(len(sizes) + 1)]
+            sizes = (meta.row_group(g).num_rows for g in range(meta.num_row_groups))
+            self._starts[shard] = [0, *itertools.accumulate(sizes)]
         starts = self._starts[shard]
         if not 0 <= position < starts[-1]:
             raise ValueError(f"{path} has {starts[-1]} rows; no row {position}")

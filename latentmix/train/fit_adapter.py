@@ -294,25 +294,26 @@ class AdapterRun:
         added = {"text_embeds": pooled, "time_ids": self.backend.time_ids(x_t)}  # type: ignore[attr-defined]
         return self.unet_run(x_t, t, encoder_hidden_states=tokens, added_cond_kwargs=added).sample
 
+    def models(self) -> dict[str, nn.Module]:
+        """The UNet and the text encoders by part name, unwrapped from what accelerate prepared."""
+        runs = {"unet": self.unet_run, **self.text_runs}
+        return {part: self.acc.unwrap_model(model) for part, model in runs.items()}
+
+    def _new_parameters(self) -> dict[str, torch.Tensor]:
+        """Everything that learns, by checkpoint key: each part's LoRA weights and each encoder's token vectors."""
+        found = {f"lora.{part}.{n}": p for part, m in self.models().items()
+                 for n, p in m.named_parameters() if "lora_" in n}  # fmt: skip
+        return {**found, **{f"tokens.{part}": tokens.vectors for part, tokens in self.learned.items()}}
+
     def _state(self) -> dict[str, torch.Tensor]:
         """What a checkpoint holds: the LoRA weights, the token vectors, the optimiser's moments, the RNG."""
-        models = {"unet": self.acc.unwrap_model(self.unet_run)}
-        models.update({part: self.acc.unwrap_model(model) for part, model in self.text_runs.items()})
-        tensors = {f"lora.{part}.{n}": p.detach().cpu() for part, m in models.items()
-                   for n, p in m.named_parameters() if "lora_" in n}  # fmt: skip
-        tensors.update({f"tokens.{part}": tokens.vectors.detach().cpu() for part, tokens in self.learned.items()})
+        tensors = {key: p.detach().cpu() for key, p in self._new_parameters().items()}
         return {**tensors, **optimizer_tensors(self.optimizer, "opt"), **rng_tensors({})}
 
     def _restore(self, ckpt: Checkpoint) -> None:
-        models = {"unet": self.acc.unwrap_model(self.unet_run)}
-        models.update({part: self.acc.unwrap_model(model) for part, model in self.text_runs.items()})
         with torch.no_grad():
-            for part, model in models.items():
-                for n, p in model.named_parameters():
-                    if "lora_" in n:
-                        p.copy_(ckpt.tensors[f"lora.{part}.{n}"])
-            for part, tokens in self.learned.items():
-                tokens.vectors.copy_(ckpt.tensors[f"tokens.{part}"])
+            for key, p in self._new_parameters().items():
+                p.copy_(ckpt.tensors[key])
         load_optimizer(self.optimizer, ckpt.tensors, "opt")
         load_rng({}, ckpt.tensors)
         self.step = int(ckpt.progress["step"])
@@ -363,8 +364,7 @@ class AdapterRun:
 
 
 def _save(run: AdapterRun, out: Path, config: TextualInversionFitConfig, metrics: dict, command: str | None) -> None:
-    unet = run.acc.unwrap_model(run.unet_run)
-    text_models = {part: run.acc.unwrap_model(model) for part, model in run.text_runs.items()}
+    models = run.models()
 
     def write(tmp: Path) -> None:
         if run.lora:
@@ -380,7 +380,7 @@ def _save(run: AdapterRun, out: Path, config: TextualInversionFitConfig, metrics
                 return {k: v.detach().float().cpu().contiguous() for k, v in state.items()}, meta
 
             layers: dict[str, Any] = {}
-            for name, model in {"unet": unet, **text_models}.items():
+            for name, model in models.items():
                 if name == "unet" or run.text_lora[name]:
                     state, meta = part(model)
                     layers[f"{name}_lora_layers"], layers[f"{name}_lora_adapter_metadata"] = state, meta
